@@ -1,0 +1,139 @@
+//! `sessions-admin`: migrations, organizations, API keys and projects (operations.md).
+//! Prints JSON on stdout; on failure prints `error: <reason>` on stderr and exits 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use sessions_shared::clickhouse::Store;
+use sessions_shared::config::ClickHouseSettings;
+use sessions_shared::migrations::migrate;
+use sessions_shared::tenancy::Tenancy;
+
+#[derive(Parser)]
+#[command(
+    name = "sessions-admin",
+    version,
+    about = "Administer the sessions read model: migrations, organizations, API keys, projects"
+)]
+struct Cli {
+    #[command(flatten)]
+    clickhouse: ClickHouseSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database and apply pending migrations.
+    Migrate,
+    /// Organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Organization API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organization and its first API key (shown only here).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create another API key for an organization.
+    Create {
+        #[arg(long)]
+        org: u64,
+    },
+    /// Revoke an API key.
+    Revoke {
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project of an organization.
+    Create {
+        #[arg(long)]
+        org: u64,
+        #[arg(long)]
+        name: String,
+        /// A chosen project key (20 letters and digits); random if absent.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// List projects as a JSON array.
+    List {
+        #[arg(long)]
+        org: Option<u64>,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
+    let store = Store::new(&cli.clickhouse);
+    let applied = migrate(&store).await?;
+    let tenancy = Tenancy::new(&store);
+    Ok(match cli.command {
+        Command::Migrate => json!({"database": store.database(), "applied": applied}),
+        Command::Org {
+            command: OrgCommand::Create { name },
+        } => {
+            let created = tenancy.create_organization(&name).await?;
+            json!({"orgId": created.org_id, "apiKey": created.api_key})
+        }
+        Command::Key {
+            command: KeyCommand::Create { org },
+        } => json!({"apiKey": tenancy.create_key(org).await?}),
+        Command::Key {
+            command: KeyCommand::Revoke { key },
+        } => {
+            tenancy.revoke_key(&key).await?;
+            json!({"revoked": true})
+        }
+        Command::Project {
+            command: ProjectCommand::Create { org, name, key },
+        } => {
+            let project = tenancy.create_project(org, &name, key.as_deref()).await?;
+            json!({"projectId": project.project_id, "projectKey": project.project_key})
+        }
+        Command::Project {
+            command: ProjectCommand::List { org },
+        } => {
+            let projects = tenancy.list_projects(org).await?;
+            serde_json::Value::Array(projects.iter().map(|project| project.to_json()).collect())
+        }
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    sessions_shared::telemetry::init_logging();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

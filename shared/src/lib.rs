@@ -1,0 +1,14 @@
+//! Shared pieces of the sessions read model: the tracker event contract, the pure
+//! session aggregation, ClickHouse access and migrations, tenancy (organizations, API
+//! keys, projects), settings, logging and the operational HTTP endpoints.
+
+pub mod clickhouse;
+pub mod config;
+pub mod event;
+pub mod index_set;
+pub mod migrations;
+pub mod ops_http;
+pub mod session;
+pub mod telemetry;
+pub mod tenancy;
+pub mod useragent;

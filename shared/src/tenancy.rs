@@ -1,0 +1,355 @@
+//! Organizations, API keys and projects: what `sessions-admin` writes and the query
+//! service reads to authorize requests.
+//!
+//! Contract: an API key is shown once, when created, and stored only as the lowercase
+//! hex SHA-256 of its bytes (keys are 40 random letters and digits, ~238 bits, so a
+//! fast hash is enough: there is nothing to brute-force). Revoking writes a newer row
+//! for the same hash; readers take the newest row per hash.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clickhouse::{Row, Store, StoreError};
+
+pub const API_KEY_LENGTH: usize = 40;
+pub const PROJECT_KEY_LENGTH: usize = 20;
+const MAX_NAME_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrganization {
+    pub org_id: u64,
+    pub api_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Row)]
+pub struct Project {
+    pub project_id: u32,
+    pub project_key: String,
+    pub org_id: u64,
+    pub name: String,
+}
+
+impl Project {
+    /// The JSON `sessions-admin` prints for a project.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "projectId": self.project_id,
+            "projectKey": self.project_key,
+            "orgId": self.org_id,
+            "name": self.name,
+        })
+    }
+}
+
+/// An API key row as readers need it.
+#[derive(Clone, Debug, Deserialize, Row)]
+pub struct ActiveKey {
+    pub key_hash: String,
+    pub org_id: u64,
+}
+
+/// Lowercase hex SHA-256 of a key.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn random_alphanumeric(length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..length)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn is_valid_project_key(key: &str) -> bool {
+    key.len() == PROJECT_KEY_LENGTH && key.bytes().all(|byte| byte.is_ascii_alphanumeric())
+}
+
+fn validate_name(name: &str) -> Result<(), TenancyError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(TenancyError::InvalidInput(format!(
+            "name must be 1 to {MAX_NAME_BYTES} bytes and not blank"
+        )));
+    }
+    Ok(())
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[derive(Row, Deserialize)]
+struct Count {
+    count: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct MaxId {
+    max_id: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct KeyState {
+    org_id: u64,
+    revoked: u8,
+    version: u64,
+}
+
+/// Tenancy operations on one ClickHouse database (migrated).
+pub struct Tenancy<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Tenancy<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Tenancy { store }
+    }
+
+    async fn next_id(&self, table: &str, column: &str) -> Result<u64, TenancyError> {
+        let sql = format!("SELECT toUInt64(max({column})) AS max_id FROM {table}");
+        let row: MaxId = self
+            .store
+            .bounded(self.store.client().query(&sql).fetch_one())
+            .await?;
+        Ok(row.max_id + 1)
+    }
+
+    pub async fn organization_exists(&self, org_id: u64) -> Result<bool, TenancyError> {
+        let row: Count = self
+            .store
+            .bounded(
+                self.store
+                    .client()
+                    .query("SELECT count() AS count FROM organizations WHERE org_id = ?")
+                    .bind(org_id)
+                    .fetch_one(),
+            )
+            .await?;
+        Ok(row.count > 0)
+    }
+
+    async fn require_organization(&self, org_id: u64) -> Result<(), TenancyError> {
+        if self.organization_exists(org_id).await? {
+            Ok(())
+        } else {
+            Err(TenancyError::NotFound(format!(
+                "organization {org_id} does not exist"
+            )))
+        }
+    }
+
+    /// Creates an organization and its first API key. Ids are allocated as max + 1:
+    /// run one `sessions-admin` at a time per database.
+    pub async fn create_organization(
+        &self,
+        name: &str,
+    ) -> Result<CreatedOrganization, TenancyError> {
+        validate_name(name)?;
+        let org_id = self.next_id("organizations", "org_id").await?;
+        self.store
+            .bounded(
+                self.store
+                    .client()
+                    .query(
+                        "INSERT INTO organizations (org_id, name, created_at) VALUES (?, ?, now())",
+                    )
+                    .bind(org_id)
+                    .bind(name)
+                    .execute(),
+            )
+            .await?;
+        let api_key = self.insert_key(org_id).await?;
+        Ok(CreatedOrganization { org_id, api_key })
+    }
+
+    /// A new API key for an existing organization.
+    pub async fn create_key(&self, org_id: u64) -> Result<String, TenancyError> {
+        self.require_organization(org_id).await?;
+        self.insert_key(org_id).await
+    }
+
+    async fn insert_key(&self, org_id: u64) -> Result<String, TenancyError> {
+        let api_key = random_alphanumeric(API_KEY_LENGTH);
+        self.write_key_row(&hash_api_key(&api_key), org_id, false, now_millis())
+            .await?;
+        Ok(api_key)
+    }
+
+    async fn write_key_row(
+        &self,
+        key_hash: &str,
+        org_id: u64,
+        revoked: bool,
+        version: u64,
+    ) -> Result<(), TenancyError> {
+        self.store
+            .bounded(
+                self.store
+                    .client()
+                    .query(
+                        "INSERT INTO api_keys (key_hash, org_id, revoked, version, created_at) \
+                         VALUES (?, ?, ?, ?, now())",
+                    )
+                    .bind(key_hash)
+                    .bind(org_id)
+                    .bind(u8::from(revoked))
+                    .bind(version)
+                    .execute(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes a key; unknown keys are an error, revoking twice is not.
+    pub async fn revoke_key(&self, api_key: &str) -> Result<(), TenancyError> {
+        let key_hash = hash_api_key(api_key);
+        let current: Option<KeyState> = self
+            .store
+            .bounded(
+                self.store
+                    .client()
+                    .query(
+                        "SELECT argMax(org_id, version) AS org_id, argMax(revoked, version) AS revoked, \
+                         max(version) AS version FROM api_keys WHERE key_hash = ? GROUP BY key_hash",
+                    )
+                    .bind(&key_hash)
+                    .fetch_optional(),
+            )
+            .await?;
+        let Some(current) = current else {
+            return Err(TenancyError::NotFound("unknown API key".into()));
+        };
+        if current.revoked == 1 {
+            return Ok(());
+        }
+        let version = now_millis().max(current.version + 1);
+        self.write_key_row(&key_hash, current.org_id, true, version)
+            .await
+    }
+
+    /// Creates a project; `project_key` is drawn at random unless given.
+    pub async fn create_project(
+        &self,
+        org_id: u64,
+        name: &str,
+        project_key: Option<&str>,
+    ) -> Result<Project, TenancyError> {
+        validate_name(name)?;
+        let project_key = match project_key {
+            Some(key) if !is_valid_project_key(key) => {
+                return Err(TenancyError::InvalidInput(format!(
+                    "project key must be {PROJECT_KEY_LENGTH} letters and digits"
+                )))
+            }
+            Some(key) => key.to_owned(),
+            None => random_alphanumeric(PROJECT_KEY_LENGTH),
+        };
+        self.require_organization(org_id).await?;
+        let taken: Count = self
+            .store
+            .bounded(
+                self.store
+                    .client()
+                    .query("SELECT count() AS count FROM projects WHERE project_key = ?")
+                    .bind(&project_key)
+                    .fetch_one(),
+            )
+            .await?;
+        if taken.count > 0 {
+            return Err(TenancyError::Conflict(
+                "that project key is already taken".into(),
+            ));
+        }
+        let project_id = self.next_id("projects", "project_id").await?;
+        let project_id = u32::try_from(project_id)
+            .map_err(|_| TenancyError::Conflict("no project ids left".into()))?;
+        self.store
+            .bounded(
+                self.store
+                    .client()
+                    .query(
+                        "INSERT INTO projects (project_id, project_key, org_id, name, created_at) \
+                         VALUES (?, ?, ?, ?, now())",
+                    )
+                    .bind(project_id)
+                    .bind(&project_key)
+                    .bind(org_id)
+                    .bind(name)
+                    .execute(),
+            )
+            .await?;
+        Ok(Project {
+            project_id,
+            project_key,
+            org_id,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Projects, ordered by id, optionally of one organization.
+    pub async fn list_projects(&self, org_id: Option<u64>) -> Result<Vec<Project>, TenancyError> {
+        let query = match org_id {
+            Some(org_id) => self
+                .store
+                .client()
+                .query("SELECT ?fields FROM projects FINAL WHERE org_id = ? ORDER BY project_id")
+                .bind(org_id),
+            None => self
+                .store
+                .client()
+                .query("SELECT ?fields FROM projects FINAL ORDER BY project_id"),
+        };
+        Ok(self.store.bounded(query.fetch_all::<Project>()).await?)
+    }
+
+    /// Every key that is not revoked (newest row per hash).
+    pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, TenancyError> {
+        let sql = "SELECT key_hash, org_id FROM (\
+                     SELECT key_hash, argMax(org_id, version) AS org_id, argMax(revoked, version) AS is_revoked \
+                     FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
+        Ok(self
+            .store
+            .bounded(self.store.client().query(sql).fetch_all::<ActiveKey>())
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_alphanumeric_and_hashed_as_hex_sha256() {
+        let key = random_alphanumeric(API_KEY_LENGTH);
+        assert_eq!(key.len(), API_KEY_LENGTH);
+        assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(key, random_alphanumeric(API_KEY_LENGTH));
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn project_keys_are_twenty_letters_and_digits() {
+        assert!(is_valid_project_key("3sWXSsqHgSKnE87YkNJK"));
+        assert!(!is_valid_project_key("3sWXSsqHgSKnE87YkNJ"));
+        assert!(!is_valid_project_key("3sWXSsqHgSKnE87YkNJ-"));
+    }
+}
