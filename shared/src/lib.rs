@@ -10,5 +10,6 @@ pub mod migrations;
 pub mod ops_http;
 pub mod session;
 pub mod telemetry;
+pub mod testing;
 pub mod tenancy;
 pub mod useragent;
