@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod index_set;
 pub mod migrations;
+pub mod read_model;
 pub mod ops_http;
 pub mod session;
 pub mod telemetry;
