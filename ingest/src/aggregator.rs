@@ -1,0 +1,355 @@
+//! The worker's in-memory sessions: which are held, which changed since the last
+//! flush, which partition they came from, and when they may leave memory.
+//!
+//! Pure bookkeeping, no I/O: the consumer loop feeds it decoded events and states
+//! loaded from ClickHouse, and asks it for the rows of a flush.
+//!
+//! Contract:
+//! - [`Aggregator::apply`] only takes events of sessions that are held (the caller
+//!   loads cold sessions first, see [`Aggregator::missing`]), so a session's state is
+//!   always the durable state plus everything applied since: nothing is counted twice.
+//! - [`Aggregator::flush_batch`] returns every changed session with the keys it must
+//!   tombstone; [`Aggregator::mark_flushed`] is called only once those rows are durable.
+//! - Only sessions with nothing unflushed are evicted, so evicting loses nothing: the
+//!   durable state is reloaded when a late event comes.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sessions_shared::event::Event;
+use sessions_shared::session::{Applied, SessionKey, SessionState};
+
+/// What the worker persists per session (`session_state.state`, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedSession {
+    pub state: SessionState,
+    /// Every key the read model holds a row under for this session (live or not).
+    pub written_keys: Vec<SessionKey>,
+}
+
+struct HeldSession {
+    persisted: PersistedSession,
+    partition: i32,
+    dirty: bool,
+    /// Sequence number of the last batch that touched it (for LRU eviction).
+    last_touched: u64,
+}
+
+/// Counts of one [`Aggregator::apply`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyCounts {
+    pub applied: u64,
+    pub duplicates: u64,
+}
+
+/// One session to write in a flush.
+pub struct FlushItem<'a> {
+    pub persisted: &'a PersistedSession,
+}
+
+#[derive(Default)]
+pub struct Aggregator {
+    sessions: HashMap<u64, HeldSession>,
+    dirty_count: usize,
+    /// Largest event timestamp seen: the event-time clock for idle eviction.
+    watermark: i64,
+    batch_sequence: u64,
+}
+
+impl Aggregator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn dirty_count(&self) -> usize {
+        self.dirty_count
+    }
+
+    pub fn is_held(&self, session_id: u64) -> bool {
+        self.sessions.contains_key(&session_id)
+    }
+
+    /// Session ids of `events` that are not held: they must be loaded (or found
+    /// absent) before these events are applied. Sorted and deduplicated.
+    pub fn missing(&self, events: &[Event<'_>]) -> Vec<u64> {
+        let mut missing: Vec<u64> = events
+            .iter()
+            .map(|event| event.session_id)
+            .filter(|id| !self.sessions.contains_key(id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// Holds a session loaded from ClickHouse. It is marked changed: the rows the read
+    /// model holds may lag behind the stored state (a crash between the two writes), so
+    /// the next flush rewrites them. A session already held is left as it is.
+    pub fn insert_loaded(&mut self, persisted: PersistedSession, partition: i32) {
+        let session_id = persisted.state.session_id;
+        if self.sessions.contains_key(&session_id) {
+            return;
+        }
+        self.sessions.insert(
+            session_id,
+            HeldSession {
+                persisted,
+                partition,
+                dirty: true,
+                last_touched: self.batch_sequence,
+            },
+        );
+        self.dirty_count += 1;
+    }
+
+    /// Starts a new batch (for LRU order).
+    pub fn begin_batch(&mut self) {
+        self.batch_sequence += 1;
+    }
+
+    /// Applies events read from `partition`. Events of sessions not held start a new
+    /// session: call it only after [`Aggregator::missing`] sessions were loaded.
+    pub fn apply(&mut self, events: &[Event<'_>], partition: i32) -> ApplyCounts {
+        let mut counts = ApplyCounts::default();
+        for event in events {
+            self.watermark = self.watermark.max(event.timestamp);
+            let sequence = self.batch_sequence;
+            let held = self.sessions.entry(event.session_id);
+            let outcome = match held {
+                std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                    let held = occupied.get_mut();
+                    held.partition = partition;
+                    held.last_touched = sequence;
+                    let outcome = held.persisted.state.apply(event);
+                    if outcome == Applied::New && !held.dirty {
+                        held.dirty = true;
+                        self.dirty_count += 1;
+                    }
+                    outcome
+                }
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert(HeldSession {
+                        persisted: PersistedSession {
+                            state: SessionState::new(event),
+                            written_keys: Vec::new(),
+                        },
+                        partition,
+                        dirty: true,
+                        last_touched: sequence,
+                    });
+                    self.dirty_count += 1;
+                    Applied::New
+                }
+            };
+            match outcome {
+                Applied::New => counts.applied += 1,
+                Applied::Duplicate => counts.duplicates += 1,
+            }
+        }
+        counts
+    }
+
+    /// Every changed session, after recording its current key among its written keys
+    /// (so a state persisted from this flush names every key that may hold a row).
+    pub fn flush_batch(&mut self) -> Vec<FlushItem<'_>> {
+        for held in self.sessions.values_mut().filter(|held| held.dirty) {
+            let key = held.persisted.state.key();
+            if !held.persisted.written_keys.contains(&key) {
+                held.persisted.written_keys.push(key);
+            }
+        }
+        self.sessions
+            .values()
+            .filter(|held| held.dirty)
+            .map(|held| FlushItem {
+                persisted: &held.persisted,
+            })
+            .collect()
+    }
+
+    /// Records that every changed session's rows are durable.
+    pub fn mark_flushed(&mut self) {
+        for held in self.sessions.values_mut() {
+            held.dirty = false;
+        }
+        self.dirty_count = 0;
+    }
+
+    /// Forgets the sessions last fed from `partitions` (revoked in a rebalance): their
+    /// new owner reloads the durable state and replays what was not committed.
+    pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        let before = self.sessions.len();
+        self.sessions
+            .retain(|_, held| !partitions.contains(&held.partition));
+        self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
+        before - self.sessions.len()
+    }
+
+    /// Evicts unchanged sessions idle for longer than `idle_millis` of event time, then
+    /// the least recently touched unchanged ones while more than `max_sessions` are
+    /// held. Returns how many left memory.
+    pub fn evict(&mut self, idle_millis: i64, max_sessions: usize) -> usize {
+        let before = self.sessions.len();
+        let idle_before = self.watermark.saturating_sub(idle_millis);
+        self.sessions
+            .retain(|_, held| held.dirty || held.persisted.state.last_timestamp() >= idle_before);
+        if self.sessions.len() > max_sessions {
+            let mut clean: Vec<(u64, u64)> = self
+                .sessions
+                .iter()
+                .filter(|(_, held)| !held.dirty)
+                .map(|(id, held)| (held.last_touched, *id))
+                .collect();
+            clean.sort_unstable();
+            let excess = self.sessions.len() - max_sessions;
+            for (_, id) in clean.into_iter().take(excess) {
+                self.sessions.remove(&id);
+            }
+        }
+        before - self.sessions.len()
+    }
+
+    pub fn state(&self, session_id: u64) -> Option<&PersistedSession> {
+        self.sessions.get(&session_id).map(|held| &held.persisted)
+    }
+
+    /// Approximate bytes held by session states.
+    pub fn memory_bytes(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|held| {
+                std::mem::size_of::<(u64, HeldSession)>() + held.persisted.state.memory_bytes()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessions_shared::event::EventKind;
+    use std::borrow::Cow;
+
+    fn event(session_id: u64, index: u64, timestamp: i64, kind: EventKind) -> Event<'static> {
+        Event {
+            project_id: 1,
+            session_id,
+            index,
+            timestamp,
+            kind,
+            user_id: None,
+            start: None,
+        }
+    }
+
+    #[test]
+    fn duplicates_do_not_dirty_and_flush_clears() {
+        let mut aggregator = Aggregator::new();
+        let events = [
+            event(1, 0, 10, EventKind::Page),
+            event(1, 1, 11, EventKind::Click),
+        ];
+        assert_eq!(
+            aggregator.apply(&events, 0),
+            ApplyCounts {
+                applied: 2,
+                duplicates: 0
+            }
+        );
+        assert_eq!(aggregator.dirty_count(), 1);
+        assert_eq!(aggregator.flush_batch().len(), 1);
+        aggregator.mark_flushed();
+        assert_eq!(
+            aggregator.apply(&events, 0),
+            ApplyCounts {
+                applied: 0,
+                duplicates: 2
+            }
+        );
+        assert_eq!(aggregator.dirty_count(), 0);
+        assert!(aggregator.flush_batch().is_empty());
+    }
+
+    #[test]
+    fn flush_records_every_key_the_session_was_written_under() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 10, EventKind::Page)], 0);
+        aggregator.flush_batch();
+        aggregator.mark_flushed();
+        let user = Event {
+            user_id: Some(Cow::Borrowed("ann")),
+            ..event(1, 1, 12, EventKind::UserId)
+        };
+        aggregator.apply(&[user], 0);
+        let batch = aggregator.flush_batch();
+        let keys: Vec<&str> = batch[0]
+            .persisted
+            .written_keys
+            .iter()
+            .map(|k| k.user_id.as_str())
+            .collect();
+        assert_eq!(keys, ["", "ann"]);
+    }
+
+    #[test]
+    fn loaded_sessions_are_rewritten_and_not_replaced() {
+        let mut aggregator = Aggregator::new();
+        let state = SessionState::new(&event(5, 0, 10, EventKind::Page));
+        let persisted = PersistedSession {
+            state,
+            written_keys: vec![],
+        };
+        assert_eq!(
+            aggregator.missing(&[event(5, 1, 11, EventKind::Page)]),
+            vec![5]
+        );
+        aggregator.insert_loaded(persisted.clone(), 3);
+        assert_eq!(aggregator.dirty_count(), 1);
+        assert!(aggregator
+            .missing(&[event(5, 1, 11, EventKind::Page)])
+            .is_empty());
+        aggregator.apply(&[event(5, 1, 11, EventKind::Page)], 3);
+        aggregator.insert_loaded(persisted, 3);
+        assert_eq!(aggregator.state(5).unwrap().state.applied_events(), 2);
+    }
+
+    #[test]
+    fn eviction_keeps_changed_sessions_and_respects_the_cap() {
+        let mut aggregator = Aggregator::new();
+        aggregator.begin_batch();
+        aggregator.apply(&[event(1, 0, 1_000, EventKind::Page)], 0);
+        aggregator.begin_batch();
+        aggregator.apply(&[event(2, 0, 50_000, EventKind::Page)], 0);
+        aggregator.begin_batch();
+        aggregator.apply(&[event(3, 0, 100_000, EventKind::Page)], 0);
+        assert_eq!(aggregator.evict(10_000, 10), 0, "nothing flushed yet");
+        aggregator.flush_batch();
+        aggregator.mark_flushed();
+        assert_eq!(aggregator.evict(60_000, 10), 1, "session 1 idle for 99 s");
+        assert!(!aggregator.is_held(1));
+        assert_eq!(
+            aggregator.evict(1_000_000, 1),
+            1,
+            "cap: least recently touched goes"
+        );
+        assert!(aggregator.is_held(3) && !aggregator.is_held(2));
+    }
+
+    #[test]
+    fn revoked_partitions_are_forgotten() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 1, EventKind::Page)], 0);
+        aggregator.apply(&[event(2, 0, 1, EventKind::Page)], 1);
+        assert_eq!(aggregator.drop_partitions(&[1]), 1);
+        assert_eq!(aggregator.dirty_count(), 1);
+        assert!(aggregator.is_held(1));
+    }
+}

@@ -1,0 +1,158 @@
+//! The worker's Prometheus metrics, defined and registered once per worker on its own
+//! registry (so tests can run several workers in one process).
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use sessions_shared::event::RejectReason;
+
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub registry: Registry,
+    pub messages_consumed: IntCounter,
+    pub events_consumed: IntCounter,
+    pub events_applied: IntCounter,
+    pub events_duplicate: IntCounter,
+    pub events_rejected: IntCounterVec,
+    pub rows_written: IntCounterVec,
+    pub insert_duration: Histogram,
+    pub insert_failures: IntCounter,
+    pub commit_failures: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub sessions_in_memory: IntGauge,
+    pub session_memory_bytes: IntGauge,
+    pub sessions_loaded: IntCounter,
+    pub sessions_evicted: IntCounter,
+    pub flushes: IntCounter,
+}
+
+impl IngestMetrics {
+    pub fn new() -> IngestMetrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("metric registered once");
+            counter
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("metric registered once");
+            gauge
+        };
+        let messages_consumed = counter("ingest_messages_consumed_total", "Kafka messages read");
+        let events_consumed = counter(
+            "ingest_events_consumed_total",
+            "Valid tracker events decoded",
+        );
+        let events_applied = counter(
+            "ingest_events_applied_total",
+            "Events that changed a session (first time seen)",
+        );
+        let events_duplicate = counter(
+            "ingest_events_duplicate_total",
+            "Events whose (sessionId, index) was already applied (redelivery or producer duplicate)",
+        );
+        let events_rejected = IntCounterVec::new(
+            Opts::new(
+                "ingest_events_rejected_total",
+                "Rejected messages or batch elements, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(events_rejected.clone()))
+            .expect("metric registered once");
+        for reason in RejectReason::ALL {
+            events_rejected.with_label_values(&[reason.code()]);
+        }
+        let rows_written = IntCounterVec::new(
+            Opts::new(
+                "ingest_clickhouse_rows_written_total",
+                "Rows written to ClickHouse, by table",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rows_written.clone()))
+            .expect("metric registered once");
+        for table in ["sessions", "session_state", "rejected_events"] {
+            rows_written.with_label_values(&[table]);
+        }
+        let insert_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ingest_clickhouse_insert_duration_seconds",
+                "Time to write one flush to ClickHouse",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(insert_duration.clone()))
+            .expect("metric registered once");
+        let insert_failures = counter(
+            "ingest_clickhouse_insert_failures_total",
+            "Failed ClickHouse writes or loads (retried)",
+        );
+        let commit_failures = counter(
+            "ingest_kafka_commit_failures_total",
+            "Failed Kafka offset commits",
+        );
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "ingest_consumer_lag",
+                "High watermark minus the consumer position, per partition",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("metric registered once");
+        let sessions_in_memory = gauge("ingest_sessions_in_memory", "Sessions held in memory");
+        let session_memory_bytes = gauge(
+            "ingest_session_memory_bytes",
+            "Approximate bytes held by in-memory sessions",
+        );
+        let sessions_loaded = counter(
+            "ingest_sessions_loaded_total",
+            "Sessions loaded from ClickHouse (late events, restarts)",
+        );
+        let sessions_evicted = counter(
+            "ingest_sessions_evicted_total",
+            "Sessions evicted from memory",
+        );
+        let flushes = counter("ingest_flushes_total", "Flushes written to ClickHouse");
+        IngestMetrics {
+            registry,
+            messages_consumed,
+            events_consumed,
+            events_applied,
+            events_duplicate,
+            events_rejected,
+            rows_written,
+            insert_duration,
+            insert_failures,
+            commit_failures,
+            consumer_lag,
+            sessions_in_memory,
+            session_memory_bytes,
+            sessions_loaded,
+            sessions_evicted,
+            flushes,
+        }
+    }
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,59 @@
+//! The worker's settings: flags and environment variables (the flag wins), defaults
+//! from spec/operations.md plus the project's own knobs (listed in the README).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sessions_shared::config::{parse_positive_millis, parse_seconds, ClickHouseSettings};
+
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "sessions-ingest",
+    version,
+    about = "Kafka consumer-group worker: tracker events in, exact per-session rows out to ClickHouse"
+)]
+pub struct IngestSettings {
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "tracker-events")]
+    pub kafka_topic: String,
+    #[arg(long, env = "KAFKA_GROUP", default_value = "sessions-ingest")]
+    pub kafka_group: String,
+    /// Kafka group session timeout; keep it a multiple of the heartbeat interval.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value = "30000")]
+    pub kafka_session_timeout_ms: u32,
+    #[arg(long, env = "KAFKA_HEARTBEAT_INTERVAL_MS", default_value = "3000")]
+    pub kafka_heartbeat_interval_ms: u32,
+    #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value = "300000")]
+    pub kafka_max_poll_interval_ms: u32,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseSettings,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "INGEST_METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    pub metrics_addr: SocketAddr,
+    /// Longest time an event waits in memory before it is written.
+    #[arg(long, env = "FLUSH_INTERVAL_MS", default_value = "500", value_parser = parse_positive_millis)]
+    pub flush_interval: Duration,
+    /// Flush once this many sessions changed.
+    #[arg(long, env = "FLUSH_MAX_SESSIONS", default_value = "20000")]
+    pub flush_max_sessions: usize,
+    /// Flush once this many message bytes were read since the last flush.
+    #[arg(long, env = "FLUSH_MAX_BYTES", default_value = "33554432")]
+    pub flush_max_bytes: usize,
+    /// Sessions with no event for this long (event time) leave memory.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECS", default_value = "1800", value_parser = parse_seconds)]
+    pub session_idle_timeout: Duration,
+    /// Most sessions held in memory (least recently used ones leave first).
+    #[arg(long, env = "MAX_SESSIONS_IN_MEMORY", default_value = "1000000")]
+    pub max_sessions_in_memory: usize,
+    /// Upper bound of one ClickHouse insert, in milliseconds.
+    #[arg(long, env = "INSERT_TIMEOUT_MS", default_value = "30000", value_parser = parse_positive_millis)]
+    pub insert_timeout: Duration,
+    /// Longest backoff between retries while ClickHouse fails.
+    #[arg(long, env = "RETRY_MAX_BACKOFF_MS", default_value = "5000", value_parser = parse_positive_millis)]
+    pub retry_max_backoff: Duration,
+    /// How long shutdown keeps retrying a failing final flush before giving up
+    /// (uncommitted input is then replayed by the next owner).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+}

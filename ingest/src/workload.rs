@@ -1,0 +1,488 @@
+//! A seeded, realistic stream of tracker events (spec/events.md), with the rows the
+//! read model must end up holding, computed independently of the worker's code.
+//!
+//! Used by the producer tool (demo traffic, benchmarks) and by the tests. Each session
+//! has a `session_start` (a few don't: their `startTs` is their smallest timestamp),
+//! pages, clicks, inputs, errors, custom events, often a `session_end`; some set their
+//! user id mid-session. Delivery is shuffled within each session, sessions are
+//! interleaved, some messages are batches (arrays), ~5% of events are sent twice.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sessions_shared::read_model::StoredSession;
+
+/// User agents with the families uap-core gives them (checked by a test).
+pub const AGENTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.77 Safari/537.36",
+        "Mac OS X",
+        "Chrome",
+        "",
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:89.0) Gecko/20100101 Firefox/89.0",
+        "Windows",
+        "Firefox",
+        "",
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 14_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/14.1.1 Mobile/15E148 Safari/604.1",
+        "iOS",
+        "Mobile Safari",
+        "iPhone",
+    ),
+    (
+        "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0",
+        "Ubuntu",
+        "Firefox",
+        "",
+    ),
+];
+
+const COUNTRIES: &[&str] = &["IN", "fr", "US", "de", "BR", "jp"];
+
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    pub seed: u64,
+    pub project_id: u32,
+    pub sessions: usize,
+    /// Average events per session (at least 2).
+    pub events_per_session: usize,
+    pub users: usize,
+    /// Share of events sent a second time.
+    pub duplicate_rate: f64,
+    /// Event time of the first session, epoch ms.
+    pub start_ts: i64,
+    /// Prefix of user ids (`<prefix><n>@example.com`).
+    pub user_prefix: String,
+    /// First session id (ids are consecutive from here).
+    pub first_session_id: u64,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            seed: 42,
+            project_id: 1,
+            sessions: 100,
+            events_per_session: 20,
+            users: 20,
+            duplicate_rate: 0.05,
+            start_ts: 1_700_000_000_000,
+            user_prefix: "user-".into(),
+            first_session_id: 4_813_018_042_986_240,
+        }
+    }
+}
+
+/// One session: its distinct events in index order, and its expected row.
+#[derive(Clone, Debug)]
+pub struct PlannedSession {
+    pub session_id: u64,
+    pub events: Vec<Value>,
+    pub expected: StoredSession,
+}
+
+/// A Kafka message: key (session id) and JSON value.
+#[derive(Clone, Debug)]
+pub struct PlannedMessage {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+pub struct Workload {
+    pub sessions: Vec<PlannedSession>,
+    pub messages: Vec<PlannedMessage>,
+    /// Events in `messages`, duplicates included.
+    pub events_sent: usize,
+}
+
+impl Workload {
+    pub fn generate(config: &WorkloadConfig) -> Workload {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let sessions: Vec<PlannedSession> = (0..config.sessions)
+            .map(|n| plan_session(config, n, &mut rng))
+            .collect();
+        let (messages, events_sent) = deliver(&sessions, config.duplicate_rate, &mut rng);
+        Workload {
+            sessions,
+            messages,
+            events_sent,
+        }
+    }
+
+    /// Expected rows by user id (what the API must return for each user, in order).
+    pub fn expected_by_user(&self) -> BTreeMap<String, Vec<StoredSession>> {
+        let mut by_user: BTreeMap<String, Vec<StoredSession>> = BTreeMap::new();
+        for session in &self.sessions {
+            by_user
+                .entry(session.expected.user_id.clone())
+                .or_default()
+                .push(session.expected.clone());
+        }
+        for sessions in by_user.values_mut() {
+            sessions.sort_by_key(|s| (s.start_ts, s.session_id));
+        }
+        by_user
+    }
+}
+
+fn plan_session(config: &WorkloadConfig, n: usize, rng: &mut StdRng) -> PlannedSession {
+    let session_id = config.first_session_id + n as u64;
+    let user = format!(
+        "{}{}@example.com",
+        config.user_prefix,
+        rng.gen_range(0..config.users.max(1))
+    );
+    let start_ts = config.start_ts + n as i64 * 7_919 + rng.gen_range(0..5_000);
+    let (agent, os, browser, device) = AGENTS[rng.gen_range(0..AGENTS.len())];
+    let country = COUNTRIES[rng.gen_range(0..COUNTRIES.len())];
+    let has_start = rng.gen_bool(0.97);
+    let sends_agent_fields = rng.gen_bool(0.2);
+    let user_at_start = rng.gen_bool(0.6);
+    let switches_user = rng.gen_bool(0.1);
+    let ends = rng.gen_bool(0.8);
+    let total = rng
+        .gen_range(2..=config.events_per_session.max(2) * 2 - 1)
+        .max(2);
+    let session_id_value = if n % 3 == 0 {
+        json!(session_id)
+    } else {
+        json!(session_id.to_string())
+    };
+    let common = |index: usize, timestamp: i64, kind: &str| {
+        json!({"projectId": config.project_id, "sessionId": session_id_value, "index": index,
+               "timestamp": timestamp, "type": kind})
+    };
+
+    let mut events = Vec::with_capacity(total);
+    let mut expected = StoredSession {
+        project_id: config.project_id,
+        session_id,
+        user_uuid: String::new(),
+        user_id: String::new(),
+        user_agent: String::new(),
+        user_os: String::new(),
+        user_browser: String::new(),
+        user_device: String::new(),
+        user_country: String::new(),
+        start_ts,
+        duration: 0,
+        events_count: 0,
+        pages_count: 0,
+        errors_count: 0,
+    };
+    let mut timestamp = start_ts;
+    let mut min_ts = i64::MAX;
+    let mut max_ts = i64::MIN;
+    for index in 0..total {
+        if index > 0 {
+            timestamp += rng.gen_range(50..4_000);
+        }
+        let event = if index == 0 && has_start {
+            let uuid = uuid::Builder::from_random_bytes(rng.gen())
+                .into_uuid()
+                .to_string();
+            let mut event = common(index, timestamp, "session_start");
+            event["userUuid"] = json!(uuid);
+            event["userAgent"] = json!(agent);
+            event["userCountry"] = json!(country);
+            event["trackerVersion"] = json!("14.0.0");
+            expected.user_uuid = uuid;
+            expected.user_agent = agent.to_owned();
+            expected.user_country = country.to_ascii_uppercase();
+            if sends_agent_fields {
+                event["userOs"] = json!("Sent OS");
+                event["userBrowser"] = json!("Sent Browser");
+                event["userDevice"] = json!("Sent Device");
+                (
+                    expected.user_os,
+                    expected.user_browser,
+                    expected.user_device,
+                ) = (
+                    "Sent OS".into(),
+                    "Sent Browser".into(),
+                    "Sent Device".into(),
+                );
+            } else {
+                (
+                    expected.user_os,
+                    expected.user_browser,
+                    expected.user_device,
+                ) = (os.into(), browser.into(), device.into());
+            }
+            if user_at_start {
+                event["userId"] = json!(user);
+                expected.user_id = user.clone();
+            }
+            event
+        } else if index == total - 1 && ends {
+            common(index, timestamp, "session_end")
+        } else if switches_user && index == total / 2 {
+            let switched = format!("{}switched-{n}@example.com", config.user_prefix);
+            let mut event = common(index, timestamp, "user_id");
+            event["userId"] = json!(switched);
+            expected.user_id = switched;
+            event
+        } else if !user_at_start && index == 1 {
+            let mut event = common(index, timestamp, "user_id");
+            event["userId"] = json!(user);
+            expected.user_id = user.clone();
+            event
+        } else {
+            match rng.gen_range(0..100) {
+                0..=29 => {
+                    expected.pages_count += 1;
+                    expected.events_count += 1;
+                    let mut event = common(index, timestamp, "page");
+                    event["url"] = json!(format!(
+                        "https://shop.example.com/p/{}",
+                        rng.gen_range(0..500)
+                    ));
+                    event["referrer"] = json!("https://www.example.org/");
+                    event
+                }
+                30..=64 => {
+                    expected.events_count += 1;
+                    let mut event = common(index, timestamp, "click");
+                    event["label"] = json!("Add to cart");
+                    event["selector"] = json!("#product > div.actions > button.primary");
+                    event
+                }
+                65..=84 => {
+                    expected.events_count += 1;
+                    let mut event = common(index, timestamp, "input");
+                    event["label"] = json!("search");
+                    event
+                }
+                85..=91 => {
+                    expected.errors_count += 1;
+                    let mut event = common(index, timestamp, "error");
+                    event["name"] = json!("TypeError");
+                    event["message"] = json!("Cannot read properties of undefined (reading 'id')");
+                    event
+                }
+                _ => {
+                    let mut event = common(index, timestamp, "mouse_move");
+                    event["x"] = json!(rng.gen_range(0..1920));
+                    event["y"] = json!(rng.gen_range(0..1080));
+                    event
+                }
+            }
+        };
+        min_ts = min_ts.min(timestamp);
+        max_ts = max_ts.max(timestamp);
+        events.push(event);
+    }
+    expected.start_ts = if has_start { start_ts } else { min_ts };
+    expected.duration = (max_ts - expected.start_ts).max(0) as u64;
+    PlannedSession {
+        session_id,
+        events,
+        expected,
+    }
+}
+
+/// Turns sessions into messages: duplicates, shuffling within sessions, interleaving
+/// across sessions, and some batches.
+fn deliver(
+    sessions: &[PlannedSession],
+    duplicate_rate: f64,
+    rng: &mut StdRng,
+) -> (Vec<PlannedMessage>, usize) {
+    let mut queues: Vec<(String, Vec<&Value>)> = sessions
+        .iter()
+        .map(|session| {
+            let mut queue: Vec<&Value> = session.events.iter().collect();
+            for event in &session.events {
+                if rng.gen_bool(duplicate_rate) {
+                    queue.push(event);
+                }
+            }
+            // Mostly in order, with local disorder: swap neighbours now and then.
+            for i in 1..queue.len() {
+                if rng.gen_bool(0.3) {
+                    let j = rng.gen_range(i.saturating_sub(3)..=i);
+                    queue.swap(i, j);
+                }
+            }
+            queue.reverse(); // pop() takes from the front of the original order
+            (session.session_id.to_string(), queue)
+        })
+        .collect();
+    let mut messages = Vec::new();
+    let mut events_sent = 0;
+    let mut active: Vec<usize> = (0..queues.len()).collect();
+    active.shuffle(rng);
+    while !active.is_empty() {
+        let slot = rng.gen_range(0..active.len().min(64));
+        let (key, queue) = &mut queues[active[slot]];
+        let batch_size = if rng.gen_bool(0.25) {
+            rng.gen_range(2..=5)
+        } else {
+            1
+        };
+        let take = batch_size.min(queue.len());
+        let batch: Vec<&Value> = (0..take).filter_map(|_| queue.pop()).collect();
+        events_sent += batch.len();
+        let payload = if batch_size == 1 {
+            serde_json::to_vec(batch[0])
+        } else {
+            serde_json::to_vec(&batch)
+        }
+        .expect("events serialize");
+        messages.push(PlannedMessage {
+            key: key.clone(),
+            payload,
+        });
+        if queue.is_empty() {
+            active.swap_remove(slot);
+        }
+    }
+    (messages, events_sent)
+}
+
+/// Messages of every kind of bad input in spec/events.md, with the reason each must be
+/// rejected with. Batch entries hold one good event (session `good_session_id`) and
+/// one bad one.
+pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'static str)> {
+    let good = |index: u64| {
+        json!({"projectId": project_id, "sessionId": good_session_id.to_string(), "index": index,
+               "timestamp": 1_700_000_000_000u64 + index, "type": "page"})
+    };
+    let mut messages: Vec<(Vec<u8>, &'static str)> = vec![
+        (b"".to_vec(), "empty"),
+        (b"{not json".to_vec(), "invalid_json"),
+        (b"\xff\xfe\x00garbage".to_vec(), "invalid_json"),
+        (b"null".to_vec(), "not_an_event"),
+        (b"42".to_vec(), "not_an_event"),
+        (b"\"page\"".to_vec(), "not_an_event"),
+        (
+            br#"{"projectId":1,"index":0,"timestamp":5,"type":"page"}"#.to_vec(),
+            "missing_field",
+        ),
+        (
+            br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":"5","type":"page"}"#.to_vec(),
+            "bad_type",
+        ),
+        (
+            br#"{"projectId":0,"sessionId":"1","index":0,"timestamp":5,"type":"page"}"#.to_vec(),
+            "out_of_range",
+        ),
+        (
+            br#"{"projectId":1,"sessionId":"0","index":0,"timestamp":5,"type":"page"}"#.to_vec(),
+            "out_of_range",
+        ),
+        (
+            br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":-5,"type":"page"}"#.to_vec(),
+            "out_of_range",
+        ),
+        (
+            br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":0,"type":"page"}"#.to_vec(),
+            "out_of_range",
+        ),
+    ];
+    let mut too_large =
+        br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"page","pad":""#.to_vec();
+    too_large.resize(sessions_shared::event::MAX_MESSAGE_BYTES + 10, b'x');
+    too_large.extend_from_slice(b"\"}");
+    messages.push((too_large, "too_large"));
+    let batch_bad: &[(Value, &'static str)] = &[
+        (
+            json!({"projectId": project_id, "sessionId": "1", "index": 0, "type": "page"}),
+            "missing_field",
+        ),
+        (
+            json!({"projectId": project_id, "sessionId": [1], "index": 0, "timestamp": 5, "type": "page"}),
+            "bad_type",
+        ),
+        (json!(null), "not_an_event"),
+    ];
+    for (position, (bad, reason)) in batch_bad.iter().enumerate() {
+        let batch = json!([good(position as u64), bad]);
+        messages.push((serde_json::to_vec(&batch).expect("json"), reason));
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessions_shared::event::decode_message;
+    use sessions_shared::session::SessionState;
+    use sessions_shared::useragent::AgentParser;
+
+    #[test]
+    fn agents_have_the_families_uap_core_gives_them() {
+        for (agent, os, browser, device) in AGENTS {
+            let derived = AgentParser::shared().derive(agent);
+            assert_eq!(
+                (
+                    derived.os.as_str(),
+                    derived.browser.as_str(),
+                    derived.device.as_str()
+                ),
+                (*os, *browser, *device)
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream() {
+        let config = WorkloadConfig {
+            sessions: 20,
+            ..WorkloadConfig::default()
+        };
+        let a = Workload::generate(&config);
+        let b = Workload::generate(&config);
+        assert_eq!(a.messages.len(), b.messages.len());
+        assert!(a
+            .messages
+            .iter()
+            .zip(&b.messages)
+            .all(|(x, y)| x.payload == y.payload));
+        assert!(a.events_sent > a.sessions.iter().map(|s| s.events.len()).sum::<usize>());
+    }
+
+    /// The pure aggregation, fed the delivered stream, gives the planned rows.
+    #[test]
+    fn folding_the_stream_gives_the_expected_rows() {
+        let workload = Workload::generate(&WorkloadConfig {
+            sessions: 300,
+            ..WorkloadConfig::default()
+        });
+        let mut states: BTreeMap<u64, SessionState> = BTreeMap::new();
+        for message in &workload.messages {
+            let decoded = decode_message(&message.payload);
+            assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
+            for event in &decoded.events {
+                match states.get_mut(&event.session_id) {
+                    Some(state) => {
+                        state.apply(event);
+                    }
+                    None => {
+                        states.insert(event.session_id, SessionState::new(event));
+                    }
+                }
+            }
+        }
+        for session in &workload.sessions {
+            let row =
+                states[&session.session_id].to_row(|agent| AgentParser::shared().derive(agent));
+            assert_eq!(StoredSession::from(&row), session.expected);
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_rejected_with_their_reason() {
+        for (payload, reason) in bad_messages(1, 99) {
+            let decoded = decode_message(&payload);
+            assert_eq!(decoded.rejections.len(), 1);
+            assert_eq!(decoded.rejections[0].reason.code(), reason);
+        }
+    }
+}
