@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Installs what a Debian 12 machine with Rust lacks to run the local stack and
+# the tests, and nothing that is already there:
+#
+#   clickhouse-server, clickhouse-client  (apt; ClickHouse 18.16 in Debian 12)
+#   tansu 0.6.0                           (cargo install, ~9 min on 2 cores)
+#   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
+#   curl, a C toolchain                   (apt, only if missing)
+#
+# The ClickHouse package's install script would start a system server on
+# 8123/9000; a policy-rc.d refuses that during our install. No service is
+# started by this script. Reports what it does on stderr. Idempotent.
+set -euo pipefail
+
+SCRIPT_NAME=install-deps.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TANSU_VERSION=${TANSU_VERSION:-0.6.0}
+
+SUDO=()
+if [[ $(id -u) != 0 ]]; then
+    if command -v sudo >/dev/null; then
+        SUDO=(sudo)
+    fi
+fi
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null || die "apt-get not found; install by hand: $*"
+    if [[ $APT_UPDATED == 0 ]]; then
+        say "apt-get update"
+        "${SUDO[@]}" apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+clickhouse_installed() {
+    command -v clickhouse-server >/dev/null || [[ -x /usr/sbin/clickhouse-server ]] ||
+        [[ -x /usr/bin/clickhouse ]]
+}
+
+systemd_active() {
+    command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] &&
+        systemctl is-active --quiet clickhouse-server 2>/dev/null
+}
+
+install_clickhouse() {
+    if clickhouse_installed && command -v clickhouse-client >/dev/null; then
+        return 0
+    fi
+    local policy=/usr/sbin/policy-rc.d made_policy=0 was_active=0
+    systemd_active && was_active=1
+    # Refuse service starts from maintainer scripts (invoke-rc.d and
+    # deb-systemd-invoke both honour policy-rc.d), unless a policy exists.
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# temporary, from scripts/install-deps.sh\nexit 101\n' |
+            "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        made_policy=1
+        trap '"${SUDO[@]}" rm -f '"$policy" EXIT
+    fi
+    apt_install clickhouse-server clickhouse-client
+    if [[ $made_policy == 1 ]]; then
+        "${SUDO[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
+    # Don't leave a system server behind that this install started.
+    if [[ $was_active == 0 ]] && systemd_active; then
+        say "the package started a system clickhouse-server; stopping and disabling it"
+        "${SUDO[@]}" systemctl stop clickhouse-server || true
+        "${SUDO[@]}" systemctl disable clickhouse-server >/dev/null 2>&1 || true
+    fi
+    if port_open 9000 || port_open 8123; then
+        say "note: something listens on 127.0.0.1:8123 or :9000 (not started by this script)"
+    fi
+}
+
+install_tansu() {
+    if command -v tansu >/dev/null || [[ -x $HOME/.cargo/bin/tansu ]]; then
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+    say "cargo install tansu $TANSU_VERSION (about 9 minutes on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql >&2
+}
+
+# pip into the current python3 unless it is Debian's externally managed one;
+# then into a virtualenv at .local/venv, which scripts/services.sh picks up.
+install_chdb() {
+    local py
+    if [[ -x $STATE_DIR/venv/bin/python3 ]] &&
+        "$STATE_DIR/venv/bin/python3" -c 'import chdb, lz4' 2>/dev/null; then
+        return 0
+    fi
+    if command -v python3 >/dev/null && python3 -c 'import chdb, lz4' 2>/dev/null; then
+        return 0
+    fi
+    command -v python3 >/dev/null || apt_install python3
+    if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+        if [[ ! -x $STATE_DIR/venv/bin/python3 ]]; then
+            python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+            say "python3 -m venv $STATE_DIR/venv"
+            mkdir -p "$STATE_DIR"
+            python3 -m venv "$STATE_DIR/venv"
+        fi
+        py=$STATE_DIR/venv/bin/python3
+    else
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+        py=python3
+    fi
+    say "$py -m pip install chdb lz4 (about 180 MB)"
+    "$py" -m pip install --quiet chdb lz4 >&2
+}
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v flock >/dev/null || missing+=(util-linux)
+if ! command -v tansu >/dev/null && [[ ! -x $HOME/.cargo/bin/tansu ]]; then
+    command -v cc >/dev/null || missing+=(build-essential)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+fi
+[[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}"
+
+install_clickhouse
+install_chdb
+install_tansu
+say "dependencies present"

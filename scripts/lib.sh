@@ -1,0 +1,113 @@
+# shellcheck shell=bash
+# Helpers shared by scripts/services.sh and scripts/demo.sh. Source it; it
+# defines functions and variables only.
+#
+# Every process these scripts start is recorded in $RUN_DIR/<name>.pid, with
+# the pattern its command line must contain in $RUN_DIR/<name>.match. Stopping
+# only ever signals a PID read from such a file, and only while that PID's
+# command line still matches (so a recycled PID is never hit).
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+STATE_DIR=${SESSIONS_STATE_DIR:-$REPO/.local}
+RUN_DIR=$STATE_DIR/run
+LOG_DIR=$STATE_DIR/log
+
+say() { echo "${SCRIPT_NAME:-scripts}: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# pid_of NAME: prints the recorded PID if that process is alive and still the
+# one we started; returns 1 otherwise.
+pid_of() {
+    local name=$1 pid match cmdline
+    [[ -f $RUN_DIR/$name.pid ]] || return 1
+    pid=$(<"$RUN_DIR/$name.pid")
+    [[ $pid =~ ^[1-9][0-9]*$ && $pid -gt 1 && $pid != "$$" ]] || return 1
+    # Without its match file, or if the command line differs, the PID is not
+    # (or no longer) ours: never signal it.
+    [[ -s $RUN_DIR/$name.match ]] || return 1
+    match=$(<"$RUN_DIR/$name.match")
+    kill -0 "$pid" 2>/dev/null || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ -n $match && $cmdline == *"$match"* ]] || return 1
+    echo "$pid"
+}
+
+# launch NAME MATCH WORKDIR CMD...: starts CMD in its own session, detached
+# from our stdin/stdout/stderr (so a caller capturing our output never waits
+# for it), output appended to $LOG_DIR/NAME.log, PID in $RUN_DIR/NAME.pid.
+launch() {
+    local name=$1 match=$2 workdir=$3
+    shift 3
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    echo "=== $(date -u +%FT%TZ) start: $*" >>"$LOG_DIR/$name.log"
+    # The subshell closes fd 9 (the services lock) and execs setsid, which
+    # execs the command: $! is the service's own PID.
+    (cd "$workdir" && exec setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&-) &
+    local pid=$!
+    echo "$pid" >"$RUN_DIR/$name.pid"
+    echo "$match" >"$RUN_DIR/$name.match"
+}
+
+# terminate NAME [GRACE_SECONDS]: SIGTERM the recorded process, SIGKILL after
+# the grace period, remove the pid file. Returns 0 if nothing was running.
+terminate() {
+    local name=$1 grace=${2:-10} pid i
+    if ! pid=$(pid_of "$name"); then
+        rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.match"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name (pid $pid) still running after ${grace}s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.match"
+    say "$name stopped (pid $pid)"
+}
+
+# kill9 NAME: SIGKILL the recorded process at once (for fault tests).
+kill9() {
+    local name=$1 pid i
+    if pid=$(pid_of "$name"); then
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        say "$name killed with SIGKILL (pid $pid)"
+    fi
+    rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.match"
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# http_ok URL: GET URL answers 2xx within 2 s.
+http_ok() {
+    curl -sf --max-time 2 -o /dev/null "$1"
+}
+
+# ping_ok URL: GET URL prints "Ok." (ClickHouse /ping).
+ping_ok() {
+    local out
+    out=$(curl -sf --max-time 2 "$1" 2>/dev/null) || return 1
+    [[ $out == Ok.* ]]
+}
+
+# show_log FILE: the last lines of a log, on stderr.
+show_log() {
+    [[ -f $1 ]] || return 0
+    echo "----- last lines of $1 -----" >&2
+    tail -n 30 "$1" >&2 || true
+    echo "-----" >&2
+}

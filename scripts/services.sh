@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Local backing services for development and tests, on loopback only:
+#
+#   clickhouse  ClickHouse 18.16 (Debian package)   http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (8123)
+#                                                    native TCP 127.0.0.1:$CLICKHOUSE_TCP_PORT (19000)
+#   tansu       Kafka-protocol broker, sqlite store  127.0.0.1:$TANSU_PORT (9092)
+#   chdb        current ClickHouse engine (chDB) behind ../shared/tools/chdb-http-shim.py
+#                                                    http://127.0.0.1:$CHDB_SHIM_PORT (8124)
+#
+# Usage: scripts/services.sh start|stop|restart|status|kill9 [clickhouse|tansu|chdb ...]
+#        scripts/services.sh reset      stop what we started, delete .local/ state
+#
+# With no service named, all three. State (data, logs, pid files) lives under
+# $SESSIONS_STATE_DIR (default: <repo>/.local). `start` is idempotent; if a
+# port is already served by something answering like the service, that server
+# is used as is and never stopped by this script. `stop` and `kill9` signal
+# only PIDs this script recorded. `status` exits non-zero if a named service
+# is down.
+set -euo pipefail
+
+SCRIPT_NAME=services.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-19000}
+TANSU_PORT=${TANSU_PORT:-9092}
+CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
+CHDB_SHIM=${CHDB_SHIM:-$(cd "$REPO/.." && pwd)/shared/tools/chdb-http-shim.py}
+START_TIMEOUT=${SERVICES_START_TIMEOUT:-30}
+ALL_SERVICES=(clickhouse tansu chdb)
+
+# ---------------------------------------------------------------- binaries
+
+clickhouse_cmd() {
+    if [[ -n ${CLICKHOUSE_SERVER_BIN:-} ]]; then
+        echo "$CLICKHOUSE_SERVER_BIN"
+    elif command -v clickhouse-server >/dev/null; then
+        command -v clickhouse-server
+    elif [[ -x /usr/sbin/clickhouse-server ]]; then
+        echo /usr/sbin/clickhouse-server
+    elif [[ -x /usr/bin/clickhouse ]]; then
+        echo "/usr/bin/clickhouse server"
+    else
+        return 1
+    fi
+}
+
+tansu_bin() {
+    if [[ -n ${TANSU_BIN:-} ]]; then
+        echo "$TANSU_BIN"
+    elif command -v tansu >/dev/null; then
+        command -v tansu
+    elif [[ -x $HOME/.cargo/bin/tansu ]]; then
+        echo "$HOME/.cargo/bin/tansu"
+    else
+        return 1
+    fi
+}
+
+# The interpreter that has chdb: $CHDB_PYTHON, else the venv install-deps.sh
+# may have made, else python3.
+chdb_python() {
+    if [[ -n ${CHDB_PYTHON:-} ]]; then
+        echo "$CHDB_PYTHON"
+    elif [[ -x $STATE_DIR/venv/bin/python3 ]]; then
+        echo "$STATE_DIR/venv/bin/python3"
+    else
+        command -v python3
+    fi
+}
+
+# ---------------------------------------------------------------- readiness
+
+ready() {
+    case $1 in
+    clickhouse) ping_ok "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping" ;;
+    chdb) ping_ok "http://127.0.0.1:$CHDB_SHIM_PORT/ping" ;;
+    tansu)
+        local bin
+        # `tansu topic list` retries while nothing listens: check the port first.
+        port_open "$TANSU_PORT" || return 1
+        if bin=$(tansu_bin); then
+            timeout 5 "$bin" topic list --broker "tcp://127.0.0.1:$TANSU_PORT" >/dev/null 2>&1
+        fi
+        ;;
+    esac
+}
+
+port_of() {
+    case $1 in
+    clickhouse) echo "$CLICKHOUSE_HTTP_PORT" ;;
+    tansu) echo "$TANSU_PORT" ;;
+    chdb) echo "$CHDB_SHIM_PORT" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- launching
+
+launch_clickhouse() {
+    local cmd dir=$STATE_DIR/clickhouse
+    cmd=$(clickhouse_cmd) || die "clickhouse-server not found (run scripts/install-deps.sh)"
+    mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
+    sed -e "s#@STATE@#$dir#g" \
+        -e "s#@HTTP_PORT@#$CLICKHOUSE_HTTP_PORT#g" \
+        -e "s#@TCP_PORT@#$CLICKHOUSE_TCP_PORT#g" \
+        "$REPO/scripts/clickhouse/config.xml.in" >"$dir/config.xml"
+    cp "$REPO/scripts/clickhouse/users.xml" "$dir/users.xml"
+    # shellcheck disable=SC2086 # $cmd may be "clickhouse server"
+    launch clickhouse "$dir/config.xml" "$dir" $cmd --config-file="$dir/config.xml"
+}
+
+launch_tansu() {
+    local bin dir=$STATE_DIR/tansu
+    bin=$(tansu_bin) || die "tansu not found (run scripts/install-deps.sh)"
+    mkdir -p "$dir"
+    # The sqlite path is relative to the working directory: run inside $dir.
+    RUST_LOG=${TANSU_RUST_LOG:-warn} launch tansu "tcp://127.0.0.1:$TANSU_PORT" "$dir" \
+        "$bin" broker \
+        --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+        --storage-engine "sqlite://tansu.db"
+}
+
+launch_chdb() {
+    local py dir=$STATE_DIR/chdb
+    [[ -f $CHDB_SHIM ]] || die "chDB shim not found at $CHDB_SHIM (set CHDB_SHIM)"
+    py=$(chdb_python) || die "python3 not found"
+    mkdir -p "$dir"
+    launch chdb "chdb-http-shim" "$dir" "$py" "$CHDB_SHIM" "$CHDB_SHIM_PORT" "$dir/data"
+}
+
+# ---------------------------------------------------------------- commands
+
+start_one() {
+    local svc=$1 pid port t0 i
+    port=$(port_of "$svc")
+    if pid=$(pid_of "$svc"); then
+        if ready "$svc"; then
+            say "$svc already running (pid $pid, port $port)"
+            return 0
+        fi
+    else
+        rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
+        if ready "$svc"; then
+            say "note: $svc port $port is already served by a process not started by this script; using it (it will not be stopped by this script)"
+            return 0
+        fi
+        if port_open "$port"; then
+            die "port 127.0.0.1:$port is taken by something that does not answer like $svc; set another port (see scripts/services.sh)"
+        fi
+        "launch_$svc"
+        pid=$(<"$RUN_DIR/$svc.pid")
+        say "$svc starting (pid $pid, port $port, log $LOG_DIR/$svc.log)"
+    fi
+    t0=${EPOCHREALTIME/./}
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        if ready "$svc"; then
+            t0=$(((${EPOCHREALTIME/./} - t0) / 1000))
+            say "$svc ready on 127.0.0.1:$port after ${t0} ms"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            say "$svc (pid $pid) exited during start-up"
+            show_log "$LOG_DIR/$svc.log"
+            [[ $svc == clickhouse ]] && show_log "$STATE_DIR/clickhouse/log/clickhouse-server.err.log"
+            rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
+            exit 1
+        fi
+        sleep 0.1
+    done
+    say "$svc not ready after ${START_TIMEOUT}s; stopping it"
+    show_log "$LOG_DIR/$svc.log"
+    [[ $svc == clickhouse ]] && show_log "$STATE_DIR/clickhouse/log/clickhouse-server.err.log"
+    terminate "$svc" 5
+    exit 1
+}
+
+stop_one() {
+    local svc=$1
+    if pid_of "$svc" >/dev/null; then
+        terminate "$svc" 10
+    else
+        rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
+        if ready "$svc"; then
+            say "$svc: port $(port_of "$svc") is served by a process not started by this script; left alone"
+        else
+            say "$svc not running"
+        fi
+    fi
+}
+
+status_one() {
+    local svc=$1 pid port
+    port=$(port_of "$svc")
+    if pid=$(pid_of "$svc"); then
+        if ready "$svc"; then
+            echo "$svc: up (pid $pid, 127.0.0.1:$port)"
+        else
+            echo "$svc: starting or unhealthy (pid $pid, 127.0.0.1:$port not answering)"
+            return 1
+        fi
+    elif ready "$svc"; then
+        echo "$svc: up (127.0.0.1:$port, not managed by services.sh)"
+    else
+        echo "$svc: down"
+        return 1
+    fi
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+    exit "${1:-2}"
+}
+
+main() {
+    local cmd=${1:-}
+    [[ -n $cmd ]] || usage
+    shift
+    local services=("$@") svc rc=0
+    [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
+    for svc in "${services[@]}"; do
+        case $svc in
+        clickhouse | tansu | chdb) ;;
+        *) say "unknown service: $svc"; usage ;;
+        esac
+    done
+
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    # One services.sh at a time (launch closes fd 9 in the services it starts).
+    exec 9>"$RUN_DIR/services.lock"
+    flock -w 120 9 || die "another services.sh is still running"
+
+    case $cmd in
+    start) for svc in "${services[@]}"; do start_one "$svc"; done ;;
+    stop) for svc in "${services[@]}"; do stop_one "$svc"; done ;;
+    restart) for svc in "${services[@]}"; do stop_one "$svc"; start_one "$svc"; done ;;
+    kill9) for svc in "${services[@]}"; do kill9 "$svc"; done ;;
+    status) for svc in "${services[@]}"; do status_one "$svc" || rc=1; done ;;
+    reset)
+        for svc in "${ALL_SERVICES[@]}"; do stop_one "$svc"; done
+        # Keep the chDB virtualenv (a 180 MB download), if install-deps made one.
+        find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name venv ! -name run -exec rm -rf {} +
+        say "state under $STATE_DIR deleted"
+        ;;
+    -h | --help | help) usage 0 ;;
+    *) say "unknown command: $cmd"; usage ;;
+    esac
+    return "$rc"
+}
+
+main "$@"

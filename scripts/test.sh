@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, starts the local services
+# that are not already up (ClickHouse 18.16, tansu, the chDB shim), runs
+# `cargo test --workspace` against them, and on exit stops exactly the
+# services it started. Extra arguments go to `cargo test`, e.g.
+#   scripts/test.sh -p sessions-ingest -- --nocapture
+# Exit code: cargo's.
+set -euo pipefail
+
+SCRIPT_NAME=test.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+SERVICES_SH=$REPO/scripts/services.sh
+CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+TANSU_PORT=${TANSU_PORT:-9092}
+CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
+export CLICKHOUSE_HTTP_PORT TANSU_PORT CHDB_SHIM_PORT
+
+bash scripts/install-deps.sh
+
+started=()
+cleanup() {
+    local svc
+    for svc in "${started[@]}"; do
+        bash "$SERVICES_SH" stop "$svc" || true
+    done
+}
+cargo_pid=
+# On INT/TERM: stop cargo and the test binaries (their own process group),
+# then the EXIT trap stops the services.
+on_signal() {
+    if [[ -n $cargo_pid ]]; then
+        kill -TERM -- "-$cargo_pid" 2>/dev/null || true
+        wait "$cargo_pid" 2>/dev/null || true
+    fi
+    exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+for svc in clickhouse tansu chdb; do
+    if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
+        started+=("$svc")
+    fi
+    bash "$SERVICES_SH" start "$svc"
+done
+
+export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_SHIM_PORT"
+export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
+export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
+
+say "cargo test --workspace $*"
+rc=0
+# In the background and in its own session so that a signal to this script
+# is handled at once (bash defers traps while a foreground child runs).
+setsid cargo test --workspace "$@" </dev/null &
+cargo_pid=$!
+wait "$cargo_pid" || rc=$?
+cargo_pid=
+say "cargo test exited with $rc"
+exit "$rc"
