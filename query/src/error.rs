@@ -1,0 +1,131 @@
+//! The API's error boundary: every failure a client can see, its status, and the
+//! `{"errors": ["…"]}` body (OpenReplay's error shape).
+//!
+//! Contract: messages are fixed texts chosen here. They name the offending parameter
+//! but never carry SQL, server addresses, stack traces, user ids or API keys. Warp's
+//! own rejections (unknown path, wrong method on an operational route) get the same
+//! JSON shape through [`recover`].
+
+use std::convert::Infallible;
+
+use sessions_shared::clickhouse::StoreError;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Rejection;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid {parameter}: {reason}")]
+    InvalidParameter {
+        parameter: &'static str,
+        reason: &'static str,
+    },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("project not found")]
+    ProjectNotFound,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("service unavailable, try again later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn invalid(parameter: &'static str, reason: &'static str) -> ApiError {
+        ApiError::InvalidParameter { parameter, reason }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ProjectNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body: `{"errors":["<message>"]}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "errors": [self.to_string()] }).to_string()
+    }
+
+    pub fn into_response(self) -> Response {
+        json_response(self.status(), self.body())
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    /// Transient trouble (unreachable, too slow, overloaded) is 503; anything else 500.
+    fn from(error: &StoreError) -> Self {
+        if error.is_transient() {
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal
+        }
+    }
+}
+
+/// A response with a JSON body and `Content-Type: application/json`.
+pub fn json_response(status: StatusCode, body: impl Into<Vec<u8>>) -> Response {
+    let mut response = Response::new(body.into().into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Turns warp's rejections into the JSON error shape.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if let Some(error) = rejection.find::<ApiError>() {
+        error.clone()
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        ApiError::NotFound
+    };
+    Ok(error.into_response())
+}
+
+impl warp::reject::Reject for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_status_and_json_body() {
+        let error = ApiError::invalid("limit", "must be an integer from 1 to 1000");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error.body(),
+            r#"{"errors":["invalid limit: must be an integer from 1 to 1000"]}"#
+        );
+        assert_eq!(
+            ApiError::ProjectNotFound.body(),
+            r#"{"errors":["project not found"]}"#
+        );
+        assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn transient_store_errors_are_503_and_others_500() {
+        let timeout = StoreError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(ApiError::from(&timeout), ApiError::Unavailable);
+        let syntax = StoreError::Rejected {
+            code: Some(62),
+            message: "Syntax error".into(),
+        };
+        assert_eq!(ApiError::from(&syntax), ApiError::Internal);
+    }
+}

@@ -1,0 +1,145 @@
+//! The service's Prometheus metrics, defined and registered in one place.
+//!
+//! Contract: each service instance registers into its own [`Registry`] (tests build
+//! several services in one process). Labels are low-cardinality: `route` is one of
+//! [`ROUTES`], `status` an HTTP status code, `kind` a ClickHouse error class. No key,
+//! project or user id ever becomes a label.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use sessions_shared::clickhouse::StoreError;
+use warp::http::StatusCode;
+
+/// Every value of the `route` label.
+pub const ROUTES: &[&str] = &["user_sessions", "metrics", "healthz", "readyz", "other"];
+
+#[derive(Clone)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    clickhouse_errors: IntCounterVec,
+    auth_refresh_failures: IntCounter,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "query_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "query_request_duration_seconds",
+                "Time to answer an HTTP request, by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route"],
+        )?;
+        let clickhouse_errors = IntCounterVec::new(
+            Opts::new(
+                "query_clickhouse_errors_total",
+                "Failed ClickHouse requests, by kind (timeout, unavailable, rejected)",
+            ),
+            &["kind"],
+        )?;
+        let auth_refresh_failures = IntCounter::new(
+            "query_auth_cache_refresh_failures_total",
+            "Failed reloads of the API keys and projects",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(clickhouse_errors.clone()))?;
+        registry.register(Box::new(auth_refresh_failures.clone()))?;
+        Ok(Metrics {
+            requests,
+            request_duration,
+            clickhouse_errors,
+            auth_refresh_failures,
+        })
+    }
+
+    pub fn observe_request(&self, path: &str, status: StatusCode, elapsed: Duration) {
+        let route = route_label(path);
+        self.requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_clickhouse_error(&self, error: &StoreError) {
+        let kind = match error {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Rejected { .. } => "rejected",
+        };
+        self.clickhouse_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn observe_auth_refresh_failure(&self) {
+        self.auth_refresh_failures.inc();
+    }
+}
+
+/// The `route` label of a request path.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/metrics" => "metrics",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        _ if crate::params::match_sessions_path(path).is_some() => "user_sessions",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_a_closed_set() {
+        assert_eq!(
+            route_label("/api/v1/k/users/someone/sessions"),
+            "user_sessions"
+        );
+        assert_eq!(route_label("/metrics"), "metrics");
+        assert_eq!(route_label("/api/v1/k/users/someone"), "other");
+        assert_eq!(route_label("/secret-user-id"), "other");
+        for path in [
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/x",
+            "/api/v1/k/users/u/sessions",
+        ] {
+            assert!(ROUTES.contains(&route_label(path)));
+        }
+    }
+
+    #[test]
+    fn two_instances_register_in_their_own_registries() {
+        let first = Registry::new();
+        let second = Registry::new();
+        let metrics = Metrics::register(&first).unwrap();
+        Metrics::register(&second).unwrap();
+        assert!(
+            Metrics::register(&first).is_err(),
+            "names are registered once"
+        );
+        metrics.observe_request("/healthz", StatusCode::OK, Duration::from_millis(3));
+        let names: Vec<String> = first
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        assert!(names.contains(&"query_requests_total".to_owned()));
+        assert!(names.contains(&"query_request_duration_seconds".to_owned()));
+    }
+}

@@ -1,0 +1,268 @@
+//! Parsing of the sessions endpoint's path and query string (pure, no I/O).
+//!
+//! Contract: the path is `/api/v1/:projectKey/users/:userId/sessions` with `userId`
+//! percent-decoded (it may contain `/` as `%2F`); it must be valid UTF-8 and 1..=256
+//! bytes. Query parameters: `start_date`, `end_date` (non-negative integers, epoch ms,
+//! `start_date <= end_date`), `limit` (1..=1000, default 50), `cursor` (opaque, checked
+//! by [`crate::cursor`]). Unknown parameters are ignored, but kept for the next page's
+//! link; a known parameter given twice is ambiguous and rejected. Each error names the
+//! parameter.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::ApiError;
+
+pub const MAX_USER_ID_BYTES: usize = 256;
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The raw (still percent-encoded) segments of a sessions path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionsPath<'a> {
+    pub project_key: &'a str,
+    pub raw_user_id: &'a str,
+}
+
+/// Matches `/api/v1/<projectKey>/users/<userId>/sessions`; `None` for any other path.
+/// An empty user id segment still matches (it is a bad `userId`, not another route).
+pub fn match_sessions_path(path: &str) -> Option<SessionsPath<'_>> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let mut segments = rest.split('/');
+    let project_key = segments.next()?;
+    if segments.next()? != "users" {
+        return None;
+    }
+    let raw_user_id = segments.next()?;
+    if segments.next()? != "sessions" || segments.next().is_some() || project_key.is_empty() {
+        return None;
+    }
+    Some(SessionsPath {
+        project_key,
+        raw_user_id,
+    })
+}
+
+/// The user id of the path, percent-decoded and checked.
+pub fn decode_user_id(raw_user_id: &str) -> Result<String, ApiError> {
+    let user_id = percent_decode_str(raw_user_id)
+        .decode_utf8()
+        .map_err(|_| ApiError::invalid("userId", "must be valid UTF-8 once percent-decoded"))?;
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+        return Err(ApiError::invalid("userId", "must be 1 to 256 bytes"));
+    }
+    Ok(user_id.into_owned())
+}
+
+/// The query parameters of one request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PageParams<'a> {
+    pub start_date: Option<i64>,
+    pub end_date: Option<i64>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+    /// Every `name=value` pair but the cursor, as received: the next page's link
+    /// repeats them.
+    pub kept_pairs: Vec<&'a str>,
+}
+
+/// Parses a raw query string (without the `?`; empty when there is none).
+pub fn parse_query(raw_query: &str) -> Result<PageParams<'_>, ApiError> {
+    let mut start_date = None;
+    let mut end_date = None;
+    let mut limit = None;
+    let mut cursor = None;
+    let mut kept_pairs = Vec::new();
+    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(raw_name);
+        let value = || form_decode(raw_value);
+        match name.as_ref() {
+            "start_date" => set_once(
+                &mut start_date,
+                "start_date",
+                parse_epoch_millis(&value(), "start_date")?,
+            )?,
+            "end_date" => set_once(
+                &mut end_date,
+                "end_date",
+                parse_epoch_millis(&value(), "end_date")?,
+            )?,
+            "limit" => set_once(&mut limit, "limit", parse_limit(&value())?)?,
+            "cursor" => {
+                set_once(&mut cursor, "cursor", value().into_owned())?;
+                continue;
+            }
+            _ => {}
+        }
+        kept_pairs.push(pair);
+    }
+    if let (Some(start), Some(end)) = (start_date, end_date) {
+        if start > end {
+            return Err(ApiError::invalid(
+                "start_date",
+                "must not be after end_date",
+            ));
+        }
+    }
+    Ok(PageParams {
+        start_date,
+        end_date,
+        limit: limit.unwrap_or(DEFAULT_LIMIT),
+        cursor,
+        kept_pairs,
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value (`+` is a space).
+/// Invalid UTF-8 is replaced, which makes any known parameter invalid.
+fn form_decode(raw: &str) -> Cow<'_, str> {
+    if raw.contains('+') {
+        let spaced = raw.replace('+', " ");
+        return Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned());
+    }
+    percent_decode_str(raw).decode_utf8_lossy()
+}
+
+fn set_once<T>(slot: &mut Option<T>, parameter: &'static str, value: T) -> Result<(), ApiError> {
+    if slot.is_some() {
+        return Err(ApiError::invalid(parameter, "must be given at most once"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn parse_epoch_millis(value: &str, parameter: &'static str) -> Result<i64, ApiError> {
+    let digits_only = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+    match value.parse::<i64>() {
+        Ok(millis) if digits_only => Ok(millis),
+        _ => Err(ApiError::invalid(
+            parameter,
+            "must be a non-negative integer (epoch milliseconds)",
+        )),
+    }
+}
+
+fn parse_limit(value: &str) -> Result<u32, ApiError> {
+    let digits_only = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+    match value.parse::<u32>() {
+        Ok(limit) if digits_only && (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::invalid(
+            "limit",
+            "must be an integer from 1 to 1000",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parameter_of(error: ApiError) -> &'static str {
+        match error {
+            ApiError::InvalidParameter { parameter, .. } => parameter,
+            other => panic!("not a parameter error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn matches_only_the_sessions_path() {
+        assert_eq!(
+            match_sessions_path("/api/v1/3sWXSsqHgSKnE87YkNJK/users/a%2Fb/sessions"),
+            Some(SessionsPath {
+                project_key: "3sWXSsqHgSKnE87YkNJK",
+                raw_user_id: "a%2Fb"
+            })
+        );
+        assert_eq!(
+            match_sessions_path("/api/v1/k/users//sessions").map(|path| path.raw_user_id),
+            Some("")
+        );
+        for other in [
+            "/api/v1/k/users/u/sessions/",
+            "/api/v1/k/users/u",
+            "/api/v1/k/people/u/sessions",
+            "/api/v1//users/u/sessions",
+            "/api/v2/k/users/u/sessions",
+            "/metrics",
+            "/",
+        ] {
+            assert_eq!(match_sessions_path(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn user_ids_are_percent_decoded_and_bounded() {
+        assert_eq!(
+            decode_user_id("mickael%40openreplay.com").unwrap(),
+            "mickael@openreplay.com"
+        );
+        assert_eq!(
+            decode_user_id("mickael@openreplay.com").unwrap(),
+            "mickael@openreplay.com"
+        );
+        assert_eq!(decode_user_id("a%2Fb").unwrap(), "a/b");
+        assert_eq!(decode_user_id("caf%C3%A9").unwrap(), "café");
+        assert_eq!(decode_user_id(&"x".repeat(256)).unwrap().len(), 256);
+        for bad in ["", "%FF", &"x".repeat(257), &"%41".repeat(257)] {
+            assert_eq!(
+                parameter_of(decode_user_id(bad).unwrap_err()),
+                "userId",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_defaults_and_values() {
+        assert_eq!(
+            parse_query("").unwrap(),
+            PageParams {
+                limit: 50,
+                ..PageParams::default()
+            }
+        );
+        let params =
+            parse_query("start_date=10&end_date=10&limit=1000&utm=x&cursor=abc_-").unwrap();
+        assert_eq!(params.start_date, Some(10));
+        assert_eq!(params.end_date, Some(10));
+        assert_eq!(params.limit, 1000);
+        assert_eq!(params.cursor.as_deref(), Some("abc_-"));
+        assert_eq!(
+            params.kept_pairs,
+            vec!["start_date=10", "end_date=10", "limit=1000", "utm=x"]
+        );
+        assert_eq!(parse_query("limit=%31").unwrap().limit, 1);
+        assert_eq!(parse_query("flag&&limit=2").unwrap().limit, 2);
+    }
+
+    #[test]
+    fn each_bad_parameter_is_named() {
+        let cases = [
+            ("start_date=abc", "start_date"),
+            ("start_date=-1", "start_date"),
+            ("start_date=1.5", "start_date"),
+            ("start_date=", "start_date"),
+            ("start_date=+5", "start_date"),
+            ("start_date=99999999999999999999", "start_date"),
+            ("end_date=x", "end_date"),
+            ("end_date=-5", "end_date"),
+            ("start_date=11&end_date=10", "start_date"),
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=abc", "limit"),
+            ("limit=-1", "limit"),
+            ("limit=", "limit"),
+            ("limit=1&limit=2", "limit"),
+            ("cursor=a&cursor=b", "cursor"),
+        ];
+        for (query, parameter) in cases {
+            assert_eq!(
+                parameter_of(parse_query(query).unwrap_err()),
+                parameter,
+                "{query}"
+            );
+        }
+    }
+}
