@@ -18,7 +18,7 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("clickhouse is unreachable: {0}")]
     Unavailable(String),
-    #[error("clickhouse rejected the request (code {code:?}): {message}")]
+    #[error("clickhouse rejected the request: {message}")]
     Rejected { code: Option<u32>, message: String },
 }
 

@@ -69,7 +69,12 @@ impl<'a> SessionRecord<'a> {
     }
 
     /// A tombstone hiding whatever the session wrote under `key` before.
-    pub fn tombstone(session_id: u64, key: &'a SessionKey, applied_events: u64, updated_at: u32) -> Self {
+    pub fn tombstone(
+        session_id: u64,
+        key: &'a SessionKey,
+        applied_events: u64,
+        updated_at: u32,
+    ) -> Self {
         SessionRecord {
             project_id: key.project_id,
             user_id: &key.user_id,

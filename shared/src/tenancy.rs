@@ -106,9 +106,9 @@ struct MaxId {
 
 #[derive(Row, Deserialize)]
 struct KeyState {
-    org_id: u64,
-    revoked: u8,
-    version: u64,
+    key_org: u64,
+    is_revoked: u8,
+    latest_version: u64,
 }
 
 /// Tenancy operations on one ClickHouse database (migrated).
@@ -225,8 +225,8 @@ impl<'a> Tenancy<'a> {
                 self.store
                     .client()
                     .query(
-                        "SELECT argMax(org_id, version) AS org_id, argMax(revoked, version) AS revoked, \
-                         max(version) AS version FROM api_keys WHERE key_hash = ? GROUP BY key_hash",
+                        "SELECT argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked, \
+                         max(version) AS latest_version FROM api_keys WHERE key_hash = ? GROUP BY key_hash",
                     )
                     .bind(&key_hash)
                     .fetch_optional(),
@@ -235,11 +235,11 @@ impl<'a> Tenancy<'a> {
         let Some(current) = current else {
             return Err(TenancyError::NotFound("unknown API key".into()));
         };
-        if current.revoked == 1 {
+        if current.is_revoked == 1 {
             return Ok(());
         }
-        let version = now_millis().max(current.version + 1);
-        self.write_key_row(&key_hash, current.org_id, true, version)
+        let version = now_millis().max(current.latest_version + 1);
+        self.write_key_row(&key_hash, current.key_org, true, version)
             .await
     }
 
@@ -320,8 +320,8 @@ impl<'a> Tenancy<'a> {
 
     /// Every key that is not revoked (newest row per hash).
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, TenancyError> {
-        let sql = "SELECT key_hash, org_id FROM (\
-                     SELECT key_hash, argMax(org_id, version) AS org_id, argMax(revoked, version) AS is_revoked \
+        let sql = "SELECT key_hash, key_org AS org_id FROM (\
+                     SELECT key_hash, argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked \
                      FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
         Ok(self
             .store

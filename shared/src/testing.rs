@@ -14,7 +14,8 @@ use crate::config::ClickHouseSettings;
 /// `(engine name, HTTP URL)` of each ClickHouse engine to test against.
 pub fn clickhouse_engines() -> Vec<(&'static str, String)> {
     let legacy = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let modern = std::env::var("CLICKHOUSE_MODERN_URL").unwrap_or_else(|_| "http://127.0.0.1:8124".into());
+    let modern =
+        std::env::var("CLICKHOUSE_MODERN_URL").unwrap_or_else(|_| "http://127.0.0.1:8124".into());
     vec![("clickhouse-18.16", legacy), ("current-engine", modern)]
 }
 
@@ -37,8 +38,15 @@ impl TestDatabase {
 
     pub async fn drop_database(self) {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.store.database());
-        if let Err(error) = self.store.bounded(self.store.server_client().query(&sql).execute()).await {
-            eprintln!("could not drop test database {}: {error}", self.store.database());
+        if let Err(error) = self
+            .store
+            .bounded(self.store.server_client().query(&sql).execute())
+            .await
+        {
+            eprintln!(
+                "could not drop test database {}: {error}",
+                self.store.database()
+            );
         }
     }
 }

@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    sessions_shared::telemetry::init_logging();
+    sessions_shared::telemetry::init_logging_with_default("warn");
     let cli = Cli::parse();
     match run(cli).await {
         Ok(output) => {

@@ -1,0 +1,320 @@
+//! Migrations, tenancy and `sessions-admin` against real ClickHouse: the 18.16 server
+//! and a current engine (see `sessions_shared::testing`).
+
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sessions_shared::clickhouse::Row;
+use sessions_shared::migrations::{migrate, MIGRATIONS};
+use sessions_shared::tenancy::{hash_api_key, Tenancy};
+use sessions_shared::testing::{clickhouse_engines, TestDatabase};
+
+#[derive(Row, Deserialize)]
+struct Version {
+    version: u32,
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_concurrently() {
+    for (engine, url) in clickhouse_engines() {
+        let db = TestDatabase::create(&url, "migrate").await.expect(engine);
+        // Already applied by create(): nothing more to do, twice.
+        assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
+        assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
+        // A fresh database migrated by four processes at once ends complete.
+        let fresh = sessions_shared::config::ClickHouseSettings::new(
+            &url,
+            format!("{}_c", db.store.database()),
+        );
+        let store = sessions_shared::clickhouse::Store::new(&fresh);
+        let results = futures_join_all((0..4).map(|_| {
+            let store = store.clone();
+            async move { migrate(&store).await }
+        }))
+        .await;
+        for result in results {
+            result.unwrap_or_else(|error| panic!("{engine}: {error}"));
+        }
+        let versions: Vec<Version> = store
+            .client()
+            .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+            .fetch_all()
+            .await
+            .unwrap();
+        let versions: Vec<u32> = versions.into_iter().map(|v| v.version).collect();
+        let expected: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, expected, "{engine}");
+        for table in [
+            "organizations",
+            "api_keys",
+            "projects",
+            "sessions",
+            "session_state",
+            "rejected_events",
+        ] {
+            store
+                .client()
+                .query(&format!("SELECT count() FROM {table}"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap_or_else(|error| panic!("{engine}: {table}: {error}"));
+        }
+        store
+            .server_client()
+            .query(&format!("DROP DATABASE `{}`", store.database()))
+            .execute()
+            .await
+            .unwrap();
+        db.drop_database().await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
+}
+
+#[derive(Row, Deserialize)]
+struct StoredKey {
+    key_hash: String,
+}
+
+#[tokio::test]
+async fn api_keys_are_stored_only_as_hashes() {
+    for (engine, url) in clickhouse_engines() {
+        let db = TestDatabase::create(&url, "keys").await.expect(engine);
+        let tenancy = Tenancy::new(&db.store);
+        let created = tenancy.create_organization("acme").await.unwrap();
+        let second = tenancy.create_key(created.org_id).await.unwrap();
+        let stored: Vec<StoredKey> = db
+            .store
+            .client()
+            .query("SELECT key_hash FROM api_keys")
+            .fetch_all()
+            .await
+            .unwrap();
+        let hashes: Vec<&str> = stored.iter().map(|k| k.key_hash.as_str()).collect();
+        assert!(
+            hashes.contains(&hash_api_key(&created.api_key).as_str()),
+            "{engine}"
+        );
+        assert!(hashes.contains(&hash_api_key(&second).as_str()), "{engine}");
+        // No column of any tenancy table holds a key in clear.
+        for table in ["api_keys", "organizations", "projects"] {
+            let dump: String = db
+                .store
+                .client()
+                .query(&format!(
+                    "SELECT toString(groupArray(tuple(*))) FROM {table}"
+                ))
+                .fetch_one()
+                .await
+                .unwrap();
+            assert!(
+                !dump.contains(&created.api_key) && !dump.contains(&second),
+                "{engine}: {table}"
+            );
+        }
+        let active = tenancy.active_keys().await.unwrap();
+        assert_eq!(active.len(), 2, "{engine}");
+        tenancy.revoke_key(&second).await.unwrap();
+        let active = tenancy.active_keys().await.unwrap();
+        assert_eq!(active.len(), 1, "{engine}");
+        assert_eq!(active[0].key_hash, hash_api_key(&created.api_key));
+        db.drop_database().await;
+    }
+}
+
+struct Admin<'a> {
+    url: &'a str,
+    database: &'a str,
+}
+
+impl Admin<'_> {
+    /// Runs `sessions-admin` with flags; returns (exit success, stdout JSON or Null, stderr).
+    fn run(&self, args: &[&str]) -> (bool, Value, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
+            .env("CLICKHOUSE_URL", self.url)
+            .env("CLICKHOUSE_DATABASE", self.database)
+            .env_remove("RUST_LOG")
+            .args(args)
+            .output()
+            .expect("sessions-admin runs");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        (
+            output.status.success(),
+            json,
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (success, json, stderr) = self.run(args);
+        assert!(success, "{args:?}: {stderr}");
+        json
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let (success, json, stderr) = self.run(args);
+        assert!(!success, "{args:?} should fail, printed {json}");
+        assert_eq!(json, Value::Null, "nothing on stdout for {args:?}");
+        assert!(!stderr.trim().is_empty(), "{args:?}: a reason on stderr");
+        stderr
+    }
+}
+
+fn keys_of(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn sessions_admin_matches_operations_md_field_for_field() {
+    for (engine, url) in clickhouse_engines() {
+        let db = TestDatabase::create(&url, "admin").await.expect(engine);
+        let admin = Admin {
+            url: &url,
+            database: db.store.database(),
+        };
+
+        let migrated = admin.ok(&["migrate"]);
+        assert!(
+            migrated["applied"].as_array().unwrap().is_empty(),
+            "{engine}"
+        );
+
+        let org = admin.ok(&["org", "create", "--name", "Acme"]);
+        assert_eq!(keys_of(&org), ["apiKey", "orgId"], "{engine}");
+        let org_id = org["orgId"].as_u64().unwrap();
+        let api_key = org["apiKey"].as_str().unwrap();
+        assert!(api_key.len() >= 32 && api_key.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+        let key = admin.ok(&["key", "create", "--org", &org_id.to_string()]);
+        assert_eq!(keys_of(&key), ["apiKey"]);
+        assert_ne!(key["apiKey"], org["apiKey"]);
+        let revoked = admin.ok(&["key", "revoke", "--key", key["apiKey"].as_str().unwrap()]);
+        assert_eq!(revoked, serde_json::json!({"revoked": true}));
+
+        let chosen = admin.ok(&[
+            "project",
+            "create",
+            "--org",
+            &org_id.to_string(),
+            "--name",
+            "web",
+            "--key",
+            "3sWXSsqHgSKnE87YkNJK",
+        ]);
+        assert_eq!(keys_of(&chosen), ["projectId", "projectKey"]);
+        assert_eq!(chosen["projectKey"], "3sWXSsqHgSKnE87YkNJK");
+        let drawn = admin.ok(&[
+            "project",
+            "create",
+            "--org",
+            &org_id.to_string(),
+            "--name",
+            "app",
+        ]);
+        let drawn_key = drawn["projectKey"].as_str().unwrap();
+        assert!(drawn_key.len() == 20 && drawn_key.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(drawn["projectId"], chosen["projectId"]);
+
+        let other_org = admin.ok(&["org", "create", "--name", "Other"]);
+        admin.ok(&[
+            "project",
+            "create",
+            "--org",
+            &other_org["orgId"].to_string(),
+            "--name",
+            "theirs",
+        ]);
+
+        let all = admin.ok(&["project", "list"]);
+        assert_eq!(all.as_array().unwrap().len(), 3, "{engine}");
+        let mine = admin.ok(&["project", "list", "--org", &org_id.to_string()]);
+        let mine = mine.as_array().unwrap();
+        assert_eq!(mine.len(), 2);
+        assert_eq!(
+            keys_of(&mine[0]),
+            ["name", "orgId", "projectId", "projectKey"]
+        );
+        assert_eq!(mine[0]["projectKey"], "3sWXSsqHgSKnE87YkNJK");
+        assert_eq!(mine[0]["orgId"].as_u64(), Some(org_id));
+
+        // Bad input: a clear reason, a non-zero exit, nothing on stdout.
+        assert!(admin
+            .fails(&["project", "create", "--org", "999", "--name", "x"])
+            .contains("organization 999"));
+        assert!(admin
+            .fails(&[
+                "project",
+                "create",
+                "--org",
+                &org_id.to_string(),
+                "--name",
+                "x",
+                "--key",
+                "short"
+            ])
+            .contains("project key"));
+        assert!(admin
+            .fails(&[
+                "project",
+                "create",
+                "--org",
+                &org_id.to_string(),
+                "--name",
+                "dup",
+                "--key",
+                "3sWXSsqHgSKnE87YkNJK"
+            ])
+            .contains("taken"));
+        assert!(admin
+            .fails(&["key", "create", "--org", "999"])
+            .contains("organization 999"));
+        assert!(admin
+            .fails(&["key", "revoke", "--key", "not-a-key"])
+            .contains("unknown API key"));
+        assert!(admin
+            .fails(&["org", "create", "--name", "  "])
+            .contains("name"));
+        admin.fails(&["org", "create"]);
+        admin.fails(&["project", "create", "--org", "x", "--name", "y"]);
+        admin.fails(&["frobnicate"]);
+        db.drop_database().await;
+    }
+}
+
+#[test]
+fn a_bad_setting_is_refused_with_a_reason() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
+        .args(["--clickhouse-url", "localhost:8123", "migrate"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http://"));
+    let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
+        .env("CLICKHOUSE_DATABASE", "bad;name")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
