@@ -1,0 +1,177 @@
+//! Test helpers: a service over a fresh database per engine, with one organization,
+//! one API key and one project, plus session rows written the way the ingest worker
+//! writes them (read_model.rs).
+#![allow(dead_code)] // each test binary uses a different part
+
+use sessions_query::{QueryService, Settings};
+use sessions_shared::read_model::SessionRecord;
+use sessions_shared::session::SessionRow;
+use sessions_shared::tenancy::{Project, Tenancy};
+use sessions_shared::testing::TestDatabase;
+use warp::http::Response;
+use warp::hyper::body::Bytes;
+
+pub const SEED_USER_AGENT: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.77 Safari/537.36";
+
+pub struct Fixture {
+    pub engine: &'static str,
+    pub db: TestDatabase,
+    pub service: QueryService,
+    pub org_id: u64,
+    pub api_key: String,
+    pub project: Project,
+}
+
+impl Fixture {
+    /// A migrated database, an organization with a key and a project, and a service
+    /// whose auth cache is loaded.
+    pub async fn new(engine: &'static str, url: &str, label: &str) -> Fixture {
+        let db = TestDatabase::create(url, label)
+            .await
+            .unwrap_or_else(|error| {
+                panic!("{engine}: cannot create a test database at {url}: {error}")
+            });
+        let tenancy = Tenancy::new(&db.store);
+        let organization = tenancy.create_organization("acme").await.unwrap();
+        let project = tenancy
+            .create_project(organization.org_id, "web", None)
+            .await
+            .unwrap();
+        let service = QueryService::new(&Settings::new(db.settings.clone())).unwrap();
+        service.refresh_auth().await.unwrap();
+        Fixture {
+            engine,
+            db,
+            service,
+            org_id: organization.org_id,
+            api_key: organization.api_key,
+            project,
+        }
+    }
+
+    pub fn tenancy(&self) -> Tenancy<'_> {
+        Tenancy::new(&self.db.store)
+    }
+
+    /// The sessions path of this fixture's project for a raw (encoded) user id segment.
+    pub fn path(&self, raw_user_id: &str, query: &str) -> String {
+        let key = &self.project.project_key;
+        if query.is_empty() {
+            format!("/api/v1/{key}/users/{raw_user_id}/sessions")
+        } else {
+            format!("/api/v1/{key}/users/{raw_user_id}/sessions?{query}")
+        }
+    }
+
+    /// `GET path` with this fixture's API key.
+    pub async fn get(&self, path: &str) -> Response<Bytes> {
+        self.request("GET", path, Some(&self.api_key)).await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Response<Bytes> {
+        let mut request = warp::test::request().method(method).path(path);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        request.reply(&self.service.routes()).await
+    }
+
+    /// Writes live rows (version for `applied_events` events).
+    pub async fn insert_live(&self, rows: &[SessionRow], applied_events: u64) {
+        let records: Vec<SessionRecord<'_>> = rows
+            .iter()
+            .map(|row| SessionRecord::live(row, applied_events, 1_700_000_000))
+            .collect();
+        self.insert(&records).await;
+    }
+
+    pub async fn insert(&self, records: &[SessionRecord<'_>]) {
+        let mut insert = self
+            .db
+            .store
+            .client()
+            .insert::<SessionRecord<'_>>("sessions")
+            .await
+            .unwrap();
+        for record in records {
+            insert.write(record).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+
+    pub async fn finish(self) {
+        self.db.drop_database().await;
+    }
+}
+
+/// A session shaped like the seed's examples.
+pub fn session(project_id: u32, user_id: &str, session_id: u64, start_ts: i64) -> SessionRow {
+    SessionRow {
+        project_id,
+        session_id,
+        user_uuid: "15bd70f6-aedf-4544-8ae6-57eb66398e94".into(),
+        user_id: user_id.into(),
+        user_agent: SEED_USER_AGENT.into(),
+        user_os: "Mac OS X".into(),
+        user_browser: "Chrome".into(),
+        user_device: String::new(),
+        user_country: "IN".into(),
+        start_ts,
+        duration: 12779,
+        events_count: 1,
+        pages_count: 1,
+        errors_count: 0,
+        ended: true,
+    }
+}
+
+pub fn body_text(response: &Response<Bytes>) -> &str {
+    std::str::from_utf8(response.body()).expect("utf-8 body")
+}
+
+pub fn body_json(response: &Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).expect("JSON body")
+}
+
+/// The `sessionId`s of a 200 page, in order.
+pub fn session_ids(response: &Response<Bytes>) -> Vec<String> {
+    assert_eq!(response.status(), 200, "{}", body_text(response));
+    body_json(response)["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|session| session["sessionId"].as_str().expect("string id").to_owned())
+        .collect()
+}
+
+/// The target of a `Link: <…>; rel="next"` header, if any.
+pub fn next_link(response: &Response<Bytes>) -> Option<String> {
+    let link = response
+        .headers()
+        .get("link")?
+        .to_str()
+        .expect("ascii link");
+    let target = link.strip_prefix('<')?.split_once(">; rel=\"next\"")?.0;
+    Some(target.to_owned())
+}
+
+/// The error message of an error response, checking the JSON error shape.
+pub fn error_message(response: &Response<Bytes>) -> String {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap()),
+        Some("application/json")
+    );
+    let json = body_json(response);
+    let errors = json["errors"].as_array().expect("errors array");
+    assert_eq!(errors.len(), 1, "{json}");
+    assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
+    errors[0].as_str().unwrap().to_owned()
+}
