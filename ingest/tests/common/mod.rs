@@ -1,0 +1,256 @@
+//! Test support: unique topics and databases, in-process and child-process workers,
+//! and waiting for the read model to match a reference.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::Rng;
+use serde::Deserialize;
+use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
+use sessions_ingest::workload::PlannedMessage;
+use sessions_ingest::IngestSettings;
+use sessions_shared::clickhouse::{Row, Store};
+use sessions_shared::read_model::{StoredSession, ALL_LIVE_SESSIONS_SQL};
+use sessions_shared::testing::TestDatabase;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn legacy_url() -> String {
+    sessions_shared::testing::clickhouse_engines()[0].1.clone()
+}
+
+/// A topic and a database of the test's own.
+pub struct Fixture {
+    pub db: TestDatabase,
+    pub topic: String,
+    pub group: String,
+}
+
+impl Fixture {
+    pub async fn new(url: &str, label: &str, partitions: i32) -> Fixture {
+        let suffix: u32 = rand::thread_rng().gen();
+        let topic = format!("t-{label}-{suffix:08x}");
+        create_topic(&brokers(), &topic, partitions)
+            .await
+            .expect("create topic");
+        let db = TestDatabase::create(url, label)
+            .await
+            .expect("test database");
+        Fixture {
+            db,
+            group: format!("{topic}-group"),
+            topic,
+        }
+    }
+
+    /// Worker settings for this fixture (fast flushes, short group timeouts).
+    pub fn settings(&self, extra: &[&str]) -> IngestSettings {
+        let mut args: Vec<String> = vec!["sessions-ingest".into()];
+        for (flag, value) in self.flags() {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        IngestSettings::try_parse_from(args).expect("settings")
+    }
+
+    fn flags(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("--kafka-brokers", brokers()),
+            ("--kafka-topic", self.topic.clone()),
+            ("--kafka-group", self.group.clone()),
+            ("--kafka-session-timeout-ms", "6000".into()),
+            ("--kafka-heartbeat-interval-ms", "3000".into()),
+            ("--clickhouse-url", self.db.settings.clickhouse_url.clone()),
+            (
+                "--clickhouse-database",
+                self.db.settings.clickhouse_database.clone(),
+            ),
+            ("--metrics-addr", "127.0.0.1:0".into()),
+            ("--flush-interval", "200".into()),
+            ("--retry-max-backoff", "1000".into()),
+        ]
+    }
+
+    /// The worker binary as a child process (for SIGKILL).
+    pub fn spawn_process(&self, extra: &[&str]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-ingest"));
+        for (flag, value) in self.flags() {
+            command.arg(flag).arg(value);
+        }
+        command
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sessions-ingest")
+    }
+
+    pub async fn produce(&self, messages: &[PlannedMessage]) {
+        let producer = create_producer(&brokers()).expect("producer");
+        produce_all(
+            &producer,
+            &self.topic,
+            messages
+                .iter()
+                .map(|m| (Some(m.key.as_str()), m.payload.as_slice())),
+        )
+        .await
+        .expect("produce");
+    }
+
+    pub async fn produce_raw(&self, payloads: &[Vec<u8>]) {
+        let producer = create_producer(&brokers()).expect("producer");
+        produce_all(
+            &producer,
+            &self.topic,
+            payloads.iter().map(|p| (None, p.as_slice())),
+        )
+        .await
+        .expect("produce");
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.db.store
+    }
+}
+
+/// A worker running in this process.
+pub struct InProcessWorker {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<anyhow::Result<()>>,
+    pub metrics_addr: SocketAddr,
+}
+
+impl InProcessWorker {
+    pub async fn start(settings: IngestSettings) -> InProcessWorker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let handle = tokio::spawn(sessions_ingest::run(settings, listener, shutdown));
+        InProcessWorker {
+            stop,
+            handle,
+            metrics_addr,
+        }
+    }
+
+    /// Graceful stop: flush, commit, leave the group.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("worker stops in time")
+            .expect("worker task")
+            .expect("worker ends cleanly");
+    }
+
+    /// The worker's /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").await
+    }
+}
+
+/// A tiny HTTP/1.0 GET (keeps the tests free of an HTTP client dependency).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The value of one sample line of a Prometheus text page (`name{labels} value`).
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in metrics"))
+}
+
+pub async fn live_sessions(store: &Store) -> Vec<StoredSession> {
+    store
+        .client()
+        .query(ALL_LIVE_SESSIONS_SQL)
+        .fetch_all()
+        .await
+        .unwrap_or_default()
+}
+
+/// Polls until the live sessions equal `expected` (sorted by session id), or panics
+/// after `timeout` with the first difference.
+pub async fn wait_for_sessions(store: &Store, expected: &[StoredSession], timeout: Duration) {
+    let mut expected = expected.to_vec();
+    expected.sort_by_key(|s| s.session_id);
+    let started = Instant::now();
+    loop {
+        let actual = live_sessions(store).await;
+        if actual == expected {
+            return;
+        }
+        if started.elapsed() > timeout {
+            let by_id: BTreeMap<u64, &StoredSession> =
+                actual.iter().map(|s| (s.session_id, s)).collect();
+            let missing = expected
+                .iter()
+                .filter(|e| !by_id.contains_key(&e.session_id))
+                .count();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter_map(|e| {
+                    by_id
+                        .get(&e.session_id)
+                        .filter(|a| ***a != *e)
+                        .map(|a| (e, *a))
+                })
+                .take(3)
+                .collect();
+            panic!(
+                "after {timeout:?}: {} rows, {} expected, {missing} missing, {} extra; first differences (expected, actual): {wrong:#?}",
+                actual.len(),
+                expected.len(),
+                actual.len().saturating_sub(expected.len() - missing)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct SessionIdRow {
+    session_id: u64,
+}
+
+/// Session ids the API's filter logic finds for one user (argMax per session among
+/// the rows under that user, tombstones dropped).
+pub async fn session_ids_of_user(store: &Store, project_id: u32, user_id: &str) -> Vec<u64> {
+    let rows: Vec<SessionIdRow> = store
+        .client()
+        .query(
+            "SELECT session_id FROM (SELECT session_id, argMax(deleted, version) AS is_deleted \
+             FROM sessions WHERE project_id = ? AND user_id = ? GROUP BY session_id) \
+             WHERE is_deleted = 0 ORDER BY session_id",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_all()
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.session_id).collect()
+}
