@@ -1,0 +1,136 @@
+//! ClickHouse 18.16 really stopped and started again under a running service: 503 while
+//! it is down, normal answers once it is back, without restarting the service.
+//!
+//! This stops a shared server, so it runs only when `SESSIONS_SERVICES_SCRIPT` names
+//! the script that manages it (scripts/test.sh sets it) and is skipped otherwise. It is
+//! its own test binary: `cargo test` runs test binaries one after another, so no other
+//! test of the workspace runs during the outage. A lock file serializes concurrent runs
+//! of this test, and a guard starts ClickHouse again even if an assertion fails. The
+//! outage lasts about as long as the server takes to stop and start (~3 s).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{error_message, session, session_ids, Fixture};
+use sessions_shared::testing::clickhouse_engines;
+
+const LOCK_STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// Held while ClickHouse may be down; starts it again and releases the lock on drop.
+struct Outage {
+    script: String,
+    lock: PathBuf,
+}
+
+impl Outage {
+    async fn begin(script: String) -> Outage {
+        let lock = std::env::temp_dir().join("sessions-query-clickhouse-outage.lock");
+        let waiting = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+            {
+                Ok(_) => break,
+                Err(_) => {
+                    let stale = std::fs::metadata(&lock)
+                        .and_then(|metadata| metadata.modified())
+                        .map(|modified| modified.elapsed().unwrap_or_default() > LOCK_STALE_AFTER)
+                        .unwrap_or(false);
+                    if stale {
+                        let _ = std::fs::remove_file(&lock);
+                    }
+                    assert!(
+                        waiting.elapsed() < LOCK_STALE_AFTER * 2,
+                        "outage lock held too long"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Outage { script, lock }
+    }
+
+    fn services(&self, action: &str) -> bool {
+        Command::new("bash")
+            .arg(&self.script)
+            .arg(action)
+            .arg("clickhouse")
+            .status()
+            .map(|status| status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if !self.services("start") {
+            eprintln!("could not start clickhouse again with {}", self.script);
+        }
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+#[tokio::test]
+async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
+    let Ok(script) = std::env::var("SESSIONS_SERVICES_SCRIPT") else {
+        eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let (engine, url) = clickhouse_engines().remove(0);
+    let fixture = Fixture::new(engine, &url, "outage").await;
+    fixture
+        .insert_live(&[session(fixture.project.project_id, "u", 1, 10)], 1)
+        .await;
+    let refresher = fixture.service.spawn_auth_refresher();
+    let path = fixture.path("u", "");
+    assert_eq!(session_ids(&fixture.get(&path).await), ["1"]);
+
+    {
+        let outage = Outage::begin(script).await;
+        assert!(outage.services("stop"), "stopping clickhouse failed");
+        if fixture.db.store.ping().await.is_ok() {
+            eprintln!("skipped: clickhouse at {url} is not managed by the script and still runs");
+            drop(outage);
+            refresher.abort();
+            fixture.finish().await;
+            return;
+        }
+        let response = fixture.get(&path).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            error_message(&response),
+            "service unavailable, try again later"
+        );
+        assert_eq!(fixture.request("GET", "/readyz", None).await.status(), 503);
+        let metrics = fixture.request("GET", "/metrics", None).await;
+        let text = common::body_text(&metrics);
+        assert!(
+            text.contains(r#"query_clickhouse_errors_total{kind="unavailable"} 1"#),
+            "{text}"
+        );
+        // Dropping the guard starts ClickHouse again.
+    }
+
+    let back = Instant::now();
+    loop {
+        let response = fixture.get(&path).await;
+        if response.status() == 200 {
+            assert_eq!(session_ids(&response), ["1"]);
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "no recovery within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fixture.request("GET", "/readyz", None).await.status(), 200);
+    refresher.abort();
+    fixture.finish().await;
+}
