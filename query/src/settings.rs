@@ -32,7 +32,7 @@ pub struct Settings {
     /// HMAC key that signs pagination cursors. Without it a fixed built-in key is used,
     /// which lets anyone forge cursors: production must set it (the same value on every
     /// replica, so a cursor from one replica is accepted by the others).
-    #[arg(long, env = "CURSOR_SECRET", hide_env_values = true)]
+    #[arg(long, env = "CURSOR_SECRET", hide_env_values = true, value_parser = parse_cursor_secret)]
     pub cursor_secret: Option<Secret>,
 
     /// How often the API keys and projects are reloaded from ClickHouse, in
@@ -51,6 +51,13 @@ impl Settings {
             auth_refresh: Duration::from_millis(2000),
         }
     }
+}
+
+fn parse_cursor_secret(value: &str) -> Result<Secret, String> {
+    if value.is_empty() {
+        return Err("must not be empty (leave it unset to use the built-in key)".into());
+    }
+    Ok(Secret::new(value))
 }
 
 fn parse_auth_refresh(value: &str) -> Result<Duration, String> {
@@ -96,5 +103,6 @@ mod tests {
             Settings::try_parse_from(["sessions-query", "--auth-refresh-ms", "60000"]).is_err()
         );
         assert!(Settings::try_parse_from(["sessions-query", "--query-addr", "nowhere"]).is_err());
+        assert!(Settings::try_parse_from(["sessions-query", "--cursor-secret", ""]).is_err());
     }
 }

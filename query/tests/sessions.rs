@@ -166,8 +166,8 @@ async fn pages_return_every_session_once_even_while_sessions_arrive() {
             page += 1;
             let early = session(project_id, "a/b", 50_000 + page, 999_000); // before every cursor
             let late = session(project_id, "a/b", 60_000 + page, 2_000_000 + page as i64); // after every cursor
-            fixture.insert_live(&[early.clone(), late.clone()], 1).await;
             arrived_later.push(late.session_id.to_string());
+            fixture.insert_live(&[early, late], 1).await;
         }
         let unique: HashSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "{engine}: a session came twice");
@@ -238,7 +238,7 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
         // Session 1 first written under "anonymous", then setUserID moved it to "alice":
         // the worker writes a tombstone under the old key and the live row under the new.
         let before = session(project_id, "anonymous", 1, 1_000);
-        fixture.insert_live(&[before.clone()], 2).await;
+        fixture.insert_live(std::slice::from_ref(&before), 2).await;
         let mut after = before.clone();
         after.user_id = "alice".into();
         after.events_count = 5;
@@ -251,7 +251,7 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
             .await;
         // Session 2's start moved later (a late session_start) under the same user.
         let early = session(project_id, "alice", 2, 500);
-        fixture.insert_live(&[early.clone()], 1).await;
+        fixture.insert_live(std::slice::from_ref(&early), 1).await;
         let mut later = early.clone();
         later.start_ts = 3_000;
         later.duration = 99;
