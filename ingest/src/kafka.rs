@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Creates `topic` with `partitions` partitions; an existing topic is fine.
@@ -27,15 +27,18 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
 }
 
 pub fn create_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?)
+        .set("queue.buffering.max.messages", "1000000");
+    Ok(config.create()?)
 }
 
 /// Sends `(key, payload)` messages and waits until the broker has every one.
+/// Messages are enqueued at once (`send_result`), so librdkafka batches them; a full
+/// local queue is waited out by draining deliveries.
 pub async fn produce_all<'a>(
     producer: &FutureProducer,
     topic: &str,
@@ -48,16 +51,26 @@ pub async fn produce_all<'a>(
         if let Some(key) = key {
             record = record.key(key);
         }
-        in_flight.push(producer.send(record, Duration::from_secs(30)));
-        if in_flight.len() >= 10_000 {
-            for delivery in in_flight.drain(..) {
-                delivery.await.map_err(|(error, _)| error)?;
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    for delivery in in_flight.drain(..) {
+                        delivery.await?.map_err(|(error, _)| error)?;
+                    }
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(error.into()),
             }
         }
         sent += 1;
     }
     for delivery in in_flight {
-        delivery.await.map_err(|(error, _)| error)?;
+        delivery.await?.map_err(|(error, _)| error)?;
     }
     Ok(sent)
 }

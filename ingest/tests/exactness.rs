@@ -21,6 +21,7 @@ async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
             ..WorkloadConfig::default()
         });
         fixture.produce(&workload.messages).await;
+        let started = std::time::Instant::now();
         let worker = InProcessWorker::start(fixture.settings(&[])).await;
         let expected: Vec<_> = workload
             .sessions
@@ -28,6 +29,11 @@ async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
             .map(|s| s.expected.clone())
             .collect();
         wait_for_sessions(fixture.store(), &expected, Duration::from_secs(90)).await;
+        eprintln!(
+            "{engine}: {} events drained and exact after {:?}",
+            workload.events_sent,
+            started.elapsed()
+        );
 
         // Every user finds exactly their sessions; a user id set mid-session moved the
         // session away from the old one.
