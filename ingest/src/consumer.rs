@@ -216,6 +216,8 @@ impl Worker {
             if matches!(wake, Wake::Shutdown) {
                 break;
             }
+            // A rebalance callback may have run inside a poll that returned no message.
+            self.forget_revoked();
             let parked_due = self.parked_since.is_some_and(|since| {
                 since.elapsed() >= COLD_BATCH_DELAY || self.parked.len() >= COLD_BATCH_MESSAGES
             });
@@ -352,6 +354,7 @@ impl Worker {
         self.resolve_parked().await?;
         let mut attempt = 0u32;
         loop {
+            self.forget_revoked();
             let items = self.aggregator.flush_batch();
             if items.is_empty() && self.rejected.is_empty() {
                 break;
@@ -370,6 +373,8 @@ impl Worker {
         }
         self.aggregator.mark_flushed();
         self.rejected.clear();
+        // Nothing is committed for a partition revoked while the flush was written.
+        self.forget_revoked();
         self.unflushed_since = None;
         self.unflushed_bytes = 0;
         self.commit();

@@ -32,7 +32,9 @@ pub fn create_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
-        .set("queue.buffering.max.messages", "1000000");
+        .set("queue.buffering.max.messages", "1000000")
+        // Large enough to send the over-limit messages the bad-input tests need.
+        .set("message.max.bytes", "4194304");
     Ok(config.create()?)
 }
 

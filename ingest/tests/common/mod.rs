@@ -89,7 +89,10 @@ impl Fixture {
         }
         command
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn sessions-ingest")
@@ -133,6 +136,7 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     pub async fn start(settings: IngestSettings) -> InProcessWorker {
+        sessions_shared::telemetry::init_logging();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = listener.local_addr().unwrap();
         let (stop, shutdown) = watch::channel(false);

@@ -1,0 +1,74 @@
+//! ClickHouse stopped for ~10 s mid-stream, then started again: the worker backs off,
+//! keeps its offsets, resumes by itself, and every row ends exact.
+//!
+//! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh) to stop and start the
+//! local 18.16 server; it is its own test binary, so no other test runs meanwhile.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
+use sessions_ingest::workload::{Workload, WorkloadConfig};
+
+fn services(action: &str) {
+    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
+    let status = Command::new("bash")
+        .args([script.as_str(), action, "clickhouse"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "services.sh {action} clickhouse");
+}
+
+/// Starts ClickHouse again even if the test fails midway.
+struct RestartGuard;
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        services("start");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_outage_mid_stream_loses_nothing() {
+    if std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
+        eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
+        return;
+    }
+    let fixture = Fixture::new(&common::legacy_url(), "outage", 2).await;
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 21,
+        sessions: 600,
+        events_per_session: 20,
+        ..WorkloadConfig::default()
+    });
+    let expected: Vec<_> = workload
+        .sessions
+        .iter()
+        .map(|s| s.expected.clone())
+        .collect();
+    let (first, second) = workload.messages.split_at(workload.messages.len() / 2);
+    fixture.produce(first).await;
+    let worker = InProcessWorker::start(fixture.settings(&[])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let guard = RestartGuard;
+    services("stop");
+    let outage = Instant::now();
+    fixture.produce(second).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
+    let failures_during = metric_value(
+        &worker.metrics().await,
+        "ingest_clickhouse_insert_failures_total",
+    );
+    drop(guard); // starts ClickHouse
+    eprintln!("clickhouse was down for {:?}", outage.elapsed());
+    assert!(
+        failures_during >= 1.0,
+        "the worker saw the outage and retried"
+    );
+
+    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(90)).await;
+    worker.stop().await;
+    fixture.db.drop_database().await;
+}

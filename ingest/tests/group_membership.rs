@@ -1,0 +1,48 @@
+//! Two workers in one consumer group, one leaving mid-stream: every session row is
+//! exact. (Its own test binary, so consumer-group tests run one at a time.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{live_sessions, wait_for_sessions, Fixture, InProcessWorker};
+use sessions_ingest::workload::{Workload, WorkloadConfig};
+
+async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let count = live_sessions(fixture.store()).await.len();
+        if count > more_than || started.elapsed() > timeout {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_in_one_group_with_one_leaving_mid_stream() {
+    let started = Instant::now();
+    let fixture = Fixture::new(&common::legacy_url(), "group", 4).await;
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 3,
+        sessions: 800,
+        events_per_session: 20,
+        ..WorkloadConfig::default()
+    });
+    let expected: Vec<_> = workload
+        .sessions
+        .iter()
+        .map(|s| s.expected.clone())
+        .collect();
+    let (first, second) = workload.messages.split_at(workload.messages.len() / 2);
+    fixture.produce(first).await;
+    let leaving = InProcessWorker::start(fixture.settings(&[])).await;
+    let staying = InProcessWorker::start(fixture.settings(&[])).await;
+    wait_for_progress(&fixture, 50, Duration::from_secs(30)).await;
+    leaving.stop().await;
+    fixture.produce(second).await;
+    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
+    staying.stop().await;
+    eprintln!("group test: exact after {:?}", started.elapsed());
+    fixture.db.drop_database().await;
+}

@@ -1,0 +1,85 @@
+//! SIGKILL of the worker process at random points, three times, then a restart: every
+//! session row is exact. (Its own test binary: consumer-group tests run one at a time,
+//! as the local broker handles one group's dead member slowly.)
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{live_sessions, wait_for_sessions, Fixture};
+use rand::Rng;
+use sessions_ingest::workload::{Workload, WorkloadConfig};
+
+/// Kills the worker process if the test fails before it does.
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let count = live_sessions(fixture.store()).await.len();
+        if count > more_than || started.elapsed() > timeout {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
+    let started = Instant::now();
+    let fixture = Fixture::new(&common::legacy_url(), "kill", 4).await;
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 99,
+        sessions: 1_600,
+        events_per_session: 20,
+        users: 200,
+        ..WorkloadConfig::default()
+    });
+    let expected: Vec<_> = workload
+        .sessions
+        .iter()
+        .map(|s| s.expected.clone())
+        .collect();
+    let chunks: Vec<_> = workload
+        .messages
+        .chunks(workload.messages.len() / 4 + 1)
+        .collect();
+    let mut rng = rand::thread_rng();
+    let mut seen = 0;
+    for (kill, chunk) in chunks.iter().take(3).enumerate() {
+        fixture.produce(chunk).await;
+        let mut child = ChildGuard(fixture.spawn_process(&[]));
+        // Wait until this worker made progress, then kill it at a random instant.
+        seen = wait_for_progress(&fixture, seen, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().unwrap();
+        eprintln!(
+            "kill {}: {seen} sessions visible, {:?} in",
+            kill + 1,
+            started.elapsed()
+        );
+    }
+    fixture.produce(chunks[3]).await;
+    let mut child = ChildGuard(fixture.spawn_process(&[]));
+    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    eprintln!(
+        "sigkill test: {} events, exact after {:?}",
+        workload.events_sent,
+        started.elapsed()
+    );
+    fixture.db.drop_database().await;
+}
