@@ -71,10 +71,10 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
     let mut child = ChildGuard(fixture.spawn_process(&[]));
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     eprintln!(
         "sigkill test: {} events, exact after {:?}",
