@@ -214,7 +214,8 @@ up() {
 
     t0=$(now_ms)
     start_services
-    "$BIN/sessions-admin" migrate >/dev/null
+    # Quiet unless it fails (its log lines name each migration applied).
+    RUST_LOG=warn "$BIN/sessions-admin" migrate >/dev/null
     ensure_topic
     ensure_org_and_project
     start_app ingest "$BIN/sessions-ingest" "$INGEST_METRICS_PORT" INGEST_METRICS_PORT
@@ -252,7 +253,7 @@ up() {
     cat <<EOF
 
 The system is up: build ${t_build} s, start ${t_start} s. Logs: $LOG_DIR
-API key of the demo organization: .local/demo.env
+API key of the demo organization: $DEMO_ENV
 
 Sessions of $DEMO_USER_ID:
 
