@@ -58,14 +58,20 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
         let mut child = ChildGuard(fixture.spawn_process(&[]));
         // Wait until this worker made progress, then kill it at a random instant.
         seen = wait_for_progress(&fixture, seen, Duration::from_secs(60)).await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1_500))).await;
         child.0.kill().expect("SIGKILL");
         child.0.wait().unwrap();
+        // A killed process writes nothing more: this is the new baseline.
+        seen = live_sessions(fixture.store()).await.len();
         eprintln!(
             "kill {}: {seen} sessions visible, {:?} in",
             kill + 1,
             started.elapsed()
         );
+        // The local broker hands a killed member's partitions over only once its
+        // session timeout (6 s) ran out, and can stall a group that a new member joins
+        // meanwhile (shared/testbed.md); production Kafka does not need this wait.
+        tokio::time::sleep(Duration::from_secs(7)).await;
     }
     fixture.produce(chunks[3]).await;
     let mut child = ChildGuard(fixture.spawn_process(&[]));
