@@ -115,6 +115,14 @@ impl Workload {
         }
     }
 
+    /// Every session's expected row, in session order.
+    pub fn expected_rows(&self) -> Vec<StoredSession> {
+        self.sessions
+            .iter()
+            .map(|session| session.expected.clone())
+            .collect()
+    }
+
     /// Expected rows by user id (what the API must return for each user, in order).
     pub fn expected_by_user(&self) -> BTreeMap<String, Vec<StoredSession>> {
         let mut by_user: BTreeMap<String, Vec<StoredSession>> = BTreeMap::new();

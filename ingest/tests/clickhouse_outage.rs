@@ -42,11 +42,7 @@ async fn a_clickhouse_outage_mid_stream_loses_nothing() {
         events_per_session: 20,
         ..WorkloadConfig::default()
     });
-    let expected: Vec<_> = workload
-        .sessions
-        .iter()
-        .map(|s| s.expected.clone())
-        .collect();
+    let expected = workload.expected_rows();
     let (first, second) = workload.messages.split_at(workload.messages.len() / 2);
     fixture.produce(first).await;
     let worker = InProcessWorker::start(fixture.settings(&[])).await;

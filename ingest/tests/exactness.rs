@@ -23,11 +23,7 @@ async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
         fixture.produce(&workload.messages).await;
         let started = std::time::Instant::now();
         let worker = InProcessWorker::start(fixture.settings(&[])).await;
-        let expected: Vec<_> = workload
-            .sessions
-            .iter()
-            .map(|s| s.expected.clone())
-            .collect();
+        let expected = workload.expected_rows();
         wait_for_sessions(fixture.store(), &expected, Duration::from_secs(90)).await;
         eprintln!(
             "{engine}: {} events drained and exact after {:?}",
@@ -88,11 +84,7 @@ async fn restarts_redelivery_and_late_events_after_eviction_stay_exact() {
         events_per_session: 12,
         ..WorkloadConfig::default()
     });
-    let expected: Vec<_> = workload
-        .sessions
-        .iter()
-        .map(|s| s.expected.clone())
-        .collect();
+    let expected = workload.expected_rows();
     let (first_half, second_half) = workload.messages.split_at(workload.messages.len() / 2);
 
     // First worker: half of the stream, then a clean stop.

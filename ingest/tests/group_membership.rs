@@ -5,19 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_sessions, Fixture, InProcessWorker};
+use common::{wait_for_progress, wait_for_sessions, Fixture, InProcessWorker};
 use sessions_ingest::workload::{Workload, WorkloadConfig};
-
-async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {
-    let started = Instant::now();
-    loop {
-        let count = live_sessions(fixture.store()).await.len();
-        if count > more_than || started.elapsed() > timeout {
-            return count;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_with_one_leaving_mid_stream() {
@@ -29,11 +18,7 @@ async fn two_workers_in_one_group_with_one_leaving_mid_stream() {
         events_per_session: 20,
         ..WorkloadConfig::default()
     });
-    let expected: Vec<_> = workload
-        .sessions
-        .iter()
-        .map(|s| s.expected.clone())
-        .collect();
+    let expected = workload.expected_rows();
     let (first, second) = workload.messages.split_at(workload.messages.len() / 2);
     fixture.produce(first).await;
     let leaving = InProcessWorker::start(fixture.settings(&[])).await;

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_sessions, Fixture};
+use common::{live_sessions, wait_for_progress, wait_for_sessions, Fixture};
 use rand::Rng;
 use sessions_ingest::workload::{Workload, WorkloadConfig};
 
@@ -17,17 +17,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {
-    let started = Instant::now();
-    loop {
-        let count = live_sessions(fixture.store()).await.len();
-        if count > more_than || started.elapsed() > timeout {
-            return count;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -42,11 +31,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
         users: 200,
         ..WorkloadConfig::default()
     });
-    let expected: Vec<_> = workload
-        .sessions
-        .iter()
-        .map(|s| s.expected.clone())
-        .collect();
+    let expected = workload.expected_rows();
     let chunks: Vec<_> = workload
         .messages
         .chunks(workload.messages.len() / 4 + 1)

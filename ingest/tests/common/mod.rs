@@ -236,6 +236,19 @@ pub async fn wait_for_sessions(store: &Store, expected: &[StoredSession], timeou
     }
 }
 
+/// Polls until more than `more_than` sessions are live (or `timeout` passed); returns
+/// the count seen.
+pub async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let count = live_sessions(fixture.store()).await.len();
+        if count > more_than || started.elapsed() > timeout {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[derive(Row, Deserialize)]
 struct SessionIdRow {
     session_id: u64,
