@@ -42,7 +42,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
         fixture.produce(chunk).await;
         let mut child = ChildGuard(fixture.spawn_process(&[]));
         // Wait until this worker made progress, then kill it at a random instant.
-        seen = wait_for_progress(&fixture, seen, Duration::from_secs(60)).await;
+        let progressed = wait_for_progress(&fixture, seen, Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1_500))).await;
         child.0.kill().expect("SIGKILL");
         child.0.wait().unwrap();
