@@ -49,7 +49,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
         // A killed process writes nothing more: this is the new baseline.
         seen = live_sessions(fixture.store()).await.len();
         eprintln!(
-            "kill {}: {seen} sessions visible, {:?} in",
+            "kill {}: after progress to {progressed}, {seen} sessions visible, {:?} in",
             kill + 1,
             started.elapsed()
         );
