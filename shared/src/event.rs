@@ -572,7 +572,11 @@ impl<'a> EventFields<'a> {
             }
             other => return Err(wrong_type("type", "a string", &other)),
         };
-        let mut user_id = optional_string("userId", self.user_id)?;
+        // Fields a type does not list are ignored, whatever their JSON type.
+        let user_id = match kind {
+            EventKind::UserId | EventKind::SessionStart => optional_string("userId", self.user_id)?,
+            _ => None,
+        };
         let start = if kind == EventKind::SessionStart {
             Some(StartMetadata {
                 user_uuid: user_uuid(self.user_uuid)?,
@@ -585,16 +589,11 @@ impl<'a> EventFields<'a> {
         } else {
             None
         };
-        match kind {
-            EventKind::UserId if user_id.is_none() => {
-                return Err(FieldError::new(
-                    RejectReason::MissingField,
-                    "userId is required in a user_id event",
-                ))
-            }
-            EventKind::UserId | EventKind::SessionStart => {}
-            // Other types may carry a userId; it is not theirs to set.
-            _ => user_id = None,
+        if kind == EventKind::UserId && user_id.is_none() {
+            return Err(FieldError::new(
+                RejectReason::MissingField,
+                "userId is required in a user_id event",
+            ));
         }
         Ok(Event {
             project_id,
@@ -723,6 +722,15 @@ mod tests {
         );
         assert_eq!(decoded.events[0].session_id, 42);
         assert_eq!(decoded.events[0].kind, EventKind::Other);
+        assert_eq!(decoded.events[0].user_id, None);
+    }
+
+    #[test]
+    fn fields_a_type_does_not_list_are_ignored_whatever_their_type() {
+        let decoded = decode_message(
+            br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"page","userId":7,"userAgent":[1],"userUuid":false}"#,
+        );
+        assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
         assert_eq!(decoded.events[0].user_id, None);
     }
 
