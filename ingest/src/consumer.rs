@@ -146,6 +146,8 @@ pub struct Worker {
     unflushed_bytes: usize,
     paused: bool,
     shutdown: watch::Receiver<bool>,
+    /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
+    shutdown_deadline: Option<Instant>,
 }
 
 enum Wake {
@@ -177,6 +179,7 @@ impl Worker {
             unflushed_bytes: 0,
             paused: false,
             shutdown,
+            shutdown_deadline: None,
         }
     }
 
@@ -429,7 +432,9 @@ impl Worker {
         let backoff = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10)))
             .min(self.settings.retry_max_backoff);
         let until = Instant::now() + backoff;
-        let shutdown_started = self.shutting_down().then(Instant::now);
+        if self.shutting_down() && self.shutdown_deadline.is_none() {
+            self.shutdown_deadline = Some(Instant::now() + self.settings.shutdown_grace);
+        }
         loop {
             let now = Instant::now();
             if now >= until {
@@ -447,12 +452,13 @@ impl Worker {
                 _ = sleep(until - now) => {}
             }
         }
-        if let Some(started) = shutdown_started {
-            if started.elapsed() >= self.settings.shutdown_grace || attempt >= 20 {
-                anyhow::bail!(
-                    "clickhouse still failing at shutdown ({error}); exiting without committing"
-                );
-            }
+        if self
+            .shutdown_deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            anyhow::bail!(
+                "clickhouse still failing at shutdown ({error}); exiting without committing"
+            );
         }
         Ok(())
     }
