@@ -1,0 +1,82 @@
+//! The ingest hot path, per event: decode + validate (`decode_message`), then dedupe +
+//! aggregate (`Aggregator::apply`), side by side with the floor: `serde_json` skimming
+//! the same bytes into `IgnoredAny`. Run: `cargo bench -p sessions-ingest --bench hot_path`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde::de::IgnoredAny;
+use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_shared::event::decode_message;
+
+/// The standard workload's shape: ~50 events per session, ~5% duplicates, shuffled
+/// within sessions; one event per message here, to measure per-event cost.
+fn single_event_messages() -> Vec<Vec<u8>> {
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 1,
+        sessions: 2_000,
+        events_per_session: 50,
+        users: 400,
+        ..WorkloadConfig::default()
+    });
+    let mut messages = Vec::new();
+    for message in &workload.messages {
+        let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        match value {
+            serde_json::Value::Array(events) => {
+                messages.extend(events.iter().map(|event| serde_json::to_vec(event).unwrap()))
+            }
+            event => messages.push(serde_json::to_vec(&event).unwrap()),
+        }
+    }
+    messages
+}
+
+fn hot_path(c: &mut Criterion) {
+    let messages = single_event_messages();
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+    eprintln!(
+        "{} events, {:.0} bytes per event on average",
+        messages.len(),
+        bytes as f64 / messages.len() as f64
+    );
+    let mut group = c.benchmark_group("per_event");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.sample_size(20);
+
+    group.bench_function("floor_serde_json_ignored_any", |b| {
+        b.iter(|| {
+            for message in &messages {
+                serde_json::from_slice::<IgnoredAny>(message).unwrap();
+            }
+        })
+    });
+    group.bench_function("decode_validate", |b| {
+        b.iter(|| {
+            let mut events = 0;
+            for message in &messages {
+                events += decode_message(message).events.len();
+            }
+            events
+        })
+    });
+    group.bench_function("decode_validate_dedupe_aggregate", |b| {
+        b.iter_batched(
+            Aggregator::new,
+            |mut aggregator| {
+                for message in &messages {
+                    let decoded = decode_message(message);
+                    // The worker's cold-session check (here nothing is loaded: a
+                    // session not held yet simply starts).
+                    std::hint::black_box(aggregator.missing(&decoded.events));
+                    aggregator.apply(&decoded.events, 0);
+                }
+                aggregator
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

@@ -1,0 +1,60 @@
+//! The hot path of `benches/hot_path.rs` (decode + validate + dedupe + aggregate, one
+//! event per message) as a plain loop, for profilers: instruction counts under
+//! callgrind are deterministic where wall-clock time on a shared VM is not.
+//!
+//! ```sh
+//! cargo build --release -p sessions-ingest --example hot_path_profile
+//! valgrind --tool=callgrind --toggle-collect='*hot_path_pass*' \
+//!     target/release/examples/hot_path_profile 3
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -40
+//! ```
+//! Instructions per event = total collected instructions / events printed.
+
+use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_shared::event::decode_message;
+
+fn main() {
+    let passes: usize = std::env::args()
+        .nth(1)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(3);
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 1,
+        sessions: 2_000,
+        events_per_session: 50,
+        users: 400,
+        ..WorkloadConfig::default()
+    });
+    // One event per message, as in the criterion bench.
+    let mut messages = Vec::new();
+    for message in &workload.messages {
+        match serde_json::from_slice(&message.payload).expect("workload JSON") {
+            serde_json::Value::Array(events) => messages.extend(
+                events
+                    .iter()
+                    .map(|event| serde_json::to_vec(event).expect("event JSON")),
+            ),
+            event => messages.push(serde_json::to_vec(&event).expect("event JSON")),
+        }
+    }
+    let mut events = 0;
+    for _ in 0..passes {
+        events += hot_path_pass(&messages);
+    }
+    println!("{events} events in {passes} passes");
+}
+
+#[inline(never)]
+fn hot_path_pass(messages: &[Vec<u8>]) -> usize {
+    let mut aggregator = Aggregator::new();
+    let mut events = 0;
+    for message in messages {
+        let decoded = decode_message(message);
+        std::hint::black_box(aggregator.missing(&decoded.events));
+        aggregator.apply(&decoded.events, 0);
+        events += decoded.events.len();
+    }
+    std::hint::black_box(&aggregator);
+    events
+}
