@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark (issue 5; results in BENCHMARKS.md).
+#
+#   1. A fresh topic (unique name, 4 partitions) is filled with the standard
+#      seeded workload: 20,000 sessions x ~50 events, 4,000 users, ~5% duplicates
+#      (target/release/sessions-producer).
+#   2. The broker's ceiling: a bare rdkafka consumer (ingest/examples/bare_consumer.rs,
+#      fresh group, no processing) drains the topic; time from subscribe to the
+#      last message.
+#   3. target/release/sessions-ingest, fresh group, fresh ClickHouse database,
+#      drains the same topic; time from process start until ClickHouse serves
+#      every session with every event applied (the live rows' versions add up
+#      to the worker's applied-event count). Peak RSS is VmHWM; rows written per
+#      event come from the worker's /metrics; ClickHouse SELECT/INSERT queries
+#      from the server's system.events (minus this script's own polls).
+#
+# Needs ClickHouse and the broker up (scripts/services.sh start clickhouse tansu).
+# Builds the release binaries first unless BENCH_NO_BUILD=1. Measures and
+# prints; asserts nothing about timing. Cleans up: stops the worker, drops the
+# bench database (the topic stays: tansu cannot delete it cheaply; its name is
+# unique). Output: a human summary on stderr, one JSON line on stdout.
+#
+# Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
+# BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191), KAFKA_BROKERS,
+# CLICKHOUSE_URL, and the worker's own settings (FLUSH_MAX_SESSIONS, ...).
+set -euo pipefail
+
+SCRIPT_NAME=bench-ingest.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+SESSIONS=${BENCH_SESSIONS:-20000}
+EVENTS_PER_SESSION=${BENCH_EVENTS_PER_SESSION:-50}
+USERS=${BENCH_USERS:-4000}
+SEED=${BENCH_SEED:-42}
+METRICS_PORT=${BENCH_METRICS_PORT:-9191}
+export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+BIN=$REPO/target/release
+RUN_ID=$(date +%s)_$$
+TOPIC=bench-ingest-$RUN_ID
+DATABASE=bench_ingest_$RUN_ID
+WORKER=bench-ingest-worker # name under $RUN_DIR (pid file), see lib.sh
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+json_get() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+ch() { curl -sf --max-time 30 "$CLICKHOUSE_URL/" --data-binary "$1"; }
+# worker_metric NAME [LABELS]: a sample of the worker's /metrics (0 if absent).
+worker_metric() {
+    { curl -sf --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" || true; } |
+        awk -v name="$1${2:-}" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
+}
+ch_events() { # ch_events: "SelectQuery InsertQuery" counters of the server
+    ch "SELECT sumIf(value, event = 'SelectQuery'), sumIf(value, event = 'InsertQuery') FROM system.events FORMAT TSV" |
+        tr '\t' ' '
+}
+
+cleanup() {
+    terminate "$WORKER" 30 >/dev/null 2>&1 || true
+    ch "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
+port_open "${KAFKA_BROKERS##*:}" || die "no broker at $KAFKA_BROKERS (scripts/services.sh start tansu)"
+port_open "$METRICS_PORT" && die "port $METRICS_PORT is taken; set BENCH_METRICS_PORT"
+
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    say "building release binaries"
+    cargo build --release --quiet --bins
+    cargo build --release --quiet -p sessions-ingest --example bare_consumer
+fi
+
+say "filling topic $TOPIC: $SESSIONS sessions x ~$EVENTS_PER_SESSION events, $USERS users"
+produced=$("$BIN/sessions-producer" --topic "$TOPIC" --create-topic --partitions 4 \
+    --sessions "$SESSIONS" --events-per-session "$EVENTS_PER_SESSION" --users "$USERS" \
+    --seed "$SEED" 2>/dev/null)
+MESSAGES=$(json_get messages <<<"$produced")
+EVENTS=$(json_get events <<<"$produced")
+BYTES=$(json_get bytes <<<"$produced")
+say "producer: $produced"
+
+say "ceiling: bare consumer draining $MESSAGES messages"
+bare=$("$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES")
+BARE_SECONDS=$(json_get secondsFromSubscribe <<<"$bare")
+say "bare consumer: $bare"
+
+say "sessions-ingest draining the same topic into database $DATABASE"
+read -r selects_before inserts_before < <(ch_events)
+polls=0
+started=$(now_ms)
+launch "$WORKER" "$BIN/sessions-ingest" "$REPO" env KAFKA_TOPIC="$TOPIC" \
+    KAFKA_GROUP="bench-ingest-$RUN_ID" CLICKHOUSE_DATABASE="$DATABASE" \
+    INGEST_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG="${RUST_LOG:-warn}" \
+    "$BIN/sessions-ingest"
+pid=$(<"$RUN_DIR/$WORKER.pid")
+deadline=$((started + 600000))
+consumed_at=""
+while :; do
+    pid_of "$WORKER" >/dev/null || { show_log "$LOG_DIR/$WORKER.log"; die "the worker exited"; }
+    (($(now_ms) < deadline)) || die "not drained within 600 s"
+    if [[ -z $consumed_at ]]; then
+        if (($(worker_metric ingest_messages_consumed_total) >= MESSAGES)); then
+            consumed_at=$(now_ms)
+        else
+            sleep 0.1
+            continue
+        fi
+    fi
+    applied=$(worker_metric ingest_events_applied_total)
+    polls=$((polls + 1))
+    read -r live_sessions live_events < <(ch "
+        SELECT count(), sum(intDiv(v - 1, 2)) FROM (
+            SELECT session_id, argMax(version, version) AS v, argMax(deleted, version) AS d
+            FROM $DATABASE.sessions GROUP BY session_id) WHERE d = 0 FORMAT TSV" | tr '\t' ' ')
+    if ((live_sessions == SESSIONS && live_events == applied)); then
+        break
+    fi
+    sleep 0.1
+done
+finished=$(now_ms)
+read -r selects_after inserts_after < <(ch_events)
+peak_rss_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+rows_sessions=$(worker_metric ingest_clickhouse_rows_written_total '{table="sessions"}')
+rows_state=$(worker_metric ingest_clickhouse_rows_written_total '{table="session_state"}')
+rows_rejected=$(worker_metric ingest_clickhouse_rows_written_total '{table="rejected_events"}')
+flushes=$(worker_metric ingest_flushes_total)
+duplicates=$(worker_metric ingest_events_duplicate_total)
+consumed_events=$(worker_metric ingest_events_consumed_total)
+terminate "$WORKER" 30 >/dev/null 2>&1
+
+python3 - "$MESSAGES" "$EVENTS" "$BYTES" "$BARE_SECONDS" "$started" "$consumed_at" "$finished" \
+    "$peak_rss_kib" "$rows_sessions" "$rows_state" "$rows_rejected" "$flushes" "$applied" \
+    "$duplicates" "$consumed_events" "$((selects_after - selects_before - polls - 2))" \
+    "$((inserts_after - inserts_before))" "$TOPIC" <<'EOF'
+import json, sys
+(messages, events, size, bare_s, started, consumed_at, finished, rss_kib, rows_sessions,
+ rows_state, rows_rejected, flushes, applied, duplicates, consumed_events, selects,
+ inserts) = [float(x) for x in sys.argv[1:18]]
+topic = sys.argv[18]
+worker_s = (finished - started) / 1000
+result = {
+    "topic": topic,
+    "messages": int(messages), "events": int(events), "bytes": int(size),
+    "bareConsumerSeconds": round(bare_s, 2),
+    "bareConsumerMessagesPerSecond": round(messages / bare_s),
+    "bareConsumerEventsPerSecond": round(events / bare_s),
+    "workerSeconds": round(worker_s, 2),
+    "workerSecondsUntilConsumed": round((consumed_at - started) / 1000, 2),
+    "workerMessagesPerSecond": round(messages / worker_s),
+    "workerEventsPerSecond": round(events / worker_s),
+    "fractionOfCeiling": round(bare_s / worker_s, 3),
+    "peakRssMiB": round(rss_kib / 1024, 1),
+    "eventsConsumed": int(consumed_events), "eventsApplied": int(applied),
+    "eventsDuplicate": int(duplicates),
+    "rowsWritten": {"sessions": int(rows_sessions), "session_state": int(rows_state),
+                    "rejected_events": int(rows_rejected)},
+    "rowsWrittenPerEvent": round((rows_sessions + rows_state + rows_rejected) / events, 4),
+    "flushes": int(flushes),
+    "clickhouseSelects": int(selects), "clickhouseInserts": int(inserts),
+}
+print(json.dumps(result))
+print(f"""
+bare consumer : {messages:,.0f} messages in {bare_s:.2f} s = {messages / bare_s:,.0f} msg/s ({events / bare_s:,.0f} events/s)
+sessions-ingest: {messages:,.0f} messages in {worker_s:.2f} s = {messages / worker_s:,.0f} msg/s ({events / worker_s:,.0f} events/s), all consumed at {(consumed_at - started) / 1000:.2f} s
+fraction of the ceiling: {bare_s / worker_s:.1%}   peak RSS {rss_kib / 1024:.0f} MiB
+rows written per event: {(rows_sessions + rows_state + rows_rejected) / events:.4f} (sessions {rows_sessions:.0f}, session_state {rows_state:.0f}, rejected {rows_rejected:.0f}; {flushes:.0f} flushes)
+ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT""", file=sys.stderr)
+EOF

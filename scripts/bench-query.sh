@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Query benchmark (issue 5; results in BENCHMARKS.md).
+#
+#   1. A fresh database (bench_query) gets the schema (sessions-admin migrate), an
+#      organization, an API key and a project, then 10,000,000 live session rows
+#      (version 1, deleted 0) over 200,000 users, written straight into ClickHouse
+#      with INSERT ... SELECT ... FROM numbers(): three marked users hold exactly
+#      10, 100 and 1,500 sessions (bench-10@, bench-100@, bench-1000@example.com),
+#      199,997 others ~50 each. Then OPTIMIZE ... FINAL, so no background merge
+#      runs while we measure.
+#   2. target/release/sessions-query serves that database on a spare port.
+#   3. wrk (loopback, --latency, ~10 s per run) at 1, 16 and 64 connections, for
+#      the 10-, 100- and 1,500-session users with the default page (limit 50), and
+#      for the 1,500-session user with limit=1000; side by side with the same SQL
+#      (query/examples/page_sql.rs prints it, values inlined) sent straight to
+#      ClickHouse's HTTP interface (GET /?query=...).
+#
+# Needs ClickHouse up (scripts/services.sh start clickhouse) and wrk (apt-get
+# install wrk). Builds the release binaries first unless BENCH_NO_BUILD=1.
+# Measures and prints; asserts nothing about timing. Cleans up: stops the
+# service and drops the database (BENCH_KEEP_DATA=1 keeps it, and a later run
+# with BENCH_KEEP_DATA=1 reuses it if it holds the 10 M rows).
+#
+# Knobs (environment): BENCH_DURATION (10s), BENCH_CONNECTIONS ("1 16 64"),
+# BENCH_QUERY_PORT (18080), BENCH_ROWS (10000000), CLICKHOUSE_URL.
+# Output: a table on stderr, one JSON line per run on stdout.
+set -euo pipefail
+
+SCRIPT_NAME=bench-query.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-1 16 64}
+QUERY_PORT=${BENCH_QUERY_PORT:-18080}
+ROWS=${BENCH_ROWS:-10000000}
+OTHER_USERS=199997
+export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+export CLICKHOUSE_DATABASE=bench_query
+PROJECT_KEY=benchQueryProject001
+BIN=$REPO/target/release
+SERVICE=bench-query-service # name under $RUN_DIR (pid file), see lib.sh
+
+json_get() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+ch() { curl -sfS --max-time 600 "$CLICKHOUSE_URL/" --data-binary "$1"; }
+urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+
+cleanup() {
+    terminate "$SERVICE" 10 >/dev/null 2>&1 || true
+    if [[ ${BENCH_KEEP_DATA:-0} != 1 ]]; then
+        ch "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
+ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
+port_open "$QUERY_PORT" && die "port $QUERY_PORT is taken; set BENCH_QUERY_PORT"
+
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    say "building release binaries"
+    cargo build --release --quiet --bins
+    cargo build --release --quiet -p sessions-query --example page_sql
+fi
+
+existing=$(ch "SELECT count() FROM system.tables WHERE database = '$CLICKHOUSE_DATABASE' AND name = 'sessions'")
+if [[ ${BENCH_KEEP_DATA:-0} == 1 && $existing == 1 &&
+    $(ch "SELECT count() FROM $CLICKHOUSE_DATABASE.sessions") == "$ROWS" ]]; then
+    say "reusing $CLICKHOUSE_DATABASE ($ROWS rows)"
+    API_KEY=$(<"$STATE_DIR/bench-query.key")
+    PROJECT_ID=$("$BIN/sessions-admin" project list | python3 -c '
+import json, sys
+print(next(p["projectId"] for p in json.load(sys.stdin) if p["projectKey"] == sys.argv[1]))' "$PROJECT_KEY")
+else
+    ch "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null
+    ch "CREATE DATABASE $CLICKHOUSE_DATABASE" >/dev/null
+    RUST_LOG=warn "$BIN/sessions-admin" migrate >/dev/null
+    org=$("$BIN/sessions-admin" org create --name bench)
+    API_KEY=$(json_get apiKey <<<"$org")
+    PROJECT_ID=$("$BIN/sessions-admin" project create --org "$(json_get orgId <<<"$org")" \
+        --name bench --key "$PROJECT_KEY" | json_get projectId)
+    (umask 077 && echo "$API_KEY" >"$STATE_DIR/bench-query.key")
+    say "loading $ROWS session rows over $((OTHER_USERS + 3)) users into $CLICKHOUSE_DATABASE.sessions"
+    t0=$EPOCHREALTIME
+    # Columns in the table's order (schemas/002_sessions.sql). Rows 0-9 belong to
+    # bench-10@, 10-109 to bench-100@, 110-1609 to bench-1000@ (1,500 sessions);
+    # every other row to one of 199,997 users, ~50 each, spread over ~11 days.
+    ch "INSERT INTO $CLICKHOUSE_DATABASE.sessions
+        SELECT
+            toUInt32($PROJECT_ID),
+            multiIf(number < 10, 'bench-10@example.com',
+                    number < 110, 'bench-100@example.com',
+                    number < 1610, 'bench-1000@example.com',
+                    concat('user-', toString(number % $OTHER_USERS), '@example.com')),
+            toInt64(1700000000000 + number * 97),
+            toUInt64(4000000000000000 + number),
+            toUInt64(1),
+            toUInt8(0),
+            lower(concat(hex(toUInt32(intHash32(number))), '-aedf-4544-8ae6-',
+                         hex(toUInt32(intHash32(number + 1))), hex(toUInt16(number % 65536)))),
+            arrayElement(['Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.77 Safari/537.36',
+                          'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:89.0) Gecko/20100101 Firefox/89.0',
+                          'Mozilla/5.0 (iPhone; CPU iPhone OS 14_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/14.1.1 Mobile/15E148 Safari/604.1',
+                          'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0'], number % 4 + 1),
+            arrayElement(['Mac OS X', 'Windows', 'iOS', 'Ubuntu'], number % 4 + 1),
+            arrayElement(['Chrome', 'Firefox', 'Mobile Safari', 'Firefox'], number % 4 + 1),
+            arrayElement(['', '', 'iPhone', ''], number % 4 + 1),
+            arrayElement(['IN', 'FR', 'US', 'DE', 'BR', 'JP'], number % 6 + 1),
+            toUInt64(intHash32(number) % 3600000),
+            toUInt32(number % 97),
+            toUInt32(number % 31),
+            toUInt32(number % 5),
+            toUInt8(1),
+            now()
+        FROM numbers($ROWS)" >/dev/null
+    load_seconds=$(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")
+    say "loaded in ${load_seconds}s; OPTIMIZE TABLE ... FINAL (one part, no merges while measuring)"
+    t0=$EPOCHREALTIME
+    ch "OPTIMIZE TABLE $CLICKHOUSE_DATABASE.sessions FINAL" >/dev/null
+    say "optimized in $(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")s"
+fi
+say "$(ch "SELECT count(), uniqExact(user_id) FROM $CLICKHOUSE_DATABASE.sessions FORMAT TSV" |
+    awk '{ print $1 " rows, " $2 " users" }') in $CLICKHOUSE_DATABASE.sessions, active parts: $(ch "SELECT count() FROM system.parts WHERE database = '$CLICKHOUSE_DATABASE' AND table = 'sessions' AND active")"
+
+launch "$SERVICE" "$BIN/sessions-query" "$REPO" env QUERY_ADDR="127.0.0.1:$QUERY_PORT" \
+    CLICKHOUSE_DATABASE="$CLICKHOUSE_DATABASE" RUST_LOG=warn "$BIN/sessions-query"
+API="http://127.0.0.1:$QUERY_PORT/api/v1/$PROJECT_KEY/users"
+# Ready once the first snapshot of keys and projects is loaded (503 until then).
+for ((i = 0; ; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $API_KEY" \
+        "$API/bench-10%40example.com/sessions" || true)
+    [[ $code == 200 ]] && break
+    pid_of "$SERVICE" >/dev/null || { show_log "$LOG_DIR/$SERVICE.log"; die "sessions-query exited"; }
+    ((i < 100)) || die "sessions-query answers $code, not 200, after 10 s"
+    sleep 0.1
+done
+
+# Parses wrk --latency output (stdin) into one JSON line.
+WRK_PARSER='
+import json, re, sys
+label, target, connections = sys.argv[1], sys.argv[2], int(sys.argv[3])
+text = sys.stdin.read()
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+latency = dict((p, ms(v)) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", text, re.M))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = re.search(r"Socket errors: (.*)", text)
+print(json.dumps({"case": label, "target": target, "connections": connections,
+    "p50_ms": round(latency["50"], 3), "p99_ms": round(latency["99"], 3),
+    "requests_per_second": round(rps, 1), "non_2xx": int(bad.group(1)) if bad else 0,
+    "socket_errors": errors.group(1) if errors else ""}))
+'
+
+# wrk_run LABEL TARGET CONNECTIONS URL [HEADER]: one run; prints a JSON line.
+wrk_run() {
+    local label=$1 target=$2 connections=$3 url=$4 header=${5:-}
+    local threads=$((connections < 2 ? connections : 2))
+    local -a header_args=()
+    [[ -n $header ]] && header_args=(-H "$header")
+    wrk -t "$threads" -c "$connections" -d "$DURATION" --latency "${header_args[@]}" "$url" |
+        python3 -c "$WRK_PARSER" "$label" "$target" "$connections"
+}
+
+results=()
+# case: label user limit
+for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
+    "1000 bench-1000@example.com 50" "1000-limit1000 bench-1000@example.com 1000"; do
+    read -r label user limit <<<"$case"
+    sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$user" "$limit")
+    service_url="$API/$(urlencode "$user")/sessions"
+    [[ $limit != 50 ]] && service_url="$service_url?limit=$limit"
+    direct_url="$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE&default_format=RowBinary&query=$(urlencode "$sql")"
+    # Both sides return the same page: count the rows once.
+    served=$(curl -sf -H "Authorization: $API_KEY" "$service_url" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]))')
+    direct=$(curl -sfS "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE" --data-binary "$sql FORMAT TSV" | wc -l)
+    say "user $user, limit $limit: service returns $served sessions, ClickHouse $direct rows (page + 1 when more exist)"
+    for connections in $CONNECTIONS; do
+        results+=("$(wrk_run "$label" service "$connections" "$service_url" "Authorization: $API_KEY")")
+        results+=("$(wrk_run "$label" clickhouse "$connections" "$direct_url")")
+        say "${results[-2]}"
+        say "${results[-1]}"
+    done
+done
+printf '%s\n' "${results[@]}"
+
+SUMMARY='
+import json, sys
+runs = [json.loads(line) for line in sys.stdin if line.strip()]
+by = {(r["case"], r["connections"], r["target"]): r for r in runs}
+names = {"10": "10 (limit 50)", "100": "100 (limit 50)", "1000": "1500 (limit 50)",
+         "1000-limit1000": "1500 (limit 1000)"}
+print("%-18s %3s | %-21s %7s | %-21s %7s | %9s %9s" % ("sessions", "c", "service p50/p99 ms",
+      "req/s", "ClickHouse p50/p99 ms", "req/s", "p99 ratio", "rps ratio"), file=sys.stderr)
+for (case, c, target), s in by.items():
+    if target != "service":
+        continue
+    d = by[(case, c, "clickhouse")]
+    print("%-18s %3d | %9.2f / %9.2f %7.0f | %9.2f / %9.2f %7.0f | %8.2fx %8.2fx" % (
+        names[case], c, s["p50_ms"], s["p99_ms"], s["requests_per_second"], d["p50_ms"],
+        d["p99_ms"], d["requests_per_second"], s["p99_ms"] / d["p99_ms"],
+        d["requests_per_second"] / s["requests_per_second"]), file=sys.stderr)
+'
+printf '%s\n' "${results[@]}" | python3 -c "$SUMMARY"
