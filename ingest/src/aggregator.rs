@@ -49,7 +49,9 @@ pub struct FlushItem<'a> {
 
 #[derive(Default)]
 pub struct Aggregator {
-    sessions: HashMap<u64, HeldSession>,
+    /// Boxed values: the map keeps up to ~2 slots per session (it doubles when 7/8
+    /// full), so an inline ~150-byte session would pay for its slack slots too.
+    sessions: HashMap<u64, Box<HeldSession>>,
     dirty_count: usize,
     /// Largest event timestamp seen: the event-time clock for idle eviction.
     watermark: i64,
@@ -100,12 +102,12 @@ impl Aggregator {
         }
         self.sessions.insert(
             session_id,
-            HeldSession {
+            Box::new(HeldSession {
                 persisted,
                 partition,
                 dirty: true,
                 last_touched: self.batch_sequence,
-            },
+            }),
         );
         self.dirty_count += 1;
     }
@@ -136,7 +138,7 @@ impl Aggregator {
                     outcome
                 }
                 std::collections::hash_map::Entry::Vacant(vacant) => {
-                    vacant.insert(HeldSession {
+                    vacant.insert(Box::new(HeldSession {
                         persisted: PersistedSession {
                             state: SessionState::new(event),
                             written_keys: Vec::new(),
@@ -144,7 +146,7 @@ impl Aggregator {
                         partition,
                         dirty: true,
                         last_touched: sequence,
-                    });
+                    }));
                     self.dirty_count += 1;
                     Applied::New
                 }
@@ -221,12 +223,19 @@ impl Aggregator {
         self.sessions.get(&session_id).map(|held| &held.persisted)
     }
 
-    /// Approximate bytes held by session states.
+    /// Approximate bytes held by the sessions: map entries, boxes, states and the keys
+    /// they were written under (not the map's empty slots nor the allocator's overhead).
     pub fn memory_bytes(&self) -> usize {
         self.sessions
             .values()
             .map(|held| {
-                std::mem::size_of::<(u64, HeldSession)>() + held.persisted.state.memory_bytes()
+                let keys = &held.persisted.written_keys;
+                std::mem::size_of::<(u64, Box<HeldSession>)>()
+                    + std::mem::size_of::<HeldSession>()
+                    - std::mem::size_of::<SessionState>()
+                    + held.persisted.state.memory_bytes()
+                    + keys.capacity() * std::mem::size_of::<SessionKey>()
+                    + keys.iter().map(|key| key.user_id.capacity()).sum::<usize>()
             })
             .sum()
     }

@@ -53,7 +53,9 @@ pub struct SessionState {
     project: (u64, u32),
     min_timestamp: i64,
     max_timestamp: i64,
-    start: Option<SessionStart>,
+    /// Boxed: it is most of the state's size, and states sit inline in the worker's
+    /// session map, whose slack slots would otherwise each cost that much.
+    start: Option<Box<SessionStart>>,
     /// `(index, userId)` of the highest-index event carrying a userId.
     user_id: Option<(u64, String)>,
     events_count: u32,
@@ -145,7 +147,7 @@ impl SessionState {
                     .as_ref()
                     .is_none_or(|start| event.index < start.index);
                 if let (true, Some(metadata)) = (lower, &event.start) {
-                    self.start = Some(SessionStart {
+                    self.start = Some(Box::new(SessionStart {
                         index: event.index,
                         timestamp: event.timestamp,
                         user_uuid: metadata.user_uuid.clone(),
@@ -158,7 +160,7 @@ impl SessionState {
                             .as_deref()
                             .map(str::to_ascii_uppercase)
                             .unwrap_or_default(),
-                    });
+                    }));
                 }
             }
             EventKind::UserId | EventKind::Other => {}
@@ -299,12 +301,12 @@ mod tests {
 
     fn start(index: u64, timestamp: i64, uuid_byte: u8, country: &'static str) -> Event<'static> {
         Event {
-            start: Some(StartMetadata {
+            start: Some(Box::new(StartMetadata {
                 user_uuid: format!("00000000-0000-4000-8000-0000000000{uuid_byte:02x}"),
                 user_agent: Some(Cow::Borrowed("Mozilla/5.0")),
                 user_country: Some(Cow::Borrowed(country)),
                 ..StartMetadata::default()
-            }),
+            })),
             ..event(index, timestamp, EventKind::SessionStart)
         }
     }
