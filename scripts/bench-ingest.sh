@@ -17,8 +17,8 @@
 # Needs ClickHouse and the broker up (scripts/services.sh start clickhouse tansu).
 # Builds the release binaries first unless BENCH_NO_BUILD=1. Measures and
 # prints; asserts nothing about timing. Cleans up: stops the worker, drops the
-# bench database (the topic stays: tansu cannot delete it cheaply; its name is
-# unique). Output: a human summary on stderr, one JSON line on stdout.
+# bench database and deletes the topic (with tansu's CLI, when it is found).
+# Output: a human summary on stderr, one JSON line on stdout.
 #
 # Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
 # BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191), KAFKA_BROKERS,
@@ -57,8 +57,13 @@ ch_events() { # ch_events: "SelectQuery InsertQuery" counters of the server
 }
 
 cleanup() {
+    local tansu
     terminate "$WORKER" 30 >/dev/null 2>&1 || true
     ch "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true
+    tansu=${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+    if [[ -x $tansu ]]; then
+        "$tansu" topic delete "$TOPIC" --broker "tcp://$KAFKA_BROKERS" >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 
