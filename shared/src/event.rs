@@ -330,6 +330,8 @@ impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
 }
 
 /// One element of a batch.
+// Lives on the stack for one element only; boxing would allocate per event.
+#[allow(clippy::large_enum_variant)]
 enum Element<'a> {
     Event(EventFields<'a>),
     NotAnObject(&'static str),
