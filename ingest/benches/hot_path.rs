@@ -5,34 +5,11 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::de::IgnoredAny;
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_ingest::workload::Workload;
 use sessions_shared::event::decode_message;
 
-/// The standard workload's shape: ~50 events per session, ~5% duplicates, shuffled
-/// within sessions; one event per message here, to measure per-event cost.
-fn single_event_messages() -> Vec<Vec<u8>> {
-    let workload = Workload::generate(&WorkloadConfig {
-        seed: 1,
-        sessions: 2_000,
-        events_per_session: 50,
-        users: 400,
-        ..WorkloadConfig::default()
-    });
-    let mut messages = Vec::new();
-    for message in &workload.messages {
-        let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-        match value {
-            serde_json::Value::Array(events) => {
-                messages.extend(events.iter().map(|event| serde_json::to_vec(event).unwrap()))
-            }
-            event => messages.push(serde_json::to_vec(&event).unwrap()),
-        }
-    }
-    messages
-}
-
 fn hot_path(c: &mut Criterion) {
-    let messages = single_event_messages();
+    let messages = Workload::benchmark_events();
     let bytes: usize = messages.iter().map(Vec::len).sum();
     eprintln!(
         "{} events, {:.0} bytes per event on average",

@@ -11,7 +11,7 @@
 //! Instructions per event = total collected instructions / events printed.
 
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_ingest::workload::Workload;
 use sessions_shared::event::decode_message;
 
 fn main() {
@@ -19,25 +19,7 @@ fn main() {
         .nth(1)
         .and_then(|arg| arg.parse().ok())
         .unwrap_or(3);
-    let workload = Workload::generate(&WorkloadConfig {
-        seed: 1,
-        sessions: 2_000,
-        events_per_session: 50,
-        users: 400,
-        ..WorkloadConfig::default()
-    });
-    // One event per message, as in the criterion bench.
-    let mut messages = Vec::new();
-    for message in &workload.messages {
-        match serde_json::from_slice(&message.payload).expect("workload JSON") {
-            serde_json::Value::Array(events) => messages.extend(
-                events
-                    .iter()
-                    .map(|event| serde_json::to_vec(event).expect("event JSON")),
-            ),
-            event => messages.push(serde_json::to_vec(&event).expect("event JSON")),
-        }
-    }
+    let messages = Workload::benchmark_events();
     let mut events = 0;
     for _ in 0..passes {
         events += hot_path_pass(&messages);

@@ -230,8 +230,7 @@ impl Aggregator {
             .values()
             .map(|held| {
                 let keys = &held.persisted.written_keys;
-                std::mem::size_of::<(u64, Box<HeldSession>)>()
-                    + std::mem::size_of::<HeldSession>()
+                std::mem::size_of::<(u64, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
                     - std::mem::size_of::<SessionState>()
                     + held.persisted.state.memory_bytes()
                     + keys.capacity() * std::mem::size_of::<SessionKey>()

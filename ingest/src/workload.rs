@@ -115,6 +115,31 @@ impl Workload {
         }
     }
 
+    /// The hot-path benchmarks' input: the standard workload's shape (seed 1, 2,000
+    /// sessions, ~50 events each, 400 users, ~5% duplicates, shuffled within sessions)
+    /// with one event per message, to measure per-event cost.
+    pub fn benchmark_events() -> Vec<Vec<u8>> {
+        let workload = Workload::generate(&WorkloadConfig {
+            seed: 1,
+            sessions: 2_000,
+            events_per_session: 50,
+            users: 400,
+            ..WorkloadConfig::default()
+        });
+        let mut messages = Vec::new();
+        for message in &workload.messages {
+            match serde_json::from_slice(&message.payload).expect("workload JSON") {
+                Value::Array(events) => messages.extend(
+                    events
+                        .iter()
+                        .map(|event| serde_json::to_vec(event).expect("event JSON")),
+                ),
+                event => messages.push(serde_json::to_vec(&event).expect("event JSON")),
+            }
+        }
+        messages
+    }
+
     /// Every session's expected row, in session order.
     pub fn expected_rows(&self) -> Vec<StoredSession> {
         self.sessions
