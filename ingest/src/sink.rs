@@ -236,10 +236,7 @@ impl Sink {
         &self,
         insert: clickhouse::insert::Insert<T>,
     ) -> Result<(), StoreError> {
-        match tokio::time::timeout(self.insert_timeout, insert.end()).await {
-            Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(self.insert_timeout)),
-        }
+        Store::bounded_by(self.insert_timeout, insert.end()).await
     }
 }
 

@@ -126,9 +126,17 @@ impl Store {
     where
         F: Future<Output = clickhouse::error::Result<T>>,
     {
-        match tokio::time::timeout(self.timeout, request).await {
+        Self::bounded_by(self.timeout, request).await
+    }
+
+    /// Runs one request under another time bound (large inserts).
+    pub async fn bounded_by<T, F>(timeout: Duration, request: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = clickhouse::error::Result<T>>,
+    {
+        match tokio::time::timeout(timeout, request).await {
             Ok(result) => result.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Err(_) => Err(StoreError::Timeout(timeout)),
         }
     }
 
