@@ -19,22 +19,8 @@ use warp::Filter;
 
 pub use settings::IngestSettings;
 
-/// Applies migrations, retrying while ClickHouse is unreachable (up to `patience`).
-pub async fn migrate_with_retry(store: &Store, patience: Duration) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match sessions_shared::migrations::migrate(store).await {
-            Ok(_) => return Ok(()),
-            Err(error) if error.is_transient() && started.elapsed() < patience => {
-                tracing::warn!(%error, "clickhouse not reachable yet; retrying migrations");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
+/// How long start-up waits for ClickHouse before the worker gives up.
+const MIGRATION_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Runs the worker until `shutdown` turns true. The metrics listener is bound by the
 /// caller (tests bind port 0).
@@ -44,7 +30,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let store = Store::new(&settings.clickhouse);
-    migrate_with_retry(&store, Duration::from_secs(120)).await?;
+    sessions_shared::migrations::migrate_with_retry(&store, Some(MIGRATION_PATIENCE)).await?;
     let metrics = metrics::IngestMetrics::new();
 
     let ready_store = store.clone();

@@ -15,7 +15,6 @@ pub mod response;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
-pub mod startup;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sessions_query::startup::{migrate_with_retry, Shutdown};
 use sessions_query::Settings;
 use sessions_shared::clickhouse::Store;
+use sessions_shared::migrations::migrate_with_retry;
+use sessions_shared::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,7 +26,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
     let store = Store::new(&settings.clickhouse);
     tokio::select! {
-        migrated = migrate_with_retry(&store) => migrated?,
+        migrated = migrate_with_retry(&store, None) => migrated.context("applying migrations")?,
         () = shutdown.clone().wait() => return Ok(()),
     }
     let listener = tokio::net::TcpListener::bind(settings.query_addr)

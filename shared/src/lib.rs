@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod ops_http;
 pub mod read_model;
 pub mod session;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
 pub mod testing;

@@ -6,9 +6,14 @@
 //! is written after the migration's statements succeeded. `{database}` in the SQL is
 //! replaced by the configured database (validated as an identifier by the config).
 
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 
 use crate::clickhouse::{Row, Store, StoreError};
+
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 pub struct Migration {
     pub version: u32,
@@ -116,6 +121,34 @@ pub async fn migrate(store: &Store) -> Result<Vec<u32>, StoreError> {
         newly_applied.push(migration.version);
     }
     Ok(newly_applied)
+}
+
+/// [`migrate`] at a service's start-up: transient errors (ClickHouse not reachable yet)
+/// are retried with exponential backoff (250 ms doubling to 10 s), until `give_up_after`
+/// if one is given; a permanent error (the server refused a statement) fails at once.
+pub async fn migrate_with_retry(
+    store: &Store,
+    give_up_after: Option<Duration>,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        match migrate(store).await {
+            Ok(applied) => {
+                tracing::info!(applied = applied.len(), "schema is up to date");
+                return Ok(());
+            }
+            Err(error)
+                if error.is_transient()
+                    && give_up_after.is_none_or(|limit| started.elapsed() < limit) =>
+            {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "clickhouse not reachable for migrations");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,36 +1,8 @@
-//! Start-up and shutdown plumbing for `main`: migrations retried while ClickHouse is
-//! unreachable, and a shutdown signal (SIGTERM or SIGINT) that several waiters share.
-//!
-//! Contract: [`migrate_with_retry`] returns once every migration is applied, retries
-//! transient errors with exponential backoff (capped at 10 s), and fails at once on a
-//! permanent error (the server refused a statement).
+//! A shutdown signal (SIGTERM or SIGINT) that several waiters share; both services
+//! stop on it (operations.md: the worker flushes, commits and leaves the group; the
+//! query service finishes in-flight requests).
 
-use std::time::Duration;
-
-use anyhow::Context;
-use sessions_shared::clickhouse::Store;
 use tokio::sync::watch;
-
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
-
-pub async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
-    let mut delay = FIRST_RETRY_DELAY;
-    loop {
-        match sessions_shared::migrations::migrate(store).await {
-            Ok(applied) => {
-                tracing::info!(applied = applied.len(), "schema is up to date");
-                return Ok(());
-            }
-            Err(error) if error.is_transient() => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "clickhouse not reachable for migrations");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-            Err(error) => return Err(error).context("applying migrations"),
-        }
-    }
-}
 
 /// Becomes ready once SIGTERM or SIGINT arrives; clones wait for the same signal.
 #[derive(Clone)]
@@ -50,6 +22,11 @@ impl Shutdown {
             let _ = sender.send(true);
         });
         Ok(Shutdown(receiver))
+    }
+
+    /// The underlying receiver: `true` once a signal arrived.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.0.clone()
     }
 
     pub async fn wait(mut self) {
