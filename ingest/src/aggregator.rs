@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sessions_shared::event::Event;
-use sessions_shared::session::{Applied, SessionKey, SessionState};
+use sessions_shared::read_model::SessionKey;
+use sessions_shared::session::{Applied, SessionState};
 
 /// What the worker persists per session (`session_state.state`, JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +30,9 @@ pub struct PersistedSession {
 
 struct HeldSession {
     persisted: PersistedSession,
-    partition: i32,
+    /// The partition that last fed it an event; `None` for a session loaded from
+    /// ClickHouse that no event has touched yet.
+    partition: Option<i32>,
     dirty: bool,
     /// Sequence number of the last batch that touched it (for LRU eviction).
     last_touched: u64,
@@ -95,7 +98,7 @@ impl Aggregator {
     /// Holds a session loaded from ClickHouse. It is marked changed: the rows the read
     /// model holds may lag behind the stored state (a crash between the two writes), so
     /// the next flush rewrites them. A session already held is left as it is.
-    pub fn insert_loaded(&mut self, persisted: PersistedSession, partition: i32) {
+    pub fn insert_loaded(&mut self, persisted: PersistedSession, partition: Option<i32>) {
         let session_id = persisted.state.session_id;
         if self.sessions.contains_key(&session_id) {
             return;
@@ -128,7 +131,7 @@ impl Aggregator {
             let outcome = match held {
                 std::collections::hash_map::Entry::Occupied(mut occupied) => {
                     let held = occupied.get_mut();
-                    held.partition = partition;
+                    held.partition = Some(partition);
                     held.last_touched = sequence;
                     let outcome = held.persisted.state.apply(event);
                     if outcome == Applied::New && !held.dirty {
@@ -143,7 +146,7 @@ impl Aggregator {
                             state: SessionState::new(event),
                             written_keys: Vec::new(),
                         },
-                        partition,
+                        partition: Some(partition),
                         dirty: true,
                         last_touched: sequence,
                     }));
@@ -190,7 +193,7 @@ impl Aggregator {
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.sessions.len();
         self.sessions
-            .retain(|_, held| !partitions.contains(&held.partition));
+            .retain(|_, held| held.partition.is_none_or(|p| !partitions.contains(&p)));
         self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
         before - self.sessions.len()
     }
@@ -319,13 +322,13 @@ mod tests {
             aggregator.missing(&[event(5, 1, 11, EventKind::Page)]),
             vec![5]
         );
-        aggregator.insert_loaded(persisted.clone(), 3);
+        aggregator.insert_loaded(persisted.clone(), Some(3));
         assert_eq!(aggregator.dirty_count(), 1);
         assert!(aggregator
             .missing(&[event(5, 1, 11, EventKind::Page)])
             .is_empty());
         aggregator.apply(&[event(5, 1, 11, EventKind::Page)], 3);
-        aggregator.insert_loaded(persisted, 3);
+        aggregator.insert_loaded(persisted, Some(3));
         assert_eq!(aggregator.state(5).unwrap().state.applied_events(), 2);
     }
 

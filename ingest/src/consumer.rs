@@ -3,7 +3,7 @@
 //! # Why every event counts exactly once
 //!
 //! 1. **A session's state is a function of the set of its distinct events.**
-//!    `SessionState` (shared/src/session.rs) picks by `index` or folds order-free, and
+//!    `SessionState` (`sessions_shared::session`) picks by `index` or folds order-free, and
 //!    drops an index it has already applied. Order, batching and repetition (a
 //!    producer's duplicate, a redelivery) cannot change it.
 //! 2. **The state carries its own deduplication.** The durable state of a session
@@ -21,7 +21,7 @@
 //! 4. **Rows under stale keys are hidden, even across crashes.** When a session's key
 //!    (project, userId, startTs) changes, the flush tombstones every key the session
 //!    was ever written under. The state, which lists those keys, is written *before*
-//!    the rows (see sink.rs), and a session loaded from ClickHouse is always rewritten,
+//!    the rows (see [`crate::sink`]), and a session loaded from ClickHouse is always rewritten,
 //!    so a crash between the two writes is repaired by the replay that follows it.
 //! 5. **One writer per session.** Messages are keyed by session id, so a session lives
 //!    in one partition, and a partition has one owner in the group. On revocation the
@@ -33,119 +33,48 @@
 //!
 //! # Back-pressure
 //!
-//! While ClickHouse fails, the loop pauses every assigned partition, retries with
-//! exponential backoff, and keeps polling the consumer (rebalances and
+//! While ClickHouse fails transiently, the loop pauses every assigned partition,
+//! retries with exponential backoff, and keeps polling the consumer (rebalances and
 //! `max.poll.interval.ms` are served; a message fetched before the pause is held back,
-//! unprocessed and uncommitted). It resumes by itself once a write succeeds.
+//! unprocessed and uncommitted). It resumes by itself once a write succeeds. A failure
+//! a retry cannot fix ([`SinkError`]) ends the loop with an error, nothing committed.
+//!
+//! The loop only drives I/O; what is pending and when to flush is decided by
+//! [`Pending`], which has its own tests.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sessions_shared::clickhouse::StoreError;
+use rdkafka::{Offset, TopicPartitionList};
+use sessions_shared::backoff::Backoff;
 use sessions_shared::event::decode_message;
-use tokio::sync::watch;
-use tokio::time::sleep;
+use sessions_shared::shutdown::Shutdown;
+use tokio::time::{sleep_until, Instant};
+use tracing::instrument;
 
 use crate::aggregator::Aggregator;
+use crate::kafka::KafkaConsumer;
 use crate::metrics::IngestMetrics;
+use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
-use crate::sink::{unix_seconds, RejectedRecord, Sink};
+use crate::sink::{unix_seconds, RejectedRecord, Sink, SinkError};
 
-/// Parked messages (of sessions being loaded) that trigger a load.
-const COLD_BATCH_MESSAGES: usize = 2_000;
-/// Longest a message waits for its session to be loaded.
-const COLD_BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How often idle sessions are evicted and lag is measured.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
-
-/// Records partitions revoked by a rebalance, for the loop to forget.
-#[derive(Default)]
-pub struct RebalanceContext {
-    revoked: Mutex<Vec<i32>>,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(partitions) => {
-                let revoked: Vec<i32> = partitions
-                    .elements()
-                    .iter()
-                    .map(|p| p.partition())
-                    .collect();
-                tracing::info!(?revoked, "partitions revoked");
-                self.revoked.lock().expect("revoked lock").extend(revoked);
-            }
-            Rebalance::Assign(partitions) => {
-                let assigned: Vec<i32> = partitions
-                    .elements()
-                    .iter()
-                    .map(|p| p.partition())
-                    .collect();
-                tracing::info!(?assigned, "partitions assigned");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
-        }
-    }
-}
-
-pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
-
-pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsumer> {
-    let consumer: KafkaConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
-        .set("group.id", &settings.kafka_group)
-        .set("client.id", "sessions-ingest")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            settings.kafka_session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            settings.kafka_heartbeat_interval_ms.to_string(),
-        )
-        .set(
-            "max.poll.interval.ms",
-            settings.kafka_max_poll_interval_ms.to_string(),
-        )
-        .set("queued.max.messages.kbytes", "16384")
-        .set("topic.metadata.refresh.interval.ms", "10000")
-        .create_with_context(RebalanceContext::default())?;
-    consumer.subscribe(&[&settings.kafka_topic])?;
-    Ok(consumer)
-}
+/// First wait after a failed ClickHouse request (it doubles up to the setting's cap).
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 pub struct Worker {
     consumer: Arc<KafkaConsumer>,
     sink: Sink,
     metrics: IngestMetrics,
     settings: IngestSettings,
+    flush_policy: FlushPolicy,
     aggregator: Aggregator,
-    /// Per partition: the offset after the last processed message, not yet committed.
-    offsets: HashMap<i32, i64>,
-    /// Messages waiting for their sessions to be loaded.
-    parked: Vec<OwnedMessage>,
-    parked_since: Option<Instant>,
-    /// Messages fetched while paused, processed once writes succeed again.
-    held_back: Vec<OwnedMessage>,
-    rejected: Vec<RejectedRecord>,
-    unflushed_since: Option<Instant>,
-    unflushed_bytes: usize,
-    paused: bool,
-    shutdown: watch::Receiver<bool>,
+    pending: Pending,
+    shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
 }
@@ -162,50 +91,43 @@ impl Worker {
         sink: Sink,
         metrics: IngestMetrics,
         settings: IngestSettings,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Worker {
+        let flush_policy = FlushPolicy {
+            max_sessions: settings.flush_max_sessions,
+            max_bytes: settings.flush_max_bytes,
+            interval: settings.flush_interval,
+        };
         Worker {
             consumer: Arc::new(consumer),
             sink,
             metrics,
             settings,
+            flush_policy,
             aggregator: Aggregator::new(),
-            offsets: HashMap::new(),
-            parked: Vec::new(),
-            parked_since: None,
-            held_back: Vec::new(),
-            rejected: Vec::new(),
-            unflushed_since: None,
-            unflushed_bytes: 0,
-            paused: false,
+            pending: Pending::new(),
             shutdown,
             shutdown_deadline: None,
         }
     }
 
     fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.is_requested()
     }
 
     /// Runs until shutdown is signalled, then flushes, commits and leaves the group.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> Result<(), SinkError> {
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
         loop {
-            let deadline = [
-                self.unflushed_since
-                    .map(|since| since + self.settings.flush_interval),
-                self.parked_since.map(|since| since + COLD_BATCH_DELAY),
-                Some(next_housekeeping),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("housekeeping deadline");
+            let deadline = self
+                .pending
+                .next_deadline(&self.flush_policy)
+                .map_or(next_housekeeping, |due| due.min(next_housekeeping));
             let consumer = Arc::clone(&self.consumer);
-            let mut shutdown = self.shutdown.clone();
+            let shutdown = self.shutdown.clone();
             let wake = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
+                () = shutdown.wait() => Wake::Shutdown,
                 received = consumer.recv() => {
                     self.forget_revoked();
                     match received {
@@ -214,20 +136,21 @@ impl Worker {
                     }
                     Wake::Message
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+                _ = sleep_until(deadline) => Wake::Timer,
             };
             if matches!(wake, Wake::Shutdown) {
                 break;
             }
             // A rebalance callback may have run inside a poll that returned no message.
             self.forget_revoked();
-            let parked_due = self.parked_since.is_some_and(|since| {
-                since.elapsed() >= COLD_BATCH_DELAY || self.parked.len() >= COLD_BATCH_MESSAGES
-            });
-            if parked_due {
+            if self.pending.load_due(Instant::now()) {
                 self.resolve_parked().await?;
             }
-            if self.flush_due() {
+            let changed = self.aggregator.dirty_count();
+            if self
+                .pending
+                .flush_due(changed, &self.flush_policy, Instant::now())
+            {
                 self.flush().await?;
             }
             if Instant::now() >= next_housekeeping {
@@ -240,14 +163,6 @@ impl Worker {
         self.consumer.unsubscribe();
         tracing::info!("left the consumer group");
         Ok(())
-    }
-
-    fn flush_due(&self) -> bool {
-        self.aggregator.dirty_count() >= self.settings.flush_max_sessions
-            || self.unflushed_bytes >= self.settings.flush_max_bytes
-            || self
-                .unflushed_since
-                .is_some_and(|since| since.elapsed() >= self.settings.flush_interval)
     }
 
     /// Decodes one message and applies it, or parks it until its sessions are loaded.
@@ -283,7 +198,7 @@ impl Worker {
                 reason = rejection.reason.code(),
                 "rejected input"
             );
-            self.rejected.push(RejectedRecord {
+            self.pending.reject(RejectedRecord {
                 topic: self.settings.kafka_topic.clone(),
                 partition,
                 offset,
@@ -294,30 +209,29 @@ impl Worker {
                 received_at: unix_seconds(),
             });
         }
+        let now = Instant::now();
         if self.aggregator.missing(&decoded.events).is_empty() {
             self.aggregator.begin_batch();
             let counts = self.aggregator.apply(&decoded.events, partition);
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
-            self.parked.push(detach());
-            self.parked_since.get_or_insert_with(Instant::now);
+            self.pending.park(detach(), now);
         }
-        let next = self.offsets.entry(partition).or_insert(offset + 1);
-        *next = (*next).max(offset + 1);
-        self.unflushed_bytes += payload.len();
-        self.unflushed_since.get_or_insert_with(Instant::now);
+        self.pending
+            .processed(partition, offset, payload.len(), now);
     }
 
     /// Loads the sessions parked messages need, then applies those messages.
-    async fn resolve_parked(&mut self) -> anyhow::Result<()> {
-        if self.parked.is_empty() {
+    #[instrument(skip_all, fields(parked = self.pending.parked().len()))]
+    async fn resolve_parked(&mut self) -> Result<(), SinkError> {
+        if self.pending.parked().is_empty() {
             return Ok(());
         }
-        let mut attempt = 0u32;
+        let mut backoff = self.retry_backoff();
         loop {
             let mut missing = Vec::new();
-            for message in &self.parked {
+            for message in self.pending.parked() {
                 let decoded = decode_message(message.payload().unwrap_or(&[]));
                 missing.extend(self.aggregator.missing(&decoded.events));
             }
@@ -327,62 +241,58 @@ impl Worker {
                 Ok(loaded) => {
                     self.metrics.sessions_loaded.inc_by(loaded.len() as u64);
                     for persisted in loaded {
-                        self.aggregator.insert_loaded(persisted, -1);
+                        self.aggregator.insert_loaded(persisted, None);
                     }
                     break;
                 }
                 Err(error) => {
-                    attempt += 1;
-                    self.wait_out_failure(&error, attempt, "loading session states")
+                    self.wait_out_failure(error, &mut backoff, "loading session states")
                         .await?;
-                    if self.parked.is_empty() {
+                    if self.pending.parked().is_empty() {
                         return Ok(()); // every parked message was revoked meanwhile
                     }
                 }
             }
         }
         self.aggregator.begin_batch();
-        for message in std::mem::take(&mut self.parked) {
+        for message in self.pending.take_parked() {
             let decoded = decode_message(message.payload().unwrap_or(&[]));
             let counts = self.aggregator.apply(&decoded.events, message.partition());
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         }
-        self.parked_since = None;
         Ok(())
     }
 
     /// Writes everything changed, then commits the processed offsets.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    #[instrument(skip_all, fields(sessions = self.aggregator.dirty_count()))]
+    async fn flush(&mut self) -> Result<(), SinkError> {
         self.resolve_parked().await?;
-        let mut attempt = 0u32;
+        let mut backoff = self.retry_backoff();
         loop {
             self.forget_revoked();
             let items = self.aggregator.flush_batch();
-            if items.is_empty() && self.rejected.is_empty() {
+            if items.is_empty() && self.pending.rejected().is_empty() {
                 break;
             }
-            match self.sink.write_flush(&items, &self.rejected).await {
+            match self.sink.write_flush(&items, self.pending.rejected()).await {
                 Ok(()) => {
                     self.metrics.flushes.inc();
                     break;
                 }
                 Err(error) => {
-                    attempt += 1;
-                    self.wait_out_failure(&error, attempt, "writing a flush")
+                    self.wait_out_failure(error, &mut backoff, "writing a flush")
                         .await?;
                 }
             }
         }
         self.aggregator.mark_flushed();
-        self.rejected.clear();
+        self.pending.flushed();
         // Nothing is committed for a partition revoked while the flush was written.
         self.forget_revoked();
-        self.unflushed_since = None;
-        self.unflushed_bytes = 0;
         self.commit();
         self.resume_if_paused();
-        for message in std::mem::take(&mut self.held_back) {
+        for message in self.pending.take_held_back() {
             self.process(
                 message.partition(),
                 message.offset(),
@@ -394,21 +304,22 @@ impl Worker {
     }
 
     fn commit(&mut self) {
-        if self.offsets.is_empty() {
+        let offsets = self.pending.offsets_to_commit();
+        if offsets.is_empty() {
             return;
         }
         let mut list = TopicPartitionList::new();
-        for (partition, next_offset) in &self.offsets {
+        for (partition, next_offset) in offsets {
             if let Err(error) = list.add_partition_offset(
                 &self.settings.kafka_topic,
-                *partition,
-                Offset::Offset(*next_offset),
+                partition,
+                Offset::Offset(next_offset),
             ) {
                 tracing::error!(%error, partition, "cannot build the offset list");
             }
         }
         match self.consumer.commit(&list, CommitMode::Sync) {
-            Ok(()) => self.offsets.clear(),
+            Ok(()) => self.pending.committed(),
             Err(error) => {
                 // Kept for the next commit; a crash now only means a replay.
                 self.metrics.commit_failures.inc();
@@ -417,60 +328,63 @@ impl Worker {
         }
     }
 
-    /// After a failed ClickHouse request: pause fetching, back off while serving the
-    /// consumer, forget revoked partitions. Gives up only when shutting down after the
-    /// shutdown grace period (nothing is committed then: the next owner replays).
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::new(FIRST_RETRY_DELAY, self.settings.retry_max_backoff)
+    }
+
+    /// After a failed ClickHouse request: a failure a retry cannot fix is returned at
+    /// once; otherwise pause fetching, back off while serving the consumer, and forget
+    /// revoked partitions. Gives up only when shutting down after the shutdown grace
+    /// period (nothing is committed then: the next owner replays).
     async fn wait_out_failure(
         &mut self,
-        error: &StoreError,
-        attempt: u32,
+        error: SinkError,
+        backoff: &mut Backoff,
         doing: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SinkError> {
         self.metrics.insert_failures.inc();
-        tracing::warn!(%error, attempt, "clickhouse request failed while {doing}; retrying");
+        if !error.is_transient() {
+            tracing::error!(%error, "clickhouse failure while {doing} cannot be retried; stopping without committing");
+            return Err(error);
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, attempt = backoff.failures(), "clickhouse request failed while {doing}; retrying");
         self.pause();
-        let backoff = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(10)))
-            .min(self.settings.retry_max_backoff);
-        let until = Instant::now() + backoff;
+        let until = Instant::now() + delay;
         if self.shutting_down() && self.shutdown_deadline.is_none() {
             self.shutdown_deadline = Some(Instant::now() + self.settings.shutdown_grace);
         }
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
+        while Instant::now() < until {
             let consumer = Arc::clone(&self.consumer);
             tokio::select! {
                 received = consumer.recv() => {
                     self.forget_revoked();
                     match received {
-                        Ok(message) => self.held_back.push(message.detach()),
+                        Ok(message) => self.pending.hold_back(message.detach()),
                         Err(error) => tracing::warn!(%error, "kafka error"),
                     }
                 }
-                _ = sleep(until - now) => {}
+                _ = sleep_until(until) => {}
             }
         }
         if self
             .shutdown_deadline
             .is_some_and(|deadline| Instant::now() >= deadline)
         {
-            anyhow::bail!(
-                "clickhouse still failing at shutdown ({error}); exiting without committing"
-            );
+            tracing::error!("clickhouse still failing at shutdown; exiting without committing");
+            return Err(error);
         }
         Ok(())
     }
 
     fn pause(&mut self) {
-        if self.paused {
+        if self.pending.is_paused() {
             return;
         }
         match self.consumer.assignment() {
             Ok(assignment) => match self.consumer.pause(&assignment) {
                 Ok(()) => {
-                    self.paused = true;
+                    self.pending.set_paused(true);
                     tracing::warn!("paused fetching until clickhouse accepts writes again");
                 }
                 Err(error) => tracing::warn!(%error, "cannot pause partitions"),
@@ -480,7 +394,7 @@ impl Worker {
     }
 
     fn resume_if_paused(&mut self) {
-        if !self.paused {
+        if !self.pending.is_paused() {
             return;
         }
         match self
@@ -489,7 +403,7 @@ impl Worker {
             .and_then(|assignment| self.consumer.resume(&assignment))
         {
             Ok(()) => {
-                self.paused = false;
+                self.pending.set_paused(false);
                 tracing::info!("clickhouse accepts writes again; resumed fetching");
             }
             Err(error) => tracing::warn!(%error, "cannot resume partitions"),
@@ -498,31 +412,12 @@ impl Worker {
 
     /// Forgets what was read from partitions revoked by a rebalance (see contract 5).
     fn forget_revoked(&mut self) {
-        let revoked: Vec<i32> = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .revoked
-                .lock()
-                .expect("revoked lock"),
-        );
+        let revoked = self.consumer.context().take_revoked();
         if revoked.is_empty() {
             return;
         }
         let dropped = self.aggregator.drop_partitions(&revoked);
-        self.offsets
-            .retain(|partition, _| !revoked.contains(partition));
-        self.parked
-            .retain(|message| !revoked.contains(&message.partition()));
-        self.held_back
-            .retain(|message| !revoked.contains(&message.partition()));
-        self.rejected
-            .retain(|record| !revoked.contains(&record.partition));
-        if self.parked.is_empty() {
-            self.parked_since = None;
-        }
-        // A revoke resets fetch state; partitions assigned again start unpaused.
-        self.paused = false;
+        self.pending.forget_partitions(&revoked);
         tracing::info!(
             ?revoked,
             dropped_sessions = dropped,

@@ -1,13 +1,89 @@
-//! Small Kafka helpers shared by the producer tool and the tests: topic creation and a
-//! producer that waits for every delivery.
+//! The worker's Kafka consumer: its configuration, and the rebalance context that
+//! tells the loop which partitions were revoked.
+//!
+//! Contract: offsets are never committed automatically nor stored by librdkafka
+//! (`enable.auto.commit` and `enable.auto.offset.store` are off); the loop commits
+//! after the rows that include them are durable. A revocation is recorded in the
+//! context during the poll that serves it, and taken by the loop before it writes or
+//! commits anything again ([`RebalanceContext::take_revoked`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientContext;
+
+use crate::settings::IngestSettings;
+
+/// Records partitions revoked by a rebalance, for the loop to forget.
+#[derive(Default)]
+pub struct RebalanceContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl RebalanceContext {
+    /// The partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
+    }
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &rdkafka::TopicPartitionList| -> Vec<i32> {
+            list.elements().iter().map(|p| p.partition()).collect()
+        };
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let revoked = partitions(list);
+                tracing::info!(?revoked, "partitions revoked");
+                self.revoked.lock().expect("revoked lock").extend(revoked);
+            }
+            Rebalance::Assign(list) => {
+                tracing::info!(assigned = ?partitions(list), "partitions assigned");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}
+
+pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
+
+/// A consumer of the settings' group, subscribed to the settings' topic.
+pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsumer> {
+    let consumer: KafkaConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .set("group.id", &settings.kafka_group)
+        .set("client.id", "sessions-ingest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            settings.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            settings.kafka_heartbeat_interval_ms.to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            settings.kafka_max_poll_interval_ms.to_string(),
+        )
+        .set("queued.max.messages.kbytes", "16384")
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .create_with_context(RebalanceContext::default())?;
+    consumer.subscribe(&[&settings.kafka_topic])?;
+    Ok(consumer)
+}
 
 /// Creates `topic` with `partitions` partitions; an existing topic is fine.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ pub mod aggregator;
 pub mod consumer;
 pub mod kafka;
 pub mod metrics;
+pub mod pending;
 pub mod settings;
 pub mod sink;
 pub mod workload;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use sessions_shared::clickhouse::Store;
 use sessions_shared::ops_http;
+use sessions_shared::service::migrate_at_start;
+use sessions_shared::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use warp::Filter;
 
 pub use settings::IngestSettings;
@@ -22,15 +24,18 @@ pub use settings::IngestSettings;
 /// How long start-up waits for ClickHouse before the worker gives up.
 const MIGRATION_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Runs the worker until `shutdown` turns true. The metrics listener is bound by the
-/// caller (tests bind port 0).
+/// Applies the migrations (waiting at most two minutes for ClickHouse), then consumes
+/// until `shutdown`, then flushes, commits and leaves the group
+/// (`sessions_shared::service`). The metrics listener is bound by the caller.
 pub async fn run(
     settings: IngestSettings,
     metrics_listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let store = Store::new(&settings.clickhouse);
-    sessions_shared::migrations::migrate_with_retry(&store, Some(MIGRATION_PATIENCE)).await?;
+    if !migrate_at_start(&store, Some(MIGRATION_PATIENCE), &shutdown).await? {
+        return Ok(());
+    }
     let metrics = metrics::IngestMetrics::new();
 
     let ready_store = store.clone();
@@ -40,22 +45,19 @@ pub async fn run(
             let store = ready_store.clone();
             async move { store.ping().await.is_ok() }
         }));
-    let mut http_shutdown = shutdown.clone();
     let http = tokio::spawn(
         warp::serve(routes)
             .incoming(metrics_listener)
-            .graceful(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
+            .graceful(shutdown.clone().wait())
             .run(),
     );
 
-    let consumer = consumer::create_consumer(&settings)?;
+    let consumer = kafka::create_consumer(&settings)?;
     let sink = sink::Sink::new(store, metrics.clone(), settings.insert_timeout);
     tracing::info!(topic = %settings.kafka_topic, group = %settings.kafka_group, "consuming");
     let result = consumer::Worker::new(consumer, sink, metrics, settings, shutdown)
         .run()
         .await;
     http.abort();
-    result
+    Ok(result?)
 }

@@ -1,15 +1,18 @@
-use anyhow::Context;
+//! `sessions-ingest`: settings, logging, then [`sessions_ingest::run`] on its listener.
+
+use std::process::ExitCode;
+
 use clap::Parser;
 use sessions_ingest::IngestSettings;
-use sessions_shared::shutdown::Shutdown;
+use sessions_shared::service::serve_main;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let settings = IngestSettings::parse();
     sessions_shared::telemetry::init_logging();
-    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", settings.metrics_addr))?;
-    let shutdown = Shutdown::on_signals().context("installing signal handlers")?;
-    sessions_ingest::run(settings, listener, shutdown.receiver()).await
+    let address = settings.metrics_addr;
+    serve_main(address, |listener, shutdown| {
+        sessions_ingest::run(settings, listener, shutdown)
+    })
+    .await
 }

@@ -1,4 +1,4 @@
-//! ClickHouse writes and loads of the ingest worker.
+//! ClickHouse writes and loads of the ingest worker, and what their failures mean.
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
 //! in ClickHouse, written in this order: (1) `session_state` (each changed session's
@@ -8,23 +8,70 @@
 //! a restarted worker that reloads the state knows every key to tombstone. All writes
 //! are idempotent (ReplacingMergeTree, versions that only grow), so retrying a flush,
 //! or replaying it after a crash, changes nothing.
+//!
+//! Error policy ([`SinkError`]): a transient failure is retried with back-pressure
+//! until it succeeds; anything a retry cannot fix stops the worker loudly, before any
+//! offset is committed, so the next start replays from the last commit and nothing is
+//! lost. Bad *input* never reaches here as an error: it is dead-lettered by the decoder.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clickhouse::RowWrite;
 use serde::{Deserialize, Serialize};
 use sessions_shared::clickhouse::{Row, Store, StoreError};
-use sessions_shared::read_model::SessionRecord;
-use sessions_shared::session::SessionRow;
+use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::useragent::AgentParser;
+use tracing::instrument;
 
 use crate::aggregator::{FlushItem, PersistedSession};
 use crate::metrics::IngestMetrics;
 
-/// Dead-letter payloads are cut to this many bytes (operations.md).
+/// Dead-letter payloads are cut to this many bytes (the operations contract).
 pub const MAX_DEAD_LETTER_PAYLOAD: usize = 64 * 1024;
 
 /// Most session ids per load query.
 const LOAD_CHUNK: usize = 2_000;
+
+/// Why a load or a flush failed, and so what the worker does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Network, timeout or an overloaded server: pause, back off, retry until it works.
+    #[error(transparent)]
+    Transient(StoreError),
+    /// The server refused the statement with an error code a retry cannot change (a
+    /// dropped table, a schema that does not match): stop without committing. A
+    /// restart applies the migrations again, which repairs what they can.
+    #[error("clickhouse refused the request for good: {0}")]
+    Permanent(StoreError),
+    /// A stored session state that does not decode: continuing would have to guess
+    /// the session's applied events (and count some twice, or lose some), so stop.
+    #[error("the stored state of session {session_id} does not decode: {reason}")]
+    CorruptState { session_id: u64, reason: String },
+}
+
+impl SinkError {
+    /// Whether waiting and retrying the same request can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient(_))
+    }
+}
+
+impl From<StoreError> for SinkError {
+    /// Only a server error code known to be permanent is permanent here: a response
+    /// without a code (a proxy's 502, a cut connection) may well succeed next time.
+    fn from(error: StoreError) -> Self {
+        match error.code() {
+            Some(_) if !error.is_transient() => SinkError::Permanent(error),
+            _ => SinkError::Transient(error),
+        }
+    }
+}
+
+impl From<clickhouse::error::Error> for SinkError {
+    fn from(error: clickhouse::error::Error) -> Self {
+        SinkError::from(StoreError::from(error))
+    }
+}
 
 #[derive(Row, Serialize)]
 struct StateRecord<'a> {
@@ -36,6 +83,7 @@ struct StateRecord<'a> {
 
 #[derive(Row, Deserialize)]
 struct LoadedState {
+    session_id: u64,
     state: String,
 }
 
@@ -90,12 +138,9 @@ impl Sink {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The durable states of the given sessions (absent ones are simply missing).
-    pub async fn load(&self, session_ids: &[u64]) -> Result<Vec<PersistedSession>, StoreError> {
+    #[instrument(skip_all, fields(sessions = session_ids.len()))]
+    pub async fn load(&self, session_ids: &[u64]) -> Result<Vec<PersistedSession>, SinkError> {
         let mut loaded = Vec::new();
         for chunk in session_ids.chunks(LOAD_CHUNK) {
             // The ids are integers we parsed, never text from the message.
@@ -105,7 +150,7 @@ impl Sink {
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = format!(
-                "SELECT argMax(state, version) AS state FROM session_state \
+                "SELECT session_id, argMax(state, version) AS state FROM session_state \
                  WHERE session_id IN ({id_list}) GROUP BY session_id"
             );
             let rows: Vec<LoadedState> = self
@@ -114,9 +159,9 @@ impl Sink {
                 .await?;
             for row in rows {
                 let persisted: PersistedSession =
-                    serde_json::from_str(&row.state).map_err(|error| StoreError::Rejected {
-                        code: None,
-                        message: format!("stored session state does not decode: {error}"),
+                    serde_json::from_str(&row.state).map_err(|error| SinkError::CorruptState {
+                        session_id: row.session_id,
+                        reason: error.to_string(),
                     })?;
                 loaded.push(persisted);
             }
@@ -125,11 +170,12 @@ impl Sink {
     }
 
     /// Writes one flush (see the module contract).
+    #[instrument(skip_all, fields(sessions = items.len(), rejected = rejected.len()))]
     pub async fn write_flush(
         &self,
         items: &[FlushItem<'_>],
         rejected: &[RejectedRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), SinkError> {
         let started = Instant::now();
         let updated_at = unix_seconds();
         let parser = AgentParser::shared();
@@ -142,101 +188,80 @@ impl Sink {
                 (state.session_id, state.applied_events(), json)
             })
             .collect();
-        let rows: Vec<SessionRow> = items
+        let state_records: Vec<StateRecord<'_>> = states
             .iter()
-            .map(|item| item.persisted.state.to_row(|agent| parser.derive(agent)))
+            .map(|(session_id, version, state)| StateRecord {
+                session_id: *session_id,
+                version: *version,
+                state,
+                updated_at,
+            })
             .collect();
+        self.insert_rows::<StateRecord<'_>>("session_state", &state_records)
+            .await?;
 
-        if !states.is_empty() {
-            let mut insert = self
-                .store
-                .client()
-                .insert::<StateRecord<'_>>("session_state")
-                .await?;
-            insert = insert.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for (session_id, version, state) in &states {
-                insert
-                    .write(&StateRecord {
-                        session_id: *session_id,
-                        version: *version,
-                        state,
-                        updated_at,
-                    })
-                    .await?;
+        let mut live = Vec::with_capacity(items.len());
+        let mut tombstones = Vec::new();
+        for item in items {
+            let state = &item.persisted.state;
+            let row = state.to_row(|agent| parser.derive(agent));
+            let current_key = row.session.key();
+            for old_key in item
+                .persisted
+                .written_keys
+                .iter()
+                .filter(|key| **key != current_key)
+            {
+                tombstones.push((
+                    Session::tombstone(state.session_id, old_key),
+                    state.applied_events(),
+                ));
             }
-            self.bounded_end(insert).await?;
-            self.metrics
-                .rows_written
-                .with_label_values(&["session_state"])
-                .inc_by(states.len() as u64);
+            live.push((row, state.applied_events()));
         }
+        let session_records: Vec<SessionRecord<'_>> = tombstones
+            .iter()
+            .map(|(tombstone, applied)| SessionRecord::tombstone(tombstone, *applied, updated_at))
+            .chain(live.iter().map(|(row, applied)| {
+                SessionRecord::live(&row.session, row.ended, *applied, updated_at)
+            }))
+            .collect();
+        self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
+            .await?;
 
-        if !rows.is_empty() {
-            let mut written = 0u64;
-            let mut insert = self
-                .store
-                .client()
-                .insert::<SessionRecord<'_>>("sessions")
-                .await?;
-            insert = insert.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for (item, row) in items.iter().zip(&rows) {
-                let applied = item.persisted.state.applied_events();
-                let current_key = row.key();
-                for old_key in item
-                    .persisted
-                    .written_keys
-                    .iter()
-                    .filter(|key| **key != current_key)
-                {
-                    insert
-                        .write(&SessionRecord::tombstone(
-                            row.session_id,
-                            old_key,
-                            applied,
-                            updated_at,
-                        ))
-                        .await?;
-                    written += 1;
-                }
-                insert
-                    .write(&SessionRecord::live(row, applied, updated_at))
-                    .await?;
-                written += 1;
-            }
-            self.bounded_end(insert).await?;
-            self.metrics
-                .rows_written
-                .with_label_values(&["sessions"])
-                .inc_by(written);
-        }
-
-        if !rejected.is_empty() {
-            let mut insert = self
-                .store
-                .client()
-                .insert::<RejectedRecord>("rejected_events")
-                .await?;
-            insert = insert.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for record in rejected {
-                insert.write(record).await?;
-            }
-            self.bounded_end(insert).await?;
-            self.metrics
-                .rows_written
-                .with_label_values(&["rejected_events"])
-                .inc_by(rejected.len() as u64);
-        }
+        self.insert_rows::<RejectedRecord>("rejected_events", rejected)
+            .await?;
         self.metrics
             .insert_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    async fn bounded_end<T>(
+    /// One INSERT of `rows` into `table` (none when there are no rows), under the insert
+    /// time bound, counted in `rows_written_total`.
+    async fn insert_rows<T: Row + RowWrite>(
         &self,
-        insert: clickhouse::insert::Insert<T>,
-    ) -> Result<(), StoreError> {
-        Store::bounded_by(self.insert_timeout, insert.end()).await
+        table: &str,
+        rows: &[T::Value<'_>],
+    ) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .store
+            .client()
+            .insert::<T>(table)
+            .await?
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        Store::bounded_by(self.insert_timeout, insert.end()).await?;
+        self.metrics
+            .rows_written
+            .with_label_values(&[table])
+            .inc_by(rows.len() as u64);
+        Ok(())
     }
 }
 
@@ -252,5 +277,39 @@ mod tests {
         assert_eq!(cut.len(), MAX_DEAD_LETTER_PAYLOAD);
         assert_eq!(RejectedRecord::truncate_payload(b"{bad"), "{bad");
         assert_eq!(RejectedRecord::truncate_payload(b"\xff"), "\u{fffd}");
+    }
+
+    fn rejected(code: Option<u32>) -> StoreError {
+        StoreError::Rejected {
+            code,
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_known_permanent_server_code_stops_the_worker() {
+        assert!(
+            !SinkError::from(rejected(Some(60))).is_transient(),
+            "unknown table"
+        );
+        assert!(
+            !SinkError::from(rejected(Some(53))).is_transient(),
+            "type mismatch"
+        );
+        assert!(
+            SinkError::from(rejected(Some(252))).is_transient(),
+            "too many parts"
+        );
+        assert!(
+            SinkError::from(rejected(None)).is_transient(),
+            "no code: a proxy"
+        );
+        assert!(SinkError::from(StoreError::Unavailable("refused".into())).is_transient());
+        assert!(SinkError::from(StoreError::Timeout(Duration::from_secs(1))).is_transient());
+        let corrupt = SinkError::CorruptState {
+            session_id: 1,
+            reason: "eof".into(),
+        };
+        assert!(!corrupt.is_transient());
     }
 }

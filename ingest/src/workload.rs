@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use sessions_shared::read_model::StoredSession;
+use sessions_shared::read_model::Session;
 
 /// User agents with the families uap-core gives them (checked by a test).
 pub const AGENTS: &[(&str, &str, &str, &str)] = &[
@@ -84,7 +84,7 @@ impl Default for WorkloadConfig {
 pub struct PlannedSession {
     pub session_id: u64,
     pub events: Vec<Value>,
-    pub expected: StoredSession,
+    pub expected: Session,
 }
 
 /// A Kafka message: key (session id) and JSON value.
@@ -141,7 +141,7 @@ impl Workload {
     }
 
     /// Every session's expected row, in session order.
-    pub fn expected_rows(&self) -> Vec<StoredSession> {
+    pub fn expected_rows(&self) -> Vec<Session> {
         self.sessions
             .iter()
             .map(|session| session.expected.clone())
@@ -149,8 +149,8 @@ impl Workload {
     }
 
     /// Expected rows by user id (what the API must return for each user, in order).
-    pub fn expected_by_user(&self) -> BTreeMap<String, Vec<StoredSession>> {
-        let mut by_user: BTreeMap<String, Vec<StoredSession>> = BTreeMap::new();
+    pub fn expected_by_user(&self) -> BTreeMap<String, Vec<Session>> {
+        let mut by_user: BTreeMap<String, Vec<Session>> = BTreeMap::new();
         for session in &self.sessions {
             by_user
                 .entry(session.expected.user_id.clone())
@@ -193,21 +193,11 @@ fn plan_session(config: &WorkloadConfig, n: usize, rng: &mut StdRng) -> PlannedS
     };
 
     let mut events = Vec::with_capacity(total);
-    let mut expected = StoredSession {
+    let mut expected = Session {
         project_id: config.project_id,
         session_id,
-        user_uuid: String::new(),
-        user_id: String::new(),
-        user_agent: String::new(),
-        user_os: String::new(),
-        user_browser: String::new(),
-        user_device: String::new(),
-        user_country: String::new(),
         start_ts,
-        duration: 0,
-        events_count: 0,
-        pages_count: 0,
-        errors_count: 0,
+        ..Session::default()
     };
     let mut timestamp = start_ts;
     let mut min_ts = i64::MAX;
@@ -506,7 +496,7 @@ mod tests {
         for session in &workload.sessions {
             let row =
                 states[&session.session_id].to_row(|agent| AgentParser::shared().derive(agent));
-            assert_eq!(StoredSession::from(&row), session.expected);
+            assert_eq!(row.session, session.expected);
         }
     }
 

@@ -10,7 +10,7 @@ use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
 use serde::Deserialize;
 use sessions_ingest::workload::{bad_messages, Workload, WorkloadConfig};
 use sessions_shared::clickhouse::Row;
-use sessions_shared::read_model::StoredSession;
+use sessions_shared::read_model::Session;
 
 #[derive(Debug, Row, Deserialize)]
 struct DeadLetter {
@@ -43,26 +43,19 @@ async fn bad_input_is_dead_lettered_counted_and_never_stops_the_worker() {
     let worker = InProcessWorker::start(fixture.settings(&[])).await;
 
     // The good elements of the mixed batches are three page events of one session.
-    let mut expected: Vec<StoredSession> = workload
+    let mut expected: Vec<Session> = workload
         .sessions
         .iter()
         .map(|s| s.expected.clone())
         .collect();
-    expected.push(StoredSession {
+    expected.push(Session {
         project_id: 1,
         session_id: good_session,
-        user_uuid: String::new(),
-        user_id: String::new(),
-        user_agent: String::new(),
-        user_os: String::new(),
-        user_browser: String::new(),
-        user_device: String::new(),
-        user_country: String::new(),
         start_ts: 1_700_000_000_000,
         duration: 2,
         events_count: 3,
         pages_count: 3,
-        errors_count: 0,
+        ..Session::default()
     });
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(60)).await;
 

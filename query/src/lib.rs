@@ -1,5 +1,5 @@
 //! `sessions-query`: the HTTP service behind `GET /api/v1/:projectKey/users/:userId/sessions`
-//! (spec/api.md), plus `/metrics`, `/healthz` and `/readyz` on the same listener.
+//! (the API contract), plus `/metrics`, `/healthz` and `/readyz` on the same listener.
 //!
 //! Contract: [`run`] serves on a listener the caller bound (tests bind port 0) until
 //! `shutdown` completes, then stops accepting and lets in-flight requests finish. API
@@ -16,12 +16,13 @@ pub mod routes;
 pub mod sessions;
 pub mod settings;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sessions_shared::clickhouse::Store;
+use sessions_shared::service::migrate_at_start;
+use sessions_shared::shutdown::Shutdown;
 use sessions_shared::tenancy::TenancyError;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -85,14 +86,19 @@ impl QueryService {
     }
 }
 
-/// Serves until `shutdown` completes, then drains in-flight requests.
+/// Applies the migrations (waiting for ClickHouse as long as it takes), then serves
+/// until `shutdown`, then drains in-flight requests (`sessions_shared::service`).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     if settings.cursor_secret.is_none() {
         tracing::warn!("CURSOR_SECRET is not set: cursors are signed with a built-in key");
+    }
+    let store = Store::new(&settings.clickhouse);
+    if !migrate_at_start(&store, None, &shutdown).await? {
+        return Ok(());
     }
     let service = QueryService::new(&settings)?;
     let refresher = service.spawn_auth_refresher();
@@ -102,7 +108,7 @@ pub async fn run(
     tracing::info!(%address, "sessions-query listening");
     warp::serve(service.routes())
         .incoming(listener)
-        .graceful(shutdown)
+        .graceful(shutdown.wait())
         .run()
         .await;
     refresher.abort();

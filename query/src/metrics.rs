@@ -79,6 +79,7 @@ impl Metrics {
             StoreError::Timeout(_) => "timeout",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Rejected { .. } => "rejected",
+            StoreError::Malformed(_) => "malformed",
         };
         self.clickhouse_errors.with_label_values(&[kind]).inc();
     }

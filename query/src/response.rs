@@ -7,67 +7,20 @@
 //! request's query (minus any old cursor) plus the new `cursor`.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
-use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Serialize, Serializer};
-use sessions_shared::read_model::StoredSession;
+use serde::Serialize;
+use sessions_shared::read_model::Session;
 
-/// One session in the seed's field order.
-struct ApiSession<'a>(&'a StoredSession);
-
-impl Serialize for ApiSession<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let session = self.0;
-        let mut fields = serializer.serialize_struct("Session", 14)?;
-        fields.serialize_field("projectId", &session.project_id)?;
-        fields.serialize_field("sessionId", &DecimalString(session.session_id))?;
-        fields.serialize_field("userUuid", &session.user_uuid)?;
-        fields.serialize_field("userId", &session.user_id)?;
-        fields.serialize_field("userAgent", &session.user_agent)?;
-        fields.serialize_field("userOs", &session.user_os)?;
-        fields.serialize_field("userBrowser", &session.user_browser)?;
-        fields.serialize_field("userDevice", &session.user_device)?;
-        fields.serialize_field("userCountry", &session.user_country)?;
-        fields.serialize_field("startTs", &session.start_ts)?;
-        fields.serialize_field("duration", &session.duration)?;
-        fields.serialize_field("eventsCount", &session.events_count)?;
-        fields.serialize_field("pagesCount", &session.pages_count)?;
-        fields.serialize_field("errorsCount", &session.errors_count)?;
-        fields.end()
-    }
-}
-
-/// A `u64` written as a JSON string, without an intermediate `String`.
-struct DecimalString(u64);
-
-impl Serialize for DecimalString {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
-    }
-}
-
-struct Page<'a>(&'a [StoredSession]);
-
-impl Serialize for Page<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("data", &Rows(self.0))?;
-        map.end()
-    }
-}
-
-struct Rows<'a>(&'a [StoredSession]);
-
-impl Serialize for Rows<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(ApiSession))
-    }
+#[derive(Serialize)]
+struct Page<'a> {
+    data: &'a [Session],
 }
 
 /// `{"data":[…]}` for these sessions.
-pub fn page_json(sessions: &[StoredSession]) -> Vec<u8> {
+pub fn page_json(sessions: &[Session]) -> Vec<u8> {
     // Roughly 400 bytes a session with a typical user agent.
     let mut body = Vec::with_capacity(16 + sessions.len() * 512);
-    serde_json::to_writer(&mut body, &Page(sessions)).expect("serializing to memory cannot fail");
+    serde_json::to_writer(&mut body, &Page { data: sessions })
+        .expect("serializing to memory cannot fail");
     body
 }
 
@@ -119,8 +72,8 @@ mod tests {
         duration: u64,
         events: u32,
         pages: u32,
-    ) -> StoredSession {
-        StoredSession {
+    ) -> Session {
+        Session {
             project_id: 1,
             session_id,
             user_uuid: "15bd70f6-aedf-4544-8ae6-57eb66398e94".into(),

@@ -1,17 +1,15 @@
 //! The one ClickHouse query behind the endpoint: a page of a user's live sessions.
 //!
-//! Contract (read_model.rs): per `session_id`, the row with the highest `version` among
+//! Contract (`read_model`): per `session_id`, the row with the highest `version` among
 //! the rows that match the filter wins, and the session is dropped when that row is a
 //! tombstone. Filters (project, user, `start_ts` bounds, keyset position) apply to the
 //! stored rows, so a session moved to another user or start time is found only under
 //! its current key. Order is `(start_ts, session_id)` ascending, `session_id` as an
 //! unsigned integer. Every value is bound with the client's `?` placeholders; the SQL
-//! text is assembled only from fixed fragments. Reads use `argMax … GROUP BY`, not
-//! `FINAL` (5x slower on 18.16); aliases differ from column names (18.16 rejects an
-//! alias that shadows a column used inside an aggregate).
+//! text is assembled only from fixed fragments (`read_model::latest_sessions_sql`).
 
 use sessions_shared::clickhouse::{Store, StoreError};
-use sessions_shared::read_model::StoredSession;
+use sessions_shared::read_model::{latest_sessions_sql, Session};
 
 use crate::cursor::Position;
 
@@ -39,42 +37,11 @@ pub fn page_sql(query: &PageQuery<'_>) -> String {
     if query.after.is_some() {
         filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))");
     }
-    // The outer columns are in StoredSession's field order (RowBinary is positional).
-    format!(
-        "SELECT s_project_id, session_id, s_user_uuid, s_user_id, s_user_agent, s_user_os, \
-                s_user_browser, s_user_device, s_user_country, s_start_ts, s_duration, \
-                s_events_count, s_pages_count, s_errors_count \
-         FROM ( \
-             SELECT session_id, \
-                    argMax(project_id, version) AS s_project_id, \
-                    argMax(user_uuid, version) AS s_user_uuid, \
-                    argMax(user_id, version) AS s_user_id, \
-                    argMax(user_agent, version) AS s_user_agent, \
-                    argMax(user_os, version) AS s_user_os, \
-                    argMax(user_browser, version) AS s_user_browser, \
-                    argMax(user_device, version) AS s_user_device, \
-                    argMax(user_country, version) AS s_user_country, \
-                    argMax(start_ts, version) AS s_start_ts, \
-                    argMax(duration, version) AS s_duration, \
-                    argMax(events_count, version) AS s_events_count, \
-                    argMax(pages_count, version) AS s_pages_count, \
-                    argMax(errors_count, version) AS s_errors_count, \
-                    argMax(deleted, version) AS s_deleted \
-             FROM sessions \
-             WHERE {filter} \
-             GROUP BY session_id \
-         ) \
-         WHERE s_deleted = 0 \
-         ORDER BY s_start_ts, session_id \
-         LIMIT ?"
-    )
+    latest_sessions_sql(&filter, "ORDER BY s_start_ts, session_id LIMIT ?")
 }
 
 /// Runs the page query (one ClickHouse request, under the store's time bound).
-pub async fn fetch_page(
-    store: &Store,
-    query: &PageQuery<'_>,
-) -> Result<Vec<StoredSession>, StoreError> {
+pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
     let sql = page_sql(query);
     let mut request = store
         .client()
@@ -94,7 +61,7 @@ pub async fn fetch_page(
             .bind(after.session_id);
     }
     request = request.bind(query.fetch);
-    store.bounded(request.fetch_all::<StoredSession>()).await
+    store.bounded(request.fetch_all::<Session>()).await
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use rand::Rng;
 use serde_json::{json, Value};
 use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
 use sessions_ingest::workload::{Workload, WorkloadConfig};
-use sessions_shared::read_model::StoredSession;
+use sessions_shared::read_model::Session;
 use sessions_shared::tenancy::Tenancy;
 use sessions_shared::testing::{clickhouse_engines, TestDatabase};
 use tokio::sync::watch;
 
-fn api_json(session: &StoredSession) -> Value {
+fn api_json(session: &Session) -> Value {
     json!({
         "projectId": session.project_id,
         "sessionId": session.session_id.to_string(),
@@ -119,7 +119,7 @@ async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
     let ingest = tokio::spawn(sessions_ingest::run(
         ingest_settings,
         listener,
-        ingest_shutdown,
+        ingest_shutdown.into(),
     ));
 
     let service =

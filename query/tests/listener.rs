@@ -51,11 +51,9 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
             .await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let settings = sessions_query::Settings::new(fixture.db.settings.clone());
-        let server = tokio::spawn(sessions_query::run(settings, listener, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(sessions_query::run(settings, listener, stopped.into()));
 
         // The auth cache loads right after start.
         let path = fixture.path("u", "limit=1");
@@ -88,7 +86,7 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
             "{engine}"
         );
 
-        stop.send(()).unwrap();
+        stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
             .expect("run returns after shutdown")

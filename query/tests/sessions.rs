@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{body_text, next_link, session, session_ids, Fixture};
-use sessions_shared::read_model::SessionRecord;
+use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::testing::clickhouse_engines;
 
 #[tokio::test]
@@ -242,11 +242,11 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
         let mut after = before.clone();
         after.user_id = "alice".into();
         after.events_count = 5;
-        let old_key = before.key();
+        let old_key = Session::tombstone(1, &before.key());
         fixture
             .insert(&[
-                SessionRecord::tombstone(1, &old_key, 5, 1_700_000_001),
-                SessionRecord::live(&after, 5, 1_700_000_001),
+                SessionRecord::tombstone(&old_key, 5, 1_700_000_001),
+                SessionRecord::live(&after, true, 5, 1_700_000_001),
             ])
             .await;
         // Session 2's start moved later (a late session_start) under the same user.
@@ -255,10 +255,11 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
         let mut later = early.clone();
         later.start_ts = 3_000;
         later.duration = 99;
+        let early_key = Session::tombstone(2, &early.key());
         fixture
             .insert(&[
-                SessionRecord::tombstone(2, &early.key(), 2, 1_700_000_001),
-                SessionRecord::live(&later, 2, 1_700_000_001),
+                SessionRecord::tombstone(&early_key, 2, 1_700_000_001),
+                SessionRecord::live(&later, true, 2, 1_700_000_001),
             ])
             .await;
         // Session 3 rewritten under the same key with more events: one row, the newest.

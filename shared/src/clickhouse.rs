@@ -20,6 +20,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("clickhouse rejected the request: {message}")]
     Rejected { code: Option<u32>, message: String },
+    /// The answer did not decode into the expected rows (a bug or a schema mismatch).
+    #[error("clickhouse's answer does not decode: {0}")]
+    Malformed(String),
 }
 
 /// Server error codes that mean "try again later" (overload, limits, network).
@@ -32,7 +35,13 @@ const TRANSIENT_CODES: &[u32] = &[
     210, // NETWORK_ERROR
     241, // MEMORY_LIMIT_EXCEEDED
     252, // TOO_MANY_PARTS
+    242, // TABLE_IS_READ_ONLY (a replica without its coordination service)
+    279, // ALL_CONNECTION_TRIES_FAILED
+    285, // TOO_FEW_LIVE_REPLICAS
+    286, // UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+    319, // UNKNOWN_STATUS_OF_INSERT
     425, // SYSTEM_ERROR
+    999, // KEEPER_EXCEPTION
 ];
 
 impl StoreError {
@@ -42,6 +51,7 @@ impl StoreError {
             StoreError::Rejected { code, .. } => {
                 code.is_some_and(|code| TRANSIENT_CODES.contains(&code))
             }
+            StoreError::Malformed(_) => false,
         }
     }
 
@@ -64,10 +74,7 @@ impl From<clickhouse::error::Error> for StoreError {
                 code: parse_error_code(&message),
                 message,
             },
-            other => StoreError::Rejected {
-                code: None,
-                message: other.to_string(),
-            },
+            other => StoreError::Malformed(other.to_string()),
         }
     }
 }
@@ -115,10 +122,6 @@ impl Store {
 
     pub fn database(&self) -> &str {
         &self.database
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// Runs one request under the time bound.

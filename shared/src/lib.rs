@@ -2,6 +2,7 @@
 //! session aggregation, ClickHouse access and migrations, tenancy (organizations, API
 //! keys, projects), settings, logging and the operational HTTP endpoints.
 
+pub mod backoff;
 pub mod clickhouse;
 pub mod config;
 pub mod event;
@@ -9,6 +10,7 @@ pub mod index_set;
 pub mod migrations;
 pub mod ops_http;
 pub mod read_model;
+pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;

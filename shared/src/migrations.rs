@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::backoff::Backoff;
 use crate::clickhouse::{Row, Store, StoreError};
 
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
@@ -131,7 +132,7 @@ pub async fn migrate_with_retry(
     give_up_after: Option<Duration>,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
-    let mut delay = FIRST_RETRY_DELAY;
+    let mut backoff = Backoff::new(FIRST_RETRY_DELAY, MAX_RETRY_DELAY);
     loop {
         match migrate(store).await {
             Ok(applied) => {
@@ -142,9 +143,9 @@ pub async fn migrate_with_retry(
                 if error.is_transient()
                     && give_up_after.is_none_or(|limit| started.elapsed() < limit) =>
             {
+                let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "clickhouse not reachable for migrations");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
             Err(error) => return Err(error),
         }

@@ -1,107 +1,28 @@
-//! Rows of the `sessions` read-model table (schemas/002_sessions.sql), as written by the
-//! ingest worker and read by the query service.
+//! The `sessions` read-model table (schemas/002_sessions.sql): the one definition of a
+//! session's fourteen API fields, the rows the ingest worker writes, and the SQL that
+//! reads every session's winning row back.
+//!
+//! [`Session`] is the only place the fields are listed. Its field order is the seed's
+//! JSON order, the column order of every read (RowBinary is positional, so the SQL is
+//! built from [`Session`]'s own column list), and the first fourteen columns of every
+//! write ([`SessionRecord`]). Serialized by a human-readable format (JSON) it is the
+//! API's session object: camelCase names, `sessionId` as a decimal string.
 //!
 //! Versioning contract: a live row carries `2 * applied_events + 1`, a tombstone
 //! (`deleted = 1`, written under a key the session no longer has) `2 * applied_events`.
 //! Readers keep, per `session_id`, the row with the highest version among the rows that
 //! match their filter, and drop the session when that row is a tombstone.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::clickhouse::Row;
-use crate::session::{SessionKey, SessionRow};
 
-/// One row of `sessions`, borrowed from a [`SessionRow`] for writing.
-#[derive(Debug, Row, Serialize)]
-pub struct SessionRecord<'a> {
+/// One session as the API returns it (the seed's fourteen fields, in the seed's order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+#[serde(rename_all(serialize = "camelCase"))]
+pub struct Session {
     pub project_id: u32,
-    pub user_id: &'a str,
-    pub start_ts: i64,
-    pub session_id: u64,
-    pub version: u64,
-    pub deleted: u8,
-    pub user_uuid: &'a str,
-    pub user_agent: &'a str,
-    pub user_os: &'a str,
-    pub user_browser: &'a str,
-    pub user_device: &'a str,
-    pub user_country: &'a str,
-    pub duration: u64,
-    pub events_count: u32,
-    pub pages_count: u32,
-    pub errors_count: u32,
-    pub ended: u8,
-    /// Seconds since the epoch (ClickHouse `DateTime`).
-    pub updated_at: u32,
-}
-
-pub fn live_version(applied_events: u64) -> u64 {
-    applied_events * 2 + 1
-}
-
-pub fn tombstone_version(applied_events: u64) -> u64 {
-    applied_events * 2
-}
-
-impl<'a> SessionRecord<'a> {
-    /// The live row of a session whose state holds `applied_events` distinct events.
-    pub fn live(row: &'a SessionRow, applied_events: u64, updated_at: u32) -> Self {
-        SessionRecord {
-            project_id: row.project_id,
-            user_id: &row.user_id,
-            start_ts: row.start_ts,
-            session_id: row.session_id,
-            version: live_version(applied_events),
-            deleted: 0,
-            user_uuid: &row.user_uuid,
-            user_agent: &row.user_agent,
-            user_os: &row.user_os,
-            user_browser: &row.user_browser,
-            user_device: &row.user_device,
-            user_country: &row.user_country,
-            duration: row.duration,
-            events_count: row.events_count,
-            pages_count: row.pages_count,
-            errors_count: row.errors_count,
-            ended: u8::from(row.ended),
-            updated_at,
-        }
-    }
-
-    /// A tombstone hiding whatever the session wrote under `key` before.
-    pub fn tombstone(
-        session_id: u64,
-        key: &'a SessionKey,
-        applied_events: u64,
-        updated_at: u32,
-    ) -> Self {
-        SessionRecord {
-            project_id: key.project_id,
-            user_id: &key.user_id,
-            start_ts: key.start_ts,
-            session_id,
-            version: tombstone_version(applied_events),
-            deleted: 1,
-            user_uuid: "",
-            user_agent: "",
-            user_os: "",
-            user_browser: "",
-            user_device: "",
-            user_country: "",
-            duration: 0,
-            events_count: 0,
-            pages_count: 0,
-            errors_count: 0,
-            ended: 0,
-            updated_at,
-        }
-    }
-}
-
-/// What the API returns for one session (the seed's fourteen fields), as read back.
-#[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
-pub struct StoredSession {
-    pub project_id: u32,
+    #[serde(serialize_with = "decimal_text_for_humans")]
     pub session_id: u64,
     pub user_uuid: String,
     pub user_id: String,
@@ -117,40 +38,241 @@ pub struct StoredSession {
     pub errors_count: u32,
 }
 
-impl From<&SessionRow> for StoredSession {
-    fn from(row: &SessionRow) -> Self {
-        StoredSession {
-            project_id: row.project_id,
-            session_id: row.session_id,
-            user_uuid: row.user_uuid.clone(),
-            user_id: row.user_id.clone(),
-            user_agent: row.user_agent.clone(),
-            user_os: row.user_os.clone(),
-            user_browser: row.user_browser.clone(),
-            user_device: row.user_device.clone(),
-            user_country: row.user_country.clone(),
-            start_ts: row.start_ts,
-            duration: row.duration,
-            events_count: row.events_count,
-            pages_count: row.pages_count,
-            errors_count: row.errors_count,
+/// The unsigned 64-bit id as a JSON string (it does not fit a JSON number exactly), and
+/// as a plain `UInt64` in binary formats (RowBinary).
+fn decimal_text_for_humans<S: Serializer>(id: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    if serializer.is_human_readable() {
+        serializer.collect_str(id)
+    } else {
+        serializer.serialize_u64(*id)
+    }
+}
+
+/// Where a session's row sits in the read model's sort order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionKey {
+    pub project_id: u32,
+    pub user_id: String,
+    pub start_ts: i64,
+}
+
+impl Session {
+    /// The columns of a read, in field order (what RowBinary decoding relies on).
+    pub const COLUMNS: &'static [&'static str] = <Session as Row>::COLUMN_NAMES;
+
+    pub fn key(&self) -> SessionKey {
+        SessionKey {
+            project_id: self.project_id,
+            user_id: self.user_id.clone(),
+            start_ts: self.start_ts,
+        }
+    }
+
+    /// The fields a tombstone carries: its key and id, every other field empty.
+    pub fn tombstone(session_id: u64, key: &SessionKey) -> Session {
+        Session {
+            project_id: key.project_id,
+            session_id,
+            user_id: key.user_id.clone(),
+            start_ts: key.start_ts,
+            ..Session::default()
         }
     }
 }
 
-/// The live sessions of the whole table (every session's winning row, tombstones
-/// dropped), ordered by session id: what tests compare with a reference.
-pub const ALL_LIVE_SESSIONS_SQL: &str = "\
-SELECT project_id, session_id, user_uuid, user_id, user_agent, user_os, user_browser, user_device, \
-       user_country, start_ts, duration, events_count, pages_count, errors_count \
-FROM ( \
-    SELECT session_id, \
-           argMax(project_id, version) AS project_id, argMax(user_uuid, version) AS user_uuid, \
-           argMax(user_id, version) AS user_id, argMax(user_agent, version) AS user_agent, \
-           argMax(user_os, version) AS user_os, argMax(user_browser, version) AS user_browser, \
-           argMax(user_device, version) AS user_device, argMax(user_country, version) AS user_country, \
-           argMax(start_ts, version) AS start_ts, argMax(duration, version) AS duration, \
-           argMax(events_count, version) AS events_count, argMax(pages_count, version) AS pages_count, \
-           argMax(errors_count, version) AS errors_count, argMax(deleted, version) AS is_deleted \
-    FROM sessions GROUP BY session_id \
-) WHERE is_deleted = 0 ORDER BY session_id";
+pub fn live_version(applied_events: u64) -> u64 {
+    applied_events * 2 + 1
+}
+
+pub fn tombstone_version(applied_events: u64) -> u64 {
+    applied_events * 2
+}
+
+/// One row written to `sessions`: the session's fields, then the bookkeeping columns.
+#[derive(Debug, Serialize)]
+pub struct SessionRecord<'a> {
+    /// Serialized in place: RowBinary writes a nested struct's fields in sequence.
+    pub session: &'a Session,
+    pub ended: u8,
+    pub version: u64,
+    pub deleted: u8,
+    /// Seconds since the epoch (ClickHouse `DateTime`).
+    pub updated_at: u32,
+}
+
+/// The columns following a [`Session`]'s in a [`SessionRecord`], in field order.
+const BOOKKEEPING_COLUMNS: [&str; 4] = ["ended", "version", "deleted", "updated_at"];
+const RECORD_COLUMN_COUNT: usize = Session::COLUMNS.len() + BOOKKEEPING_COLUMNS.len();
+const RECORD_COLUMNS: [&str; RECORD_COLUMN_COUNT] = record_columns();
+
+const fn record_columns() -> [&'static str; RECORD_COLUMN_COUNT] {
+    let mut columns = [""; RECORD_COLUMN_COUNT];
+    let mut position = 0;
+    while position < RECORD_COLUMN_COUNT {
+        columns[position] = if position < Session::COLUMNS.len() {
+            Session::COLUMNS[position]
+        } else {
+            BOOKKEEPING_COLUMNS[position - Session::COLUMNS.len()]
+        };
+        position += 1;
+    }
+    columns
+}
+
+// Written by hand because the derive cannot see through the nested `session` field: the
+// INSERT names these columns, and the test below holds them to the serialized order.
+impl Row for SessionRecord<'_> {
+    const NAME: &'static str = "SessionRecord";
+    const COLUMN_NAMES: &'static [&'static str] = &RECORD_COLUMNS;
+    const COLUMN_COUNT: usize = RECORD_COLUMN_COUNT;
+    const KIND: clickhouse::_priv::RowKind = clickhouse::_priv::RowKind::Struct;
+    type Value<'v> = SessionRecord<'v>;
+}
+
+impl<'a> SessionRecord<'a> {
+    /// The live row of a session whose state holds `applied_events` distinct events.
+    pub fn live(session: &'a Session, ended: bool, applied_events: u64, updated_at: u32) -> Self {
+        SessionRecord {
+            session,
+            ended: u8::from(ended),
+            version: live_version(applied_events),
+            deleted: 0,
+            updated_at,
+        }
+    }
+
+    /// A tombstone (fields from [`Session::tombstone`]) hiding whatever the session wrote
+    /// under that key before.
+    pub fn tombstone(tombstone: &'a Session, applied_events: u64, updated_at: u32) -> Self {
+        SessionRecord {
+            session: tombstone,
+            ended: 0,
+            version: tombstone_version(applied_events),
+            deleted: 1,
+            updated_at,
+        }
+    }
+}
+
+/// `SELECT` of every matching session's winning row, tombstones dropped, as [`Session`]
+/// columns. `filter` restricts the stored rows (a `WHERE` condition, `1` for all);
+/// `order_and_limit` follows the outer `WHERE` (e.g. `ORDER BY s_start_ts, session_id
+/// LIMIT ?`). The winning row's columns are aliased `s_<column>`: ClickHouse 18.16
+/// rejects an alias that shadows a column used inside an aggregate. `argMax … GROUP BY`
+/// rather than `FINAL`, which is 5x slower on 18.16.
+pub fn latest_sessions_sql(filter: &str, order_and_limit: &str) -> String {
+    let winning = |column: &str| match column {
+        "session_id" => column.to_owned(),
+        other => format!("s_{other}"),
+    };
+    let outer: Vec<String> = Session::COLUMNS
+        .iter()
+        .map(|column| winning(column))
+        .collect();
+    let inner: Vec<String> = Session::COLUMNS
+        .iter()
+        .chain(&["deleted"])
+        .filter(|column| **column != "session_id")
+        .map(|column| format!("argMax({column}, version) AS s_{column}"))
+        .collect();
+    format!(
+        "SELECT {} FROM (SELECT session_id, {} FROM sessions WHERE {filter} GROUP BY session_id) \
+         WHERE s_deleted = 0 {order_and_limit}",
+        outer.join(", "),
+        inner.join(", "),
+    )
+}
+
+/// The live sessions of the whole table, ordered by session id: what tests compare with
+/// a reference.
+pub fn all_live_sessions_sql() -> String {
+    latest_sessions_sql("1", "ORDER BY session_id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every column of the table, in `DESCRIBE` order (schemas/002_sessions.sql).
+    const TABLE_COLUMNS: [&str; 18] = [
+        "project_id",
+        "user_id",
+        "start_ts",
+        "session_id",
+        "version",
+        "deleted",
+        "user_uuid",
+        "user_agent",
+        "user_os",
+        "user_browser",
+        "user_device",
+        "user_country",
+        "duration",
+        "events_count",
+        "pages_count",
+        "errors_count",
+        "ended",
+        "updated_at",
+    ];
+
+    #[test]
+    fn a_record_names_every_table_column_once() {
+        let mut named = RECORD_COLUMNS.to_vec();
+        named.sort_unstable();
+        let mut table = TABLE_COLUMNS.to_vec();
+        table.sort_unstable();
+        assert_eq!(named, table);
+    }
+
+    fn camel_case(column: &str) -> String {
+        let mut out = String::new();
+        let mut upper = false;
+        for character in column.chars() {
+            match character {
+                '_' => upper = true,
+                _ if upper => {
+                    out.push(character.to_ascii_uppercase());
+                    upper = false;
+                }
+                _ => out.push(character),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_read_lists_the_session_columns_in_field_order() {
+        let sql = latest_sessions_sql("1", "");
+        let outer = sql
+            .strip_prefix("SELECT ")
+            .and_then(|rest| rest.split(" FROM ").next())
+            .unwrap();
+        let columns: Vec<&str> = outer
+            .split(", ")
+            .map(|column| column.strip_prefix("s_").unwrap_or(column))
+            .collect();
+        assert_eq!(columns, Session::COLUMNS);
+        assert_eq!(Session::COLUMNS.len(), 14);
+        assert!(!sql.contains("FINAL"));
+    }
+
+    #[test]
+    fn json_uses_the_api_names_and_a_decimal_session_id() {
+        let session = Session {
+            session_id: u64::MAX,
+            ..Session::default()
+        };
+        let json = serde_json::to_string(&session).unwrap();
+        assert!(json.starts_with(r#"{"projectId":0,"sessionId":"18446744073709551615","#));
+        let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut expected: Vec<String> = Session::COLUMNS.iter().map(|c| camel_case(c)).collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+    }
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 use crate::index_set::IndexSet;
+use crate::read_model::{Session, SessionKey};
 
 /// What applying one event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +35,6 @@ pub struct SessionStart {
     pub user_device: Option<String>,
     /// Upper-cased as sent, "" when absent.
     pub user_country: String,
-}
-
-/// Where a session's row sits in the read model's sort order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SessionKey {
-    pub project_id: u32,
-    pub user_id: String,
-    pub start_ts: i64,
 }
 
 /// Aggregated state of one session.
@@ -72,34 +65,11 @@ pub struct DerivedAgent {
     pub device: String,
 }
 
-/// The fourteen fields of the API (plus `ended`) for one session.
+/// What a session's state says its row holds: the API's fields, and whether it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {
-    pub project_id: u32,
-    pub session_id: u64,
-    pub user_uuid: String,
-    pub user_id: String,
-    pub user_agent: String,
-    pub user_os: String,
-    pub user_browser: String,
-    pub user_device: String,
-    pub user_country: String,
-    pub start_ts: i64,
-    pub duration: u64,
-    pub events_count: u32,
-    pub pages_count: u32,
-    pub errors_count: u32,
+    pub session: Session,
     pub ended: bool,
-}
-
-impl SessionRow {
-    pub fn key(&self) -> SessionKey {
-        SessionKey {
-            project_id: self.project_id,
-            user_id: self.user_id.clone(),
-            start_ts: self.start_ts,
-        }
-    }
 }
 
 impl SessionState {
@@ -182,10 +152,6 @@ impl SessionState {
         self.applied.len()
     }
 
-    pub fn is_applied(&self, index: u64) -> bool {
-        self.applied.contains(index)
-    }
-
     pub fn last_timestamp(&self) -> i64 {
         self.max_timestamp
     }
@@ -244,39 +210,36 @@ impl SessionState {
     /// `userOs`, `userBrowser`, `userDevice` was not sent.
     pub fn to_row(&self, derive: impl FnOnce(&str) -> DerivedAgent) -> SessionRow {
         let start_ts = self.start_ts();
-        let mut row = SessionRow {
+        let mut session = Session {
             project_id: self.project_id(),
             session_id: self.session_id,
-            user_uuid: String::new(),
             user_id: self.user_id().to_owned(),
-            user_agent: String::new(),
-            user_os: String::new(),
-            user_browser: String::new(),
-            user_device: String::new(),
-            user_country: String::new(),
             start_ts,
             duration: u64::try_from(self.max_timestamp - start_ts).unwrap_or(0),
             events_count: self.events_count,
             pages_count: self.pages_count,
             errors_count: self.errors_count,
-            ended: self.ended,
+            ..Session::default()
         };
         if let Some(start) = &self.start {
-            row.user_uuid.clone_from(&start.user_uuid);
-            row.user_country.clone_from(&start.user_country);
+            session.user_uuid.clone_from(&start.user_uuid);
+            session.user_country.clone_from(&start.user_country);
             let user_agent = start.user_agent.as_deref().unwrap_or("");
-            row.user_agent = user_agent.to_owned();
+            session.user_agent = user_agent.to_owned();
             let sent = [&start.user_os, &start.user_browser, &start.user_device];
             let derived = if sent.iter().any(|field| field.is_none()) && !user_agent.is_empty() {
                 derive(user_agent)
             } else {
                 DerivedAgent::default()
             };
-            row.user_os = start.user_os.clone().unwrap_or(derived.os);
-            row.user_browser = start.user_browser.clone().unwrap_or(derived.browser);
-            row.user_device = start.user_device.clone().unwrap_or(derived.device);
+            session.user_os = start.user_os.clone().unwrap_or(derived.os);
+            session.user_browser = start.user_browser.clone().unwrap_or(derived.browser);
+            session.user_device = start.user_device.clone().unwrap_or(derived.device);
         }
-        row
+        SessionRow {
+            session,
+            ended: self.ended,
+        }
     }
 }
 
@@ -347,13 +310,17 @@ mod tests {
         ]);
         let row = state.to_row(derive);
         assert_eq!(
-            (row.events_count, row.pages_count, row.errors_count),
+            (
+                row.session.events_count,
+                row.session.pages_count,
+                row.session.errors_count
+            ),
             (3, 1, 1)
         );
-        assert_eq!((row.start_ts, row.duration), (1000, 600));
-        assert_eq!(row.user_country, "IN");
-        assert_eq!(row.user_os, "os of Mozilla/5.0");
-        assert_eq!(row.user_browser, "Chrome");
+        assert_eq!((row.session.start_ts, row.session.duration), (1000, 600));
+        assert_eq!(row.session.user_country, "IN");
+        assert_eq!(row.session.user_os, "os of Mozilla/5.0");
+        assert_eq!(row.session.user_browser, "Chrome");
         assert!(row.ended);
         assert_eq!(state.applied_events(), 7);
     }
@@ -365,27 +332,30 @@ mod tests {
             event(6, 1500, EventKind::Click),
         ]);
         let row = state.to_row(derive);
-        assert_eq!((row.start_ts, row.duration), (1500, 500));
-        assert_eq!((row.user_uuid.as_str(), row.user_os.as_str()), ("", ""));
+        assert_eq!((row.session.start_ts, row.session.duration), (1500, 500));
+        assert_eq!(
+            (row.session.user_uuid.as_str(), row.session.user_os.as_str()),
+            ("", "")
+        );
         // A late session_start with a later timestamp moves startTs and clamps duration.
         state.apply(&start(0, 1800, 1, "fr"));
         let row = state.to_row(derive);
-        assert_eq!((row.start_ts, row.duration), (1800, 200));
+        assert_eq!((row.session.start_ts, row.session.duration), (1800, 200));
     }
 
     #[test]
     fn duration_is_never_negative() {
         let state = fold(&[start(0, 5000, 1, ""), event(1, 4000, EventKind::Page)]);
-        assert_eq!(state.to_row(derive).duration, 0);
+        assert_eq!(state.to_row(derive).session.duration, 0);
     }
 
     #[test]
     fn the_lowest_index_session_start_wins() {
         let state = fold(&[start(3, 3000, 3, "de"), start(1, 5000, 1, "fr")]);
         let row = state.to_row(derive);
-        assert_eq!(row.start_ts, 5000);
-        assert_eq!(row.user_country, "FR");
-        assert!(row.user_uuid.ends_with("01"));
+        assert_eq!(row.session.start_ts, 5000);
+        assert_eq!(row.session.user_country, "FR");
+        assert!(row.session.user_uuid.ends_with("01"));
     }
 
     #[test]
@@ -399,15 +369,21 @@ mod tests {
         let mut with_os = start(0, 1, 1, "");
         with_os.start.as_mut().unwrap().user_os = Some(Cow::Borrowed("Sent OS"));
         let row = fold(&[with_os]).to_row(derive);
-        assert_eq!(row.user_os, "Sent OS");
-        assert_eq!(row.user_browser, "Chrome");
+        assert_eq!(row.session.user_os, "Sent OS");
+        assert_eq!(row.session.user_browser, "Chrome");
         let mut all_sent = start(0, 1, 1, "");
         let metadata = all_sent.start.as_mut().unwrap();
         metadata.user_os = Some(Cow::Borrowed("a"));
         metadata.user_browser = Some(Cow::Borrowed("b"));
         metadata.user_device = Some(Cow::Borrowed("c"));
         let row = fold(&[all_sent]).to_row(|_| panic!("must not parse when all are sent"));
-        assert_eq!((row.user_os.as_str(), row.user_device.as_str()), ("a", "c"));
+        assert_eq!(
+            (
+                row.session.user_os.as_str(),
+                row.session.user_device.as_str()
+            ),
+            ("a", "c")
+        );
     }
 
     #[test]
@@ -447,26 +423,28 @@ mod tests {
             .to_owned();
         let metadata = first_start.and_then(|e| e.start.as_ref());
         SessionRow {
-            project_id: distinct[0].project_id,
-            session_id: 77,
-            user_uuid: metadata.map_or(String::new(), |m| m.user_uuid.clone()),
-            user_id,
-            user_agent: metadata
-                .and_then(|m| m.user_agent.as_deref())
-                .unwrap_or("")
-                .to_owned(),
-            user_os: metadata.map_or(String::new(), |_| "os of Mozilla/5.0".into()),
-            user_browser: metadata.map_or(String::new(), |_| "Chrome".into()),
-            user_device: String::new(),
-            user_country: metadata
-                .and_then(|m| m.user_country.as_deref())
-                .unwrap_or("")
-                .to_ascii_uppercase(),
-            start_ts,
-            duration: (max_ts - start_ts).max(0) as u64,
-            events_count: count(&[EventKind::Page, EventKind::Click, EventKind::Input]),
-            pages_count: count(&[EventKind::Page]),
-            errors_count: count(&[EventKind::Error]),
+            session: Session {
+                project_id: distinct[0].project_id,
+                session_id: 77,
+                user_uuid: metadata.map_or(String::new(), |m| m.user_uuid.clone()),
+                user_id,
+                user_agent: metadata
+                    .and_then(|m| m.user_agent.as_deref())
+                    .unwrap_or("")
+                    .to_owned(),
+                user_os: metadata.map_or(String::new(), |_| "os of Mozilla/5.0".into()),
+                user_browser: metadata.map_or(String::new(), |_| "Chrome".into()),
+                user_device: String::new(),
+                user_country: metadata
+                    .and_then(|m| m.user_country.as_deref())
+                    .unwrap_or("")
+                    .to_ascii_uppercase(),
+                start_ts,
+                duration: (max_ts - start_ts).max(0) as u64,
+                events_count: count(&[EventKind::Page, EventKind::Click, EventKind::Input]),
+                pages_count: count(&[EventKind::Page]),
+                errors_count: count(&[EventKind::Error]),
+            },
             ended: count(&[EventKind::SessionEnd]) > 0,
         }
     }

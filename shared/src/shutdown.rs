@@ -1,6 +1,6 @@
 //! A shutdown signal (SIGTERM or SIGINT) that several waiters share; both services
-//! stop on it (operations.md: the worker flushes, commits and leaves the group; the
-//! query service finishes in-flight requests).
+//! stop on it (the operations contract: the worker flushes, commits and leaves the
+//! group; the query service finishes in-flight requests).
 
 use tokio::sync::watch;
 
@@ -24,13 +24,20 @@ impl Shutdown {
         Ok(Shutdown(receiver))
     }
 
-    /// The underlying receiver: `true` once a signal arrived.
-    pub fn receiver(&self) -> watch::Receiver<bool> {
-        self.0.clone()
+    /// Whether shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
     }
 
+    /// Completes once shutdown is requested. A dropped sender counts as a request.
     pub async fn wait(mut self) {
-        // An error means the sender is gone, which only happens after it sent.
         let _ = self.0.wait_for(|requested| *requested).await;
+    }
+}
+
+/// A shutdown driven by hand (tests): send `true` to request it.
+impl From<watch::Receiver<bool>> for Shutdown {
+    fn from(receiver: watch::Receiver<bool>) -> Self {
+        Shutdown(receiver)
     }
 }

@@ -15,7 +15,7 @@ use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
 use sessions_ingest::workload::PlannedMessage;
 use sessions_ingest::IngestSettings;
 use sessions_shared::clickhouse::{Row, Store};
-use sessions_shared::read_model::{StoredSession, ALL_LIVE_SESSIONS_SQL};
+use sessions_shared::read_model::{all_live_sessions_sql, Session};
 use sessions_shared::testing::TestDatabase;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -140,7 +140,7 @@ impl InProcessWorker {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = listener.local_addr().unwrap();
         let (stop, shutdown) = watch::channel(false);
-        let handle = tokio::spawn(sessions_ingest::run(settings, listener, shutdown));
+        let handle = tokio::spawn(sessions_ingest::run(settings, listener, shutdown.into()));
         InProcessWorker {
             stop,
             handle,
@@ -188,10 +188,10 @@ pub fn metric_value(page: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in metrics"))
 }
 
-pub async fn live_sessions(store: &Store) -> Vec<StoredSession> {
+pub async fn live_sessions(store: &Store) -> Vec<Session> {
     store
         .client()
-        .query(ALL_LIVE_SESSIONS_SQL)
+        .query(&all_live_sessions_sql())
         .fetch_all()
         .await
         .unwrap_or_default()
@@ -199,7 +199,7 @@ pub async fn live_sessions(store: &Store) -> Vec<StoredSession> {
 
 /// Polls until the live sessions equal `expected` (sorted by session id), or panics
 /// after `timeout` with the first difference.
-pub async fn wait_for_sessions(store: &Store, expected: &[StoredSession], timeout: Duration) {
+pub async fn wait_for_sessions(store: &Store, expected: &[Session], timeout: Duration) {
     let mut expected = expected.to_vec();
     expected.sort_by_key(|s| s.session_id);
     let started = Instant::now();
@@ -209,8 +209,7 @@ pub async fn wait_for_sessions(store: &Store, expected: &[StoredSession], timeou
             return;
         }
         if started.elapsed() > timeout {
-            let by_id: BTreeMap<u64, &StoredSession> =
-                actual.iter().map(|s| (s.session_id, s)).collect();
+            let by_id: BTreeMap<u64, &Session> = actual.iter().map(|s| (s.session_id, s)).collect();
             let missing = expected
                 .iter()
                 .filter(|e| !by_id.contains_key(&e.session_id))

@@ -4,8 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use sessions_query::{QueryService, Settings};
-use sessions_shared::read_model::SessionRecord;
-use sessions_shared::session::SessionRow;
+use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
 use sessions_shared::testing::TestDatabase;
 use warp::http::Response;
@@ -82,10 +81,10 @@ impl Fixture {
     }
 
     /// Writes live rows (version for `applied_events` events).
-    pub async fn insert_live(&self, rows: &[SessionRow], applied_events: u64) {
+    pub async fn insert_live(&self, rows: &[Session], applied_events: u64) {
         let records: Vec<SessionRecord<'_>> = rows
             .iter()
-            .map(|row| SessionRecord::live(row, applied_events, 1_700_000_000))
+            .map(|row| SessionRecord::live(row, true, applied_events, 1_700_000_000))
             .collect();
         self.insert(&records).await;
     }
@@ -110,8 +109,8 @@ impl Fixture {
 }
 
 /// A session shaped like the seed's examples.
-pub fn session(project_id: u32, user_id: &str, session_id: u64, start_ts: i64) -> SessionRow {
-    SessionRow {
+pub fn session(project_id: u32, user_id: &str, session_id: u64, start_ts: i64) -> Session {
+    Session {
         project_id,
         session_id,
         user_uuid: "15bd70f6-aedf-4544-8ae6-57eb66398e94".into(),
@@ -126,7 +125,6 @@ pub fn session(project_id: u32, user_id: &str, session_id: u64, start_ts: i64) -
         events_count: 1,
         pages_count: 1,
         errors_count: 0,
-        ended: true,
     }
 }
 

@@ -1,0 +1,308 @@
+//! What the worker has read but not yet made durable: per-partition offsets to commit,
+//! messages parked until their sessions are loaded, messages held back while writes
+//! fail, dead letters, and the counters that decide when a flush is due.
+//!
+//! Pure bookkeeping, no I/O, so the loop's decisions are tested without Kafka or
+//! ClickHouse. Contract:
+//! - an offset is recorded only for a message that was applied, parked or held back,
+//!   and [`Pending::offsets_to_commit`] is read only after the flush that includes
+//!   those messages is durable;
+//! - [`Pending::forget_partitions`] drops everything of the given partitions at once
+//!   (offsets, parked and held-back messages, dead letters): after a revocation their
+//!   new owner replays from the last commit, so nothing of theirs may be written or
+//!   committed here;
+//! - time is `tokio::time::Instant`, so the deadlines follow a paused test clock.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::time::Instant;
+
+use crate::sink::RejectedRecord;
+
+/// Parked messages (of sessions being loaded) that trigger a load at once.
+pub const COLD_BATCH_MESSAGES: usize = 2_000;
+/// Longest a message waits for its session to be loaded.
+pub const COLD_BATCH_DELAY: Duration = Duration::from_millis(20);
+
+/// When a flush is due: whichever limit is reached first.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushPolicy {
+    pub max_sessions: usize,
+    pub max_bytes: usize,
+    pub interval: Duration,
+}
+
+#[derive(Default)]
+pub struct Pending {
+    /// Per partition: the offset after the last processed message, not yet committed.
+    offsets: HashMap<i32, i64>,
+    /// Messages waiting for their sessions to be loaded.
+    parked: Vec<OwnedMessage>,
+    parked_since: Option<Instant>,
+    /// Messages fetched while writes fail, processed once a flush succeeds.
+    held_back: Vec<OwnedMessage>,
+    rejected: Vec<RejectedRecord>,
+    unflushed_since: Option<Instant>,
+    unflushed_bytes: usize,
+    /// Whether the worker asked the consumer to stop fetching.
+    paused: bool,
+}
+
+impl Pending {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a message of `bytes` bytes at `offset` as processed (applied or parked).
+    pub fn processed(&mut self, partition: i32, offset: i64, bytes: usize, now: Instant) {
+        let next = self.offsets.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        self.unflushed_bytes += bytes;
+        self.unflushed_since.get_or_insert(now);
+    }
+
+    pub fn reject(&mut self, record: RejectedRecord) {
+        self.rejected.push(record);
+    }
+
+    pub fn rejected(&self) -> &[RejectedRecord] {
+        &self.rejected
+    }
+
+    /// Parks a message until the sessions it names are loaded.
+    pub fn park(&mut self, message: OwnedMessage, now: Instant) {
+        self.parked.push(message);
+        self.parked_since.get_or_insert(now);
+    }
+
+    pub fn parked(&self) -> &[OwnedMessage] {
+        &self.parked
+    }
+
+    /// The parked messages, to apply once their sessions are loaded.
+    pub fn take_parked(&mut self) -> Vec<OwnedMessage> {
+        self.parked_since = None;
+        std::mem::take(&mut self.parked)
+    }
+
+    /// Whether parked messages have waited long enough, or are many enough, to load.
+    pub fn load_due(&self, now: Instant) -> bool {
+        self.parked_since.is_some_and(|since| {
+            now >= since + COLD_BATCH_DELAY || self.parked.len() >= COLD_BATCH_MESSAGES
+        })
+    }
+
+    /// A message fetched while writes fail: processed after the next successful flush.
+    pub fn hold_back(&mut self, message: OwnedMessage) {
+        self.held_back.push(message);
+    }
+
+    pub fn take_held_back(&mut self) -> Vec<OwnedMessage> {
+        std::mem::take(&mut self.held_back)
+    }
+
+    /// Whether a flush is due, given how many sessions changed since the last one.
+    pub fn flush_due(&self, changed_sessions: usize, policy: &FlushPolicy, now: Instant) -> bool {
+        changed_sessions >= policy.max_sessions
+            || self.unflushed_bytes >= policy.max_bytes
+            || self
+                .unflushed_since
+                .is_some_and(|since| now >= since + policy.interval)
+    }
+
+    /// The earliest instant at which a load or a flush falls due by time alone.
+    pub fn next_deadline(&self, policy: &FlushPolicy) -> Option<Instant> {
+        let flush = self.unflushed_since.map(|since| since + policy.interval);
+        let load = self.parked_since.map(|since| since + COLD_BATCH_DELAY);
+        flush.into_iter().chain(load).min()
+    }
+
+    /// Records that everything processed so far is durable: dead letters and the
+    /// unflushed counters are cleared; offsets stay until they are committed.
+    pub fn flushed(&mut self) {
+        self.rejected.clear();
+        self.unflushed_since = None;
+        self.unflushed_bytes = 0;
+    }
+
+    /// `(partition, next offset)` of every partition with uncommitted progress.
+    pub fn offsets_to_commit(&self) -> Vec<(i32, i64)> {
+        let mut offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(p, o)| (*p, *o)).collect();
+        offsets.sort_unstable();
+        offsets
+    }
+
+    pub fn committed(&mut self) {
+        self.offsets.clear();
+    }
+
+    /// Drops everything read from `partitions` (revoked by a rebalance).
+    pub fn forget_partitions(&mut self, partitions: &[i32]) {
+        self.offsets
+            .retain(|partition, _| !partitions.contains(partition));
+        self.parked
+            .retain(|message| !partitions.contains(&message.partition()));
+        self.held_back
+            .retain(|message| !partitions.contains(&message.partition()));
+        self.rejected
+            .retain(|record| !partitions.contains(&record.partition));
+        if self.parked.is_empty() {
+            self.parked_since = None;
+        }
+        // A revoke resets fetch state; partitions assigned again start unpaused.
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Timestamp;
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "topic".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn rejected_record(partition: i32) -> RejectedRecord {
+        RejectedRecord {
+            topic: "topic".into(),
+            partition,
+            offset: 0,
+            element: -1,
+            reason: "empty",
+            detail: String::new(),
+            payload: String::new(),
+            received_at: 0,
+        }
+    }
+
+    const POLICY: FlushPolicy = FlushPolicy {
+        max_sessions: 10,
+        max_bytes: 1_000,
+        interval: Duration::from_millis(500),
+    };
+
+    #[test]
+    fn offsets_advance_to_the_message_after_the_highest_processed() {
+        let now = Instant::now();
+        let mut pending = Pending::new();
+        pending.processed(0, 7, 1, now);
+        pending.processed(0, 5, 1, now);
+        pending.processed(1, 0, 1, now);
+        assert_eq!(pending.offsets_to_commit(), [(0, 8), (1, 1)]);
+        pending.committed();
+        assert!(pending.offsets_to_commit().is_empty());
+    }
+
+    #[test]
+    fn forgetting_a_partition_drops_all_of_its_pending_input_and_nothing_else() {
+        let now = Instant::now();
+        let mut pending = Pending::new();
+        for partition in [0, 1] {
+            pending.processed(partition, 3, 10, now);
+            pending.park(message(partition, 3), now);
+            pending.hold_back(message(partition, 4));
+            pending.reject(rejected_record(partition));
+        }
+        pending.set_paused(true);
+        pending.forget_partitions(&[1]);
+        assert_eq!(pending.offsets_to_commit(), [(0, 4)]);
+        assert!(pending.parked().iter().all(|m| m.partition() == 0));
+        assert_eq!(pending.parked().len(), 1);
+        let held_back = pending.take_held_back();
+        assert_eq!(held_back.len(), 1);
+        assert_eq!(held_back[0].partition(), 0);
+        assert_eq!(pending.rejected().len(), 1);
+        assert_eq!(pending.rejected()[0].partition, 0);
+        assert!(!pending.is_paused(), "a revocation resets the fetch state");
+        pending.forget_partitions(&[0]);
+        assert!(pending.parked().is_empty());
+        assert!(
+            !pending.load_due(now + COLD_BATCH_DELAY),
+            "no load for nothing"
+        );
+    }
+
+    #[test]
+    fn a_flush_falls_due_on_sessions_bytes_or_time_whichever_comes_first() {
+        let start = Instant::now();
+        let mut pending = Pending::new();
+        assert!(!pending.flush_due(0, &POLICY, start + Duration::from_secs(60)));
+        assert_eq!(pending.next_deadline(&POLICY), None);
+        pending.processed(0, 0, 100, start);
+        assert!(!pending.flush_due(9, &POLICY, start));
+        assert!(pending.flush_due(10, &POLICY, start), "changed sessions");
+        assert!(
+            pending.flush_due(1, &POLICY, start + POLICY.interval),
+            "time"
+        );
+        assert_eq!(
+            pending.next_deadline(&POLICY),
+            Some(start + POLICY.interval)
+        );
+        pending.processed(0, 1, 900, start);
+        assert!(pending.flush_due(1, &POLICY, start), "bytes");
+        pending.flushed();
+        assert!(!pending.flush_due(1, &POLICY, start + Duration::from_secs(60)));
+        assert_eq!(
+            pending.offsets_to_commit(),
+            [(0, 2)],
+            "kept until committed"
+        );
+    }
+
+    #[test]
+    fn parked_messages_are_loaded_after_the_delay_or_when_many() {
+        let start = Instant::now();
+        let mut pending = Pending::new();
+        pending.park(message(0, 0), start);
+        assert!(!pending.load_due(start));
+        assert!(pending.load_due(start + COLD_BATCH_DELAY));
+        assert_eq!(
+            pending.next_deadline(&POLICY),
+            Some(start + COLD_BATCH_DELAY)
+        );
+        for offset in 1..COLD_BATCH_MESSAGES as i64 {
+            pending.park(message(0, offset), start);
+        }
+        assert!(pending.load_due(start), "a full cold batch loads at once");
+        assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
+        assert!(!pending.load_due(start + COLD_BATCH_DELAY));
+    }
+
+    #[test]
+    fn dead_letters_are_written_once() {
+        let mut pending = Pending::new();
+        pending.reject(rejected_record(0));
+        assert_eq!(pending.rejected().len(), 1);
+        pending.flushed();
+        assert!(pending.rejected().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_the_paused_test_clock() {
+        let mut pending = Pending::new();
+        pending.processed(0, 0, 1, Instant::now());
+        let deadline = pending.next_deadline(&POLICY).unwrap();
+        tokio::time::sleep_until(deadline).await;
+        assert!(pending.flush_due(0, &POLICY, Instant::now()));
+    }
+}
