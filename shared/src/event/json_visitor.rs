@@ -1,0 +1,331 @@
+//! The JSON visitor layer of the event decoder: the serde `DeserializeSeed` and `Visitor`
+//! implementations that walk one message in a single pass.
+//!
+//! Contract:
+//! - [`MessageSeed`] reads the top-level value: an object is one event, an array is a
+//!   batch read element by element, anything else is [`MessageShape::NotAnEvent`]. Each
+//!   event object becomes [`EventFields`] and is validated at once: a valid event is
+//!   pushed to `events`, a bad one to `bad_elements` with its batch position (0 for a
+//!   single event). The seed fails only when the bytes are not JSON.
+//! - Only the fields named in [`FieldName`] are read, each as a [`Scalar`]; every other
+//!   field, and any array or object inside a field, is skipped without being built.
+//! - Strings without escapes are borrowed from the message bytes, not copied.
+//! - [`JsonType`] names the JSON value types for rejection details; each English name is
+//!   written once, in [`JsonType::describe`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::validation::{EventFields, FieldError};
+use super::{Event, RejectReason};
+
+/// The types of JSON value, as rejection details name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum JsonType {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonType {
+    /// The English name in rejection details. Details are stored in the dead-letter
+    /// table, so these texts do not change.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Boolean => "a boolean",
+            JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+        }
+    }
+}
+
+/// What the top-level value of a message was.
+pub(super) enum MessageShape {
+    /// One event object.
+    Single,
+    /// An array of elements (events or not).
+    Batch,
+    /// Any other JSON value.
+    NotAnEvent(JsonType),
+}
+
+/// Top level: an object (one event), an array (a batch), or anything else (rejected).
+pub(super) struct MessageSeed<'o, 'a> {
+    pub(super) events: &'o mut Vec<Event<'a>>,
+    pub(super) bad_elements: &'o mut Vec<(usize, FieldError)>,
+}
+
+impl<'de, 'o> DeserializeSeed<'de> for MessageSeed<'o, 'de> {
+    type Value = MessageShape;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<MessageShape, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
+    type Value = MessageShape;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object or an array of events")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<MessageShape, M::Error> {
+        match EventFields::from_map(map)?.validate() {
+            Ok(event) => self.events.push(event),
+            Err(error) => self.bad_elements.push((0, error)),
+        }
+        Ok(MessageShape::Single)
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<MessageShape, S::Error> {
+        let mut position = 0;
+        while let Some(element) = seq.next_element::<Element<'de>>()? {
+            match element {
+                Element::Event(fields) => match fields.validate() {
+                    Ok(event) => self.events.push(event),
+                    Err(error) => self.bad_elements.push((position, error)),
+                },
+                Element::NotAnObject(found) => self.bad_elements.push((
+                    position,
+                    FieldError::new(
+                        RejectReason::NotAnEvent,
+                        format!("expected an event object, found {}", found.describe()),
+                    ),
+                )),
+            }
+            position += 1;
+        }
+        Ok(MessageShape::Batch)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::Null))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::Boolean))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::Number))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::Number))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::Number))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<MessageShape, E> {
+        Ok(MessageShape::NotAnEvent(JsonType::String))
+    }
+}
+
+/// One element of a batch.
+// Lives on the stack for one element only; boxing would allocate per event.
+#[allow(clippy::large_enum_variant)]
+enum Element<'a> {
+    Event(EventFields<'a>),
+    NotAnObject(JsonType),
+}
+
+impl<'de> de::Deserialize<'de> for Element<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ElementVisitor;
+        impl<'de> Visitor<'de> for ElementVisitor {
+            type Value = Element<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Element<'de>, M::Error> {
+                EventFields::from_map(map).map(Element::Event)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Element<'de>, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Element::NotAnObject(JsonType::Array))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::Null))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::Boolean))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::Number))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::Number))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::Number))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Element<'de>, E> {
+                Ok(Element::NotAnObject(JsonType::String))
+            }
+        }
+        deserializer.deserialize_any(ElementVisitor)
+    }
+}
+
+/// Any JSON value, reduced to what validation needs; compound values are skipped and
+/// only their type is kept.
+#[derive(Debug, Default)]
+pub(super) enum Scalar<'a> {
+    /// The field was not in the object.
+    #[default]
+    Absent,
+    Null,
+    Bool,
+    Unsigned(u64),
+    Negative(i64),
+    Float,
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    /// The JSON type of the value, `None` when the field was absent.
+    pub(super) fn json_type(&self) -> Option<JsonType> {
+        match self {
+            Scalar::Absent => None,
+            Scalar::Null => Some(JsonType::Null),
+            Scalar::Bool => Some(JsonType::Boolean),
+            Scalar::Unsigned(_) | Scalar::Negative(_) | Scalar::Float => Some(JsonType::Number),
+            Scalar::Str(_) => Some(JsonType::String),
+            Scalar::Array => Some(JsonType::Array),
+            Scalar::Object => Some(JsonType::Object),
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool)
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Unsigned(value))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Scalar<'de>, E> {
+                Ok(if value >= 0 {
+                    Scalar::Unsigned(value as u64)
+                } else {
+                    Scalar::Negative(value)
+                })
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Float)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(value)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(value.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(value)))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Scalar<'de>, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Array)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Scalar<'de>, M::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Object)
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The field names we read; everything else is skipped unparsed.
+enum FieldName {
+    ProjectId,
+    SessionId,
+    Index,
+    Timestamp,
+    Type,
+    UserUuid,
+    UserAgent,
+    UserId,
+    UserOs,
+    UserBrowser,
+    UserDevice,
+    UserCountry,
+    Ignored,
+}
+
+impl<'de> de::Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldNameVisitor;
+        impl Visitor<'_> for FieldNameVisitor {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<FieldName, E> {
+                Ok(match name {
+                    "projectId" => FieldName::ProjectId,
+                    "sessionId" => FieldName::SessionId,
+                    "index" => FieldName::Index,
+                    "timestamp" => FieldName::Timestamp,
+                    "type" => FieldName::Type,
+                    "userUuid" => FieldName::UserUuid,
+                    "userAgent" => FieldName::UserAgent,
+                    "userId" => FieldName::UserId,
+                    "userOs" => FieldName::UserOs,
+                    "userBrowser" => FieldName::UserBrowser,
+                    "userDevice" => FieldName::UserDevice,
+                    "userCountry" => FieldName::UserCountry,
+                    _ => FieldName::Ignored,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldNameVisitor)
+    }
+}
+
+impl<'a> EventFields<'a> {
+    /// Reads one event object: each known field into its slot (a repeated field keeps
+    /// its last value), every other field skipped unparsed.
+    fn from_map<M: MapAccess<'a>>(mut map: M) -> Result<Self, M::Error> {
+        let mut fields = EventFields::default();
+        while let Some(name) = map.next_key::<FieldName>()? {
+            let slot = match name {
+                FieldName::ProjectId => &mut fields.project_id,
+                FieldName::SessionId => &mut fields.session_id,
+                FieldName::Index => &mut fields.index,
+                FieldName::Timestamp => &mut fields.timestamp,
+                FieldName::Type => &mut fields.event_type,
+                FieldName::UserUuid => &mut fields.user_uuid,
+                FieldName::UserAgent => &mut fields.user_agent,
+                FieldName::UserId => &mut fields.user_id,
+                FieldName::UserOs => &mut fields.user_os,
+                FieldName::UserBrowser => &mut fields.user_browser,
+                FieldName::UserDevice => &mut fields.user_device,
+                FieldName::UserCountry => &mut fields.user_country,
+                FieldName::Ignored => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value::<Scalar<'a>>()?;
+        }
+        Ok(fields)
+    }
+}

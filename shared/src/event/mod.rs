@@ -1,0 +1,247 @@
+//! Tracker events: decoding and validation of one Kafka message (spec/events.md).
+//!
+//! Contract: [`decode_message`] never fails as a whole. It returns every valid event of
+//! the message (borrowing strings from the message bytes where it can) and one
+//! [`Rejection`] per bad message or bad batch element, each with a stable reason code
+//! and a human-readable detail. A batch's good elements are kept when others are bad.
+//! The details are stored in the dead-letter table: their texts do not change.
+//!
+//! Cost: one pass of `serde_json` over the bytes with a hand-written visitor (no
+//! intermediate `serde_json::Value`); strings without escapes are borrowed, not copied.
+//! A second pass runs only when a batch holds a bad element, to cut out its raw bytes.
+//!
+//! Layers, one file each:
+//! - this file: the event types and [`decode_message`], which turns the outcome of the
+//!   pass into [`Rejection`]s (whole-message checks, batch positions, payload slices);
+//! - `json_visitor`: the serde visitors of that one pass, which read the fields an event
+//!   needs and skip everything else;
+//! - `validation`: the per-field checks that turn the fields read into an [`Event`] or
+//!   the reason and detail of its rejection.
+
+mod json_visitor;
+#[cfg(test)]
+mod tests;
+mod validation;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::DeserializeSeed;
+use serde_json::value::RawValue;
+
+use json_visitor::{MessageSeed, MessageShape};
+use validation::FieldError;
+
+/// Largest message accepted (spec: "At most 1 MiB").
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Why a message or a batch element was rejected. The codes are stable: they label the
+/// `events_rejected_total` metric and fill `rejected_events.reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Zero bytes.
+    Empty,
+    /// Over [`MAX_MESSAGE_BYTES`].
+    TooLarge,
+    /// Not UTF-8 JSON.
+    InvalidJson,
+    /// JSON, but not an event object or an array of them (`null`, a number, …).
+    NotAnEvent,
+    /// A required field is absent or `null`.
+    MissingField,
+    /// A field has the wrong JSON type (or a string that is not the expected form).
+    BadType,
+    /// A number outside its allowed range (zero or negative timestamp, projectId 0, …).
+    OutOfRange,
+}
+
+impl RejectReason {
+    /// Every reason, for metrics that must show zero counts from the start.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::Empty,
+        RejectReason::TooLarge,
+        RejectReason::InvalidJson,
+        RejectReason::NotAnEvent,
+        RejectReason::MissingField,
+        RejectReason::BadType,
+        RejectReason::OutOfRange,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::Empty => "empty",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::NotAnEvent => "not_an_event",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadType => "bad_type",
+            RejectReason::OutOfRange => "out_of_range",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One rejected message (`element == None`) or batch element (`Some(position)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection<'a> {
+    pub reason: RejectReason,
+    pub detail: String,
+    pub element: Option<usize>,
+    /// The raw bytes that were rejected: the whole message, or the element's JSON.
+    pub payload: &'a [u8],
+}
+
+/// The event types of the contract; anything else is [`EventKind::Other`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    SessionStart,
+    Page,
+    Click,
+    Input,
+    Error,
+    UserId,
+    SessionEnd,
+    Other,
+}
+
+impl EventKind {
+    pub fn from_type_name(name: &str) -> EventKind {
+        match name {
+            "session_start" => EventKind::SessionStart,
+            "page" => EventKind::Page,
+            "click" => EventKind::Click,
+            "input" => EventKind::Input,
+            "error" => EventKind::Error,
+            "user_id" => EventKind::UserId,
+            "session_end" => EventKind::SessionEnd,
+            _ => EventKind::Other,
+        }
+    }
+}
+
+/// The metadata a `session_start` event carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartMetadata<'a> {
+    /// Canonical lowercase hyphenated form.
+    pub user_uuid: String,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub user_os: Option<Cow<'a, str>>,
+    pub user_browser: Option<Cow<'a, str>>,
+    pub user_device: Option<Cow<'a, str>>,
+    pub user_country: Option<Cow<'a, str>>,
+}
+
+/// A valid tracker event, with only what the session row needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub project_id: u32,
+    pub session_id: u64,
+    pub index: u64,
+    /// Epoch milliseconds, > 0.
+    pub timestamp: i64,
+    pub kind: EventKind,
+    /// `userId` of a `user_id` event (required there) or a `session_start` (optional).
+    pub user_id: Option<Cow<'a, str>>,
+    /// Present exactly when `kind == SessionStart` (boxed: one event in ~50 has it, and
+    /// an inline one would triple the size of every event the decoder moves around).
+    pub start: Option<Box<StartMetadata<'a>>>,
+}
+
+/// What one message decodes to.
+#[derive(Debug, Default)]
+pub struct DecodedMessage<'a> {
+    pub events: Vec<Event<'a>>,
+    pub rejections: Vec<Rejection<'a>>,
+}
+
+/// Decodes one Kafka message value into events and rejections (see the module docs).
+pub fn decode_message(bytes: &[u8]) -> DecodedMessage<'_> {
+    let mut decoded = DecodedMessage::default();
+    decode_message_into(bytes, &mut decoded);
+    decoded
+}
+
+/// [`decode_message`] into a reusable buffer (cleared first), for the hot path.
+pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
+    out.events.clear();
+    out.rejections.clear();
+    let whole = |reason, detail: String| Rejection {
+        reason,
+        detail,
+        element: None,
+        payload: bytes,
+    };
+    if bytes.is_empty() {
+        out.rejections
+            .push(whole(RejectReason::Empty, "the message is empty".into()));
+        return;
+    }
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        out.rejections.push(whole(
+            RejectReason::TooLarge,
+            format!(
+                "the message has {} bytes, more than the limit of {MAX_MESSAGE_BYTES}",
+                bytes.len()
+            ),
+        ));
+        return;
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let mut bad_elements: Vec<(usize, FieldError)> = Vec::new();
+    let seed = MessageSeed {
+        events: &mut out.events,
+        bad_elements: &mut bad_elements,
+    };
+    let shape = match seed
+        .deserialize(&mut deserializer)
+        .and_then(|shape| deserializer.end().map(|()| shape))
+    {
+        Ok(shape) => shape,
+        Err(error) => {
+            out.events.clear();
+            out.rejections.push(whole(
+                RejectReason::InvalidJson,
+                format!("not valid JSON: {error}"),
+            ));
+            return;
+        }
+    };
+    match shape {
+        MessageShape::NotAnEvent(found) => out.rejections.push(whole(
+            RejectReason::NotAnEvent,
+            format!(
+                "expected an event object or an array of events, found {}",
+                found.describe()
+            ),
+        )),
+        MessageShape::Single => {
+            if let Some((_, error)) = bad_elements.pop() {
+                out.rejections.push(whole(error.reason, error.detail));
+            }
+        }
+        MessageShape::Batch => {
+            if bad_elements.is_empty() {
+                return;
+            }
+            // Rare path: cut each bad element's own bytes out of the batch.
+            let raw_elements: Vec<&RawValue> = serde_json::from_slice(bytes).unwrap_or_default();
+            for (position, error) in bad_elements {
+                let payload = raw_elements
+                    .get(position)
+                    .map(|raw| raw.get().as_bytes())
+                    .unwrap_or(bytes);
+                out.rejections.push(Rejection {
+                    reason: error.reason,
+                    detail: format!("batch element {position}: {}", error.detail),
+                    element: Some(position),
+                    payload,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+use super::*;
+
+const UUID: &str = "15bd70f6-aedf-4544-8ae6-57eb66398e94";
+
+fn start_json() -> String {
+    format!(
+        r#"{{"projectId":1,"sessionId":"4813018042986240","index":0,"timestamp":1623440822825,
+        "type":"session_start","userUuid":"{UUID}","userAgent":"UA","userCountry":"in","extra":{{"a":[1,2]}}}}"#
+    )
+}
+
+fn single_rejection(bytes: &[u8]) -> (RejectReason, String) {
+    let decoded = decode_message(bytes);
+    assert!(decoded.events.is_empty(), "{:?}", decoded.events);
+    assert_eq!(decoded.rejections.len(), 1, "{:?}", decoded.rejections);
+    let rejection = &decoded.rejections[0];
+    assert_eq!(rejection.payload, bytes);
+    (rejection.reason, rejection.detail.clone())
+}
+
+#[test]
+fn decodes_a_session_start() {
+    let json = start_json();
+    let decoded = decode_message(json.as_bytes());
+    assert!(decoded.rejections.is_empty());
+    let event = &decoded.events[0];
+    assert_eq!(event.project_id, 1);
+    assert_eq!(event.session_id, 4813018042986240);
+    assert_eq!(event.kind, EventKind::SessionStart);
+    let start = event.start.as_ref().unwrap();
+    assert_eq!(start.user_uuid, UUID);
+    assert_eq!(start.user_agent.as_deref(), Some("UA"));
+    assert!(matches!(start.user_agent, Some(Cow::Borrowed(_))));
+    assert_eq!(start.user_country.as_deref(), Some("in"));
+    assert_eq!(start.user_os, None);
+}
+
+#[test]
+fn session_id_may_be_an_integer_and_unknown_types_are_other() {
+    let decoded = decode_message(
+        br#"{"projectId":7,"sessionId":42,"index":3,"timestamp":5,"type":"mouse_move","userId":"x"}"#,
+    );
+    assert_eq!(decoded.events[0].session_id, 42);
+    assert_eq!(decoded.events[0].kind, EventKind::Other);
+    assert_eq!(decoded.events[0].user_id, None);
+}
+
+#[test]
+fn fields_a_type_does_not_list_are_ignored_whatever_their_type() {
+    let decoded = decode_message(
+        br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"page","userId":7,"userAgent":[1],"userUuid":false}"#,
+    );
+    assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
+    assert_eq!(decoded.events[0].user_id, None);
+}
+
+#[test]
+fn escaped_strings_are_decoded() {
+    let decoded = decode_message(
+        br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"user_id","userId":"a\"b\u00e9"}"#,
+    );
+    assert_eq!(decoded.events[0].user_id.as_deref(), Some("a\"b\u{e9}"));
+}
+
+#[test]
+fn a_batch_keeps_good_elements_and_rejects_bad_ones_alone() {
+    let json = format!(
+        r#"[{}, {{"projectId":0,"sessionId":"1","index":0,"timestamp":5,"type":"page"}}, 5,
+           {{"projectId":1,"sessionId":"1","index":1,"timestamp":6,"type":"page"}}]"#,
+        start_json()
+    );
+    let decoded = decode_message(json.as_bytes());
+    assert_eq!(decoded.events.len(), 2);
+    assert_eq!(decoded.rejections.len(), 2);
+    assert_eq!(decoded.rejections[0].reason, RejectReason::OutOfRange);
+    assert_eq!(decoded.rejections[0].element, Some(1));
+    assert_eq!(
+        decoded.rejections[0].payload,
+        br#"{"projectId":0,"sessionId":"1","index":0,"timestamp":5,"type":"page"}"#
+    );
+    assert_eq!(decoded.rejections[1].reason, RejectReason::NotAnEvent);
+    assert_eq!(decoded.rejections[1].payload, b"5");
+}
+
+#[test]
+fn an_empty_batch_is_valid_and_empty() {
+    let decoded = decode_message(b" [ ] ");
+    assert!(decoded.events.is_empty() && decoded.rejections.is_empty());
+}
+
+#[test]
+fn whole_message_rejections() {
+    assert_eq!(single_rejection(b"").0, RejectReason::Empty);
+    assert_eq!(single_rejection(b"{not json").0, RejectReason::InvalidJson);
+    assert_eq!(
+        single_rejection(b"{} trailing").0,
+        RejectReason::InvalidJson
+    );
+    assert_eq!(single_rejection(b"\xff\xfe").0, RejectReason::InvalidJson);
+    assert_eq!(single_rejection(b"null").0, RejectReason::NotAnEvent);
+    assert_eq!(single_rejection(b"\"x\"").0, RejectReason::NotAnEvent);
+    assert_eq!(single_rejection(b"12").0, RejectReason::NotAnEvent);
+    let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
+    assert_eq!(single_rejection(&big).0, RejectReason::TooLarge);
+}
+
+#[test]
+fn field_rejections_name_the_field() {
+    let base = r#""projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":"page""#;
+    let cases: &[(&str, RejectReason, &str)] = &[
+        (
+            r#"{"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::MissingField,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":1,"index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::MissingField,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","timestamp":5,"type":"page"}"#,
+            RejectReason::MissingField,
+            "index",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"type":"page"}"#,
+            RejectReason::MissingField,
+            "timestamp",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5}"#,
+            RejectReason::MissingField,
+            "type",
+        ),
+        (
+            r#"{"projectId":null,"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::MissingField,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":"1","sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::BadType,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":1.5,"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::BadType,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"x9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::BadType,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":[9],"index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::BadType,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":"0","timestamp":5,"type":"page"}"#,
+            RejectReason::BadType,
+            "index",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":"5","type":"page"}"#,
+            RejectReason::BadType,
+            "timestamp",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":7}"#,
+            RejectReason::BadType,
+            "type",
+        ),
+        (
+            r#"{"projectId":0,"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":4294967296,"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "projectId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"0","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":0,"index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"18446744073709551616","index":0,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "sessionId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":-1,"timestamp":5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "index",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":0,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "timestamp",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":-5,"type":"page"}"#,
+            RejectReason::OutOfRange,
+            "timestamp",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":"user_id"}"#,
+            RejectReason::MissingField,
+            "userId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":"user_id","userId":3}"#,
+            RejectReason::BadType,
+            "userId",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":"session_start"}"#,
+            RejectReason::MissingField,
+            "userUuid",
+        ),
+        (
+            r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":"session_start","userUuid":"nope"}"#,
+            RejectReason::BadType,
+            "userUuid",
+        ),
+    ];
+    for (json, reason, field) in cases {
+        let (got_reason, detail) = single_rejection(json.as_bytes());
+        assert_eq!(got_reason, *reason, "{json}: {detail}");
+        assert!(detail.contains(field), "{json}: {detail}");
+    }
+    assert!(decode_message(format!("{{{base}}}").as_bytes())
+        .rejections
+        .is_empty());
+}
+
+#[test]
+fn details_name_json_types_as_stored_in_the_dead_letter_table() {
+    let detail = |bytes: &[u8]| decode_message(bytes).rejections[0].detail.clone();
+    assert_eq!(
+        detail(b"true"),
+        "expected an event object or an array of events, found a boolean"
+    );
+    assert_eq!(
+        detail(b"null"),
+        "expected an event object or an array of events, found null"
+    );
+    assert_eq!(
+        detail(b"[[1]]"),
+        "batch element 0: expected an event object, found an array"
+    );
+    assert_eq!(
+        detail(br#"{"projectId":{},"sessionId":"9","index":0,"timestamp":5,"type":"page"}"#),
+        "projectId must be an integer, found an object"
+    );
+    assert_eq!(
+        detail(br#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":1.5}"#),
+        "type must be a string, found a number"
+    );
+}
