@@ -55,11 +55,11 @@ use tokio::time::{sleep_until, Instant};
 use tracing::instrument;
 
 use crate::aggregator::Aggregator;
-use crate::kafka::KafkaConsumer;
+use crate::kafka::{self, KafkaConsumer};
 use crate::metrics::IngestMetrics;
 use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
-use crate::sink::{unix_seconds, RejectedRecord, Sink, SinkError};
+use crate::sink::{RejectedRecord, Sink, SinkError};
 
 /// How often idle sessions are evicted and lag is measured.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
@@ -77,12 +77,6 @@ pub struct Worker {
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
-}
-
-enum Wake {
-    Shutdown,
-    Message,
-    Timer,
 }
 
 impl Worker {
@@ -125,20 +119,20 @@ impl Worker {
                 .map_or(next_housekeeping, |due| due.min(next_housekeeping));
             let consumer = Arc::clone(&self.consumer);
             let shutdown = self.shutdown.clone();
-            let wake = tokio::select! {
+            let stop = tokio::select! {
                 biased;
-                () = shutdown.wait() => Wake::Shutdown,
+                () = shutdown.wait() => true,
                 received = consumer.recv() => {
                     self.forget_revoked();
                     match received {
                         Ok(message) => self.accept(&message),
                         Err(error) => tracing::warn!(%error, "kafka error"),
                     }
-                    Wake::Message
+                    false
                 }
-                _ = sleep_until(deadline) => Wake::Timer,
+                _ = sleep_until(deadline) => false,
             };
-            if matches!(wake, Wake::Shutdown) {
+            if stop {
                 break;
             }
             // A rebalance callback may have run inside a poll that returned no message.
@@ -198,16 +192,9 @@ impl Worker {
                 reason = rejection.reason.code(),
                 "rejected input"
             );
-            self.pending.reject(RejectedRecord {
-                topic: self.settings.kafka_topic.clone(),
-                partition,
-                offset,
-                element: rejection.element.map_or(-1, |position| position as i32),
-                reason: rejection.reason.code(),
-                detail: rejection.detail.clone(),
-                payload: RejectedRecord::truncate_payload(rejection.payload),
-                received_at: unix_seconds(),
-            });
+            let topic = self.settings.kafka_topic.clone();
+            let record = RejectedRecord::new(topic, partition, offset, rejection);
+            self.pending.reject(record);
         }
         let now = Instant::now();
         if self.aggregator.missing(&decoded.events).is_empty() {
@@ -378,35 +365,16 @@ impl Worker {
     }
 
     fn pause(&mut self) {
-        if self.pending.is_paused() {
-            return;
-        }
-        match self.consumer.assignment() {
-            Ok(assignment) => match self.consumer.pause(&assignment) {
-                Ok(()) => {
-                    self.pending.set_paused(true);
-                    tracing::warn!("paused fetching until clickhouse accepts writes again");
-                }
-                Err(error) => tracing::warn!(%error, "cannot pause partitions"),
-            },
-            Err(error) => tracing::warn!(%error, "cannot read the assignment"),
+        if !self.pending.is_paused() && kafka::set_fetching(&self.consumer, false) {
+            self.pending.set_paused(true);
+            tracing::warn!("paused fetching until clickhouse accepts writes again");
         }
     }
 
     fn resume_if_paused(&mut self) {
-        if !self.pending.is_paused() {
-            return;
-        }
-        match self
-            .consumer
-            .assignment()
-            .and_then(|assignment| self.consumer.resume(&assignment))
-        {
-            Ok(()) => {
-                self.pending.set_paused(false);
-                tracing::info!("clickhouse accepts writes again; resumed fetching");
-            }
-            Err(error) => tracing::warn!(%error, "cannot resume partitions"),
+        if self.pending.is_paused() && kafka::set_fetching(&self.consumer, true) {
+            self.pending.set_paused(false);
+            tracing::info!("clickhouse accepts writes again; resumed fetching");
         }
     }
 
@@ -438,32 +406,11 @@ impl Worker {
         self.metrics
             .session_memory_bytes
             .set(self.aggregator.memory_bytes() as i64);
-        self.measure_lag();
+        kafka::spawn_lag_measurement(
+            Arc::clone(&self.consumer),
+            self.settings.kafka_topic.clone(),
+            self.metrics.consumer_lag.clone(),
+        );
     }
 
-    /// Lag per partition from the high watermark (a blocking broker call, so it runs on
-    /// the blocking pool). The broker's answer is reported as is.
-    fn measure_lag(&self) {
-        let consumer = Arc::clone(&self.consumer);
-        let metrics = self.metrics.clone();
-        let topic = self.settings.kafka_topic.clone();
-        tokio::task::spawn_blocking(move || {
-            let Ok(positions) = consumer.position() else {
-                return;
-            };
-            for element in positions.elements() {
-                let Offset::Offset(position) = element.offset() else {
-                    continue;
-                };
-                if let Ok((_, high)) =
-                    consumer.fetch_watermarks(&topic, element.partition(), Duration::from_secs(1))
-                {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[&element.partition().to_string()])
-                        .set(high - position);
-                }
-            }
-        });
-    }
 }

@@ -7,7 +7,7 @@
 //! context during the poll that serves it, and taken by the loop before it writes or
 //! commits anything again ([`RebalanceContext::take_revoked`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -16,7 +16,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientContext;
+use prometheus::IntGaugeVec;
+use rdkafka::{ClientContext, Offset};
 
 use crate::settings::IngestSettings;
 
@@ -55,6 +56,43 @@ impl ConsumerContext for RebalanceContext {
 }
 
 pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
+
+/// Pauses (`fetching == false`) or resumes the whole current assignment; false, after
+/// logging why, when the consumer refused.
+pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
+    let changed = consumer.assignment().and_then(|assignment| {
+        if fetching {
+            consumer.resume(&assignment)
+        } else {
+            consumer.pause(&assignment)
+        }
+    });
+    if let Err(error) = &changed {
+        tracing::warn!(%error, fetching, "cannot change the fetch state of the assignment");
+    }
+    changed.is_ok()
+}
+
+/// Sets `lag` per partition from the high watermark, on the blocking pool (the broker
+/// calls block). The broker's answer is reported as is.
+pub fn spawn_lag_measurement(consumer: Arc<KafkaConsumer>, topic: String, lag: IntGaugeVec) {
+    tokio::task::spawn_blocking(move || {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        for element in positions.elements() {
+            let Offset::Offset(position) = element.offset() else {
+                continue;
+            };
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(&topic, element.partition(), Duration::from_secs(1))
+            {
+                lag.with_label_values(&[&element.partition().to_string()])
+                    .set(high - position);
+            }
+        }
+    });
+}
 
 /// A consumer of the settings' group, subscribed to the settings' topic.
 pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsumer> {

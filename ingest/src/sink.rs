@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clickhouse::RowWrite;
 use serde::{Deserialize, Serialize};
 use sessions_shared::clickhouse::{Row, Store, StoreError};
+use sessions_shared::event::Rejection;
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::useragent::AgentParser;
 use tracing::instrument;
@@ -101,6 +102,20 @@ pub struct RejectedRecord {
 }
 
 impl RejectedRecord {
+    /// The dead letter of one rejection of the message at `partition`/`offset`.
+    pub fn new(topic: String, partition: i32, offset: i64, rejection: &Rejection<'_>) -> Self {
+        RejectedRecord {
+            topic,
+            partition,
+            offset,
+            element: rejection.element.map_or(-1, |position| position as i32),
+            reason: rejection.reason.code(),
+            detail: rejection.detail.clone(),
+            payload: Self::truncate_payload(rejection.payload),
+            received_at: unix_seconds(),
+        }
+    }
+
     /// The payload as text, cut to [`MAX_DEAD_LETTER_PAYLOAD`] bytes (invalid UTF-8 is
     /// replaced, as ClickHouse `String` columns are read back as text by most tools).
     pub fn truncate_payload(payload: &[u8]) -> String {
