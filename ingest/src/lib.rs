@@ -3,11 +3,9 @@
 
 pub mod aggregator;
 pub mod consumer;
-pub mod kafka;
 pub mod metrics;
 pub mod settings;
 pub mod sink;
-pub mod workload;
 
 use std::time::Duration;
 

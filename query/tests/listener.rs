@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{session, Fixture};
-use sessions_shared::testing::clickhouse_engines;
+use sessions_testkit::clickhouse::clickhouse_engines;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A minimal HTTP/1.1 GET: `(status, lowercase head, body)`.

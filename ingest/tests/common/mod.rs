@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::Rng;
 use serde::Deserialize;
-use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
-use sessions_ingest::workload::PlannedMessage;
 use sessions_ingest::IngestSettings;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_shared::read_model::{StoredSession, ALL_LIVE_SESSIONS_SQL};
-use sessions_shared::testing::TestDatabase;
+use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::workload::PlannedMessage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -25,7 +25,9 @@ pub fn brokers() -> String {
 }
 
 pub fn legacy_url() -> String {
-    sessions_shared::testing::clickhouse_engines()[0].1.clone()
+    sessions_testkit::clickhouse::clickhouse_engines()[0]
+        .1
+        .clone()
 }
 
 /// A topic and a database of the test's own.
