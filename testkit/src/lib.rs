@@ -8,5 +8,6 @@
 //! crate is not published.
 
 pub mod clickhouse;
+pub mod http;
 pub mod kafka;
 pub mod workload;
