@@ -43,14 +43,10 @@ TOPIC=bench-ingest-$RUN_ID
 DATABASE=bench_ingest_$RUN_ID
 WORKER=bench-ingest-worker # name under $RUN_DIR (pid file), see lib.sh
 
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-json_get() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-ch() { curl -sf --max-time 30 "$CLICKHOUSE_URL/" --data-binary "$1"; }
+CH_MAX_TIME=30 # seconds per ClickHouse request (ch, lib.sh)
+
 # worker_metric NAME [LABELS]: a sample of the worker's /metrics (0 if absent).
-worker_metric() {
-    { curl -sf --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" || true; } |
-        awk -v name="$1${2:-}" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
-}
+worker_metric() { metric_sample "http://127.0.0.1:$METRICS_PORT/metrics" "$1${2:-}"; }
 ch_events() { # ch_events: "SelectQuery InsertQuery" counters of the server
     ch "SELECT sumIf(value, event = 'SelectQuery'), sumIf(value, event = 'InsertQuery') FROM system.events FORMAT TSV" |
         tr '\t' ' '

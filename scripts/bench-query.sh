@@ -42,8 +42,9 @@ PROJECT_KEY=benchQueryProject001
 BIN=$REPO/target/release
 SERVICE=bench-query-service # name under $RUN_DIR (pid file), see lib.sh
 
-json_get() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-ch() { curl -sfS --max-time 600 "$CLICKHOUSE_URL/" --data-binary "$1"; }
+# Loading and optimizing 10 M rows takes minutes.
+CH_MAX_TIME=600 # seconds per ClickHouse request (ch, lib.sh)
+
 urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 
 cleanup() {

@@ -55,8 +55,6 @@ export QUERY_ADDR="127.0.0.1:$QUERY_PORT"
 export INGEST_METRICS_ADDR="127.0.0.1:$INGEST_METRICS_PORT"
 export RUST_LOG=${RUST_LOG:-info}
 
-json_get() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 seconds_since() { python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1000:.1f}")' "$1" "$(now_ms)"; }
 
 tansu_bin() {
@@ -196,10 +194,7 @@ write_demo_env() {
 }
 
 # ingest_counter NAME: a counter of the worker's /metrics (0 if absent).
-ingest_counter() {
-    { curl -sf --max-time 2 "http://$INGEST_METRICS_ADDR/metrics" || true; } |
-        awk -v name="$1" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
-}
+ingest_counter() { metric_sample "http://$INGEST_METRICS_ADDR/metrics" "$1"; }
 
 up() {
     local t0 t_build t_start

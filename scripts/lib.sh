@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/services.sh and scripts/demo.sh. Source it; it
-# defines functions and variables only.
+# Helpers shared by the scripts (services.sh, test.sh, demo.sh, the benches).
+# Source it; it defines functions and variables only.
 #
 # Every process these scripts start is recorded in $RUN_DIR/<name>.pid, with
 # the pattern its command line must contain in $RUN_DIR/<name>.match. Stopping
@@ -103,6 +103,27 @@ ping_ok() {
     out=$(curl -sf --max-time 2 "$1" 2>/dev/null) || return 1
     [[ $out == Ok.* ]]
 }
+
+# metric_sample URL SERIES: the value of SERIES (`name` or `name{labels}`) on
+# the Prometheus page at URL; 0 if the series or the page is absent.
+metric_sample() {
+    { curl -sf --max-time 2 "$1" || true; } |
+        awk -v name="$2" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# ch SQL: runs SQL on ClickHouse's HTTP interface at $CLICKHOUSE_URL and prints
+# the result; gives up after $CH_MAX_TIME seconds (default 30).
+ch() {
+    curl -sfS --max-time "${CH_MAX_TIME:-30}" "$CLICKHOUSE_URL/" --data-binary "$1"
+}
+
+# json_get FIELD: FIELD of the JSON object on stdin.
+json_get() {
+    python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
+}
+
+# now_ms: the wall clock, epoch milliseconds.
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 
 # show_log FILE: the last lines of a log, on stderr.
 show_log() {

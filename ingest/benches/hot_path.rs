@@ -5,8 +5,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::de::IgnoredAny;
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::workload::Workload;
 use sessions_shared::event::decode_message;
+use sessions_testkit::workload::Workload;
 
 fn hot_path(c: &mut Criterion) {
     let messages = Workload::benchmark_events();

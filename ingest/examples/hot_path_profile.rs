@@ -11,8 +11,8 @@
 //! Instructions per event = total collected instructions / events printed.
 
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::workload::Workload;
 use sessions_shared::event::decode_message;
+use sessions_testkit::workload::Workload;
 
 fn main() {
     let passes: usize = std::env::args()

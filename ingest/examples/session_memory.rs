@@ -4,8 +4,8 @@
 //! resident-set growth. Run: `cargo run --release -p sessions-ingest --example session_memory`.
 
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::workload::{Workload, WorkloadConfig};
 use sessions_shared::event::decode_message;
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

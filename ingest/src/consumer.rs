@@ -412,5 +412,4 @@ impl Worker {
             self.metrics.consumer_lag.clone(),
         );
     }
-
 }

@@ -8,7 +8,6 @@ pub mod metrics;
 pub mod pending;
 pub mod settings;
 pub mod sink;
-pub mod workload;
 
 use std::time::Duration;
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
 use serde::Deserialize;
-use sessions_ingest::workload::{bad_messages, Workload, WorkloadConfig};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
+use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
 
 #[derive(Debug, Row, Deserialize)]
 struct DeadLetter {

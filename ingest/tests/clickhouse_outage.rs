@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn services(action: &str) {
     let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");

@@ -3,8 +3,8 @@
 //! contract (those JSON Schema can express) do not; the decoder agrees with it.
 
 use serde_json::Value;
-use sessions_ingest::workload::{bad_messages, Workload, WorkloadConfig};
 use sessions_shared::event::decode_message;
+use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
 
 fn validator() -> jsonschema::Validator {
     let schema: Value =

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{metric_value, session_ids_of_user, wait_for_sessions, Fixture, InProcessWorker};
-use sessions_ingest::workload::{Workload, WorkloadConfig};
-use sessions_shared::testing::clickhouse_engines;
+use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{wait_for_progress, wait_for_sessions, Fixture, InProcessWorker};
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_with_one_leaving_mid_stream() {

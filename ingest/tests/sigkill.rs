@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{live_sessions, wait_for_progress, wait_for_sessions, Fixture};
 use rand::Rng;
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 /// Kills the worker process if the test fails before it does.
 struct ChildGuard(std::process::Child);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{body_text, error_message, session, session_ids, Fixture};
-use sessions_shared::testing::clickhouse_engines;
+use sessions_testkit::clickhouse::clickhouse_engines;
 
 #[tokio::test]
 async fn each_bad_parameter_is_a_400_naming_it() {

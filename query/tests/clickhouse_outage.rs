@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{error_message, session, session_ids, Fixture};
-use sessions_shared::testing::clickhouse_engines;
+use sessions_testkit::clickhouse::clickhouse_engines;
 
 const LOCK_STALE_AFTER: Duration = Duration::from_secs(120);
 

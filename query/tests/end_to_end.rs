@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
-use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
-use sessions_ingest::workload::{Workload, WorkloadConfig};
 use sessions_shared::read_model::Session;
 use sessions_shared::tenancy::Tenancy;
-use sessions_shared::testing::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 use tokio::sync::watch;
 
 fn api_json(session: &Session) -> Value {

@@ -8,32 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{session, Fixture};
-use sessions_shared::testing::clickhouse_engines;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A minimal HTTP/1.1 GET: `(status, lowercase head, body)`.
-async fn http_get(
-    address: SocketAddr,
-    path: &str,
-    api_key: Option<&str>,
-) -> std::io::Result<(u16, String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let authorization = api_key
-        .map(|key| format!("Authorization: {key}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\n{authorization}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
-}
+use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::http::http_get;
 
 #[tokio::test]
 async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
@@ -57,31 +33,42 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
 
         // The auth cache loads right after start.
         let path = fixture.path("u", "limit=1");
+        let authorization = [("Authorization", fixture.api_key.as_str())];
         let started = Instant::now();
-        let (status, head, body) = loop {
-            let answer = http_get(address, &path, Some(&fixture.api_key))
-                .await
-                .unwrap();
-            if answer.0 != 503 || started.elapsed() > Duration::from_secs(5) {
+        let answer = loop {
+            let answer = http_get(address, &path, &authorization).await.unwrap();
+            if answer.status != 503 || started.elapsed() > Duration::from_secs(5) {
                 break answer;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert_eq!(status, 200, "{engine}: {body}");
+        assert_eq!(answer.status, 200, "{engine}: {}", answer.body);
         assert!(
-            head.contains("content-type: application/json"),
-            "{engine}: {head}"
+            answer
+                .header("content-type")
+                .is_some_and(|content_type| content_type.starts_with("application/json")),
+            "{engine}: {answer:?}"
         );
-        assert!(head.contains("link: </api/v1/"), "{engine}: {head}");
         assert!(
-            body.starts_with(r#"{"data":[{"projectId":"#),
-            "{engine}: {body}"
+            answer
+                .header("link")
+                .is_some_and(|link| link.starts_with("</api/v1/")),
+            "{engine}: {answer:?}"
         );
-        let (status, _, metrics) = http_get(address, "/metrics", None).await.unwrap();
-        assert_eq!(status, 200);
-        assert!(metrics.contains("query_requests_total"), "{metrics}");
+        assert!(
+            answer.body.starts_with(r#"{"data":[{"projectId":"#),
+            "{engine}: {}",
+            answer.body
+        );
+        let metrics = http_get(address, "/metrics", &[]).await.unwrap();
+        assert_eq!(metrics.status, 200);
+        assert!(
+            metrics.body.contains("query_requests_total"),
+            "{}",
+            metrics.body
+        );
         assert_eq!(
-            http_get(address, "/readyz", None).await.unwrap().0,
+            http_get(address, "/readyz", &[]).await.unwrap().status,
             200,
             "{engine}"
         );
@@ -93,7 +80,7 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
             .unwrap()
             .unwrap();
         assert!(
-            http_get(address, "/healthz", None).await.is_err(),
+            http_get(address, "/healthz", &[]).await.is_err(),
             "listener closed"
         );
         fixture.finish().await;
@@ -160,10 +147,13 @@ async fn the_binary_migrates_serves_and_stops_on_sigterm() {
         .unwrap();
     let started = Instant::now();
     let path = fixture.path("u", "");
+    let authorization = [("Authorization", fixture.api_key.as_str())];
     loop {
-        if let Ok((200, _, body)) = http_get(address, &path, Some(&fixture.api_key)).await {
-            assert_eq!(body, r#"{"data":[]}"#);
-            break;
+        if let Ok(answer) = http_get(address, &path, &authorization).await {
+            if answer.status == 200 {
+                assert_eq!(answer.body, r#"{"data":[]}"#);
+                break;
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{body_text, next_link, session, session_ids, Fixture};
 use sessions_shared::read_model::{Session, SessionRecord};
-use sessions_shared::testing::clickhouse_engines;
+use sessions_testkit::clickhouse::clickhouse_engines;
 
 #[tokio::test]
 async fn answers_the_seed_example_byte_for_byte() {

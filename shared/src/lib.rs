@@ -15,5 +15,4 @@ pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
-pub mod testing;
 pub mod useragent;

@@ -1,5 +1,5 @@
 //! Migrations, tenancy and `sessions-admin` against real ClickHouse: the 18.16 server
-//! and a current engine (see `sessions_shared::testing`).
+//! and a current engine (see `sessions_testkit::clickhouse`).
 
 use std::process::Command;
 
@@ -8,7 +8,7 @@ use serde_json::Value;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::migrations::{migrate, MIGRATIONS};
 use sessions_shared::tenancy::{hash_api_key, Tenancy};
-use sessions_shared::testing::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 #[derive(Row, Deserialize)]
 struct Version {

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::Rng;
 use serde::Deserialize;
-use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
-use sessions_ingest::workload::PlannedMessage;
 use sessions_ingest::IngestSettings;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_shared::read_model::{all_live_sessions_sql, Session};
-use sessions_shared::testing::TestDatabase;
+use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::http::http_get;
+use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::workload::PlannedMessage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -25,7 +26,9 @@ pub fn brokers() -> String {
 }
 
 pub fn legacy_url() -> String {
-    sessions_shared::testing::clickhouse_engines()[0].1.clone()
+    sessions_testkit::clickhouse::clickhouse_engines()[0]
+        .1
+        .clone()
 }
 
 /// A topic and a database of the test's own.
@@ -160,21 +163,11 @@ impl InProcessWorker {
 
     /// The worker's /metrics text.
     pub async fn metrics(&self) -> String {
-        http_get(self.metrics_addr, "/metrics").await
+        http_get(self.metrics_addr, "/metrics", &[])
+            .await
+            .expect("GET /metrics")
+            .body
     }
-}
-
-/// A tiny HTTP/1.0 GET (keeps the tests free of an HTTP client dependency).
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 /// The value of one sample line of a Prometheus text page (`name{labels} value`).

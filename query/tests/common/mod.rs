@@ -6,7 +6,7 @@
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
-use sessions_shared::testing::TestDatabase;
+use sessions_testkit::clickhouse::TestDatabase;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 

@@ -1,15 +1,14 @@
-//! Helpers for integration tests against real ClickHouse servers.
+//! ClickHouse for integration tests: the engines to test against, and a freshly
+//! migrated database of each test's own.
 //!
 //! Tests run against every engine the environment names: `CLICKHOUSE_URL` (the real
 //! ClickHouse 18.16 server, default `http://127.0.0.1:8123`) and `CLICKHOUSE_MODERN_URL`
-//! (a current engine through `shared/tools/chdb-http-shim.py`, default
-//! `http://127.0.0.1:8124`). Each test gets its own freshly migrated database, dropped
-//! by [`TestDatabase::drop_database`].
+//! (a current engine behind the chDB HTTP shim, default `http://127.0.0.1:8124`). Each
+//! test gets its own database, dropped by [`TestDatabase::drop_database`].
 
 use rand::Rng;
-
-use crate::clickhouse::{Store, StoreError};
-use crate::config::ClickHouseSettings;
+use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::config::ClickHouseSettings;
 
 /// `(engine name, HTTP URL)` of each ClickHouse engine to test against.
 pub fn clickhouse_engines() -> Vec<(&'static str, String)> {
@@ -32,7 +31,7 @@ impl TestDatabase {
         let name = format!("t_{label}_{suffix:08x}");
         let settings = ClickHouseSettings::new(url, name);
         let store = Store::new(&settings);
-        crate::migrations::migrate(&store).await?;
+        sessions_shared::migrations::migrate(&store).await?;
         Ok(TestDatabase { settings, store })
     }
 

@@ -1,5 +1,6 @@
-//! A seeded, realistic stream of tracker events (spec/events.md), with the rows the
-//! read model must end up holding, computed independently of the worker's code.
+//! A seeded, realistic stream of tracker events (as the event contract describes
+//! them), with the rows the read model must end up holding, computed independently of
+//! the worker's code.
 //!
 //! Used by the producer tool (demo traffic, benchmarks) and by the tests. Each session
 //! has a `session_start` (a few don't: their `startTs` is their smallest timestamp),
@@ -369,9 +370,9 @@ fn deliver(
     (messages, events_sent)
 }
 
-/// Messages of every kind of bad input in spec/events.md, with the reason each must be
-/// rejected with. Batch entries hold one good event (session `good_session_id`) and
-/// one bad one.
+/// Messages of every kind of bad input the event contract names, with the reason each
+/// must be rejected with. Batch entries hold one good event (session
+/// `good_session_id`) and one bad one.
 pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'static str)> {
     let good = |index: u64| {
         json!({"projectId": project_id, "sessionId": good_session_id.to_string(), "index": index,

@@ -1,11 +1,12 @@
 //! `sessions-producer`: publishes a seeded, realistic stream of tracker events
-//! (see `workload.rs`) for demos, tests and benchmarks. Prints a JSON summary.
+//! (see `sessions_testkit::workload`) for demos, tests and benchmarks. Prints a JSON
+//! summary. A load and demo tool: it lives in the test kit, beside the workload.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use sessions_ingest::kafka::{create_producer, create_topic, produce_all};
-use sessions_ingest::workload::{Workload, WorkloadConfig};
+use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[derive(Parser)]
 #[command(

@@ -1,0 +1,78 @@
+//! Small Kafka helpers shared by the producer tool and the tests: topic creation and a
+//! producer that waits for every delivery.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Creates `topic` with `partitions` partitions; an existing topic is fine.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new_topic], &options).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn create_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set("queue.buffering.max.messages", "1000000")
+        // Large enough to send the over-limit messages the bad-input tests need.
+        .set("message.max.bytes", "4194304");
+    Ok(config.create()?)
+}
+
+/// Sends `(key, payload)` messages and waits until the broker has every one.
+/// Messages are enqueued at once (`send_result`), so librdkafka batches them; a full
+/// local queue is waited out by draining deliveries.
+pub async fn produce_all<'a>(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: impl IntoIterator<Item = (Option<&'a str>, &'a [u8])>,
+) -> anyhow::Result<usize> {
+    let mut in_flight = Vec::new();
+    let mut sent = 0;
+    for (key, payload) in messages {
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    for delivery in in_flight.drain(..) {
+                        delivery.await?.map_err(|(error, _)| error)?;
+                    }
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+        sent += 1;
+    }
+    for delivery in in_flight {
+        delivery.await?.map_err(|(error, _)| error)?;
+    }
+    Ok(sent)
+}

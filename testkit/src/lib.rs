@@ -1,0 +1,13 @@
+//! `sessions-testkit`: test and load tooling for the sessions read model. It holds
+//! what the tests, benchmarks, examples and the `sessions-producer` load tool share:
+//! a seeded workload with its expected rows, Kafka producer helpers, a freshly
+//! migrated ClickHouse database per test, and a tiny HTTP GET.
+//!
+//! Never a dependency of the services: `sessions-ingest`, `sessions-query` and
+//! `sessions-shared` (with `sessions-admin`) take it as a dev-dependency only, and the
+//! crate is not published.
+
+pub mod clickhouse;
+pub mod http;
+pub mod kafka;
+pub mod workload;
