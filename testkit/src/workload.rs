@@ -381,7 +381,7 @@ pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'st
     let mut messages: Vec<(Vec<u8>, &'static str)> = vec![
         (b"".to_vec(), "empty"),
         (b"{not json".to_vec(), "invalid_json"),
-        (b"\xff\xfe\x00garbage".to_vec(), "invalid_json"),
+        (b"\xff\xfe\x00garbage".to_vec(), "invalid_utf8"),
         (b"null".to_vec(), "not_an_event"),
         (b"42".to_vec(), "not_an_event"),
         (b"\"page\"".to_vec(), "not_an_event"),

@@ -19,7 +19,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::validation::{EventFields, FieldError};
-use super::{Event, RejectReason};
+use super::{BadElements, Event, RejectReason};
 
 /// The types of JSON value, as rejection details name them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(super) enum MessageShape {
 /// Top level: an object (one event), an array (a batch), or anything else (rejected).
 pub(super) struct MessageSeed<'o, 'a> {
     pub(super) events: &'o mut Vec<Event<'a>>,
-    pub(super) bad_elements: &'o mut Vec<(usize, FieldError)>,
+    pub(super) bad_elements: &'o mut BadElements,
 }
 
 impl<'de, 'o> DeserializeSeed<'de> for MessageSeed<'o, 'de> {
@@ -80,7 +80,7 @@ impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<MessageShape, M::Error> {
         match EventFields::from_map(map)?.validate() {
             Ok(event) => self.events.push(event),
-            Err(error) => self.bad_elements.push((0, error)),
+            Err(error) => self.bad_elements.push(0, error),
         }
         Ok(MessageShape::Single)
     }
@@ -91,15 +91,15 @@ impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
             match element {
                 Element::Event(fields) => match fields.validate() {
                     Ok(event) => self.events.push(event),
-                    Err(error) => self.bad_elements.push((position, error)),
+                    Err(error) => self.bad_elements.push(position, error),
                 },
-                Element::NotAnObject(found) => self.bad_elements.push((
+                Element::NotAnObject(found) => self.bad_elements.push(
                     position,
                     FieldError::new(
                         RejectReason::NotAnEvent,
                         format!("expected an event object, found {}", found.describe()),
                     ),
-                )),
+                ),
             }
             position += 1;
         }

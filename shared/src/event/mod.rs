@@ -5,10 +5,15 @@
 //! [`Rejection`] per bad message or bad batch element, each with a stable reason code
 //! and a human-readable detail. A batch's good elements are kept when others are bad.
 //! The details are stored in the dead-letter table: their texts do not change.
+//! A message that is not UTF-8 is rejected once, as a whole (`invalid_utf8`). At most
+//! [`MAX_REJECTIONS_PER_MESSAGE`] rejections name batch elements; the rest are
+//! counted in one more `too_many_rejections` rejection.
 //!
-//! Cost: one pass of `serde_json` over the bytes with a hand-written visitor (no
-//! intermediate `serde_json::Value`); strings without escapes are borrowed, not copied.
-//! A second pass runs only when a batch holds a bad element, to cut out its raw bytes.
+//! Cost: a UTF-8 check, then one pass of `serde_json` over the bytes with a
+//! hand-written visitor (no intermediate `serde_json::Value`); strings without escapes
+//! are borrowed, not copied. A second pass runs only when a batch holds a bad element,
+//! to cut out the raw bytes of the (at most 100) elements it names. Memory is bounded
+//! by a small multiple of the message's size whatever it holds.
 //!
 //! Layers, one file each:
 //! - this file: the event types and [`decode_message`], which turns the outcome of the
@@ -26,14 +31,18 @@ mod validation;
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::DeserializeSeed;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use json_visitor::{MessageSeed, MessageShape};
 use validation::FieldError;
 
-/// Largest message accepted (spec: "At most 1 MiB").
+/// Largest message accepted (the event contract: "At most 1 MiB").
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Most batch elements one message may name in rejections (the operations contract);
+/// past that, one `too_many_rejections` rejection counts the rest.
+pub const MAX_REJECTIONS_PER_MESSAGE: usize = 100;
 
 /// Why a message or a batch element was rejected. The codes are stable: they label the
 /// `events_rejected_total` metric and fill `rejected_events.reason`.
@@ -43,7 +52,9 @@ pub enum RejectReason {
     Empty,
     /// Over [`MAX_MESSAGE_BYTES`].
     TooLarge,
-    /// Not UTF-8 JSON.
+    /// Not UTF-8.
+    InvalidUtf8,
+    /// UTF-8, but not JSON.
     InvalidJson,
     /// JSON, but not an event object or an array of them (`null`, a number, …).
     NotAnEvent,
@@ -53,29 +64,35 @@ pub enum RejectReason {
     BadType,
     /// A number outside its allowed range (zero or negative timestamp, projectId 0, …).
     OutOfRange,
+    /// The count of a batch's bad elements past [`MAX_REJECTIONS_PER_MESSAGE`].
+    TooManyRejections,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that must show zero counts from the start.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::Empty,
         RejectReason::TooLarge,
+        RejectReason::InvalidUtf8,
         RejectReason::InvalidJson,
         RejectReason::NotAnEvent,
         RejectReason::MissingField,
         RejectReason::BadType,
         RejectReason::OutOfRange,
+        RejectReason::TooManyRejections,
     ];
 
     pub fn code(self) -> &'static str {
         match self {
             RejectReason::Empty => "empty",
             RejectReason::TooLarge => "too_large",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
             RejectReason::InvalidJson => "invalid_json",
             RejectReason::NotAnEvent => "not_an_event",
             RejectReason::MissingField => "missing_field",
             RejectReason::BadType => "bad_type",
             RejectReason::OutOfRange => "out_of_range",
+            RejectReason::TooManyRejections => "too_many_rejections",
         }
     }
 }
@@ -191,8 +208,18 @@ pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
         ));
         return;
     }
+    if let Err(error) = std::str::from_utf8(bytes) {
+        out.rejections.push(whole(
+            RejectReason::InvalidUtf8,
+            format!(
+                "the message is not UTF-8: invalid byte at offset {}",
+                error.valid_up_to()
+            ),
+        ));
+        return;
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let mut bad_elements: Vec<(usize, FieldError)> = Vec::new();
+    let mut bad_elements = BadElements::default();
     let seed = MessageSeed {
         events: &mut out.events,
         bad_elements: &mut bad_elements,
@@ -220,28 +247,89 @@ pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
             ),
         )),
         MessageShape::Single => {
-            if let Some((_, error)) = bad_elements.pop() {
+            if let Some((_, error)) = bad_elements.kept.pop() {
                 out.rejections.push(whole(error.reason, error.detail));
             }
         }
         MessageShape::Batch => {
-            if bad_elements.is_empty() {
+            if bad_elements.kept.is_empty() {
                 return;
             }
-            // Rare path: cut each bad element's own bytes out of the batch.
-            let raw_elements: Vec<&RawValue> = serde_json::from_slice(bytes).unwrap_or_default();
-            for (position, error) in bad_elements {
-                let payload = raw_elements
-                    .get(position)
-                    .map(|raw| raw.get().as_bytes())
-                    .unwrap_or(bytes);
+            // Rare path: cut each named bad element's own bytes out of the batch. The
+            // bytes parsed as JSON once already, so they parse again.
+            let positions: Vec<usize> = bad_elements.kept.iter().map(|(p, _)| *p).collect();
+            let payloads = batch_elements(bytes, &positions).unwrap_or_default();
+            for (index, (position, error)) in bad_elements.kept.into_iter().enumerate() {
                 out.rejections.push(Rejection {
                     reason: error.reason,
                     detail: format!("batch element {position}: {}", error.detail),
                     element: Some(position),
-                    payload,
+                    payload: payloads.get(index).copied().unwrap_or(bytes),
                 });
+            }
+            if bad_elements.not_kept > 0 {
+                out.rejections.push(whole(
+                    RejectReason::TooManyRejections,
+                    format!(
+                        "{} more batch elements were rejected (only the first \
+                         {MAX_REJECTIONS_PER_MESSAGE} are listed)",
+                        bad_elements.not_kept
+                    ),
+                ));
             }
         }
     }
+}
+
+/// A batch's bad elements: the first [`MAX_REJECTIONS_PER_MESSAGE`], and a count of the
+/// rest (whose details are dropped at once, so a batch of bad elements costs no more
+/// memory than a batch of good ones).
+#[derive(Default)]
+struct BadElements {
+    kept: Vec<(usize, FieldError)>,
+    not_kept: usize,
+}
+
+impl BadElements {
+    fn push(&mut self, position: usize, error: FieldError) {
+        if self.kept.len() < MAX_REJECTIONS_PER_MESSAGE {
+            self.kept.push((position, error));
+        } else {
+            self.not_kept += 1;
+        }
+    }
+}
+
+/// The raw bytes of the batch elements at `positions` (ascending), in that order.
+fn batch_elements<'a>(batch: &'a [u8], positions: &[usize]) -> serde_json::Result<Vec<&'a [u8]>> {
+    struct Cutter<'p> {
+        positions: &'p [usize],
+    }
+    impl<'de> Visitor<'de> for Cutter<'_> {
+        type Value = Vec<&'de [u8]>;
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an array")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let mut cut = Vec::with_capacity(self.positions.len());
+            let mut wanted = self.positions.iter().peekable();
+            let mut position = 0;
+            while wanted.peek().is_some() {
+                if wanted.peek() == Some(&&position) {
+                    let Some(raw) = seq.next_element::<&'de RawValue>()? else {
+                        break;
+                    };
+                    cut.push(raw.get().as_bytes());
+                    wanted.next();
+                } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                position += 1;
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(cut)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(batch);
+    deserializer.deserialize_seq(Cutter { positions })
 }

@@ -96,7 +96,7 @@ fn whole_message_rejections() {
         single_rejection(b"{} trailing").0,
         RejectReason::InvalidJson
     );
-    assert_eq!(single_rejection(b"\xff\xfe").0, RejectReason::InvalidJson);
+    assert_eq!(single_rejection(b"\xff\xfe").0, RejectReason::InvalidUtf8);
     assert_eq!(single_rejection(b"null").0, RejectReason::NotAnEvent);
     assert_eq!(single_rejection(b"\"x\"").0, RejectReason::NotAnEvent);
     assert_eq!(single_rejection(b"12").0, RejectReason::NotAnEvent);
@@ -267,4 +267,68 @@ fn details_name_json_types_as_stored_in_the_dead_letter_table() {
         detail(br#"{"projectId":1,"sessionId":"9","index":0,"timestamp":5,"type":1.5}"#),
         "type must be a string, found a number"
     );
+}
+
+/// A batch of `count` elements, where `bad(position)` says which are bad (`{}`).
+fn batch_of(count: usize, bad: impl Fn(usize) -> bool) -> String {
+    let elements: Vec<String> = (0..count)
+        .map(|position| {
+            if bad(position) {
+                "{}".to_owned()
+            } else {
+                format!(
+                    r#"{{"projectId":1,"sessionId":"1","index":{position},"timestamp":5,"type":"page"}}"#
+                )
+            }
+        })
+        .collect();
+    format!("[{}]", elements.join(","))
+}
+
+#[test]
+fn invalid_utf8_anywhere_rejects_the_message_once_as_a_whole() {
+    // The 0xFF sits in a field the decoder would otherwise skip, inside a big batch.
+    let mut message = batch_of(1_000, |position| position == 3).into_bytes();
+    let bad = br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"page","x":"#;
+    let mut element = bad.to_vec();
+    element.extend_from_slice(b"\"\xff\"}");
+    message.splice(1..1, element.into_iter().chain([b',']));
+    let decoded = decode_message(&message);
+    assert!(decoded.events.is_empty());
+    assert_eq!(decoded.rejections.len(), 1);
+    assert_eq!(decoded.rejections[0].reason, RejectReason::InvalidUtf8);
+    assert_eq!(decoded.rejections[0].element, None);
+    assert!(decoded.rejections[0].detail.contains("offset"));
+}
+
+#[test]
+fn at_most_a_hundred_bad_elements_are_named_and_the_rest_counted() {
+    // ~0.9 MB: 300,000 elements, all but every 1000th bad.
+    let message = batch_of(300_000, |position| position % 1000 != 0);
+    assert!(message.len() < MAX_MESSAGE_BYTES);
+    let decoded = decode_message(message.as_bytes());
+    assert_eq!(decoded.events.len(), 300);
+    assert_eq!(decoded.rejections.len(), MAX_REJECTIONS_PER_MESSAGE + 1);
+    let named = &decoded.rejections[..MAX_REJECTIONS_PER_MESSAGE];
+    for (rejection, position) in named.iter().zip((0..).filter(|p| p % 1000 != 0)) {
+        assert_eq!(rejection.element, Some(position));
+        assert_eq!(rejection.payload, b"{}", "each names its own bytes only");
+    }
+    let summary = &decoded.rejections[MAX_REJECTIONS_PER_MESSAGE];
+    assert_eq!(summary.reason, RejectReason::TooManyRejections);
+    assert_eq!(summary.element, None);
+    assert!(
+        summary.detail.starts_with("299600 more batch elements"),
+        "{}",
+        summary.detail
+    );
+}
+
+#[test]
+fn bad_elements_at_the_end_of_a_batch_get_their_own_bytes() {
+    let message = batch_of(5, |position| position >= 3);
+    let decoded = decode_message(message.as_bytes());
+    let elements: Vec<Option<usize>> = decoded.rejections.iter().map(|r| r.element).collect();
+    assert_eq!(elements, [Some(3), Some(4)]);
+    assert!(decoded.rejections.iter().all(|r| r.payload == b"{}"));
 }
