@@ -12,13 +12,18 @@
 //!   tombstone; [`Aggregator::mark_flushed`] is called only once those rows are durable.
 //! - Only sessions with nothing unflushed are evicted, so evicting loses nothing: the
 //!   durable state is reloaded when a late event comes.
+//! - Idleness is measured on the worker's clock (when a session was last touched), never
+//!   on the clients' timestamps: one client's far-future or far-past clock changes
+//!   only its own session's row, never which other sessions stay in memory.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sessions_shared::event::Event;
 use sessions_shared::read_model::SessionKey;
 use sessions_shared::session::{Applied, SessionState};
+use tokio::time::Instant;
 
 /// What the worker persists per session (`session_state.state`, JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +41,8 @@ struct HeldSession {
     dirty: bool,
     /// Sequence number of the last batch that touched it (for LRU eviction).
     last_touched: u64,
+    /// When the worker last touched it (for idle eviction).
+    touched_at: Instant,
 }
 
 /// Counts of one [`Aggregator::apply`] call.
@@ -50,15 +57,25 @@ pub struct FlushItem<'a> {
     pub persisted: &'a PersistedSession,
 }
 
-#[derive(Default)]
 pub struct Aggregator {
     /// Boxed values: the map keeps up to ~2 slots per session (it doubles when 7/8
     /// full), so an inline ~150-byte session would pay for its slack slots too.
     sessions: HashMap<u64, Box<HeldSession>>,
     dirty_count: usize,
-    /// Largest event timestamp seen: the event-time clock for idle eviction.
-    watermark: i64,
     batch_sequence: u64,
+    /// The worker's time at the start of the current batch.
+    batch_started: Instant,
+}
+
+impl Default for Aggregator {
+    fn default() -> Self {
+        Aggregator {
+            sessions: HashMap::new(),
+            dirty_count: 0,
+            batch_sequence: 0,
+            batch_started: Instant::now(),
+        }
+    }
 }
 
 impl Aggregator {
@@ -110,14 +127,16 @@ impl Aggregator {
                 partition,
                 dirty: true,
                 last_touched: self.batch_sequence,
+                touched_at: self.batch_started,
             }),
         );
         self.dirty_count += 1;
     }
 
-    /// Starts a new batch (for LRU order).
-    pub fn begin_batch(&mut self) {
+    /// Starts a new batch at the worker's time `now` (for LRU order and idleness).
+    pub fn begin_batch(&mut self, now: Instant) {
         self.batch_sequence += 1;
+        self.batch_started = now;
     }
 
     /// Applies events read from `partition`. Events of sessions not held start a new
@@ -125,14 +144,15 @@ impl Aggregator {
     pub fn apply(&mut self, events: &[Event<'_>], partition: i32) -> ApplyCounts {
         let mut counts = ApplyCounts::default();
         for event in events {
-            self.watermark = self.watermark.max(event.timestamp);
             let sequence = self.batch_sequence;
+            let now = self.batch_started;
             let held = self.sessions.entry(event.session_id);
             let outcome = match held {
                 std::collections::hash_map::Entry::Occupied(mut occupied) => {
                     let held = occupied.get_mut();
                     held.partition = Some(partition);
                     held.last_touched = sequence;
+                    held.touched_at = now;
                     let outcome = held.persisted.state.apply(event);
                     if outcome == Applied::New && !held.dirty {
                         held.dirty = true;
@@ -149,6 +169,7 @@ impl Aggregator {
                         partition: Some(partition),
                         dirty: true,
                         last_touched: sequence,
+                        touched_at: now,
                     }));
                     self.dirty_count += 1;
                     Applied::New
@@ -198,14 +219,13 @@ impl Aggregator {
         before - self.sessions.len()
     }
 
-    /// Evicts unchanged sessions idle for longer than `idle_millis` of event time, then
-    /// the least recently touched unchanged ones while more than `max_sessions` are
-    /// held. Returns how many left memory.
-    pub fn evict(&mut self, idle_millis: i64, max_sessions: usize) -> usize {
+    /// Evicts unchanged sessions the worker has not touched for `idle` (as of `now`),
+    /// then the least recently touched unchanged ones while more than `max_sessions`
+    /// are held. Returns how many left memory.
+    pub fn evict(&mut self, now: Instant, idle: Duration, max_sessions: usize) -> usize {
         let before = self.sessions.len();
-        let idle_before = self.watermark.saturating_sub(idle_millis);
         self.sessions
-            .retain(|_, held| held.dirty || held.persisted.state.last_timestamp() >= idle_before);
+            .retain(|_, held| held.dirty || now.saturating_duration_since(held.touched_at) < idle);
         if self.sessions.len() > max_sessions {
             let mut clean: Vec<(u64, u64)> = self
                 .sessions
@@ -334,24 +354,60 @@ mod tests {
 
     #[test]
     fn eviction_keeps_changed_sessions_and_respects_the_cap() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
         let mut aggregator = Aggregator::new();
-        aggregator.begin_batch();
+        aggregator.begin_batch(start);
         aggregator.apply(&[event(1, 0, 1_000, EventKind::Page)], 0);
-        aggregator.begin_batch();
+        aggregator.begin_batch(start + 50 * second);
         aggregator.apply(&[event(2, 0, 50_000, EventKind::Page)], 0);
-        aggregator.begin_batch();
+        aggregator.begin_batch(start + 100 * second);
         aggregator.apply(&[event(3, 0, 100_000, EventKind::Page)], 0);
-        assert_eq!(aggregator.evict(10_000, 10), 0, "nothing flushed yet");
+        let now = start + 100 * second;
+        assert_eq!(
+            aggregator.evict(now, 10 * second, 10),
+            0,
+            "nothing flushed yet"
+        );
         aggregator.flush_batch();
         aggregator.mark_flushed();
-        assert_eq!(aggregator.evict(60_000, 10), 1, "session 1 idle for 99 s");
+        assert_eq!(
+            aggregator.evict(now, 60 * second, 10),
+            1,
+            "session 1 idle for 100 s"
+        );
         assert!(!aggregator.is_held(1));
         assert_eq!(
-            aggregator.evict(1_000_000, 1),
+            aggregator.evict(now, 1_000 * second, 1),
             1,
             "cap: least recently touched goes"
         );
         assert!(aggregator.is_held(3) && !aggregator.is_held(2));
+    }
+
+    /// Issue 9, item 5: one event ten years ahead used to move the idle clock for
+    /// everyone and evict every session at the next housekeeping.
+    #[test]
+    fn a_far_future_timestamp_evicts_nobody_else() {
+        let start = Instant::now();
+        let mut aggregator = Aggregator::new();
+        aggregator.begin_batch(start);
+        let sessions: Vec<Event<'static>> = (1..=200)
+            .map(|session| event(session, 0, 1_700_000_000_000, EventKind::Page))
+            .collect();
+        aggregator.apply(&sessions, 0);
+        let ten_years_ahead = 1_700_000_000_000 + 10 * 365 * 24 * 3_600_000;
+        aggregator.begin_batch(start + Duration::from_secs(5));
+        aggregator.apply(&[event(999, 0, ten_years_ahead, EventKind::Page)], 0);
+        aggregator.flush_batch();
+        aggregator.mark_flushed();
+        let idle = Duration::from_secs(1_800);
+        let evicted = aggregator.evict(start + Duration::from_secs(10), idle, 1_000_000);
+        assert_eq!(evicted, 0);
+        assert_eq!(aggregator.len(), 201);
+        // Idle by the worker's clock, they do leave.
+        let later = start + idle + Duration::from_secs(10);
+        assert_eq!(aggregator.evict(later, idle, 1_000_000), 201);
     }
 
     #[test]

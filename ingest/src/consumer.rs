@@ -115,7 +115,7 @@ impl Worker {
         loop {
             let deadline = self
                 .pending
-                .next_deadline(&self.flush_policy)
+                .next_deadline(&self.flush_policy, Instant::now())
                 .map_or(next_housekeeping, |due| due.min(next_housekeeping));
             let consumer = Arc::clone(&self.consumer);
             let shutdown = self.shutdown.clone();
@@ -159,8 +159,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Decodes one message and applies it, or parks it until its sessions are loaded.
+    /// Decodes one message and applies it, or parks it until its sessions are loaded;
+    /// queues it behind held-back messages if there are any (fetch order is kept).
     fn accept(&mut self, message: &BorrowedMessage<'_>) {
+        if self.pending.holds_back() {
+            self.pending.hold_back(message.detach());
+            return;
+        }
         self.process(
             message.partition(),
             message.offset(),
@@ -198,7 +203,7 @@ impl Worker {
         }
         let now = Instant::now();
         if self.aggregator.missing(&decoded.events).is_empty() {
-            self.aggregator.begin_batch();
+            self.aggregator.begin_batch(now);
             let counts = self.aggregator.apply(&decoded.events, partition);
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
@@ -241,7 +246,7 @@ impl Worker {
                 }
             }
         }
-        self.aggregator.begin_batch();
+        self.aggregator.begin_batch(Instant::now());
         for message in self.pending.take_parked() {
             let decoded = decode_message(message.payload().unwrap_or(&[]));
             let counts = self.aggregator.apply(&decoded.events, message.partition());
@@ -365,15 +370,15 @@ impl Worker {
     }
 
     fn pause(&mut self) {
-        if !self.pending.is_paused() && kafka::set_fetching(&self.consumer, false) {
-            self.pending.set_paused(true);
+        if !self.consumer.context().fetching_paused() {
+            kafka::set_fetching(&self.consumer, false);
             tracing::warn!("paused fetching until clickhouse accepts writes again");
         }
     }
 
     fn resume_if_paused(&mut self) {
-        if self.pending.is_paused() && kafka::set_fetching(&self.consumer, true) {
-            self.pending.set_paused(false);
+        if self.consumer.context().fetching_paused() {
+            kafka::set_fetching(&self.consumer, true);
             tracing::info!("clickhouse accepts writes again; resumed fetching");
         }
     }
@@ -396,7 +401,8 @@ impl Worker {
     fn housekeeping(&mut self) {
         // Only sessions with nothing unflushed leave memory (see the aggregator).
         let evicted = self.aggregator.evict(
-            self.settings.session_idle_timeout.as_millis() as i64,
+            Instant::now(),
+            self.settings.session_idle_timeout,
             self.settings.max_sessions_in_memory,
         );
         self.metrics.sessions_evicted.inc_by(evicted as u64);

@@ -6,7 +6,14 @@
 //! after the rows that include them are durable. A revocation is recorded in the
 //! context during the poll that serves it, and taken by the loop before it writes or
 //! commits anything again ([`RebalanceContext::take_revoked`]).
+//!
+//! Fetch state is reconciled on every assignment: librdkafka keeps a partition's pause
+//! flag across revoke and assign, so the context applies the worker's wish (fetch, or
+//! pause while writes fail) to each partition as it is assigned, and
+//! [`set_fetching`] applies it to the whole assignment. No partition stays paused
+//! after the cause is gone, and none assigned during an outage is fetched.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,16 +24,23 @@ use rdkafka::{ClientContext, Offset};
 
 use crate::settings::IngestSettings;
 
-/// Records partitions revoked by a rebalance, for the loop to forget.
+/// Records partitions revoked by a rebalance, for the loop to forget, and applies the
+/// worker's fetch state to partitions as they are assigned.
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    /// Whether the worker wants fetching paused (writes are failing).
+    fetching_paused: AtomicBool,
 }
 
 impl RebalanceContext {
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
+    }
+
+    pub fn fetching_paused(&self) -> bool {
+        self.fetching_paused.load(Ordering::SeqCst)
     }
 }
 
@@ -49,13 +63,37 @@ impl ConsumerContext for RebalanceContext {
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
     }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        let paused = self.fetching_paused();
+        let applied = if paused {
+            consumer.pause(assigned)
+        } else {
+            consumer.resume(assigned)
+        };
+        match applied {
+            Ok(()) if paused => tracing::info!("assigned partitions stay paused while writes fail"),
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(%error, paused, "cannot set the fetch state of assigned partitions")
+            }
+        }
+    }
 }
 
 pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
 
-/// Pauses (`fetching == false`) or resumes the whole current assignment; false, after
-/// logging why, when the consumer refused.
+/// Pauses (`fetching == false`) or resumes the whole current assignment, and every
+/// partition assigned from now on; false, after logging why, when the consumer refused
+/// (the wish still holds for later assignments).
 pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
+    consumer
+        .context()
+        .fetching_paused
+        .store(!fetching, Ordering::SeqCst);
     let changed = consumer.assignment().and_then(|assignment| {
         if fetching {
             consumer.resume(&assignment)

@@ -1,6 +1,8 @@
 //! What the worker has read but not yet made durable: per-partition offsets to commit,
 //! messages parked until their sessions are loaded, messages held back while writes
-//! fail, dead letters, and the counters that decide when a flush is due.
+//! fail, dead letters, and the counters that decide when a flush is due. (Whether
+//! fetching is paused is the consumer's state, reconciled on every assignment: see
+//! `kafka.rs`.)
 //!
 //! Pure bookkeeping, no I/O, so the loop's decisions are tested without Kafka or
 //! ClickHouse. Contract:
@@ -11,6 +13,10 @@
 //!   (offsets, parked and held-back messages, dead letters): after a revocation their
 //!   new owner replays from the last commit, so nothing of theirs may be written or
 //!   committed here;
+//! - messages are processed in the order they were fetched: once one is held back,
+//!   every later one is held back too ([`Pending::holds_back`]) until a flush succeeds
+//!   and they are processed in order, so no offset is committed past a message that
+//!   was not processed;
 //! - time is `tokio::time::Instant`, so the deadlines follow a paused test clock.
 
 use std::collections::HashMap;
@@ -46,8 +52,6 @@ pub struct Pending {
     rejected: Vec<RejectedRecord>,
     unflushed_since: Option<Instant>,
     unflushed_bytes: usize,
-    /// Whether the worker asked the consumer to stop fetching.
-    paused: bool,
 }
 
 impl Pending {
@@ -99,24 +103,34 @@ impl Pending {
         self.held_back.push(message);
     }
 
+    /// Whether messages are being held back: then a newly fetched one must queue
+    /// behind them, not be processed before them.
+    pub fn holds_back(&self) -> bool {
+        !self.held_back.is_empty()
+    }
+
     pub fn take_held_back(&mut self) -> Vec<OwnedMessage> {
         std::mem::take(&mut self.held_back)
     }
 
     /// Whether a flush is due, given how many sessions changed since the last one.
+    /// Held-back messages make it due at once: they wait for a successful flush.
     pub fn flush_due(&self, changed_sessions: usize, policy: &FlushPolicy, now: Instant) -> bool {
-        changed_sessions >= policy.max_sessions
+        self.holds_back()
+            || changed_sessions >= policy.max_sessions
             || self.unflushed_bytes >= policy.max_bytes
             || self
                 .unflushed_since
                 .is_some_and(|since| now >= since + policy.interval)
     }
 
-    /// The earliest instant at which a load or a flush falls due by time alone.
-    pub fn next_deadline(&self, policy: &FlushPolicy) -> Option<Instant> {
+    /// The earliest instant at which a load or a flush falls due by time alone (`now`
+    /// when held-back messages wait for a flush).
+    pub fn next_deadline(&self, policy: &FlushPolicy, now: Instant) -> Option<Instant> {
         let flush = self.unflushed_since.map(|since| since + policy.interval);
         let load = self.parked_since.map(|since| since + COLD_BATCH_DELAY);
-        flush.into_iter().chain(load).min()
+        let held_back = self.holds_back().then_some(now);
+        flush.into_iter().chain(load).chain(held_back).min()
     }
 
     /// Records that everything processed so far is durable: dead letters and the
@@ -151,16 +165,6 @@ impl Pending {
         if self.parked.is_empty() {
             self.parked_since = None;
         }
-        // A revoke resets fetch state; partitions assigned again start unpaused.
-        self.paused = false;
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused
-    }
-
-    pub fn set_paused(&mut self, paused: bool) {
-        self.paused = paused;
     }
 }
 
@@ -222,7 +226,6 @@ mod tests {
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
         }
-        pending.set_paused(true);
         pending.forget_partitions(&[1]);
         assert_eq!(pending.offsets_to_commit(), [(0, 4)]);
         assert!(pending.parked().iter().all(|m| m.partition() == 0));
@@ -232,7 +235,6 @@ mod tests {
         assert_eq!(held_back[0].partition(), 0);
         assert_eq!(pending.rejected().len(), 1);
         assert_eq!(pending.rejected()[0].partition, 0);
-        assert!(!pending.is_paused(), "a revocation resets the fetch state");
         pending.forget_partitions(&[0]);
         assert!(pending.parked().is_empty());
         assert!(
@@ -246,7 +248,7 @@ mod tests {
         let start = Instant::now();
         let mut pending = Pending::new();
         assert!(!pending.flush_due(0, &POLICY, start + Duration::from_secs(60)));
-        assert_eq!(pending.next_deadline(&POLICY), None);
+        assert_eq!(pending.next_deadline(&POLICY, start), None);
         pending.processed(0, 0, 100, start);
         assert!(!pending.flush_due(9, &POLICY, start));
         assert!(pending.flush_due(10, &POLICY, start), "changed sessions");
@@ -255,7 +257,7 @@ mod tests {
             "time"
         );
         assert_eq!(
-            pending.next_deadline(&POLICY),
+            pending.next_deadline(&POLICY, start),
             Some(start + POLICY.interval)
         );
         pending.processed(0, 1, 900, start);
@@ -277,7 +279,7 @@ mod tests {
         assert!(!pending.load_due(start));
         assert!(pending.load_due(start + COLD_BATCH_DELAY));
         assert_eq!(
-            pending.next_deadline(&POLICY),
+            pending.next_deadline(&POLICY, start),
             Some(start + COLD_BATCH_DELAY)
         );
         for offset in 1..COLD_BATCH_MESSAGES as i64 {
@@ -286,6 +288,38 @@ mod tests {
         assert!(pending.load_due(start), "a full cold batch loads at once");
         assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
         assert!(!pending.load_due(start + COLD_BATCH_DELAY));
+    }
+
+    /// Issue 9, item 6: a message fetched after one was held back (a partition assigned
+    /// during a load's backoff) must not be processed, and its offset committed, before
+    /// the held-back one.
+    #[test]
+    fn once_a_message_is_held_back_later_ones_queue_behind_it_and_a_flush_is_due() {
+        let now = Instant::now();
+        let mut pending = Pending::new();
+        pending.processed(2, 9, 1, now);
+        pending.flushed();
+        assert!(!pending.holds_back());
+        pending.hold_back(message(2, 10));
+        assert!(
+            pending.holds_back(),
+            "the loop must hold back offset 11 too"
+        );
+        pending.hold_back(message(2, 11));
+        assert!(pending.flush_due(0, &POLICY, now));
+        assert_eq!(pending.next_deadline(&POLICY, now), Some(now));
+        assert_eq!(
+            pending.offsets_to_commit(),
+            [(2, 10)],
+            "nothing past offset 9"
+        );
+        let order: Vec<i64> = pending
+            .take_held_back()
+            .iter()
+            .map(|m| m.offset())
+            .collect();
+        assert_eq!(order, [10, 11]);
+        assert!(!pending.holds_back());
     }
 
     #[test]
@@ -301,7 +335,7 @@ mod tests {
     async fn deadlines_follow_the_paused_test_clock() {
         let mut pending = Pending::new();
         pending.processed(0, 0, 1, Instant::now());
-        let deadline = pending.next_deadline(&POLICY).unwrap();
+        let deadline = pending.next_deadline(&POLICY, Instant::now()).unwrap();
         tokio::time::sleep_until(deadline).await;
         assert!(pending.flush_due(0, &POLICY, Instant::now()));
     }

@@ -40,7 +40,8 @@ pub struct IngestSettings {
     /// Flush once this many message bytes were read since the last flush.
     #[arg(long, env = "FLUSH_MAX_BYTES", default_value = "33554432")]
     pub flush_max_bytes: usize,
-    /// Sessions with no event for this long (event time) leave memory.
+    /// Sessions the worker has not touched for this long leave memory (the worker's
+    /// clock, not the clients' timestamps).
     #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECS", default_value = "1800", value_parser = parse_seconds)]
     pub session_idle_timeout: Duration,
     /// Most sessions held in memory (least recently used ones leave first).

@@ -34,7 +34,10 @@ fn every_generated_message_is_valid() {
 fn bad_inputs_are_invalid_and_rejected_by_the_decoder_too() {
     let validator = validator();
     for (payload, reason) in bad_messages(1, 99) {
-        if matches!(reason, "empty" | "invalid_utf8" | "invalid_json" | "too_large") {
+        if matches!(
+            reason,
+            "empty" | "invalid_utf8" | "invalid_json" | "too_large"
+        ) {
             continue; // not JSON values, or a size limit the schema cannot express
         }
         let value: Value = serde_json::from_slice(&payload).unwrap();

@@ -152,10 +152,6 @@ impl SessionState {
         self.applied.len()
     }
 
-    pub fn last_timestamp(&self) -> i64 {
-        self.max_timestamp
-    }
-
     pub fn start_ts(&self) -> i64 {
         self.start
             .as_ref()

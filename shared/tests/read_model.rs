@@ -42,7 +42,9 @@ struct NumberColumn {
 #[tokio::test]
 async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
     for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "read_model").await.expect(engine);
+        let db = TestDatabase::create(&url, "read_model")
+            .await
+            .expect(engine);
         let session = distinctive_session();
         let record = SessionRecord::live(&session, true, 9, 1_700_000_000);
         let mut insert = db
