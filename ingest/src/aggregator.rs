@@ -31,6 +31,88 @@ pub struct PersistedSession {
     pub state: SessionState,
     /// Every key the read model holds a row under for this session (live or not).
     pub written_keys: Vec<SessionKey>,
+    /// Old keys whose tombstone an earlier flush made durable, with no live row written
+    /// under them since: a flush does not tombstone them again. Only a flush that has
+    /// completed adds to it, so a state never claims a tombstone that is not durable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tombstoned_keys: Vec<SessionKey>,
+    /// How many of `written_keys` (a prefix) are durable in `session_keys`; the rest
+    /// are written there by the next flush. Not stored: a loaded session writes its
+    /// keys again (which also fills `session_keys` for states older than the table).
+    #[serde(skip)]
+    pub recorded_keys: usize,
+}
+
+impl PersistedSession {
+    pub fn new(state: SessionState) -> Self {
+        PersistedSession {
+            state,
+            written_keys: Vec::new(),
+            tombstoned_keys: Vec::new(),
+            recorded_keys: 0,
+        }
+    }
+
+    /// Keys to add to `session_keys` in this flush (before any row under them).
+    pub fn keys_to_record(&self) -> &[SessionKey] {
+        &self.written_keys[self.recorded_keys.min(self.written_keys.len())..]
+    }
+
+    /// The old keys this flush must tombstone: written before, not the current key, and
+    /// not tombstoned durably already.
+    pub fn keys_to_tombstone<'a>(
+        &'a self,
+        current: &'a SessionKey,
+    ) -> impl Iterator<Item = &'a SessionKey> + 'a {
+        self.written_keys
+            .iter()
+            .filter(move |key| *key != current && !self.tombstoned_keys.contains(key))
+    }
+
+    /// Records the current key among the written ones (a live row goes there now).
+    fn record_current_key(&mut self) {
+        let key = self.state.key();
+        self.tombstoned_keys.retain(|tombstoned| *tombstoned != key);
+        if !self.written_keys.contains(&key) {
+            self.written_keys.push(key);
+        }
+    }
+
+    /// After a durable flush: every written key is recorded, every old key durably
+    /// tombstoned.
+    fn record_flush_durable(&mut self) {
+        self.recorded_keys = self.written_keys.len();
+        let current = self.state.key();
+        self.tombstoned_keys = self
+            .written_keys
+            .iter()
+            .filter(|key| **key != current)
+            .cloned()
+            .collect();
+    }
+
+    /// Approximate bytes held, heap included.
+    pub fn memory_bytes(&self) -> usize {
+        let keys = |keys: &Vec<SessionKey>| {
+            keys.capacity() * std::mem::size_of::<SessionKey>()
+                + keys.iter().map(|key| key.user_id.capacity()).sum::<usize>()
+        };
+        std::mem::size_of::<Self>() - std::mem::size_of::<SessionState>()
+            + self.state.memory_bytes()
+            + keys(&self.written_keys)
+            + keys(&self.tombstoned_keys)
+    }
+
+    /// Adds keys found in `session_keys` that the stored state does not name (it lost
+    /// a merge to a tied state of a worker that had lost the partition): each may hold
+    /// a live row, so each is tombstoned by the next flush.
+    pub fn add_written_keys(&mut self, keys: impl IntoIterator<Item = SessionKey>) {
+        for key in keys {
+            if !self.written_keys.contains(&key) {
+                self.written_keys.push(key);
+            }
+        }
+    }
 }
 
 struct HeldSession {
@@ -162,10 +244,7 @@ impl Aggregator {
                 }
                 std::collections::hash_map::Entry::Vacant(vacant) => {
                     vacant.insert(Box::new(HeldSession {
-                        persisted: PersistedSession {
-                            state: SessionState::new(event),
-                            written_keys: Vec::new(),
-                        },
+                        persisted: PersistedSession::new(SessionState::new(event)),
                         partition: Some(partition),
                         dirty: true,
                         last_touched: sequence,
@@ -187,10 +266,7 @@ impl Aggregator {
     /// (so a state persisted from this flush names every key that may hold a row).
     pub fn flush_batch(&mut self) -> Vec<FlushItem<'_>> {
         for held in self.sessions.values_mut().filter(|held| held.dirty) {
-            let key = held.persisted.state.key();
-            if !held.persisted.written_keys.contains(&key) {
-                held.persisted.written_keys.push(key);
-            }
+            held.persisted.record_current_key();
         }
         self.sessions
             .values()
@@ -203,7 +279,8 @@ impl Aggregator {
 
     /// Records that every changed session's rows are durable.
     pub fn mark_flushed(&mut self) {
-        for held in self.sessions.values_mut() {
+        for held in self.sessions.values_mut().filter(|held| held.dirty) {
+            held.persisted.record_flush_durable();
             held.dirty = false;
         }
         self.dirty_count = 0;
@@ -252,12 +329,9 @@ impl Aggregator {
         self.sessions
             .values()
             .map(|held| {
-                let keys = &held.persisted.written_keys;
                 std::mem::size_of::<(u64, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
-                    - std::mem::size_of::<SessionState>()
-                    + held.persisted.state.memory_bytes()
-                    + keys.capacity() * std::mem::size_of::<SessionKey>()
-                    + keys.iter().map(|key| key.user_id.capacity()).sum::<usize>()
+                    - std::mem::size_of::<PersistedSession>()
+                    + held.persisted.memory_bytes()
             })
             .sum()
     }
@@ -330,14 +404,133 @@ mod tests {
         assert_eq!(keys, ["", "ann"]);
     }
 
+    fn user_event(session_id: u64, index: u64, user: &'static str) -> Event<'static> {
+        Event {
+            user_id: Some(Cow::Borrowed(user)),
+            ..event(session_id, index, 10 + index as i64, EventKind::UserId)
+        }
+    }
+
+    fn tombstoned_users(aggregator: &mut Aggregator) -> Vec<String> {
+        let batch = aggregator.flush_batch();
+        let persisted = batch[0].persisted;
+        let current = persisted.state.key();
+        persisted
+            .keys_to_tombstone(&current)
+            .map(|key| key.user_id.clone())
+            .collect()
+    }
+
+    /// Issue 9, item 7: a flush used to re-write a tombstone for every key the session
+    /// ever had; now each old key is tombstoned once, and again only if the session
+    /// came back to it in between.
+    #[test]
+    fn each_old_key_is_tombstoned_once_per_departure() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 10, EventKind::Page)], 0);
+        assert!(tombstoned_users(&mut aggregator).is_empty());
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 1, "ann")], 0);
+        assert_eq!(tombstoned_users(&mut aggregator), [""]);
+        aggregator.mark_flushed();
+        aggregator.apply(&[event(1, 2, 13, EventKind::Page)], 0);
+        assert!(tombstoned_users(&mut aggregator).is_empty(), "done already");
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 3, "bob")], 0);
+        assert_eq!(tombstoned_users(&mut aggregator), ["ann"]);
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 4, "ann")], 0);
+        assert_eq!(tombstoned_users(&mut aggregator), ["bob"]);
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 5, "cy")], 0);
+        assert_eq!(
+            tombstoned_users(&mut aggregator),
+            ["ann"],
+            "back and left again"
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_does_not_count_its_tombstones_as_durable() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 10, EventKind::Page)], 0);
+        aggregator.flush_batch();
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 1, "ann")], 0);
+        assert_eq!(tombstoned_users(&mut aggregator), [""]);
+        // The write failed (no mark_flushed): the retry tombstones again, and the state
+        // it persists does not claim the tombstone.
+        assert_eq!(tombstoned_users(&mut aggregator), [""]);
+        assert!(aggregator.flush_batch()[0]
+            .persisted
+            .tombstoned_keys
+            .is_empty());
+    }
+
+    /// Issue 9, item 8: a stored state can lose, in a merge, to a tied state of a
+    /// worker that had lost the partition and named fewer keys; the keys of
+    /// `session_keys` are added on load, and each is tombstoned.
+    #[test]
+    fn keys_found_in_the_key_table_are_tombstoned() {
+        let state = SessionState::new(&event(1, 0, 10, EventKind::Page));
+        let key = |user: &str| SessionKey {
+            project_id: 1,
+            user_id: user.into(),
+            start_ts: 10,
+        };
+        let mut loaded = PersistedSession::new(state);
+        loaded.written_keys = vec![key(""), key("ann")];
+        loaded.tombstoned_keys = vec![key("ann")];
+        loaded.add_written_keys([key(""), key("old"), key("ann")]);
+        let current = key("");
+        let to_tombstone: Vec<&str> = loaded
+            .keys_to_tombstone(&current)
+            .map(|k| k.user_id.as_str())
+            .collect();
+        assert_eq!(to_tombstone, ["old"]);
+        assert_eq!(
+            loaded.keys_to_record().len(),
+            3,
+            "a loaded session records all"
+        );
+    }
+
+    #[test]
+    fn a_key_is_recorded_once_a_flush_is_durable() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 10, EventKind::Page)], 0);
+        assert_eq!(
+            aggregator.flush_batch()[0].persisted.keys_to_record().len(),
+            1
+        );
+        assert_eq!(
+            aggregator.flush_batch()[0].persisted.keys_to_record().len(),
+            1,
+            "retry"
+        );
+        aggregator.mark_flushed();
+        aggregator.apply(&[event(1, 1, 11, EventKind::Page)], 0);
+        assert!(aggregator.flush_batch()[0]
+            .persisted
+            .keys_to_record()
+            .is_empty());
+        aggregator.mark_flushed();
+        aggregator.apply(&[user_event(1, 2, "ann")], 0);
+        let batch = aggregator.flush_batch();
+        let recorded: Vec<&str> = batch[0]
+            .persisted
+            .keys_to_record()
+            .iter()
+            .map(|k| k.user_id.as_str())
+            .collect();
+        assert_eq!(recorded, ["ann"]);
+    }
+
     #[test]
     fn loaded_sessions_are_rewritten_and_not_replaced() {
         let mut aggregator = Aggregator::new();
         let state = SessionState::new(&event(5, 0, 10, EventKind::Page));
-        let persisted = PersistedSession {
-            state,
-            written_keys: vec![],
-        };
+        let persisted = PersistedSession::new(state);
         assert_eq!(
             aggregator.missing(&[event(5, 1, 11, EventKind::Page)]),
             vec![5]

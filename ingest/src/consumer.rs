@@ -19,10 +19,12 @@
 //!    ReplacingMergeTree). Nothing is lost, because nothing is committed before it is
 //!    written; nothing is double counted, because replays are deduplicated by (2).
 //! 4. **Rows under stale keys are hidden, even across crashes.** When a session's key
-//!    (project, userId, startTs) changes, the flush tombstones every key the session
-//!    was ever written under. The state, which lists those keys, is written *before*
-//!    the rows (see [`crate::sink`]), and a session loaded from ClickHouse is always rewritten,
-//!    so a crash between the two writes is repaired by the replay that follows it.
+//!    (project, userId, startTs) changes, the next flush tombstones each old key once
+//!    (again only if the session came back to it). Every key is recorded in
+//!    `session_keys` and in the state *before* any row under it (see [`crate::sink`]),
+//!    a session loaded from ClickHouse is always rewritten, and a load tombstones the
+//!    union of both lists, so neither a crash between the writes nor a state that lost
+//!    a merge to a tied late write of a former owner leaves a stale key visible.
 //! 5. **One writer per session.** Messages are keyed by session id, so a session lives
 //!    in one partition, and a partition has one owner in the group. On revocation the
 //!    worker forgets the partition's sessions, pending offsets and dead letters without

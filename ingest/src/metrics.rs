@@ -81,7 +81,12 @@ impl IngestMetrics {
         registry
             .register(Box::new(rows_written.clone()))
             .expect("metric registered once");
-        for table in ["sessions", "session_state", "rejected_events"] {
+        for table in [
+            "sessions",
+            "session_state",
+            "session_keys",
+            "rejected_events",
+        ] {
             rows_written.with_label_values(&[table]);
         }
         let insert_duration = Histogram::with_opts(

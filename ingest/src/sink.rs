@@ -1,11 +1,15 @@
 //! ClickHouse writes and loads of the ingest worker, and what their failures mean.
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
-//! in ClickHouse, written in this order: (1) `session_state` (each changed session's
-//! state, naming every key it was ever written under), (2) `sessions` (a tombstone per
-//! old key and the live row), (3) `rejected_events`. The order matters for a crash in
-//! between: a state that names a key is always durable before a row under that key, so
-//! a restarted worker that reloads the state knows every key to tombstone. All writes
+//! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
+//! written under for the first time), (2) `session_state` (each changed session's
+//! state, naming every key it was ever written under), (3) `sessions` (a tombstone per
+//! old key not tombstoned yet, and the live row), (4) `rejected_events`. The order
+//! matters for a crash in between: a key is always durable in `session_keys` (and in
+//! the state) before a row under it, so a worker that loads the session knows every key
+//! to tombstone. [`Sink::load`] takes the union of both: a state can lose, in a merge,
+//! to a tied state of a worker that had lost the partition, `session_keys` never loses
+//! a key. All writes
 //! are idempotent (ReplacingMergeTree, versions that only grow), so retrying a flush,
 //! or replaying it after a crash, changes nothing.
 //!
@@ -14,13 +18,14 @@
 //! offset is committed, so the next start replays from the last commit and nothing is
 //! lost. Bad *input* never reaches here as an error: it is dead-lettered by the decoder.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickhouse::RowWrite;
 use serde::{Deserialize, Serialize};
 use sessions_shared::clickhouse::{Row, Store, StoreError};
 use sessions_shared::event::Rejection;
-use sessions_shared::read_model::{Session, SessionRecord};
+use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_shared::useragent::AgentParser;
 use tracing::instrument;
 
@@ -82,10 +87,27 @@ struct StateRecord<'a> {
     updated_at: u32,
 }
 
+#[derive(Row, Serialize)]
+struct KeyRecord<'a> {
+    session_id: u64,
+    project_id: u32,
+    user_id: &'a str,
+    start_ts: i64,
+    written_at: u32,
+}
+
 #[derive(Row, Deserialize)]
 struct LoadedState {
     session_id: u64,
     state: String,
+}
+
+#[derive(Row, Deserialize)]
+struct LoadedKey {
+    session_id: u64,
+    project_id: u32,
+    user_id: String,
+    start_ts: i64,
 }
 
 /// One rejected message or batch element, owned until its flush.
@@ -164,20 +186,43 @@ impl Sink {
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            let sql = format!(
+            let states_sql = format!(
                 "SELECT session_id, argMax(state, version) AS state FROM session_state \
                  WHERE session_id IN ({id_list}) GROUP BY session_id"
             );
+            let keys_sql = format!(
+                "SELECT DISTINCT session_id, project_id, user_id, start_ts FROM session_keys \
+                 WHERE session_id IN ({id_list})"
+            );
+            let client = self.store.client();
             let rows: Vec<LoadedState> = self
                 .store
-                .bounded(self.store.client().query(&sql).fetch_all())
+                .bounded(client.query(&states_sql).fetch_all())
                 .await?;
+            let keys: Vec<LoadedKey> = self
+                .store
+                .bounded(client.query(&keys_sql).fetch_all())
+                .await?;
+            let mut keys_by_session: HashMap<u64, Vec<SessionKey>> = HashMap::new();
+            for key in keys {
+                keys_by_session
+                    .entry(key.session_id)
+                    .or_default()
+                    .push(SessionKey {
+                        project_id: key.project_id,
+                        user_id: key.user_id,
+                        start_ts: key.start_ts,
+                    });
+            }
             for row in rows {
-                let persisted: PersistedSession =
+                let mut persisted: PersistedSession =
                     serde_json::from_str(&row.state).map_err(|error| SinkError::CorruptState {
                         session_id: row.session_id,
                         reason: error.to_string(),
                     })?;
+                if let Some(keys) = keys_by_session.remove(&row.session_id) {
+                    persisted.add_written_keys(keys);
+                }
                 loaded.push(persisted);
             }
         }
@@ -194,6 +239,25 @@ impl Sink {
         let started = Instant::now();
         let updated_at = unix_seconds();
         let parser = AgentParser::shared();
+
+        let key_records: Vec<KeyRecord<'_>> = items
+            .iter()
+            .flat_map(|item| {
+                let session_id = item.persisted.state.session_id;
+                item.persisted
+                    .keys_to_record()
+                    .iter()
+                    .map(move |key| KeyRecord {
+                        session_id,
+                        project_id: key.project_id,
+                        user_id: &key.user_id,
+                        start_ts: key.start_ts,
+                        written_at: updated_at,
+                    })
+            })
+            .collect();
+        self.insert_rows::<KeyRecord<'_>>("session_keys", &key_records)
+            .await?;
 
         let states: Vec<(u64, u64, String)> = items
             .iter()
@@ -221,12 +285,7 @@ impl Sink {
             let state = &item.persisted.state;
             let row = state.to_row(|agent| parser.derive(agent));
             let current_key = row.session.key();
-            for old_key in item
-                .persisted
-                .written_keys
-                .iter()
-                .filter(|key| **key != current_key)
-            {
+            for old_key in item.persisted.keys_to_tombstone(&current_key) {
                 tombstones.push((
                     Session::tombstone(state.session_id, old_key),
                     state.applied_events(),

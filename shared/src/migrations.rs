@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "003_rejected_events",
         sql: include_str!("../../schemas/003_rejected_events.sql"),
     },
+    Migration {
+        version: 4,
+        name: "004_session_keys",
+        sql: include_str!("../../schemas/004_session_keys.sql"),
+    },
 ];
 
 /// The statements of one migration, comments removed, `{database}` substituted.
