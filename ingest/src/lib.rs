@@ -5,6 +5,7 @@ pub mod aggregator;
 pub mod consumer;
 pub mod kafka;
 pub mod metrics;
+pub mod partitioner;
 pub mod pending;
 pub mod settings;
 pub mod sink;

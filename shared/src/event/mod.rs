@@ -9,8 +9,8 @@
 //! [`MAX_REJECTIONS_PER_MESSAGE`] rejections name batch elements; the rest are
 //! counted in one more `too_many_rejections` rejection.
 //!
-//! Cost: a UTF-8 check, then one pass of `serde_json` over the bytes with a
-//! hand-written visitor (no intermediate `serde_json::Value`); strings without escapes
+//! Cost: one UTF-8 check of the whole message (which spares the parser checking each
+//! string again), then one pass of `serde_json` over the text with a hand-written visitor (no intermediate `serde_json::Value`); strings without escapes
 //! are borrowed, not copied. A second pass runs only when a batch holds a bad element,
 //! to cut out the raw bytes of the (at most 100) elements it names. Memory is bounded
 //! by a small multiple of the message's size whatever it holds.
@@ -208,17 +208,22 @@ pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
         ));
         return;
     }
-    if let Err(error) = std::str::from_utf8(bytes) {
-        out.rejections.push(whole(
-            RejectReason::InvalidUtf8,
-            format!(
-                "the message is not UTF-8: invalid byte at offset {}",
-                error.valid_up_to()
-            ),
-        ));
-        return;
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    // One check of the whole message; the parser then reads text and does not check
+    // each string it borrows again.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            out.rejections.push(whole(
+                RejectReason::InvalidUtf8,
+                format!(
+                    "the message is not UTF-8: invalid byte at offset {}",
+                    error.valid_up_to()
+                ),
+            ));
+            return;
+        }
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut bad_elements = BadElements::default();
     let seed = MessageSeed {
         events: &mut out.events,
@@ -258,7 +263,7 @@ pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
             // Rare path: cut each named bad element's own bytes out of the batch. The
             // bytes parsed as JSON once already, so they parse again.
             let positions: Vec<usize> = bad_elements.kept.iter().map(|(p, _)| *p).collect();
-            let payloads = batch_elements(bytes, &positions).unwrap_or_default();
+            let payloads = batch_elements(text, &positions).unwrap_or_default();
             for (index, (position, error)) in bad_elements.kept.into_iter().enumerate() {
                 out.rejections.push(Rejection {
                     reason: error.reason,
@@ -301,7 +306,7 @@ impl BadElements {
 }
 
 /// The raw bytes of the batch elements at `positions` (ascending), in that order.
-fn batch_elements<'a>(batch: &'a [u8], positions: &[usize]) -> serde_json::Result<Vec<&'a [u8]>> {
+fn batch_elements<'a>(batch: &'a str, positions: &[usize]) -> serde_json::Result<Vec<&'a [u8]>> {
     struct Cutter<'p> {
         positions: &'p [usize],
     }
@@ -330,6 +335,6 @@ fn batch_elements<'a>(batch: &'a [u8], positions: &[usize]) -> serde_json::Resul
             Ok(cut)
         }
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(batch);
+    let mut deserializer = serde_json::Deserializer::from_str(batch);
     deserializer.deserialize_seq(Cutter { positions })
 }
