@@ -1,37 +1,5 @@
-//! The consumer loop: Kafka messages in, exact session rows out.
-//!
-//! # Why every event counts exactly once
-//!
-//! 1. **A session's state is a function of the set of its distinct events.**
-//!    `SessionState` (`sessions_shared::session`) picks by `index` or folds order-free, and
-//!    drops an index it has already applied. Order, batching and repetition (a
-//!    producer's duplicate, a redelivery) cannot change it.
-//! 2. **The state carries its own deduplication.** The durable state of a session
-//!    (`session_state`) holds the set of applied indexes. Any worker that takes a
-//!    session over (after a restart, a rebalance, an eviction) loads that state before
-//!    applying anything to it ([`Aggregator::missing`] → [`Sink::load`]), so an event
-//!    already counted in the durable state is recognised as a duplicate.
-//! 3. **Offsets are committed only after the rows that include them are durable.**
-//!    A flush writes every session changed since the last flush and every dead letter,
-//!    then commits, per partition, the offset after the last message processed. A
-//!    crash before the commit replays from the last commit: by (2) and (1) the replay
-//!    rebuilds the same states and rewrites the same rows (idempotent: same versions,
-//!    ReplacingMergeTree). Nothing is lost, because nothing is committed before it is
-//!    written; nothing is double counted, because replays are deduplicated by (2).
-//! 4. **Rows under stale keys are hidden, even across crashes.** When a session's key
-//!    (project, userId, startTs) changes, the next flush tombstones each old key once
-//!    (again only if the session came back to it). Every key is recorded in
-//!    `session_keys` and in the state *before* any row under it (see [`crate::sink`]),
-//!    a session loaded from ClickHouse is always rewritten, and a load tombstones the
-//!    union of both lists, so neither a crash between the writes nor a state that lost
-//!    a merge to a tied late write of a former owner leaves a stale key visible.
-//! 5. **One writer per session.** Messages are keyed by session id, so a session lives
-//!    in one partition, and a partition has one owner in the group. On revocation the
-//!    worker forgets the partition's sessions, pending offsets and dead letters without
-//!    writing them (the new owner replays from the last commit); a flush that is being
-//!    retried is rebuilt from what is still held, so it never writes a revoked session.
-//!    Versions only grow along a partition's log, so a late write of an older state
-//!    never replaces a newer one.
+//! The consumer loop: Kafka messages in, exact session rows out. Why every event
+//! counts exactly once is argued in [`crate::exactly_once`]; this loop keeps it.
 //!
 //! # Back-pressure
 //!
@@ -44,24 +12,35 @@
 //! The loop only drives I/O; what is pending and when to flush is decided by
 //! [`Pending`], which has its own tests.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use sessions_shared::backoff::Backoff;
-use sessions_shared::event::decode_message;
+use sessions_shared::event::{decode_message, Event};
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::{sleep_until, Instant};
 use tracing::instrument;
 
 use crate::aggregator::Aggregator;
+use crate::forward::{Forwarder, Router};
 use crate::kafka::{self, KafkaConsumer};
 use crate::metrics::IngestMetrics;
 use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
 use crate::sink::{RejectedRecord, Sink, SinkError};
+
+/// Why the worker stopped before a clean shutdown (nothing was committed past the
+/// last durable flush, so the next owner replays what it had read).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("forwarding events to their home partitions failed: {0}")]
+    Forward(#[from] rdkafka::error::KafkaError),
+}
 
 /// How often idle sessions are evicted and lag is measured.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(5);
@@ -76,6 +55,9 @@ pub struct Worker {
     flush_policy: FlushPolicy,
     aggregator: Aggregator,
     pending: Pending,
+    forwarder: Forwarder,
+    /// The topic's partition count, from the broker's metadata (0 until known).
+    partition_count: Arc<AtomicU32>,
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
@@ -85,6 +67,7 @@ impl Worker {
     pub fn new(
         consumer: KafkaConsumer,
         sink: Sink,
+        forwarder: Forwarder,
         metrics: IngestMetrics,
         settings: IngestSettings,
         shutdown: Shutdown,
@@ -102,6 +85,8 @@ impl Worker {
             flush_policy,
             aggregator: Aggregator::new(),
             pending: Pending::new(),
+            forwarder,
+            partition_count: Arc::new(AtomicU32::new(0)),
             shutdown,
             shutdown_deadline: None,
         }
@@ -111,8 +96,23 @@ impl Worker {
         self.shutdown.is_requested()
     }
 
+    fn router(&self) -> Router {
+        Router {
+            partitioner: self.settings.kafka_partitioner,
+            partition_count: self.partition_count.load(Ordering::Relaxed),
+        }
+    }
+
     /// Runs until shutdown is signalled, then flushes, commits and leaves the group.
-    pub async fn run(mut self) -> Result<(), SinkError> {
+    pub async fn run(mut self) -> Result<(), WorkerError> {
+        let topic = self.settings.kafka_topic.clone();
+        let consumer = Arc::clone(&self.consumer);
+        let Some(count) = kafka::wait_for_partition_count(consumer, topic, &self.shutdown).await
+        else {
+            return Ok(()); // shutdown came first
+        };
+        self.partition_count.store(count, Ordering::Relaxed);
+        tracing::info!(partitions = count, partitioner = %self.settings.kafka_partitioner, "homes of sessions known");
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
         loop {
             let deadline = self
@@ -136,6 +136,9 @@ impl Worker {
             };
             if stop {
                 break;
+            }
+            if self.forwarder.has_queued() {
+                self.forwarder.send_queued().await?;
             }
             // A rebalance callback may have run inside a poll that returned no message.
             self.forget_revoked();
@@ -184,10 +187,14 @@ impl Worker {
         detach: impl FnOnce() -> OwnedMessage,
     ) {
         self.metrics.messages_consumed.inc();
-        let decoded = decode_message(payload);
+        let mut decoded = decode_message(payload);
         self.metrics
             .events_consumed
             .inc_by(decoded.events.len() as u64);
+        let events = std::mem::take(&mut decoded.events);
+        let (local, forwarded) = self.forwarder.keep_local(self.router(), events, partition);
+        decoded.events = local;
+        self.metrics.events_forwarded.inc_by(forwarded);
         for rejection in &decoded.rejections {
             self.metrics
                 .events_rejected
@@ -226,8 +233,7 @@ impl Worker {
         loop {
             let mut missing = Vec::new();
             for message in self.pending.parked() {
-                let decoded = decode_message(message.payload().unwrap_or(&[]));
-                missing.extend(self.aggregator.missing(&decoded.events));
+                missing.extend(self.aggregator.missing(&self.local_events(message)));
             }
             missing.sort_unstable();
             missing.dedup();
@@ -250,8 +256,8 @@ impl Worker {
         }
         self.aggregator.begin_batch(Instant::now());
         for message in self.pending.take_parked() {
-            let decoded = decode_message(message.payload().unwrap_or(&[]));
-            let counts = self.aggregator.apply(&decoded.events, message.partition());
+            let events = self.local_events(&message);
+            let counts = self.aggregator.apply(&events, message.partition());
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         }
@@ -260,7 +266,7 @@ impl Worker {
 
     /// Writes everything changed, then commits the processed offsets.
     #[instrument(skip_all, fields(sessions = self.aggregator.dirty_count()))]
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&mut self) -> Result<(), WorkerError> {
         self.resolve_parked().await?;
         let mut backoff = self.retry_backoff();
         loop {
@@ -282,10 +288,12 @@ impl Worker {
         }
         self.aggregator.mark_flushed();
         self.pending.flushed();
+        // Forwarded events must be durable at home before their carriers are committed.
+        self.forwarder.settle().await?;
         // Nothing is committed for a partition revoked while the flush was written.
         self.forget_revoked();
         self.commit();
-        self.resume_if_paused();
+        kafka::set_fetching(&self.consumer, true);
         for message in self.pending.take_held_back() {
             self.process(
                 message.partition(),
@@ -297,22 +305,20 @@ impl Worker {
         Ok(())
     }
 
+    /// The events of a parked message that are applied here (the others were queued
+    /// for their home partitions when it was first processed).
+    fn local_events<'m>(&self, message: &'m OwnedMessage) -> Vec<Event<'m>> {
+        let decoded = decode_message(message.payload().unwrap_or(&[]));
+        let partition = message.partition();
+        self.router().split(decoded.events, partition).0
+    }
+
     fn commit(&mut self) {
         let offsets = self.pending.offsets_to_commit();
         if offsets.is_empty() {
             return;
         }
-        let mut list = TopicPartitionList::new();
-        for (partition, next_offset) in offsets {
-            if let Err(error) = list.add_partition_offset(
-                &self.settings.kafka_topic,
-                partition,
-                Offset::Offset(next_offset),
-            ) {
-                tracing::error!(%error, partition, "cannot build the offset list");
-            }
-        }
-        match self.consumer.commit(&list, CommitMode::Sync) {
+        match kafka::commit(&self.consumer, &self.settings.kafka_topic, &offsets) {
             Ok(()) => self.pending.committed(),
             Err(error) => {
                 // Kept for the next commit; a crash now only means a replay.
@@ -343,7 +349,7 @@ impl Worker {
         }
         let delay = backoff.next_delay();
         tracing::warn!(%error, attempt = backoff.failures(), "clickhouse request failed while {doing}; retrying");
-        self.pause();
+        kafka::set_fetching(&self.consumer, false);
         let until = Instant::now() + delay;
         if self.shutting_down() && self.shutdown_deadline.is_none() {
             self.shutdown_deadline = Some(Instant::now() + self.settings.shutdown_grace);
@@ -371,20 +377,6 @@ impl Worker {
         Ok(())
     }
 
-    fn pause(&mut self) {
-        if !self.consumer.context().fetching_paused() {
-            kafka::set_fetching(&self.consumer, false);
-            tracing::warn!("paused fetching until clickhouse accepts writes again");
-        }
-    }
-
-    fn resume_if_paused(&mut self) {
-        if self.consumer.context().fetching_paused() {
-            kafka::set_fetching(&self.consumer, true);
-            tracing::info!("clickhouse accepts writes again; resumed fetching");
-        }
-    }
-
     /// Forgets what was read from partitions revoked by a rebalance (see contract 5).
     fn forget_revoked(&mut self) {
         let revoked = self.consumer.context().take_revoked();
@@ -393,6 +385,7 @@ impl Worker {
         }
         let dropped = self.aggregator.drop_partitions(&revoked);
         self.pending.forget_partitions(&revoked);
+        self.forwarder.forget_partitions(&revoked);
         tracing::info!(
             ?revoked,
             dropped_sessions = dropped,
@@ -414,10 +407,11 @@ impl Worker {
         self.metrics
             .session_memory_bytes
             .set(self.aggregator.memory_bytes() as i64);
-        kafka::spawn_lag_measurement(
+        kafka::spawn_topic_watch(
             Arc::clone(&self.consumer),
             self.settings.kafka_topic.clone(),
             self.metrics.consumer_lag.clone(),
+            Arc::clone(&self.partition_count),
         );
     }
 }

@@ -13,14 +13,18 @@
 //! [`set_fetching`] applies it to the whole assignment. No partition stays paused
 //! after the cause is gone, and none assigned during an outage is fetched.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntGaugeVec;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::{ClientContext, Offset};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sessions_shared::backoff::Backoff;
+use sessions_shared::shutdown::Shutdown;
 
 use crate::settings::IngestSettings;
 
@@ -86,14 +90,31 @@ impl ConsumerContext for RebalanceContext {
 
 pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
 
+/// Commits `(partition, next offset)` pairs of `topic`, synchronously.
+pub fn commit(consumer: &KafkaConsumer, topic: &str, offsets: &[(i32, i64)]) -> KafkaResult<()> {
+    let mut list = TopicPartitionList::new();
+    for (partition, next_offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*next_offset))?;
+    }
+    consumer.commit(&list, CommitMode::Sync)
+}
+
 /// Pauses (`fetching == false`) or resumes the whole current assignment, and every
-/// partition assigned from now on; false, after logging why, when the consumer refused
-/// (the wish still holds for later assignments).
+/// partition assigned from now on (the wish holds for later assignments even when the
+/// consumer refuses now); does nothing when that is already the wish.
 pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
-    consumer
+    let was_paused = consumer
         .context()
         .fetching_paused
-        .store(!fetching, Ordering::SeqCst);
+        .swap(!fetching, Ordering::SeqCst);
+    if was_paused != fetching {
+        return true;
+    }
+    if fetching {
+        tracing::info!("clickhouse accepts writes again; resuming fetching");
+    } else {
+        tracing::warn!("pausing fetching until clickhouse accepts writes again");
+    }
     let changed = consumer.assignment().and_then(|assignment| {
         if fetching {
             consumer.resume(&assignment)
@@ -107,10 +128,26 @@ pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
     changed.is_ok()
 }
 
-/// Sets `lag` per partition from the high watermark, on the blocking pool (the broker
-/// calls block). The broker's answer is reported as is.
-pub fn spawn_lag_measurement(consumer: Arc<KafkaConsumer>, topic: String, lag: IntGaugeVec) {
+/// On the blocking pool (the broker calls block): refreshes the topic's partition
+/// count, and sets `lag` per partition from the high watermark (the broker's answer
+/// is reported as is).
+pub fn spawn_topic_watch(
+    consumer: Arc<KafkaConsumer>,
+    topic: String,
+    lag: IntGaugeVec,
+    partition_count: Arc<AtomicU32>,
+) {
     tokio::task::spawn_blocking(move || {
+        if let Some(count) = self::partition_count(&consumer, &topic) {
+            let before = partition_count.swap(count, Ordering::Relaxed);
+            if before != count {
+                tracing::warn!(
+                    before,
+                    count,
+                    "the topic's partition count changed: sessions' homes move"
+                );
+            }
+        }
         let Ok(positions) = consumer.position() else {
             return;
         };
@@ -126,6 +163,49 @@ pub fn spawn_lag_measurement(consumer: Arc<KafkaConsumer>, topic: String, lag: I
             }
         }
     });
+}
+
+/// How many partitions `topic` has, from the broker's metadata (a blocking call);
+/// `None` while the topic does not exist.
+pub fn partition_count(consumer: &KafkaConsumer, topic: &str) -> Option<u32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|candidate| candidate.name() == topic)?
+        .partitions()
+        .len();
+    u32::try_from(partitions).ok().filter(|count| *count > 0)
+}
+
+/// The topic's partition count (needed to find each session's home), retried with
+/// backoff while the topic does not exist; `None` if shutdown comes first.
+pub async fn wait_for_partition_count(
+    consumer: Arc<KafkaConsumer>,
+    topic: String,
+    shutdown: &Shutdown,
+) -> Option<u32> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let (consumer_for_call, topic_for_call) = (Arc::clone(&consumer), topic.clone());
+        let count = tokio::task::spawn_blocking(move || {
+            partition_count(&consumer_for_call, &topic_for_call)
+        })
+        .await
+        .ok()
+        .flatten();
+        if count.is_some() {
+            return count;
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(%topic, retry_in_ms = delay.as_millis() as u64, "topic not found; waiting for it");
+        tokio::select! {
+            () = shutdown.clone().wait() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// A consumer of the settings' group, subscribed to the settings' topic.

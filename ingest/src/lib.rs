@@ -1,8 +1,10 @@
 //! `sessions-ingest`: a Kafka consumer-group worker that folds tracker events into one
-//! exact row per session in ClickHouse. See `consumer.rs` for the exactly-once argument.
+//! exact row per session in ClickHouse. [`exactly_once`] argues why every event counts once.
 
 pub mod aggregator;
 pub mod consumer;
+pub mod exactly_once;
+pub mod forward;
 pub mod kafka;
 pub mod metrics;
 pub mod partitioner;
@@ -54,8 +56,9 @@ pub async fn run(
 
     let consumer = kafka::create_consumer(&settings)?;
     let sink = sink::Sink::new(store, metrics.clone(), settings.insert_timeout);
+    let forwarder = forward::Forwarder::new(&settings)?;
     tracing::info!(topic = %settings.kafka_topic, group = %settings.kafka_group, "consuming");
-    let result = consumer::Worker::new(consumer, sink, metrics, settings, shutdown)
+    let result = consumer::Worker::new(consumer, sink, forwarder, metrics, settings, shutdown)
         .run()
         .await;
     http.abort();

@@ -13,6 +13,7 @@ pub struct IngestMetrics {
     pub events_consumed: IntCounter,
     pub events_applied: IntCounter,
     pub events_duplicate: IntCounter,
+    pub events_forwarded: IntCounter,
     pub events_rejected: IntCounterVec,
     pub rows_written: IntCounterVec,
     pub insert_duration: Histogram,
@@ -55,6 +56,10 @@ impl IngestMetrics {
         let events_duplicate = counter(
             "ingest_events_duplicate_total",
             "Events whose (sessionId, index) was already applied (redelivery or producer duplicate)",
+        );
+        let events_forwarded = counter(
+            "ingest_events_forwarded_total",
+            "Events forwarded to their session's home partition (mixed batches, keyless or mis-keyed messages)",
         );
         let events_rejected = IntCounterVec::new(
             Opts::new(
@@ -141,6 +146,7 @@ impl IngestMetrics {
             events_consumed,
             events_applied,
             events_duplicate,
+            events_forwarded,
             events_rejected,
             rows_written,
             insert_duration,

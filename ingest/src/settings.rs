@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use sessions_shared::config::{parse_positive_millis, parse_seconds, ClickHouseSettings};
 
+use crate::partitioner::Partitioner;
+
 #[derive(clap::Parser, Clone, Debug)]
 #[command(
     name = "sessions-ingest",
@@ -26,6 +28,10 @@ pub struct IngestSettings {
     pub kafka_heartbeat_interval_ms: u32,
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value = "300000")]
     pub kafka_max_poll_interval_ms: u32,
+    /// The producers' partitioner (librdkafka's name): decides each session's home
+    /// partition, where its events are applied; events arriving elsewhere are forwarded.
+    #[arg(long, env = "KAFKA_PARTITIONER", default_value = "murmur2_random")]
+    pub kafka_partitioner: Partitioner,
     #[command(flatten)]
     pub clickhouse: ClickHouseSettings,
     /// Address of /metrics, /healthz and /readyz.

@@ -26,10 +26,21 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
     Ok(())
 }
 
+/// The event contract's partitioner (the Java client's murmur2), librdkafka's name;
+/// the worker's `KAFKA_PARTITIONER` default. librdkafka's own default differs (CRC-32).
+pub const CONTRACT_PARTITIONER: &str = "murmur2_random";
+
+/// A producer partitioning keyed messages with [`CONTRACT_PARTITIONER`].
 pub fn create_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    create_producer_with(brokers, CONTRACT_PARTITIONER)
+}
+
+/// A producer with librdkafka's `partitioner` set to `partitioner`.
+pub fn create_producer_with(brokers: &str, partitioner: &str) -> anyhow::Result<FutureProducer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
+        .set("partitioner", partitioner)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .set("queue.buffering.max.messages", "1000000")

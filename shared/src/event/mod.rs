@@ -21,8 +21,10 @@
 //! - `json_visitor`: the serde visitors of that one pass, which read the fields an event
 //!   needs and skip everything else;
 //! - `validation`: the per-field checks that turn the fields read into an [`Event`] or
-//!   the reason and detail of its rejection.
+//!   the reason and detail of its rejection;
+//! - `encode`: the way back, an [`Event`] as JSON that decodes to the same event.
 
+mod encode;
 mod json_visitor;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub use encode::encode_batch;
 use json_visitor::{MessageSeed, MessageShape};
 use validation::FieldError;
 

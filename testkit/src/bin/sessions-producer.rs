@@ -5,7 +5,9 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::kafka::{
+    create_producer_with, create_topic, produce_all, CONTRACT_PARTITIONER,
+};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[derive(Parser)]
@@ -19,6 +21,10 @@ struct Args {
     brokers: String,
     #[arg(long, env = "KAFKA_TOPIC", default_value = "tracker-events")]
     topic: String,
+    /// How keyed messages are partitioned (librdkafka's name); the worker's
+    /// KAFKA_PARTITIONER must be the same.
+    #[arg(long, env = "KAFKA_PARTITIONER", default_value = CONTRACT_PARTITIONER)]
+    partitioner: String,
     /// Create the topic first (with --partitions) if it does not exist.
     #[arg(long)]
     create_topic: bool,
@@ -69,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     if args.create_topic {
         create_topic(&args.brokers, &args.topic, args.partitions).await?;
     }
-    let producer = create_producer(&args.brokers)?;
+    let producer = create_producer_with(&args.brokers, &args.partitioner)?;
     let started = Instant::now();
     let messages = workload
         .messages

@@ -1,0 +1,286 @@
+//! One writer per session, whatever the producers do: an event whose session's home
+//! partition is not the partition it arrived on (a batch mixing sessions, a keyless or
+//! mis-keyed message) is not applied here but forwarded, produced to the same topic
+//! keyed by its session id into the home partition, where the home's owner applies it
+//! like any other event. (Kafka Streams' repartitioning, done in place.)
+//!
+//! Contract:
+//! - [`Router::split`] keeps the events whose home is the arrival partition and groups
+//!   the others per session; the home is [`Partitioner::home_of`] with the topic's
+//!   partition count, so it must be the producers' partitioner (`KAFKA_PARTITIONER`);
+//! - [`Forwarder::settle`] returns only when every forwarded event is acknowledged by
+//!   the broker (`acks=all`), and the worker calls it before it commits the offset of
+//!   any message that carried one: an event is committed away from the partition it
+//!   arrived on only once it is durable in its home partition. A crash before that
+//!   replays the carrying message and forwards the event again; the home's owner drops
+//!   the copy as a duplicate `(sessionId, index)`;
+//! - a delivery that librdkafka gives up on (after its own retries, `message.timeout.ms`)
+//!   is an error that stops the worker without committing.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use sessions_shared::event::{encode_batch, Event};
+
+use crate::partitioner::Partitioner;
+use crate::settings::IngestSettings;
+
+/// Decides, per event, whether it is applied here or forwarded to its home.
+#[derive(Clone, Copy, Debug)]
+pub struct Router {
+    pub partitioner: Partitioner,
+    pub partition_count: u32,
+}
+
+/// The events of one session to forward to its home partition.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forward<'a> {
+    pub home: i32,
+    pub session_id: u64,
+    pub events: Vec<Event<'a>>,
+}
+
+impl Router {
+    /// Splits `events` (arrived on `partition`) into the ones applied here and the
+    /// ones to forward, grouped per session. Order within each is kept.
+    pub fn split<'a>(
+        &self,
+        events: Vec<Event<'a>>,
+        partition: i32,
+    ) -> (Vec<Event<'a>>, Vec<Forward<'a>>) {
+        let mut local = Vec::with_capacity(events.len());
+        let mut foreign: BTreeMap<u64, Forward<'a>> = BTreeMap::new();
+        // Consecutive events are usually of one session: hash each session id once.
+        let mut last: Option<(u64, i32)> = None;
+        for event in events {
+            let home = match last {
+                Some((session_id, home)) if session_id == event.session_id => home,
+                _ => {
+                    let home = self.home_of(event.session_id);
+                    last = Some((event.session_id, home));
+                    home
+                }
+            };
+            if home == partition {
+                local.push(event);
+            } else {
+                foreign
+                    .entry(event.session_id)
+                    .or_insert_with(|| Forward {
+                        home,
+                        session_id: event.session_id,
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push(event);
+            }
+        }
+        (local, foreign.into_values().collect())
+    }
+
+    /// Whether every event of `events` is at home on `partition` (no allocation).
+    pub fn all_local(&self, events: &[Event<'_>], partition: i32) -> bool {
+        let mut last: Option<u64> = None;
+        events.iter().all(|event| {
+            if last == Some(event.session_id) {
+                return true;
+            }
+            last = Some(event.session_id);
+            self.home_of(event.session_id) == partition
+        })
+    }
+
+    pub fn home_of(&self, session_id: u64) -> i32 {
+        self.partitioner.home_of(session_id, self.partition_count)
+    }
+}
+
+/// One session's events, encoded, waiting to be sent.
+struct Queued {
+    carried_on: i32,
+    home: i32,
+    key: String,
+    payload: Vec<u8>,
+}
+
+/// The producer of forwarded events, the forwards not sent yet and the deliveries
+/// not yet acknowledged.
+pub struct Forwarder {
+    producer: FutureProducer,
+    topic: String,
+    queued: Vec<Queued>,
+    /// `(partition the carrying message arrived on, delivery)`.
+    in_flight: Vec<(i32, DeliveryFuture)>,
+}
+
+impl Forwarder {
+    pub fn new(settings: &IngestSettings) -> anyhow::Result<Forwarder> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("client.id", "sessions-ingest-forwarder")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "60000")
+            .create()?;
+        Ok(Forwarder {
+            producer,
+            topic: settings.kafka_topic.clone(),
+            queued: Vec::new(),
+            in_flight: Vec::new(),
+        })
+    }
+
+    /// Keeps the events of `events` (arrived on `partition`) that are at home here and
+    /// queues the others for their homes; returns the kept ones and how many were
+    /// queued.
+    pub fn keep_local<'a>(
+        &mut self,
+        router: Router,
+        events: Vec<Event<'a>>,
+        partition: i32,
+    ) -> (Vec<Event<'a>>, u64) {
+        if router.all_local(&events, partition) {
+            return (events, 0);
+        }
+        let (local, foreign) = router.split(events, partition);
+        let mut forwarded = 0;
+        for forward in foreign {
+            forwarded += forward.events.len() as u64;
+            self.queue(partition, forward);
+        }
+        (local, forwarded)
+    }
+
+    /// Queues one session's events (of a message from partition `carried_on`) for its
+    /// home partition, keyed by its id; [`Forwarder::send_queued`] sends them.
+    pub fn queue(&mut self, carried_on: i32, forward: Forward<'_>) {
+        self.queued.push(Queued {
+            carried_on,
+            home: forward.home,
+            key: forward.session_id.to_string(),
+            payload: encode_batch(&forward.events),
+        });
+    }
+
+    /// Hands the queued forwards to the producer, waiting for earlier deliveries only
+    /// when its queue is full.
+    pub async fn send_queued(&mut self) -> Result<(), KafkaError> {
+        for queued in std::mem::take(&mut self.queued) {
+            loop {
+                let record = FutureRecord::to(&self.topic)
+                    .partition(queued.home)
+                    .key(&queued.key)
+                    .payload(&queued.payload);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        self.in_flight.push((queued.carried_on, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        self.await_deliveries().await?;
+                    }
+                    Err((error, _)) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued and waits until every forwarded event is acknowledged (see
+    /// the module contract).
+    pub async fn settle(&mut self) -> Result<(), KafkaError> {
+        self.send_queued().await?;
+        self.await_deliveries().await
+    }
+
+    async fn await_deliveries(&mut self) -> Result<(), KafkaError> {
+        for (_, delivery) in self.in_flight.drain(..) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(error),
+                Err(_cancelled) => {
+                    return Err(KafkaError::Canceled);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets deliveries of messages from revoked partitions: nothing will be
+    /// committed for them here (the events are delivered or not; either is fine, as
+    /// the new owner replays and forwards again).
+    pub fn forget_partitions(&mut self, partitions: &[i32]) {
+        self.queued
+            .retain(|queued| !partitions.contains(&queued.carried_on));
+        self.in_flight
+            .retain(|(carried_on, _)| !partitions.contains(carried_on));
+    }
+
+    /// Whether forwards wait to be sent.
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessions_shared::event::EventKind;
+
+    fn page(session_id: u64, index: u64) -> Event<'static> {
+        Event {
+            project_id: 1,
+            session_id,
+            index,
+            timestamp: 1,
+            kind: EventKind::Page,
+            user_id: None,
+            start: None,
+        }
+    }
+
+    #[test]
+    fn events_at_home_stay_and_the_others_are_grouped_per_session() {
+        let router = Router {
+            partitioner: Partitioner::Murmur2Random,
+            partition_count: 4,
+        };
+        let sessions: Vec<u64> = (1..=40).collect();
+        let here = router.home_of(sessions[0]);
+        let events: Vec<Event<'static>> = sessions
+            .iter()
+            .flat_map(|session| [page(*session, 0), page(*session, 1)])
+            .collect();
+        let (local, foreign) = router.split(events.clone(), here);
+        assert!(local.iter().all(|e| router.home_of(e.session_id) == here));
+        assert!(local.iter().any(|e| e.session_id == sessions[0]));
+        let forwarded: usize = foreign.iter().map(|f| f.events.len()).sum();
+        assert_eq!(local.len() + forwarded, events.len());
+        for forward in &foreign {
+            assert_ne!(forward.home, here);
+            assert_eq!(forward.home, router.home_of(forward.session_id));
+            let indexes: Vec<u64> = forward.events.iter().map(|e| e.index).collect();
+            assert_eq!(indexes, [0, 1], "order kept, one session per forward");
+            assert!(forward
+                .events
+                .iter()
+                .all(|e| e.session_id == forward.session_id));
+        }
+        assert!(!foreign.is_empty(), "40 sessions over 4 partitions");
+        assert!(router.all_local(&local, here));
+        assert!(!router.all_local(&events, here));
+    }
+
+    #[test]
+    fn with_one_partition_everything_is_local() {
+        let router = Router {
+            partitioner: Partitioner::Consistent,
+            partition_count: 1,
+        };
+        let (local, foreign) = router.split(vec![page(7, 0), page(8, 0)], 0);
+        assert_eq!(local.len(), 2);
+        assert!(foreign.is_empty());
+    }
+}
