@@ -125,6 +125,17 @@ struct HeldSession {
     last_touched: u64,
     /// When the worker last touched it (for idle eviction).
     touched_at: Instant,
+    /// Its bytes as last accounted in [`Aggregator::memory_bytes`].
+    bytes: usize,
+}
+
+impl HeldSession {
+    /// Approximate bytes held for this session: its map entry, its box, its state.
+    fn measure(&self) -> usize {
+        std::mem::size_of::<(u64, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
+            - std::mem::size_of::<PersistedSession>()
+            + self.persisted.memory_bytes()
+    }
 }
 
 /// Counts of one [`Aggregator::apply`] call.
@@ -144,6 +155,8 @@ pub struct Aggregator {
     /// full), so an inline ~150-byte session would pay for its slack slots too.
     sessions: HashMap<u64, Box<HeldSession>>,
     dirty_count: usize,
+    /// Sum of the held sessions' accounted bytes, kept as they change.
+    memory: usize,
     batch_sequence: u64,
     /// The worker's time at the start of the current batch.
     batch_started: Instant,
@@ -154,6 +167,7 @@ impl Default for Aggregator {
         Aggregator {
             sessions: HashMap::new(),
             dirty_count: 0,
+            memory: 0,
             batch_sequence: 0,
             batch_started: Instant::now(),
         }
@@ -202,16 +216,17 @@ impl Aggregator {
         if self.sessions.contains_key(&session_id) {
             return;
         }
-        self.sessions.insert(
-            session_id,
-            Box::new(HeldSession {
-                persisted,
-                partition,
-                dirty: true,
-                last_touched: self.batch_sequence,
-                touched_at: self.batch_started,
-            }),
-        );
+        let mut held = Box::new(HeldSession {
+            persisted,
+            partition,
+            dirty: true,
+            last_touched: self.batch_sequence,
+            touched_at: self.batch_started,
+            bytes: 0,
+        });
+        held.bytes = held.measure();
+        self.memory += held.bytes;
+        self.sessions.insert(session_id, held);
         self.dirty_count += 1;
     }
 
@@ -236,20 +251,28 @@ impl Aggregator {
                     held.last_touched = sequence;
                     held.touched_at = now;
                     let outcome = held.persisted.state.apply(event);
-                    if outcome == Applied::New && !held.dirty {
-                        held.dirty = true;
-                        self.dirty_count += 1;
+                    if outcome == Applied::New {
+                        if !held.dirty {
+                            held.dirty = true;
+                            self.dirty_count += 1;
+                        }
+                        let bytes = held.measure();
+                        self.memory = self.memory + bytes - held.bytes;
+                        held.bytes = bytes;
                     }
                     outcome
                 }
                 std::collections::hash_map::Entry::Vacant(vacant) => {
-                    vacant.insert(Box::new(HeldSession {
+                    let held = vacant.insert(Box::new(HeldSession {
                         persisted: PersistedSession::new(SessionState::new(event)),
                         partition: Some(partition),
                         dirty: true,
                         last_touched: sequence,
                         touched_at: now,
+                        bytes: 0,
                     }));
+                    held.bytes = held.measure();
+                    self.memory += held.bytes;
                     self.dirty_count += 1;
                     Applied::New
                 }
@@ -267,6 +290,9 @@ impl Aggregator {
     pub fn flush_batch(&mut self) -> Vec<FlushItem<'_>> {
         for held in self.sessions.values_mut().filter(|held| held.dirty) {
             held.persisted.record_current_key();
+            let bytes = held.measure();
+            self.memory = self.memory + bytes - held.bytes;
+            held.bytes = bytes;
         }
         self.sessions
             .values()
@@ -282,6 +308,9 @@ impl Aggregator {
         for held in self.sessions.values_mut().filter(|held| held.dirty) {
             held.persisted.record_flush_durable();
             held.dirty = false;
+            let bytes = held.measure();
+            self.memory = self.memory + bytes - held.bytes;
+            held.bytes = bytes;
         }
         self.dirty_count = 0;
     }
@@ -290,20 +319,19 @@ impl Aggregator {
     /// new owner reloads the durable state and replays what was not committed.
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.sessions.len();
-        self.sessions
-            .retain(|_, held| held.partition.is_none_or(|p| !partitions.contains(&p)));
+        self.retain(|held| held.partition.is_none_or(|p| !partitions.contains(&p)));
         self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
         before - self.sessions.len()
     }
 
     /// Evicts unchanged sessions the worker has not touched for `idle` (as of `now`),
-    /// then the least recently touched unchanged ones while more than `max_sessions`
-    /// are held. Returns how many left memory.
-    pub fn evict(&mut self, now: Instant, idle: Duration, max_sessions: usize) -> usize {
+    /// then the least recently touched unchanged ones while they hold more than
+    /// `byte_budget` bytes. Returns how many left memory. Changed sessions stay: when
+    /// they alone exceed the budget, the caller flushes (then they can leave).
+    pub fn evict(&mut self, now: Instant, idle: Duration, byte_budget: usize) -> usize {
         let before = self.sessions.len();
-        self.sessions
-            .retain(|_, held| held.dirty || now.saturating_duration_since(held.touched_at) < idle);
-        if self.sessions.len() > max_sessions {
+        self.retain(|held| held.dirty || now.saturating_duration_since(held.touched_at) < idle);
+        if self.memory > byte_budget {
             let mut clean: Vec<(u64, u64)> = self
                 .sessions
                 .iter()
@@ -311,12 +339,29 @@ impl Aggregator {
                 .map(|(id, held)| (held.last_touched, *id))
                 .collect();
             clean.sort_unstable();
-            let excess = self.sessions.len() - max_sessions;
-            for (_, id) in clean.into_iter().take(excess) {
-                self.sessions.remove(&id);
+            for (_, id) in clean {
+                if self.memory <= byte_budget {
+                    break;
+                }
+                if let Some(held) = self.sessions.remove(&id) {
+                    self.memory -= held.bytes;
+                }
             }
         }
         before - self.sessions.len()
+    }
+
+    /// Keeps the sessions `keep` says yes to, and the memory total right.
+    fn retain(&mut self, mut keep: impl FnMut(&HeldSession) -> bool) {
+        let mut released = 0;
+        self.sessions.retain(|_, held| {
+            let kept = keep(held);
+            if !kept {
+                released += held.bytes;
+            }
+            kept
+        });
+        self.memory -= released;
     }
 
     pub fn state(&self, session_id: u64) -> Option<&PersistedSession> {
@@ -324,16 +369,10 @@ impl Aggregator {
     }
 
     /// Approximate bytes held by the sessions: map entries, boxes, states and the keys
-    /// they were written under (not the map's empty slots nor the allocator's overhead).
+    /// they were written under (not the map's empty slots nor the allocator's
+    /// overhead). Kept as sessions change, so reading it costs nothing.
     pub fn memory_bytes(&self) -> usize {
-        self.sessions
-            .values()
-            .map(|held| {
-                std::mem::size_of::<(u64, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
-                    - std::mem::size_of::<PersistedSession>()
-                    + held.persisted.memory_bytes()
-            })
-            .sum()
+        self.memory
     }
 }
 
@@ -558,20 +597,20 @@ mod tests {
         aggregator.apply(&[event(3, 0, 100_000, EventKind::Page)], 0);
         let now = start + 100 * second;
         assert_eq!(
-            aggregator.evict(now, 10 * second, 10),
+            aggregator.evict(now, 10 * second, usize::MAX),
             0,
             "nothing flushed yet"
         );
         aggregator.flush_batch();
         aggregator.mark_flushed();
         assert_eq!(
-            aggregator.evict(now, 60 * second, 10),
+            aggregator.evict(now, 60 * second, usize::MAX),
             1,
             "session 1 idle for 100 s"
         );
         assert!(!aggregator.is_held(1));
         assert_eq!(
-            aggregator.evict(now, 1_000 * second, 1),
+            aggregator.evict(now, 1_000 * second, aggregator.memory_bytes() - 1),
             1,
             "cap: least recently touched goes"
         );
@@ -595,12 +634,70 @@ mod tests {
         aggregator.flush_batch();
         aggregator.mark_flushed();
         let idle = Duration::from_secs(1_800);
-        let evicted = aggregator.evict(start + Duration::from_secs(10), idle, 1_000_000);
+        let evicted = aggregator.evict(start + Duration::from_secs(10), idle, usize::MAX);
         assert_eq!(evicted, 0);
         assert_eq!(aggregator.len(), 201);
         // Idle by the worker's clock, they do leave.
         let later = start + idle + Duration::from_secs(10);
-        assert_eq!(aggregator.evict(later, idle, 1_000_000), 201);
+        assert_eq!(aggregator.evict(later, idle, usize::MAX), 201);
+        assert_eq!(aggregator.memory_bytes(), 0);
+    }
+
+    /// The running total equals a fresh count after every kind of change.
+    #[test]
+    fn memory_is_accounted_as_sessions_change() {
+        let fresh = |aggregator: &Aggregator| -> usize {
+            aggregator
+                .sessions
+                .values()
+                .map(|held| held.measure())
+                .sum()
+        };
+        let start = Instant::now();
+        let mut aggregator = Aggregator::new();
+        aggregator.begin_batch(start);
+        for session in 1..=50 {
+            aggregator.apply(
+                &[event(session, 0, 10, EventKind::Page)],
+                (session % 3) as i32,
+            );
+            aggregator.apply(
+                &[event(session, 5, 10, EventKind::Page)],
+                (session % 3) as i32,
+            );
+        }
+        let long_user = "u".repeat(10_000);
+        let user = Event {
+            user_id: Some(Cow::Owned(long_user)),
+            ..event(7, 9, 12, EventKind::UserId)
+        };
+        aggregator.apply(&[user], 1);
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+        assert!(aggregator.memory_bytes() > 10_000);
+        aggregator.flush_batch();
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+        aggregator.mark_flushed();
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+        aggregator.drop_partitions(&[1]);
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+        let budget = aggregator.memory_bytes() / 2;
+        aggregator.evict(start, Duration::from_secs(3_600), budget);
+        assert!(aggregator.memory_bytes() <= budget);
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+        let loaded = PersistedSession::new(SessionState::new(&event(900, 0, 1, EventKind::Page)));
+        aggregator.insert_loaded(loaded, None);
+        assert_eq!(aggregator.memory_bytes(), fresh(&aggregator));
+    }
+
+    #[test]
+    fn changed_sessions_are_never_evicted_for_memory() {
+        let mut aggregator = Aggregator::new();
+        aggregator.apply(&[event(1, 0, 10, EventKind::Page)], 0);
+        assert_eq!(
+            aggregator.evict(Instant::now(), Duration::from_secs(1), 0),
+            0
+        );
+        assert!(aggregator.is_held(1));
     }
 
     #[test]

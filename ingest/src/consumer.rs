@@ -27,6 +27,7 @@ use tracing::instrument;
 use crate::aggregator::Aggregator;
 use crate::forward::{Forwarder, Router};
 use crate::kafka::{self, KafkaConsumer};
+use crate::memory::MemoryBudget;
 use crate::metrics::IngestMetrics;
 use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
@@ -53,6 +54,8 @@ pub struct Worker {
     metrics: IngestMetrics,
     settings: IngestSettings,
     flush_policy: FlushPolicy,
+    /// Most bytes of sessions held (the memory budget's `sessions` share).
+    sessions_budget: usize,
     aggregator: Aggregator,
     pending: Pending,
     forwarder: Forwarder,
@@ -72,10 +75,12 @@ impl Worker {
         settings: IngestSettings,
         shutdown: Shutdown,
     ) -> Worker {
+        let budget = MemoryBudget::new(settings.memory_limit);
         let flush_policy = FlushPolicy {
             max_sessions: settings.flush_max_sessions,
             max_bytes: settings.flush_max_bytes,
             interval: settings.flush_interval,
+            max_held_bytes: budget.pending,
         };
         Worker {
             consumer: Arc::new(consumer),
@@ -83,6 +88,7 @@ impl Worker {
             metrics,
             settings,
             flush_policy,
+            sessions_budget: budget.sessions,
             aggregator: Aggregator::new(),
             pending: Pending::new(),
             forwarder,
@@ -139,6 +145,9 @@ impl Worker {
             }
             if self.forwarder.has_queued() {
                 self.forwarder.send_queued().await?;
+            }
+            if self.aggregator.memory_bytes() > self.sessions_budget {
+                self.relieve_memory().await?;
             }
             // A rebalance callback may have run inside a poll that returned no message.
             self.forget_revoked();
@@ -328,6 +337,22 @@ impl Worker {
         }
     }
 
+    /// Sessions hold more than their budget: clean ones leave (idle first, then least
+    /// recently used) down to 90% of it; if changed ones alone are too many, a flush
+    /// makes them clean and they leave too. Loses nothing: the durable state is reloaded
+    /// when a session's events come again.
+    async fn relieve_memory(&mut self) -> Result<(), WorkerError> {
+        let target = self.sessions_budget / 10 * 9;
+        let idle = self.settings.session_idle_timeout;
+        let mut evicted = self.aggregator.evict(Instant::now(), idle, target);
+        if self.aggregator.memory_bytes() > target {
+            self.flush().await?;
+            evicted += self.aggregator.evict(Instant::now(), idle, target);
+        }
+        self.metrics.sessions_evicted.inc_by(evicted as u64);
+        Ok(())
+    }
+
     fn retry_backoff(&self) -> Backoff {
         Backoff::new(FIRST_RETRY_DELAY, self.settings.retry_max_backoff)
     }
@@ -398,7 +423,7 @@ impl Worker {
         let evicted = self.aggregator.evict(
             Instant::now(),
             self.settings.session_idle_timeout,
-            self.settings.max_sessions_in_memory,
+            self.sessions_budget,
         );
         self.metrics.sessions_evicted.inc_by(evicted as u64);
         self.metrics

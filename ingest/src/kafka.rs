@@ -26,6 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sessions_shared::backoff::Backoff;
 use sessions_shared::shutdown::Shutdown;
 
+use crate::memory::MemoryBudget;
 use crate::settings::IngestSettings;
 
 /// Records partitions revoked by a rebalance, for the loop to forget, and applies the
@@ -230,7 +231,12 @@ pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsume
             "max.poll.interval.ms",
             settings.kafka_max_poll_interval_ms.to_string(),
         )
-        .set("queued.max.messages.kbytes", "16384")
+        .set(
+            "queued.max.messages.kbytes",
+            MemoryBudget::new(settings.memory_limit)
+                .fetch_queue_kbytes
+                .to_string(),
+        )
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&settings.kafka_topic])?;

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod exactly_once;
 pub mod forward;
 pub mod kafka;
+pub mod memory;
 pub mod metrics;
 pub mod partitioner;
 pub mod pending;
@@ -55,7 +56,13 @@ pub async fn run(
     );
 
     let consumer = kafka::create_consumer(&settings)?;
-    let sink = sink::Sink::new(store, metrics.clone(), settings.insert_timeout);
+    let budget = memory::MemoryBudget::new(settings.memory_limit);
+    let sink = sink::Sink::new(
+        store,
+        metrics.clone(),
+        settings.insert_timeout,
+        budget.flush_chunk,
+    );
     let forwarder = forward::Forwarder::new(&settings)?;
     tracing::info!(topic = %settings.kafka_topic, group = %settings.kafka_group, "consuming");
     let result = consumer::Worker::new(consumer, sink, forwarder, metrics, settings, shutdown)

@@ -38,6 +38,9 @@ pub struct FlushPolicy {
     pub max_sessions: usize,
     pub max_bytes: usize,
     pub interval: Duration,
+    /// Most bytes of parked and held-back messages and dead letters held (the memory
+    /// budget's `pending` share).
+    pub max_held_bytes: usize,
 }
 
 #[derive(Default)]
@@ -52,6 +55,17 @@ pub struct Pending {
     rejected: Vec<RejectedRecord>,
     unflushed_since: Option<Instant>,
     unflushed_bytes: usize,
+    /// Bytes held by parked and held-back messages and dead letters.
+    held_bytes: usize,
+}
+
+/// What one held message costs: its bytes and its bookkeeping.
+fn message_bytes(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len) + 128
+}
+
+fn record_bytes(record: &RejectedRecord) -> usize {
+    record.payload.len() + record.detail.len() + record.topic.len() + 64
 }
 
 impl Pending {
@@ -68,6 +82,7 @@ impl Pending {
     }
 
     pub fn reject(&mut self, record: RejectedRecord) {
+        self.held_bytes += record_bytes(&record);
         self.rejected.push(record);
     }
 
@@ -77,6 +92,7 @@ impl Pending {
 
     /// Parks a message until the sessions it names are loaded.
     pub fn park(&mut self, message: OwnedMessage, now: Instant) {
+        self.held_bytes += message_bytes(&message);
         self.parked.push(message);
         self.parked_since.get_or_insert(now);
     }
@@ -88,6 +104,7 @@ impl Pending {
     /// The parked messages, to apply once their sessions are loaded.
     pub fn take_parked(&mut self) -> Vec<OwnedMessage> {
         self.parked_since = None;
+        self.held_bytes -= self.parked.iter().map(message_bytes).sum::<usize>();
         std::mem::take(&mut self.parked)
     }
 
@@ -100,6 +117,7 @@ impl Pending {
 
     /// A message fetched while writes fail: processed after the next successful flush.
     pub fn hold_back(&mut self, message: OwnedMessage) {
+        self.held_bytes += message_bytes(&message);
         self.held_back.push(message);
     }
 
@@ -110,13 +128,21 @@ impl Pending {
     }
 
     pub fn take_held_back(&mut self) -> Vec<OwnedMessage> {
+        self.held_bytes -= self.held_back.iter().map(message_bytes).sum::<usize>();
         std::mem::take(&mut self.held_back)
     }
 
+    /// Bytes held by parked and held-back messages and dead letters.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     /// Whether a flush is due, given how many sessions changed since the last one.
-    /// Held-back messages make it due at once: they wait for a successful flush.
+    /// Held-back messages make it due at once (they wait for a successful flush), and
+    /// so do held bytes over their budget.
     pub fn flush_due(&self, changed_sessions: usize, policy: &FlushPolicy, now: Instant) -> bool {
         self.holds_back()
+            || self.held_bytes >= policy.max_held_bytes
             || changed_sessions >= policy.max_sessions
             || self.unflushed_bytes >= policy.max_bytes
             || self
@@ -136,6 +162,7 @@ impl Pending {
     /// Records that everything processed so far is durable: dead letters and the
     /// unflushed counters are cleared; offsets stay until they are committed.
     pub fn flushed(&mut self) {
+        self.held_bytes -= self.rejected.iter().map(record_bytes).sum::<usize>();
         self.rejected.clear();
         self.unflushed_since = None;
         self.unflushed_bytes = 0;
@@ -165,6 +192,13 @@ impl Pending {
         if self.parked.is_empty() {
             self.parked_since = None;
         }
+        self.held_bytes = self
+            .parked
+            .iter()
+            .chain(&self.held_back)
+            .map(message_bytes)
+            .sum::<usize>()
+            + self.rejected.iter().map(record_bytes).sum::<usize>();
     }
 }
 
@@ -202,6 +236,7 @@ mod tests {
         max_sessions: 10,
         max_bytes: 1_000,
         interval: Duration::from_millis(500),
+        max_held_bytes: 100_000,
     };
 
     #[test]
@@ -320,6 +355,37 @@ mod tests {
             .collect();
         assert_eq!(order, [10, 11]);
         assert!(!pending.holds_back());
+    }
+
+    #[test]
+    fn held_bytes_are_counted_and_over_their_budget_a_flush_is_due() {
+        let now = Instant::now();
+        let mut pending = Pending::new();
+        let big = |partition, offset| {
+            OwnedMessage::new(
+                Some(vec![b' '; 40_000]),
+                None,
+                "topic".into(),
+                Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            )
+        };
+        pending.park(big(0, 0), now);
+        pending.hold_back(big(1, 1));
+        assert!(pending.held_bytes() >= 80_000);
+        assert!(!pending.flush_due(0, &POLICY, now) || pending.holds_back());
+        let mut record = rejected_record(0);
+        record.payload = "x".repeat(30_000);
+        pending.reject(record);
+        assert!(pending.held_bytes() >= POLICY.max_held_bytes);
+        assert!(pending.flush_due(0, &POLICY, now));
+        pending.forget_partitions(&[1]);
+        assert!(pending.held_bytes() < 80_000);
+        pending.take_parked();
+        pending.flushed();
+        assert_eq!(pending.held_bytes(), 0);
     }
 
     #[test]

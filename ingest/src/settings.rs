@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sessions_shared::config::{parse_positive_millis, parse_seconds, ClickHouseSettings};
 
+use crate::memory::parse_memory_limit;
 use crate::partitioner::Partitioner;
 
 #[derive(clap::Parser, Clone, Debug)]
@@ -50,9 +51,10 @@ pub struct IngestSettings {
     /// clock, not the clients' timestamps).
     #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECS", default_value = "1800", value_parser = parse_seconds)]
     pub session_idle_timeout: Duration,
-    /// Most sessions held in memory (least recently used ones leave first).
-    #[arg(long, env = "MAX_SESSIONS_IN_MEMORY", default_value = "1000000")]
-    pub max_sessions_in_memory: usize,
+    /// The worker's memory ceiling in bytes: sessions, pending input, dead letters and
+    /// fetched messages share it (see `memory.rs`); reaching it means back-pressure.
+    #[arg(long, env = "INGEST_MEMORY_LIMIT_BYTES", default_value = "1073741824", value_parser = parse_memory_limit)]
+    pub memory_limit: usize,
     /// Upper bound of one ClickHouse insert, in milliseconds.
     #[arg(long, env = "INSERT_TIMEOUT_MS", default_value = "30000", value_parser = parse_positive_millis)]
     pub insert_timeout: Duration,

@@ -164,14 +164,22 @@ pub struct Sink {
     store: Store,
     metrics: IngestMetrics,
     insert_timeout: Duration,
+    /// Most bytes of session state one chunk of a flush serializes.
+    flush_chunk_bytes: usize,
 }
 
 impl Sink {
-    pub fn new(store: Store, metrics: IngestMetrics, insert_timeout: Duration) -> Sink {
+    pub fn new(
+        store: Store,
+        metrics: IngestMetrics,
+        insert_timeout: Duration,
+        flush_chunk_bytes: usize,
+    ) -> Sink {
         Sink {
             store,
             metrics,
             insert_timeout,
+            flush_chunk_bytes,
         }
     }
 
@@ -229,7 +237,9 @@ impl Sink {
         Ok(loaded)
     }
 
-    /// Writes one flush (see the module contract).
+    /// Writes one flush (see the module contract): the sessions in chunks of at most
+    /// the flush share of the memory budget (each chunk in the contract's order), then
+    /// the dead letters.
     #[instrument(skip_all, fields(sessions = items.len(), rejected = rejected.len()))]
     pub async fn write_flush(
         &self,
@@ -238,6 +248,33 @@ impl Sink {
     ) -> Result<(), SinkError> {
         let started = Instant::now();
         let updated_at = unix_seconds();
+        let mut chunk_start = 0;
+        let mut chunk_bytes = 0;
+        for (position, item) in items.iter().enumerate() {
+            let bytes = item.persisted.memory_bytes();
+            if position > chunk_start && chunk_bytes + bytes > self.flush_chunk_bytes {
+                self.write_sessions(&items[chunk_start..position], updated_at)
+                    .await?;
+                (chunk_start, chunk_bytes) = (position, 0);
+            }
+            chunk_bytes += bytes;
+        }
+        self.write_sessions(&items[chunk_start..], updated_at)
+            .await?;
+        self.insert_rows::<RejectedRecord>("rejected_events", rejected)
+            .await?;
+        self.metrics
+            .insert_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The keys, states and rows of some sessions, in that order.
+    async fn write_sessions(
+        &self,
+        items: &[FlushItem<'_>],
+        updated_at: u32,
+    ) -> Result<(), SinkError> {
         let parser = AgentParser::shared();
 
         let key_records: Vec<KeyRecord<'_>> = items
@@ -301,14 +338,7 @@ impl Sink {
             }))
             .collect();
         self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
-            .await?;
-
-        self.insert_rows::<RejectedRecord>("rejected_events", rejected)
-            .await?;
-        self.metrics
-            .insert_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+            .await
     }
 
     /// One INSERT of `rows` into `table` (none when there are no rows), under the insert

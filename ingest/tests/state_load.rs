@@ -119,6 +119,7 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
             db.store.clone(),
             IngestMetrics::new(),
             Duration::from_secs(30),
+            1 << 20,
         );
         let mut loaded = sink.load(&[1, 2, 3]).await.unwrap();
         loaded.sort_by_key(|p| p.state.session_id);

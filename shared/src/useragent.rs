@@ -7,7 +7,9 @@
 //! ChromeOS) or `Mac`, and both are reported as "".
 //!
 //! Parsing one agent runs hundreds of regexes (tens of microseconds), so results are
-//! cached per distinct agent string; real traffic has few distinct agents.
+//! cached per distinct agent string; real traffic has few distinct agents. Only the
+//! first [`MAX_PARSED_AGENT_BYTES`] of an agent are parsed and cached (real agents are
+//! shorter), so a producer sending huge agents costs bounded time and cache memory.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -20,6 +22,21 @@ static REGEXES: &[u8] = include_bytes!("../data/uap-core-regexes.yaml");
 
 /// Distinct agents cached before the cache is cleared (bounds memory).
 const CACHE_CAPACITY: usize = 10_000;
+
+/// Bytes of an agent that are parsed (and cached): ~10 MiB of cache at most.
+pub const MAX_PARSED_AGENT_BYTES: usize = 1024;
+
+/// The first [`MAX_PARSED_AGENT_BYTES`] of `user_agent`, cut on a character boundary.
+fn parsed_prefix(user_agent: &str) -> &str {
+    if user_agent.len() <= MAX_PARSED_AGENT_BYTES {
+        return user_agent;
+    }
+    let mut end = MAX_PARSED_AGENT_BYTES;
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &user_agent[..end]
+}
 
 /// A thread-safe, caching user-agent parser.
 pub struct AgentParser {
@@ -41,6 +58,7 @@ impl AgentParser {
     }
 
     pub fn derive(&self, user_agent: &str) -> DerivedAgent {
+        let user_agent = parsed_prefix(user_agent);
         if let Some(hit) = self.cache.lock().expect("cache lock").get(user_agent) {
             return hit.clone();
         }
@@ -95,5 +113,18 @@ mod tests {
         assert_eq!(parser.derive(windows_firefox).os, "Windows");
         // Cached answers equal fresh ones.
         assert_eq!(parser.derive(mac_chrome).os, "Mac OS X");
+    }
+
+    #[test]
+    fn only_a_bounded_prefix_of_a_huge_agent_is_parsed() {
+        let parser = AgentParser::shared();
+        let windows_firefox =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:89.0) Gecko/20100101 Firefox/89.0";
+        let huge = format!("{windows_firefox} {}", "é".repeat(40_000));
+        let started = std::time::Instant::now();
+        assert_eq!(parser.derive(&huge).browser, "Firefox");
+        assert!(parsed_prefix(&huge).len() <= MAX_PARSED_AGENT_BYTES);
+        assert!(parsed_prefix(&huge).len() > MAX_PARSED_AGENT_BYTES - 2);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
