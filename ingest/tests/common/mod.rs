@@ -114,6 +114,20 @@ impl Fixture {
         .expect("produce");
     }
 
+    /// Messages with an optional key each (mixed batches, keyless messages).
+    pub async fn produce_keyed(&self, messages: &[(Option<String>, Vec<u8>)]) {
+        let producer = create_producer(&brokers()).expect("producer");
+        produce_all(
+            &producer,
+            &self.topic,
+            messages
+                .iter()
+                .map(|(key, payload)| (key.as_deref(), payload.as_slice())),
+        )
+        .await
+        .expect("produce");
+    }
+
     pub async fn produce_raw(&self, payloads: &[Vec<u8>]) {
         let producer = create_producer(&brokers()).expect("producer");
         produce_all(
