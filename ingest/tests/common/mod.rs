@@ -58,12 +58,19 @@ impl Fixture {
     /// Worker settings for this fixture (fast flushes, short group timeouts).
     pub fn settings(&self, extra: &[&str]) -> IngestSettings {
         let mut args: Vec<String> = vec!["sessions-ingest".into()];
-        for (flag, value) in self.flags() {
+        for (flag, value) in self.flags_unless_in(extra) {
             args.push(flag.into());
             args.push(value);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         IngestSettings::try_parse_from(args).expect("settings")
+    }
+
+    /// The fixture's flags, minus those `extra` sets itself.
+    fn flags_unless_in(&self, extra: &[&str]) -> Vec<(&'static str, String)> {
+        let mut flags = self.flags();
+        flags.retain(|(flag, _)| !extra.contains(flag));
+        flags
     }
 
     fn flags(&self) -> Vec<(&'static str, String)> {
@@ -87,7 +94,7 @@ impl Fixture {
     /// The worker binary as a child process (for SIGKILL).
     pub fn spawn_process(&self, extra: &[&str]) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-ingest"));
-        for (flag, value) in self.flags() {
+        for (flag, value) in self.flags_unless_in(extra) {
             command.arg(flag).arg(value);
         }
         command

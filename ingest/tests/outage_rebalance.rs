@@ -1,0 +1,80 @@
+//! A rebalance during a ClickHouse outage (issue 9, item 4): one worker backs off from
+//! a stopped ClickHouse with its partitions paused; ClickHouse comes back and a second
+//! worker joins at once. librdkafka keeps a partition's pause flag across revoke and
+//! assign, so a worker that thought a revocation unpaused everything never fetched
+//! the partitions it got back. Now every partition makes progress and every row ends
+//! exact.
+//!
+//! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh) to stop and start the
+//! local 18.16 server; it is its own test binary, so no other test runs meanwhile.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
+
+fn services(action: &str) {
+    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
+    let status = Command::new("bash")
+        .args([script.as_str(), action, "clickhouse"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "services.sh {action} clickhouse");
+}
+
+/// Starts ClickHouse again even if the test fails midway.
+struct RestartGuard;
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        services("start");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
+    if std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
+        eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
+        return;
+    }
+    let fixture = Fixture::new(&common::legacy_url(), "rebalance", 4).await;
+    let workload = Workload::generate(&WorkloadConfig {
+        seed: 44,
+        sessions: 300,
+        events_per_session: 20,
+        ..WorkloadConfig::default()
+    });
+    let expected = workload.expected_rows();
+    let (first, second) = workload.messages.split_at(workload.messages.len() / 3);
+    fixture.produce(first).await;
+    // Long backoffs: the rebalance below happens while this worker waits, paused.
+    let first_worker =
+        InProcessWorker::start(fixture.settings(&["--retry-max-backoff", "15000"])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let guard = RestartGuard;
+    services("stop");
+    let outage = Instant::now();
+    fixture.produce(second).await;
+    // Wait until the worker has failed five times: its next wait is 6.4 s or more.
+    while metric_value(
+        &first_worker.metrics().await,
+        "ingest_clickhouse_insert_failures_total",
+    ) < 5.0
+    {
+        assert!(outage.elapsed() < Duration::from_secs(60), "no failure seen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(guard); // starts ClickHouse
+    // A second worker joins at once: the group rebalances while the first worker is
+    // still paused in its backoff, and the first gets some partitions back.
+    let second_worker = InProcessWorker::start(fixture.settings(&[])).await;
+    eprintln!("clickhouse was down for {:?}", outage.elapsed());
+
+    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
+    second_worker.stop().await;
+    first_worker.stop().await;
+    fixture.db.drop_database().await;
+}
