@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use sessions_shared::event::{encode_batch, Event};
+use sessions_shared::event::{encode_event, Event, MAX_MESSAGE_BYTES};
 
 use crate::partitioner::Partitioner;
 use crate::settings::IngestSettings;
@@ -97,12 +97,45 @@ impl Router {
     }
 }
 
+/// One session's events encoded as messages of at most [`MAX_MESSAGE_BYTES`] (the limit
+/// the home's decoder applies): batches of whole events, and an event alone as one
+/// object, which is never longer than the message it arrived in.
+fn encode_messages(events: &[Event<'_>]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut batch: Vec<u8> = Vec::new();
+    let mut batch_events = 0;
+    for event in events {
+        let encoded = encode_event(event);
+        if batch_events > 0 && batch.len() + encoded.len() + 2 > MAX_MESSAGE_BYTES {
+            messages.push(close_batch(std::mem::take(&mut batch), batch_events));
+            batch_events = 0;
+        }
+        batch.push(if batch_events == 0 { b'[' } else { b',' });
+        batch.extend_from_slice(&encoded);
+        batch_events += 1;
+    }
+    if batch_events > 0 {
+        messages.push(close_batch(batch, batch_events));
+    }
+    messages
+}
+
+/// `[a,b` → `[a,b]`; a batch of one → the bare object.
+fn close_batch(mut batch: Vec<u8>, events: usize) -> Vec<u8> {
+    if events == 1 {
+        batch.remove(0);
+        return batch;
+    }
+    batch.push(b']');
+    batch
+}
+
 /// One session's events, encoded, waiting to be sent.
 struct Queued {
     carried_on: i32,
     home: i32,
     key: String,
-    payload: Vec<u8>,
+    payloads: Vec<Vec<u8>>,
 }
 
 /// The producer of forwarded events, the forwards not sent yet and the deliveries
@@ -123,6 +156,13 @@ impl Forwarder {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "60000")
+            // Room for a message of the contract's largest size and its framing; the
+            // queue holds a few such messages (more waits for deliveries).
+            .set("message.max.bytes", (2 * MAX_MESSAGE_BYTES).to_string())
+            .set(
+                "queue.buffering.max.kbytes",
+                (8 * MAX_MESSAGE_BYTES >> 10).to_string(),
+            )
             .create()?;
         Ok(Forwarder {
             producer,
@@ -160,22 +200,35 @@ impl Forwarder {
             carried_on,
             home: forward.home,
             key: forward.session_id.to_string(),
-            payload: encode_batch(&forward.events),
+            payloads: encode_messages(&forward.events),
         });
     }
 
     /// Hands the queued forwards to the producer, waiting for earlier deliveries only
     /// when its queue is full.
     pub async fn send_queued(&mut self) -> Result<(), KafkaError> {
-        for queued in std::mem::take(&mut self.queued) {
+        let messages = std::mem::take(&mut self.queued)
+            .into_iter()
+            .flat_map(|queued| {
+                let Queued {
+                    carried_on,
+                    home,
+                    key,
+                    payloads,
+                } = queued;
+                payloads
+                    .into_iter()
+                    .map(move |payload| (carried_on, home, key.clone(), payload))
+            });
+        for (carried_on, home, key, payload) in messages {
             loop {
                 let record = FutureRecord::to(&self.topic)
-                    .partition(queued.home)
-                    .key(&queued.key)
-                    .payload(&queued.payload);
+                    .partition(home)
+                    .key(&key)
+                    .payload(&payload);
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        self.in_flight.push((queued.carried_on, delivery));
+                        self.in_flight.push((carried_on, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -271,6 +324,32 @@ mod tests {
         assert!(!foreign.is_empty(), "40 sessions over 4 partitions");
         assert!(router.all_local(&local, here));
         assert!(!router.all_local(&events, here));
+    }
+
+    #[test]
+    fn forwards_are_cut_into_messages_the_home_accepts() {
+        use sessions_shared::event::decode_message;
+        let big_user = "u".repeat(300_000);
+        let events: Vec<Event<'static>> = (0..10)
+            .map(|index| Event {
+                kind: EventKind::UserId,
+                user_id: Some(std::borrow::Cow::Owned(big_user.clone())),
+                ..page(7, index)
+            })
+            .collect();
+        let messages = encode_messages(&events);
+        assert!(messages.len() >= 3);
+        let mut decoded_events = Vec::new();
+        for message in &messages {
+            assert!(message.len() <= MAX_MESSAGE_BYTES);
+            let decoded = decode_message(message);
+            assert!(decoded.rejections.is_empty());
+            decoded_events.extend(decoded.events.into_iter().map(|e| e.index));
+        }
+        assert_eq!(decoded_events, (0..10).collect::<Vec<u64>>());
+        let alone = encode_messages(&events[..1]);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0][0], b'{', "one event is one object");
     }
 
     #[test]

@@ -211,6 +211,7 @@ pub async fn wait_for_partition_count(
 
 /// A consumer of the settings' group, subscribed to the settings' topic.
 pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsumer> {
+    let fetch_queue_kbytes = MemoryBudget::new(settings.memory_limit).fetch_queue_kbytes;
     let consumer: KafkaConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", &settings.kafka_group)
@@ -231,12 +232,9 @@ pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsume
             "max.poll.interval.ms",
             settings.kafka_max_poll_interval_ms.to_string(),
         )
-        .set(
-            "queued.max.messages.kbytes",
-            MemoryBudget::new(settings.memory_limit)
-                .fetch_queue_kbytes
-                .to_string(),
-        )
+        // What librdkafka may hold fetched ahead: the queue, and one fetch response.
+        .set("queued.max.messages.kbytes", fetch_queue_kbytes.to_string())
+        .set("fetch.max.bytes", (fetch_queue_kbytes << 10).to_string())
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&settings.kafka_topic])?;

@@ -300,7 +300,10 @@ impl Sink {
             .iter()
             .map(|item| {
                 let state = &item.persisted.state;
-                let json = serde_json::to_string(item.persisted).expect("session state serializes");
+                // Sized up front: a huge state is not copied while its buffer grows.
+                let mut json = Vec::with_capacity(item.persisted.memory_bytes());
+                serde_json::to_writer(&mut json, item.persisted).expect("session state serializes");
+                let json = String::from_utf8(json).expect("serde_json writes UTF-8");
                 (state.session_id, state.applied_events(), json)
             })
             .collect();

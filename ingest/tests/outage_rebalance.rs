@@ -64,12 +64,15 @@ async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
         "ingest_clickhouse_insert_failures_total",
     ) < 5.0
     {
-        assert!(outage.elapsed() < Duration::from_secs(60), "no failure seen");
+        assert!(
+            outage.elapsed() < Duration::from_secs(60),
+            "no failure seen"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(guard); // starts ClickHouse
-    // A second worker joins at once: the group rebalances while the first worker is
-    // still paused in its backoff, and the first gets some partitions back.
+                 // A second worker joins at once: the group rebalances while the first worker is
+                 // still paused in its backoff, and the first gets some partitions back.
     let second_worker = InProcessWorker::start(fixture.settings(&[])).await;
     eprintln!("clickhouse was down for {:?}", outage.elapsed());
 

@@ -7,8 +7,9 @@
 //! Cost: `insert` and `contains` are O(log r) in the number of ranges r, whatever the
 //! order of the indexes (a hostile producer may send a million sparse indexes in
 //! descending order): up to [`FEW_RANGES`] ranges live in a small sorted vector, more
-//! in a B-tree. `len` is O(1). Serialized as the list of `[start, end]` pairs in both
-//! forms, so a stored state does not depend on the form.
+//! in a B-tree. `len` is O(1). Serialized as a list with one entry per range in both
+//! forms, so a stored state does not depend on the form: `[start, end]`, or just the
+//! index for a range of one (half the bytes for a sparse set; both read back).
 
 use std::collections::BTreeMap;
 
@@ -197,15 +198,37 @@ impl PartialEq for IndexSet {
 
 impl Eq for IndexSet {}
 
+/// One stored range: `[start, end]`, or the index alone for a range of one.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredRange {
+    One(u64),
+    Many(u64, u64),
+}
+
 impl Serialize for IndexSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.ranges())
+        serializer.collect_seq(self.ranges().map(|(start, end)| {
+            if start == end {
+                StoredRange::One(start)
+            } else {
+                StoredRange::Many(start, end)
+            }
+        }))
     }
 }
 
 impl<'de> Deserialize<'de> for IndexSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<(u64, u64)>::deserialize(deserializer).map(IndexSet::from_ranges)
+        let stored = Vec::<StoredRange>::deserialize(deserializer)?;
+        let pairs = stored
+            .into_iter()
+            .map(|range| match range {
+                StoredRange::One(index) => (index, index),
+                StoredRange::Many(start, end) => (start, end),
+            })
+            .collect();
+        Ok(IndexSet::from_ranges(pairs))
     }
 }
 
@@ -299,9 +322,15 @@ mod tests {
 
     #[test]
     fn stored_ranges_are_normalised_on_load() {
-        let set: IndexSet = serde_json::from_str("[[5,6],[0,2],[3,3],[9,8]]").unwrap();
+        let set: IndexSet = serde_json::from_str("[[5,6],[0,2],3,[9,8]]").unwrap();
         assert_eq!(set.ranges().collect::<Vec<_>>(), [(0, 3), (5, 6), (8, 9)]);
         assert_eq!(set.len(), 8);
         assert_eq!(serde_json::to_string(&IndexSet::new()).unwrap(), "[]");
+        assert_eq!(serde_json::to_string(&set).unwrap(), "[[0,3],[5,6],[8,9]]");
+        let sparse: IndexSet = serde_json::from_str("[1,[3,4],7]").unwrap();
+        assert_eq!(serde_json::to_string(&sparse).unwrap(), "[1,[3,4],7]");
+        // States stored before single ranges were written short still read back.
+        let old: IndexSet = serde_json::from_str("[[1,1],[3,4]]").unwrap();
+        assert_eq!(old.ranges().collect::<Vec<_>>(), [(1, 1), (3, 4)]);
     }
 }

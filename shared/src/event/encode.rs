@@ -2,10 +2,13 @@
 //! that decodes to the same [`Event`] (the ingest worker forwards events that arrived
 //! on another partition than their session's this way).
 //!
-//! Contract: `decode_message(&encode_batch(events))` yields `events` unchanged, for
-//! any events the decoder produced (a property test holds it). Fields the decoder
-//! ignored are not carried; an unlisted type is written as `"other"`, which decodes to
-//! the same [`EventKind::Other`].
+//! Contract: `decode_message(&encode_batch(events))` and `decode_message(&encode_event
+//! (event))` yield the events unchanged, for any events the decoder produced (a property
+//! test holds it). Fields the decoder ignored are not carried; an unlisted type is
+//! written as `"other"`, which decodes to the same [`EventKind::Other`]. An encoded
+//! event is never longer than a single-event message it was decoded from could be:
+//! `sessionId` is written as a number, a message that was one event stays one object,
+//! and an unlisted type carries nothing but the common fields.
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -36,7 +39,7 @@ impl Serialize for EventJson<'_, '_> {
         let event = self.0;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("projectId", &event.project_id)?;
-        map.serialize_entry("sessionId", &event.session_id.to_string())?;
+        map.serialize_entry("sessionId", &event.session_id)?;
         map.serialize_entry("index", &event.index)?;
         map.serialize_entry("timestamp", &event.timestamp)?;
         map.serialize_entry("type", event.kind.type_name())?;
@@ -60,6 +63,11 @@ impl Serialize for EventJson<'_, '_> {
         }
         map.end()
     }
+}
+
+/// One event as a message (a JSON object).
+pub fn encode_event(event: &Event<'_>) -> Vec<u8> {
+    serde_json::to_vec(&EventJson(event)).expect("an event serializes to memory")
 }
 
 /// A batch message (a JSON array) of these events.
@@ -140,7 +148,11 @@ mod tests {
             let bytes = encode_batch(&events);
             let decoded = decode_message(&bytes);
             prop_assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
-            prop_assert_eq!(decoded.events, events);
+            prop_assert_eq!(&decoded.events, &events);
+            for event in &events {
+                let single = encode_event(event);
+                prop_assert_eq!(&decode_message(&single).events, &vec![event.clone()]);
+            }
         }
     }
 }

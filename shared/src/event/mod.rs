@@ -36,7 +36,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-pub use encode::encode_batch;
+pub use encode::{encode_batch, encode_event};
 use json_visitor::{MessageSeed, MessageShape};
 use validation::FieldError;
 
