@@ -161,7 +161,7 @@ impl Forwarder {
             .set("message.max.bytes", (2 * MAX_MESSAGE_BYTES).to_string())
             .set(
                 "queue.buffering.max.kbytes",
-                (8 * MAX_MESSAGE_BYTES >> 10).to_string(),
+                ((8 * MAX_MESSAGE_BYTES) >> 10).to_string(),
             )
             .create()?;
         Ok(Forwarder {
