@@ -5,8 +5,16 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::de::IgnoredAny;
 use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::forward::Router;
+use sessions_ingest::partitioner::Partitioner;
 use sessions_shared::event::decode_message;
 use sessions_testkit::workload::Workload;
+
+/// One partition: every session is at home, as with producers that key by session.
+const ROUTER: Router = Router {
+    partitioner: Partitioner::Murmur2Random,
+    partition_count: 1,
+};
 
 fn hot_path(c: &mut Criterion) {
     let messages = Workload::benchmark_events();
@@ -42,8 +50,10 @@ fn hot_path(c: &mut Criterion) {
             |mut aggregator| {
                 for message in &messages {
                     let decoded = decode_message(message);
-                    // The worker's cold-session check (here nothing is loaded: a
-                    // session not held yet simply starts).
+                    // The worker's home check (is every event's session at home on
+                    // this partition?), and its cold-session check (here nothing is
+                    // loaded: a session not held yet simply starts).
+                    std::hint::black_box(ROUTER.all_local(&decoded.events, 0));
                     std::hint::black_box(aggregator.missing(&decoded.events));
                     aggregator.apply(&decoded.events, 0);
                 }

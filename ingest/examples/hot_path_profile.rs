@@ -11,6 +11,8 @@
 //! Instructions per event = total collected instructions / events printed.
 
 use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::forward::Router;
+use sessions_ingest::partitioner::Partitioner;
 use sessions_shared::event::decode_message;
 use sessions_testkit::workload::Workload;
 
@@ -30,9 +32,14 @@ fn main() {
 #[inline(never)]
 fn hot_path_pass(messages: &[Vec<u8>]) -> usize {
     let mut aggregator = Aggregator::new();
+    let router = Router {
+        partitioner: Partitioner::Murmur2Random,
+        partition_count: 1,
+    };
     let mut events = 0;
     for message in messages {
         let decoded = decode_message(message);
+        std::hint::black_box(router.all_local(&decoded.events, 0));
         std::hint::black_box(aggregator.missing(&decoded.events));
         aggregator.apply(&decoded.events, 0);
         events += decoded.events.len();
