@@ -80,7 +80,10 @@ BYTES=$(json_get bytes <<<"$produced")
 say "producer: $produced"
 
 say "ceiling: bare consumer draining $MESSAGES messages"
-bare=$("$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES")
+# The bare consumer's user + system CPU seconds, from bash's `time`.
+BARE_CPU=$( { TIMEFORMAT='%U %S'; time "$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES" \
+    >"$RUN_DIR/bare.json" 2>/dev/null; } 2>&1 | awk '{ print $1 + $2 }')
+bare=$(<"$RUN_DIR/bare.json")
 BARE_SECONDS=$(json_get secondsFromSubscribe <<<"$bare")
 say "bare consumer: $bare"
 
@@ -120,6 +123,9 @@ done
 finished=$(now_ms)
 read -r selects_after inserts_after < <(ch_events)
 peak_rss_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+# The worker's user + system CPU seconds so far (fields 14 and 15 of stat, in ticks).
+worker_cpu=$(awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$pid/stat")
+rows_keys=$(worker_metric ingest_clickhouse_rows_written_total '{table="session_keys"}')
 rows_sessions=$(worker_metric ingest_clickhouse_rows_written_total '{table="sessions"}')
 rows_state=$(worker_metric ingest_clickhouse_rows_written_total '{table="session_state"}')
 rows_rejected=$(worker_metric ingest_clickhouse_rows_written_total '{table="rejected_events"}')
@@ -131,12 +137,13 @@ terminate "$WORKER" 30 >/dev/null 2>&1
 python3 - "$MESSAGES" "$EVENTS" "$BYTES" "$BARE_SECONDS" "$started" "$consumed_at" "$finished" \
     "$peak_rss_kib" "$rows_sessions" "$rows_state" "$rows_rejected" "$flushes" "$applied" \
     "$duplicates" "$consumed_events" "$((selects_after - selects_before - polls - 2))" \
-    "$((inserts_after - inserts_before))" "$TOPIC" <<'EOF'
+    "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" <<'EOF'
 import json, sys
 (messages, events, size, bare_s, started, consumed_at, finished, rss_kib, rows_sessions,
  rows_state, rows_rejected, flushes, applied, duplicates, consumed_events, selects,
  inserts) = [float(x) for x in sys.argv[1:18]]
 topic = sys.argv[18]
+bare_cpu, worker_cpu, rows_keys = (float(x) for x in sys.argv[19:22])
 worker_s = (finished - started) / 1000
 result = {
     "topic": topic,
@@ -153,8 +160,10 @@ result = {
     "eventsConsumed": int(consumed_events), "eventsApplied": int(applied),
     "eventsDuplicate": int(duplicates),
     "rowsWritten": {"sessions": int(rows_sessions), "session_state": int(rows_state),
-                    "rejected_events": int(rows_rejected)},
-    "rowsWrittenPerEvent": round((rows_sessions + rows_state + rows_rejected) / events, 4),
+                    "session_keys": int(rows_keys), "rejected_events": int(rows_rejected)},
+    "rowsWrittenPerEvent": round((rows_sessions + rows_state + rows_keys + rows_rejected) / events, 4),
+    "workerCpuSecondsPerMillionEvents": round(worker_cpu / events * 1e6, 2),
+    "bareConsumerCpuSecondsPerMillionEvents": round(bare_cpu / events * 1e6, 2),
     "flushes": int(flushes),
     "clickhouseSelects": int(selects), "clickhouseInserts": int(inserts),
 }
@@ -163,6 +172,7 @@ print(f"""
 bare consumer : {messages:,.0f} messages in {bare_s:.2f} s = {messages / bare_s:,.0f} msg/s ({events / bare_s:,.0f} events/s)
 sessions-ingest: {messages:,.0f} messages in {worker_s:.2f} s = {messages / worker_s:,.0f} msg/s ({events / worker_s:,.0f} events/s), all consumed at {(consumed_at - started) / 1000:.2f} s
 fraction of the ceiling: {bare_s / worker_s:.1%}   peak RSS {rss_kib / 1024:.0f} MiB
+CPU seconds per million events: worker {worker_cpu / events * 1e6:.2f}, bare consumer {bare_cpu / events * 1e6:.2f}
 rows written per event: {(rows_sessions + rows_state + rows_rejected) / events:.4f} (sessions {rows_sessions:.0f}, session_state {rows_state:.0f}, rejected {rows_rejected:.0f}; {flushes:.0f} flushes)
 ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT""", file=sys.stderr)
 EOF
