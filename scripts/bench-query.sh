@@ -39,7 +39,7 @@ OTHER_USERS=199997
 export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 export CLICKHOUSE_DATABASE=bench_query
 PROJECT_KEY=benchQueryProject001
-BIN=$REPO/target/release
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 SERVICE=bench-query-service # name under $RUN_DIR (pid file), see lib.sh
 
 # Loading and optimizing 10 M rows takes minutes.

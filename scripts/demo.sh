@@ -41,7 +41,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
 SERVICES_SH=$REPO/scripts/services.sh
-BIN=$REPO/target/release
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 DEMO_ENV=$STATE_DIR/demo.env
 # Backing services this script started (and so may stop), one name a line.
 DEMO_STARTED=$RUN_DIR/demo.started
