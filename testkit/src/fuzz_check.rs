@@ -212,7 +212,7 @@ fn check_flush(aggregator: &mut Aggregator, sessions: usize) {
         let current_key = persisted.state.key();
         assert_eq!(
             persisted.written_keys,
-            [current_key.clone()],
+            std::slice::from_ref(&current_key),
             "a new session is written under its current key only"
         );
         assert_eq!(persisted.keys_to_tombstone(&current_key).count(), 0);
