@@ -4,6 +4,7 @@
 //! `ingest/tests/fuzz_corpus.rs`, which replays `fuzz/regressions/`).
 //!
 //! ```sh
+//! mkdir -p fuzz/corpus/decode_and_aggregate
 //! cargo +nightly fuzz run decode_and_aggregate fuzz/corpus/decode_and_aggregate \
 //!     fuzz/regressions/decode_and_aggregate -- -dict=fuzz/decode_and_aggregate.dict \
 //!     -max_total_time=60
