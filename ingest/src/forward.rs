@@ -100,7 +100,7 @@ impl Router {
 /// One session's events encoded as messages of at most [`MAX_MESSAGE_BYTES`] (the limit
 /// the home's decoder applies): batches of whole events, and an event alone as one
 /// object, which is never longer than the message it arrived in.
-fn encode_messages(events: &[Event<'_>]) -> Vec<Vec<u8>> {
+pub fn encode_messages(events: &[Event<'_>]) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
     let mut batch: Vec<u8> = Vec::new();
     let mut batch_events = 0;

@@ -14,7 +14,8 @@
 //!   flush, the same events again are all duplicates and change nothing (redelivery);
 //!   without duplicate `(sessionId, index)` pairs, the events in reverse order, one
 //!   batch each, give the same states (order and batching don't matter);
-//! - encoding: `decode_message(encode_batch(events))` gives the events back;
+//! - encoding, as the worker forwards events: `forward::encode_messages(events)` gives
+//!   messages within the size limit that decode to the events, in order;
 //! - memory: the peak of live heap bytes during the check (what the decoder, the
 //!   aggregator and the check itself hold) stays within [`peak_bytes_allowed`], 32
 //!   bytes per message byte plus 64 KiB. The caller installs [`PeakAlloc`] as its
@@ -29,8 +30,9 @@ use std::ops::Range;
 
 use serde_json::value::RawValue;
 use sessions_ingest::aggregator::{Aggregator, PersistedSession};
+use sessions_ingest::forward::encode_messages;
 use sessions_shared::event::{
-    decode_message, encode_batch, DecodedMessage, Event, Rejection, MAX_REJECTIONS_PER_MESSAGE,
+    decode_message, DecodedMessage, Event, Rejection, MAX_MESSAGE_BYTES, MAX_REJECTIONS_PER_MESSAGE,
 };
 use sessions_shared::session::DerivedAgent;
 use tokio::time::Instant;
@@ -249,20 +251,30 @@ fn check_order_independence(aggregator: &Aggregator, events: &[Event<'_>], sessi
 }
 
 fn check_encoding_round_trip(events: &[Event<'_>]) {
-    let encoded = encode_batch(events);
-    let decoded = decode_message(&encoded);
-    assert!(
-        decoded.rejections.is_empty(),
-        "re-encoded events ({} bytes) are rejected: {:?}",
-        encoded.len(),
-        decoded
-            .rejections
-            .iter()
-            .map(|rejection| (rejection.reason, &rejection.detail))
-            .collect::<Vec<_>>()
-    );
-    assert!(
-        decoded.events == events,
-        "re-encoded events decode differently"
-    );
+    let mut next = 0;
+    for encoded in encode_messages(events) {
+        assert!(
+            encoded.len() <= MAX_MESSAGE_BYTES,
+            "a forward of {} bytes",
+            encoded.len()
+        );
+        let decoded = decode_message(&encoded);
+        assert!(
+            decoded.rejections.is_empty(),
+            "re-encoded events ({} bytes) are rejected: {:?}",
+            encoded.len(),
+            decoded
+                .rejections
+                .iter()
+                .map(|rejection| (rejection.reason, &rejection.detail))
+                .collect::<Vec<_>>()
+        );
+        let expected = &events[next..(next + decoded.events.len()).min(events.len())];
+        assert!(
+            decoded.events == expected,
+            "re-encoded events decode differently"
+        );
+        next += decoded.events.len();
+    }
+    assert_eq!(next, events.len(), "every event is forwarded once");
 }
