@@ -21,7 +21,7 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use sessions_shared::backoff::Backoff;
 use sessions_shared::event::{decode_message, Event};
 use sessions_shared::shutdown::Shutdown;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tracing::instrument;
 
 use crate::aggregator::Aggregator;
@@ -119,17 +119,26 @@ impl Worker {
         };
         self.partition_count.store(count, Ordering::Relaxed);
         tracing::info!(partitions = count, partitioner = %self.settings.kafka_partitioner, "homes of sessions known");
-        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
+        let mut now = Instant::now();
+        let mut next_housekeeping = now + HOUSEKEEPING_PERIOD;
+        // One timer and one shutdown future for the whole loop (not one per message),
+        // and one clock reading per wake-up.
+        let timer = tokio::time::sleep_until(next_housekeeping);
+        tokio::pin!(timer);
+        let shutdown = self.shutdown.clone().wait();
+        tokio::pin!(shutdown);
+        let consumer = Arc::clone(&self.consumer);
         loop {
             let deadline = self
                 .pending
-                .next_deadline(&self.flush_policy, Instant::now())
+                .next_deadline(&self.flush_policy, now)
                 .map_or(next_housekeeping, |due| due.min(next_housekeeping));
-            let consumer = Arc::clone(&self.consumer);
-            let shutdown = self.shutdown.clone();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             let stop = tokio::select! {
                 biased;
-                () = shutdown.wait() => true,
+                () = &mut shutdown => true,
                 received = consumer.recv() => {
                     self.forget_revoked();
                     match received {
@@ -138,11 +147,12 @@ impl Worker {
                     }
                     false
                 }
-                _ = sleep_until(deadline) => false,
+                () = &mut timer => false,
             };
             if stop {
                 break;
             }
+            now = Instant::now();
             if self.forwarder.has_queued() {
                 self.forwarder.send_queued().await?;
             }
@@ -151,19 +161,18 @@ impl Worker {
             }
             // A rebalance callback may have run inside a poll that returned no message.
             self.forget_revoked();
-            if self.pending.load_due(Instant::now()) {
+            if self.pending.load_due(now) {
                 self.resolve_parked().await?;
+                now = Instant::now();
             }
             let changed = self.aggregator.dirty_count();
-            if self
-                .pending
-                .flush_due(changed, &self.flush_policy, Instant::now())
-            {
+            if self.pending.flush_due(changed, &self.flush_policy, now) {
                 self.flush().await?;
+                now = Instant::now();
             }
-            if Instant::now() >= next_housekeeping {
+            if now >= next_housekeeping {
                 self.housekeeping();
-                next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
+                next_housekeeping = now + HOUSEKEEPING_PERIOD;
             }
         }
         tracing::info!("shutting down: flushing and committing");
@@ -318,8 +327,11 @@ impl Worker {
     /// for their home partitions when it was first processed).
     fn local_events<'m>(&self, message: &'m OwnedMessage) -> Vec<Event<'m>> {
         let decoded = decode_message(message.payload().unwrap_or(&[]));
-        let partition = message.partition();
-        self.router().split(decoded.events, partition).0
+        let (partition, router) = (message.partition(), self.router());
+        if router.all_local(&decoded.events, partition) {
+            return decoded.events;
+        }
+        router.split(decoded.events, partition).0
     }
 
     fn commit(&mut self) {
@@ -389,7 +401,7 @@ impl Worker {
                         Err(error) => tracing::warn!(%error, "kafka error"),
                     }
                 }
-                _ = sleep_until(until) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
         if self

@@ -198,19 +198,30 @@ impl Sink {
                 "SELECT session_id, argMax(state, version) AS state FROM session_state \
                  WHERE session_id IN ({id_list}) GROUP BY session_id"
             );
-            let keys_sql = format!(
-                "SELECT DISTINCT session_id, project_id, user_id, start_ts FROM session_keys \
-                 WHERE session_id IN ({id_list})"
-            );
             let client = self.store.client();
             let rows: Vec<LoadedState> = self
                 .store
                 .bounded(client.query(&states_sql).fetch_all())
                 .await?;
-            let keys: Vec<LoadedKey> = self
-                .store
-                .bounded(client.query(&keys_sql).fetch_all())
-                .await?;
+            // Keys are recorded before the first state of a session is, and no row is
+            // written before its state: a session without a state has no row to hide,
+            // so only sessions with a state need their keys (none, for new sessions).
+            let keys: Vec<LoadedKey> = if rows.is_empty() {
+                Vec::new()
+            } else {
+                let found = rows
+                    .iter()
+                    .map(|row| row.session_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let keys_sql = format!(
+                    "SELECT DISTINCT session_id, project_id, user_id, start_ts FROM session_keys \
+                     WHERE session_id IN ({found})"
+                );
+                self.store
+                    .bounded(client.query(&keys_sql).fetch_all())
+                    .await?
+            };
             let mut keys_by_session: HashMap<u64, Vec<SessionKey>> = HashMap::new();
             for key in keys {
                 keys_by_session
