@@ -118,6 +118,15 @@ fn big_agent_messages() -> Vec<(Option<String>, Vec<u8>)> {
         .collect()
 }
 
+/// Kills the worker process if the test fails before it stops it.
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[derive(Row, Deserialize)]
 struct DeadLetters {
     most: u64,
@@ -148,8 +157,8 @@ async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
         ..WorkloadConfig::default()
     });
     let limit = MEMORY_LIMIT.to_string();
-    let mut worker = fixture.spawn_process(&["--memory-limit", &limit]);
-    let pid = worker.id();
+    let mut worker = ChildGuard(fixture.spawn_process(&["--memory-limit", &limit]));
+    let pid = worker.0.id();
 
     let (first, second) = workload.messages.split_at(workload.messages.len() / 2);
     fixture.produce(first).await;
@@ -182,7 +191,7 @@ async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     let sessions = loop {
-        assert!(worker.try_wait().unwrap().is_none(), "the worker died");
+        assert!(worker.0.try_wait().unwrap().is_none(), "the worker died");
         let sessions: BTreeMap<u64, Session> = live_sessions(fixture.store())
             .await
             .into_iter()
@@ -260,7 +269,7 @@ async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let status = worker.wait().unwrap();
+    let status = worker.0.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     fixture.db.drop_database().await;
 }
