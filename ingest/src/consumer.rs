@@ -229,13 +229,14 @@ impl Worker {
             self.pending.reject(record);
         }
         let now = Instant::now();
-        if self.aggregator.missing(&decoded.events).is_empty() {
+        let missing = self.aggregator.missing(&decoded.events);
+        if missing.is_empty() {
             self.aggregator.begin_batch(now);
             let counts = self.aggregator.apply(&decoded.events, partition);
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
-            self.pending.park(detach(), now);
+            self.pending.park(detach(), missing, now);
         }
         self.pending
             .processed(partition, offset, payload.len(), now);
@@ -249,10 +250,13 @@ impl Worker {
         }
         let mut backoff = self.retry_backoff();
         loop {
-            let mut missing = Vec::new();
-            for message in self.pending.parked() {
-                missing.extend(self.aggregator.missing(&self.local_events(message)));
-            }
+            let mut missing: Vec<u64> = self
+                .pending
+                .parked()
+                .iter()
+                .flat_map(|parked| parked.missing.iter().copied())
+                .filter(|session_id| !self.aggregator.is_held(*session_id))
+                .collect();
             missing.sort_unstable();
             missing.dedup();
             match self.sink.load(&missing).await {
@@ -273,9 +277,9 @@ impl Worker {
             }
         }
         self.aggregator.begin_batch(Instant::now());
-        for message in self.pending.take_parked() {
-            let events = self.local_events(&message);
-            let counts = self.aggregator.apply(&events, message.partition());
+        for parked in self.pending.take_parked() {
+            let events = self.local_events(&parked.message);
+            let counts = self.aggregator.apply(&events, parked.message.partition());
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         }

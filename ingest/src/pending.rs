@@ -48,7 +48,7 @@ pub struct Pending {
     /// Per partition: the offset after the last processed message, not yet committed.
     offsets: HashMap<i32, i64>,
     /// Messages waiting for their sessions to be loaded.
-    parked: Vec<OwnedMessage>,
+    parked: Vec<ParkedMessage>,
     parked_since: Option<Instant>,
     /// Messages fetched while writes fail, processed once a flush succeeds.
     held_back: Vec<OwnedMessage>,
@@ -57,6 +57,20 @@ pub struct Pending {
     unflushed_bytes: usize,
     /// Bytes held by parked and held-back messages and dead letters.
     held_bytes: usize,
+}
+
+/// A message waiting for the sessions it names to be loaded.
+pub struct ParkedMessage {
+    pub message: OwnedMessage,
+    /// The sessions it needs that were not held when it arrived (so it need not be
+    /// decoded again to know what to load).
+    pub missing: Vec<u64>,
+}
+
+impl ParkedMessage {
+    fn bytes(&self) -> usize {
+        message_bytes(&self.message) + self.missing.len() * std::mem::size_of::<u64>()
+    }
 }
 
 /// What one held message costs: its bytes and its bookkeeping.
@@ -91,20 +105,21 @@ impl Pending {
     }
 
     /// Parks a message until the sessions it names are loaded.
-    pub fn park(&mut self, message: OwnedMessage, now: Instant) {
-        self.held_bytes += message_bytes(&message);
-        self.parked.push(message);
+    pub fn park(&mut self, message: OwnedMessage, missing: Vec<u64>, now: Instant) {
+        let parked = ParkedMessage { message, missing };
+        self.held_bytes += parked.bytes();
+        self.parked.push(parked);
         self.parked_since.get_or_insert(now);
     }
 
-    pub fn parked(&self) -> &[OwnedMessage] {
+    pub fn parked(&self) -> &[ParkedMessage] {
         &self.parked
     }
 
     /// The parked messages, to apply once their sessions are loaded.
-    pub fn take_parked(&mut self) -> Vec<OwnedMessage> {
+    pub fn take_parked(&mut self) -> Vec<ParkedMessage> {
         self.parked_since = None;
-        self.held_bytes -= self.parked.iter().map(message_bytes).sum::<usize>();
+        self.held_bytes -= self.parked.iter().map(ParkedMessage::bytes).sum::<usize>();
         std::mem::take(&mut self.parked)
     }
 
@@ -184,7 +199,7 @@ impl Pending {
         self.offsets
             .retain(|partition, _| !partitions.contains(partition));
         self.parked
-            .retain(|message| !partitions.contains(&message.partition()));
+            .retain(|parked| !partitions.contains(&parked.message.partition()));
         self.held_back
             .retain(|message| !partitions.contains(&message.partition()));
         self.rejected
@@ -192,12 +207,8 @@ impl Pending {
         if self.parked.is_empty() {
             self.parked_since = None;
         }
-        self.held_bytes = self
-            .parked
-            .iter()
-            .chain(&self.held_back)
-            .map(message_bytes)
-            .sum::<usize>()
+        self.held_bytes = self.parked.iter().map(ParkedMessage::bytes).sum::<usize>()
+            + self.held_back.iter().map(message_bytes).sum::<usize>()
             + self.rejected.iter().map(record_bytes).sum::<usize>();
     }
 }
@@ -257,13 +268,13 @@ mod tests {
         let mut pending = Pending::new();
         for partition in [0, 1] {
             pending.processed(partition, 3, 10, now);
-            pending.park(message(partition, 3), now);
+            pending.park(message(partition, 3), vec![1], now);
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
         }
         pending.forget_partitions(&[1]);
         assert_eq!(pending.offsets_to_commit(), [(0, 4)]);
-        assert!(pending.parked().iter().all(|m| m.partition() == 0));
+        assert!(pending.parked().iter().all(|p| p.message.partition() == 0));
         assert_eq!(pending.parked().len(), 1);
         let held_back = pending.take_held_back();
         assert_eq!(held_back.len(), 1);
@@ -310,7 +321,7 @@ mod tests {
     fn parked_messages_are_loaded_after_the_delay_or_when_many() {
         let start = Instant::now();
         let mut pending = Pending::new();
-        pending.park(message(0, 0), start);
+        pending.park(message(0, 0), vec![1], start);
         assert!(!pending.load_due(start));
         assert!(pending.load_due(start + COLD_BATCH_DELAY));
         assert_eq!(
@@ -318,7 +329,7 @@ mod tests {
             Some(start + COLD_BATCH_DELAY)
         );
         for offset in 1..COLD_BATCH_MESSAGES as i64 {
-            pending.park(message(0, offset), start);
+            pending.park(message(0, offset), vec![1], start);
         }
         assert!(pending.load_due(start), "a full cold batch loads at once");
         assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
@@ -372,7 +383,7 @@ mod tests {
                 None,
             )
         };
-        pending.park(big(0, 0), now);
+        pending.park(big(0, 0), vec![1], now);
         pending.hold_back(big(1, 1));
         assert!(pending.held_bytes() >= 80_000);
         assert!(!pending.flush_due(0, &POLICY, now) || pending.holds_back());
