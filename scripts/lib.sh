@@ -43,9 +43,16 @@ launch() {
     # The subshell closes fd 9 (the services lock) and execs setsid, which
     # execs the command: $! is the service's own PID.
     (cd "$workdir" && exec setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&-) &
-    local pid=$!
+    local pid=$! i
     echo "$pid" >"$RUN_DIR/$name.pid"
     echo "$match" >"$RUN_DIR/$name.match"
+    # Until the subshell has exec'd the command, its command line is still ours and
+    # pid_of would not recognise it: wait for the exec (2 s at most).
+    for ((i = 0; i < 20; i++)); do
+        [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$match"* ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
 }
 
 # terminate NAME [GRACE_SECONDS]: SIGTERM the recorded process, SIGKILL after
