@@ -6,28 +6,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
+use common::{
+    clickhouse_service, metric_value, wait_for_sessions, ClickHouseRestartGuard, Fixture,
+    InProcessWorker,
+};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-
-fn services(action: &str) {
-    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
-    let status = Command::new("bash")
-        .args([script.as_str(), action, "clickhouse"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "services.sh {action} clickhouse");
-}
-
-/// Starts ClickHouse again even if the test fails midway.
-struct RestartGuard;
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        services("start");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_mid_stream_loses_nothing() {
@@ -48,8 +33,8 @@ async fn a_clickhouse_outage_mid_stream_loses_nothing() {
     let worker = InProcessWorker::start(fixture.settings(&[])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let guard = RestartGuard;
-    services("stop");
+    let guard = ClickHouseRestartGuard;
+    clickhouse_service("stop");
     let outage = Instant::now();
     fixture.produce(second).await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;

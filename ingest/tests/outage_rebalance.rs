@@ -10,28 +10,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
+use common::{
+    clickhouse_service, metric_value, wait_for_sessions, ClickHouseRestartGuard, Fixture,
+    InProcessWorker,
+};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-
-fn services(action: &str) {
-    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
-    let status = Command::new("bash")
-        .args([script.as_str(), action, "clickhouse"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "services.sh {action} clickhouse");
-}
-
-/// Starts ClickHouse again even if the test fails midway.
-struct RestartGuard;
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        services("start");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
@@ -54,8 +39,8 @@ async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
         InProcessWorker::start(fixture.settings(&["--retry-max-backoff", "15000"])).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let guard = RestartGuard;
-    services("stop");
+    let guard = ClickHouseRestartGuard;
+    clickhouse_service("stop");
     let outage = Instant::now();
     fixture.produce(second).await;
     // Wait until the worker has failed five times: its next wait is 6.4 s or more.

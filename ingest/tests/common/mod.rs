@@ -151,6 +151,24 @@ impl Fixture {
     }
 }
 
+/// `services.sh ACTION clickhouse` (the outage tests; `SESSIONS_SERVICES_SCRIPT` names it).
+pub fn clickhouse_service(action: &str) {
+    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
+    let status = Command::new("bash")
+        .args([script.as_str(), action, "clickhouse"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "services.sh {action} clickhouse");
+}
+
+/// Starts ClickHouse again when dropped, even if the test fails midway.
+pub struct ClickHouseRestartGuard;
+impl Drop for ClickHouseRestartGuard {
+    fn drop(&mut self) {
+        clickhouse_service("start");
+    }
+}
+
 /// A worker running in this process.
 pub struct InProcessWorker {
     stop: watch::Sender<bool>,
