@@ -7,10 +7,18 @@
 #   chdb        current ClickHouse engine (chDB) behind ../shared/tools/chdb-http-shim.py
 #                                                    http://127.0.0.1:$CHDB_SHIM_PORT (8124)
 #
-# Usage: scripts/services.sh start|stop|restart|status|kill9 [clickhouse|tansu|chdb ...]
+# and the local ClickHouse cluster (`cluster` names all five, started in order):
+#
+#   zookeeper   ZooKeeper 3.8 (Debian package)       127.0.0.1:$ZOOKEEPER_PORT (12181)
+#   ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2
+#               ClickHouse 18.16, 2 shards x 2 replicas, cluster $CLUSTER_NAME
+#               (sessions_cluster): HTTP 127.0.0.1:8131..8134, native TCP
+#               19101..19104, interserver 19201..19204 ($CLUSTER_HTTP_BASE etc.)
+#
+# Usage: scripts/services.sh start|stop|restart|status|kill9 [SERVICE ...]
 #        scripts/services.sh reset      stop what we started, delete .local/ state
 #
-# With no service named, all three. State (data, logs, pid files) lives under
+# With no service named, clickhouse, tansu and chdb. State (data, logs, pid files) lives under
 # $SESSIONS_STATE_DIR (default: <repo>/.local). `start` is idempotent; if a
 # port is already served by something answering like the service, that server
 # is used as is and never stopped by this script. `stop` and `kill9` signal
@@ -28,7 +36,20 @@ TANSU_PORT=${TANSU_PORT:-9092}
 CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
 CHDB_SHIM=${CHDB_SHIM:-$(cd "$REPO/.." && pwd)/shared/tools/chdb-http-shim.py}
 START_TIMEOUT=${SERVICES_START_TIMEOUT:-30}
+ZOOKEEPER_PORT=${ZOOKEEPER_PORT:-12181}
+CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
+CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
+CLUSTER_TCP_BASE=${CLUSTER_TCP_BASE:-19100}
+CLUSTER_INTERSERVER_BASE=${CLUSTER_INTERSERVER_BASE:-19200}
 ALL_SERVICES=(clickhouse tansu chdb)
+CLUSTER_NODES=(ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2)
+CLUSTER_SERVICES=(zookeeper "${CLUSTER_NODES[@]}")
+
+# ch-sS-rR: its number 1..4 (shard-major), shard S and replica R.
+node_number() {
+    local shard=${1:4:1} replica=${1:7:1}
+    echo $(((shard - 1) * 2 + replica))
+}
 
 # ---------------------------------------------------------------- binaries
 
@@ -75,6 +96,14 @@ chdb_python() {
 ready() {
     case $1 in
     clickhouse) ping_ok "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping" ;;
+    ch-s?-r?) ping_ok "http://127.0.0.1:$(port_of "$1")/ping" ;;
+    zookeeper)
+        local answer
+        port_open "$ZOOKEEPER_PORT" || return 1
+        answer=$(exec 3<>"/dev/tcp/127.0.0.1/$ZOOKEEPER_PORT" && echo ruok >&3 &&
+            timeout 2 cat <&3) 2>/dev/null || return 1
+        [[ $answer == imok ]]
+        ;;
     chdb) ping_ok "http://127.0.0.1:$CHDB_SHIM_PORT/ping" ;;
     tansu)
         local bin
@@ -90,6 +119,8 @@ ready() {
 port_of() {
     case $1 in
     clickhouse) echo "$CLICKHOUSE_HTTP_PORT" ;;
+    ch-s?-r?) echo $((CLUSTER_HTTP_BASE + $(node_number "$1"))) ;;
+    zookeeper) echo "$ZOOKEEPER_PORT" ;;
     tansu) echo "$TANSU_PORT" ;;
     chdb) echo "$CHDB_SHIM_PORT" ;;
     esac
@@ -108,6 +139,40 @@ launch_clickhouse() {
     cp "$REPO/scripts/clickhouse/users.xml" "$dir/users.xml"
     # shellcheck disable=SC2086 # $cmd may be "clickhouse server"
     launch clickhouse "$dir/config.xml" "$dir" $cmd --config-file="$dir/config.xml"
+}
+
+launch_zookeeper() {
+    local dir=$STATE_DIR/zookeeper server=/usr/share/zookeeper/bin/zkServer.sh
+    [[ -x $server ]] || die "ZooKeeper not found at $server (apt-get install zookeeper)"
+    mkdir -p "$dir"/{data,log}
+    sed -e "s#@STATE@#$dir#g" -e "s#@PORT@#$ZOOKEEPER_PORT#g" \
+        "$REPO/scripts/zookeeper/zoo.cfg.in" >"$dir/zoo.cfg"
+    launch zookeeper "$dir/zoo.cfg" "$dir" env ZOO_LOG_DIR="$dir/log" \
+        "$server" start-foreground "$dir/zoo.cfg"
+}
+
+# One node of the cluster (ZooKeeper must answer first: a node that starts before
+# it may fail its first ON CLUSTER query).
+launch_cluster_node() {
+    local node=$1 cmd number dir=$STATE_DIR/$1
+    cmd=$(clickhouse_cmd) || die "clickhouse-server not found (run scripts/install-deps.sh)"
+    ready zookeeper || die "start zookeeper before $node"
+    number=$(node_number "$node")
+    mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
+    sed -e "s#@STATE@#$dir#g" \
+        -e "s#@HTTP_PORT@#$((CLUSTER_HTTP_BASE + number))#g" \
+        -e "s#@TCP_PORT@#$((CLUSTER_TCP_BASE + number))#g" \
+        -e "s#@INTERSERVER_PORT@#$((CLUSTER_INTERSERVER_BASE + number))#g" \
+        -e "s#@SHARD@#${node:4:1}#g" -e "s#@REPLICA@#$node#g" \
+        -e "s#@ZOOKEEPER_PORT@#$ZOOKEEPER_PORT#g" -e "s#@CLUSTER@#$CLUSTER_NAME#g" \
+        -e "s#@NODE_TCP_PORT_1@#$((CLUSTER_TCP_BASE + 1))#g" \
+        -e "s#@NODE_TCP_PORT_2@#$((CLUSTER_TCP_BASE + 2))#g" \
+        -e "s#@NODE_TCP_PORT_3@#$((CLUSTER_TCP_BASE + 3))#g" \
+        -e "s#@NODE_TCP_PORT_4@#$((CLUSTER_TCP_BASE + 4))#g" \
+        "$REPO/scripts/clickhouse/cluster-node.xml.in" >"$dir/config.xml"
+    cp "$REPO/scripts/clickhouse/users.xml" "$dir/users.xml"
+    # shellcheck disable=SC2086 # $cmd may be "clickhouse server"
+    launch "$node" "$dir/config.xml" "$dir" $cmd --config-file="$dir/config.xml"
 }
 
 launch_tansu() {
@@ -149,7 +214,10 @@ start_one() {
         if port_open "$port"; then
             die "port 127.0.0.1:$port is taken by something that does not answer like $svc; set another port (see scripts/services.sh)"
         fi
-        "launch_$svc"
+        case $svc in
+        ch-s?-r?) launch_cluster_node "$svc" ;;
+        *) "launch_$svc" ;;
+        esac
         pid=$(<"$RUN_DIR/$svc.pid")
         say "$svc starting (pid $pid, port $port, log $LOG_DIR/$svc.log)"
     fi
@@ -163,7 +231,7 @@ start_one() {
         if ! kill -0 "$pid" 2>/dev/null; then
             say "$svc (pid $pid) exited during start-up"
             show_log "$LOG_DIR/$svc.log"
-            [[ $svc == clickhouse ]] && show_log "$STATE_DIR/clickhouse/log/clickhouse-server.err.log"
+            [[ -f $STATE_DIR/$svc/log/clickhouse-server.err.log ]] && show_log "$STATE_DIR/$svc/log/clickhouse-server.err.log"
             rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
             exit 1
         fi
@@ -171,7 +239,7 @@ start_one() {
     done
     say "$svc not ready after ${START_TIMEOUT}s; stopping it"
     show_log "$LOG_DIR/$svc.log"
-    [[ $svc == clickhouse ]] && show_log "$STATE_DIR/clickhouse/log/clickhouse-server.err.log"
+    [[ -f $STATE_DIR/$svc/log/clickhouse-server.err.log ]] && show_log "$STATE_DIR/$svc/log/clickhouse-server.err.log"
     terminate "$svc" 5
     exit 1
 }
@@ -217,11 +285,18 @@ main() {
     local cmd=${1:-}
     [[ -n $cmd ]] || usage
     shift
-    local services=("$@") svc rc=0
+    local services=() svc rc=0 i
+    for svc in "$@"; do
+        if [[ $svc == cluster ]]; then
+            services+=("${CLUSTER_SERVICES[@]}")
+        else
+            services+=("$svc")
+        fi
+    done
     [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
     for svc in "${services[@]}"; do
         case $svc in
-        clickhouse | tansu | chdb) ;;
+        clickhouse | tansu | chdb | zookeeper | ch-s[12]-r[12]) ;;
         *) say "unknown service: $svc"; usage ;;
         esac
     done
@@ -233,12 +308,13 @@ main() {
 
     case $cmd in
     start) for svc in "${services[@]}"; do start_one "$svc"; done ;;
-    stop) for svc in "${services[@]}"; do stop_one "$svc"; done ;;
+    # Stop in reverse: the cluster's nodes before its ZooKeeper.
+    stop) for ((i = ${#services[@]} - 1; i >= 0; i--)); do stop_one "${services[i]}"; done ;;
     restart) for svc in "${services[@]}"; do stop_one "$svc"; start_one "$svc"; done ;;
     kill9) for svc in "${services[@]}"; do kill9 "$svc"; done ;;
     status) for svc in "${services[@]}"; do status_one "$svc" || rc=1; done ;;
     reset)
-        for svc in "${ALL_SERVICES[@]}"; do stop_one "$svc"; done
+        for svc in "${ALL_SERVICES[@]}" "${CLUSTER_NODES[@]}" zookeeper; do stop_one "$svc"; done
         # Keep the chDB virtualenv (a 180 MB download), if install-deps made one.
         find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name venv ! -name run -exec rm -rf {} +
         say "state under $STATE_DIR deleted"
