@@ -44,25 +44,21 @@ pub struct Forward<'a> {
 
 impl Router {
     /// Splits `events` (arrived on `partition`) into the ones applied here and the
-    /// ones to forward, grouped per session. Order within each is kept.
+    /// ones to forward, grouped per session. Order within each is kept. When every
+    /// event is at home (producers that key by session), `events` is returned as is.
     pub fn split<'a>(
         &self,
         events: Vec<Event<'a>>,
         partition: i32,
     ) -> (Vec<Event<'a>>, Vec<Forward<'a>>) {
+        if self.all_local(&events, partition) {
+            return (events, Vec::new());
+        }
         let mut local = Vec::with_capacity(events.len());
         let mut foreign: BTreeMap<u64, Forward<'a>> = BTreeMap::new();
-        // Consecutive events are usually of one session: hash each session id once.
-        let mut last: Option<(u64, i32)> = None;
+        let mut homes = LastHome::default();
         for event in events {
-            let home = match last {
-                Some((session_id, home)) if session_id == event.session_id => home,
-                _ => {
-                    let home = self.home_of(event.session_id);
-                    last = Some((event.session_id, home));
-                    home
-                }
-            };
+            let home = homes.of(self, event.session_id);
             if home == partition {
                 local.push(event);
             } else {
@@ -82,18 +78,32 @@ impl Router {
 
     /// Whether every event of `events` is at home on `partition` (no allocation).
     pub fn all_local(&self, events: &[Event<'_>], partition: i32) -> bool {
-        let mut last: Option<u64> = None;
-        events.iter().all(|event| {
-            if last == Some(event.session_id) {
-                return true;
-            }
-            last = Some(event.session_id);
-            self.home_of(event.session_id) == partition
-        })
+        let mut homes = LastHome::default();
+        events
+            .iter()
+            .all(|event| homes.of(self, event.session_id) == partition)
     }
 
     pub fn home_of(&self, session_id: u64) -> i32 {
         self.partitioner.home_of(session_id, self.partition_count)
+    }
+}
+
+/// The home of the last session looked up: consecutive events are usually of one
+/// session, so each session id is hashed once per run of its events.
+#[derive(Default)]
+struct LastHome(Option<(u64, i32)>);
+
+impl LastHome {
+    fn of(&mut self, router: &Router, session_id: u64) -> i32 {
+        match self.0 {
+            Some((last, home)) if last == session_id => home,
+            _ => {
+                let home = router.home_of(session_id);
+                self.0 = Some((session_id, home));
+                home
+            }
+        }
     }
 }
 
@@ -181,9 +191,6 @@ impl Forwarder {
         events: Vec<Event<'a>>,
         partition: i32,
     ) -> (Vec<Event<'a>>, u64) {
-        if router.all_local(&events, partition) {
-            return (events, 0);
-        }
         let (local, foreign) = router.split(events, partition);
         let mut forwarded = 0;
         for forward in foreign {

@@ -332,11 +332,7 @@ impl Worker {
     /// for their home partitions when it was first processed).
     fn local_events<'m>(&self, message: &'m OwnedMessage) -> Vec<Event<'m>> {
         let decoded = decode_message(message.payload().unwrap_or(&[]));
-        let (partition, router) = (message.partition(), self.router());
-        if router.all_local(&decoded.events, partition) {
-            return decoded.events;
-        }
-        router.split(decoded.events, partition).0
+        self.router().split(decoded.events, message.partition()).0
     }
 
     fn commit(&mut self) {
