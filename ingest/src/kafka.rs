@@ -102,14 +102,14 @@ pub fn commit(consumer: &KafkaConsumer, topic: &str, offsets: &[(i32, i64)]) -> 
 
 /// Pauses (`fetching == false`) or resumes the whole current assignment, and every
 /// partition assigned from now on (the wish holds for later assignments even when the
-/// consumer refuses now); does nothing when that is already the wish.
-pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
+/// consumer refuses now, which is logged); does nothing when that is already the wish.
+pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) {
     let was_paused = consumer
         .context()
         .fetching_paused
         .swap(!fetching, Ordering::SeqCst);
     if was_paused != fetching {
-        return true;
+        return;
     }
     if fetching {
         tracing::info!("clickhouse accepts writes again; resuming fetching");
@@ -123,10 +123,9 @@ pub fn set_fetching(consumer: &KafkaConsumer, fetching: bool) -> bool {
             consumer.pause(&assignment)
         }
     });
-    if let Err(error) = &changed {
+    if let Err(error) = changed {
         tracing::warn!(%error, fetching, "cannot change the fetch state of the assignment");
     }
-    changed.is_ok()
 }
 
 /// On the blocking pool (the broker calls block): refreshes the topic's partition
@@ -209,9 +208,13 @@ pub async fn wait_for_partition_count(
     }
 }
 
-/// A consumer of the settings' group, subscribed to the settings' topic.
-pub fn create_consumer(settings: &IngestSettings) -> anyhow::Result<KafkaConsumer> {
-    let fetch_queue_kbytes = MemoryBudget::new(settings.memory_limit).fetch_queue_kbytes;
+/// A consumer of the settings' group, subscribed to the settings' topic, fetching
+/// ahead at most the budget's fetch share.
+pub fn create_consumer(
+    settings: &IngestSettings,
+    budget: &MemoryBudget,
+) -> anyhow::Result<KafkaConsumer> {
+    let fetch_queue_kbytes = budget.fetch_queue_kbytes;
     let consumer: KafkaConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", &settings.kafka_group)

@@ -55,8 +55,8 @@ pub async fn run(
             .run(),
     );
 
-    let consumer = kafka::create_consumer(&settings)?;
     let budget = memory::MemoryBudget::new(settings.memory_limit);
+    let consumer = kafka::create_consumer(&settings, &budget)?;
     let sink = sink::Sink::new(
         store,
         metrics.clone(),
@@ -65,9 +65,10 @@ pub async fn run(
     );
     let forwarder = forward::Forwarder::new(&settings)?;
     tracing::info!(topic = %settings.kafka_topic, group = %settings.kafka_group, "consuming");
-    let result = consumer::Worker::new(consumer, sink, forwarder, metrics, settings, shutdown)
-        .run()
-        .await;
+    let worker = consumer::Worker::new(
+        consumer, sink, forwarder, metrics, budget, settings, shutdown,
+    );
+    let result = worker.run().await;
     http.abort();
     Ok(result?)
 }

@@ -68,15 +68,16 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `budget` is the one split of `settings.memory_limit`, made by `run`.
     pub fn new(
         consumer: KafkaConsumer,
         sink: Sink,
         forwarder: Forwarder,
         metrics: IngestMetrics,
+        budget: MemoryBudget,
         settings: IngestSettings,
         shutdown: Shutdown,
     ) -> Worker {
-        let budget = MemoryBudget::new(settings.memory_limit);
         let flush_policy = FlushPolicy {
             max_sessions: settings.flush_max_sessions,
             max_bytes: settings.flush_max_bytes,
