@@ -154,6 +154,11 @@ impl RejectedRecord {
     }
 }
 
+/// Session ids for an SQL `IN (…)`: integers we parsed, never text from a message.
+fn id_list(ids: impl Iterator<Item = u64>) -> String {
+    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+}
+
 pub fn unix_seconds() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -188,15 +193,10 @@ impl Sink {
     pub async fn load(&self, session_ids: &[u64]) -> Result<Vec<PersistedSession>, SinkError> {
         let mut loaded = Vec::new();
         for chunk in session_ids.chunks(LOAD_CHUNK) {
-            // The ids are integers we parsed, never text from the message.
-            let id_list = chunk
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let ids = id_list(chunk.iter().copied());
             let states_sql = format!(
                 "SELECT session_id, argMax(state, version) AS state FROM session_state \
-                 WHERE session_id IN ({id_list}) GROUP BY session_id"
+                 WHERE session_id IN ({ids}) GROUP BY session_id"
             );
             let client = self.store.client();
             let rows: Vec<LoadedState> = self
@@ -209,11 +209,7 @@ impl Sink {
             let keys: Vec<LoadedKey> = if rows.is_empty() {
                 Vec::new()
             } else {
-                let found = rows
-                    .iter()
-                    .map(|row| row.session_id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let found = id_list(rows.iter().map(|row| row.session_id));
                 let keys_sql = format!(
                     "SELECT DISTINCT session_id, project_id, user_id, start_ts FROM session_keys \
                      WHERE session_id IN ({found})"
