@@ -219,8 +219,12 @@ mod tests {
     use rdkafka::message::Timestamp;
 
     fn message(partition: i32, offset: i64) -> OwnedMessage {
+        message_of(b"{}".to_vec(), partition, offset)
+    }
+
+    fn message_of(payload: Vec<u8>, partition: i32, offset: i64) -> OwnedMessage {
         OwnedMessage::new(
-            Some(b"{}".to_vec()),
+            Some(payload),
             None,
             "topic".into(),
             Timestamp::NotAvailable,
@@ -372,17 +376,7 @@ mod tests {
     fn held_bytes_are_counted_and_over_their_budget_a_flush_is_due() {
         let now = Instant::now();
         let mut pending = Pending::new();
-        let big = |partition, offset| {
-            OwnedMessage::new(
-                Some(vec![b' '; 40_000]),
-                None,
-                "topic".into(),
-                Timestamp::NotAvailable,
-                partition,
-                offset,
-                None,
-            )
-        };
+        let big = |partition, offset| message_of(vec![b' '; 40_000], partition, offset);
         pending.park(big(0, 0), vec![1], now);
         pending.hold_back(big(1, 1));
         assert!(pending.held_bytes() >= 80_000);

@@ -21,9 +21,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse::RowWrite;
 use serde::{Deserialize, Serialize};
-use sessions_shared::clickhouse::{Row, Store, StoreError};
+use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
 use sessions_shared::event::Rejection;
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_shared::useragent::AgentParser;

@@ -86,34 +86,18 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
             row(&persisted(2, 1, &["x"])),
             row(&persisted(2, 1, &["x"])), // a retried write: identical
         ];
-        let mut keys = db
-            .store
-            .client()
-            .insert::<KeyRow>("session_keys")
-            .await
-            .unwrap();
-        for (session_id, user_id) in [(1, ""), (1, "late"), (1, "ann"), (1, "late"), (2, "x")] {
-            keys.write(&KeyRow {
+        let keys: Vec<KeyRow> = [(1, ""), (1, "late"), (1, "ann"), (1, "late"), (2, "x")]
+            .into_iter()
+            .map(|(session_id, user_id)| KeyRow {
                 session_id,
                 project_id: 1,
                 user_id,
                 start_ts: 1_000,
                 written_at: 1_700_000_000,
             })
-            .await
-            .unwrap();
-        }
-        keys.end().await.unwrap();
-        let mut insert = db
-            .store
-            .client()
-            .insert::<StateRow>("session_state")
-            .await
-            .unwrap();
-        for state in &rows {
-            insert.write(state).await.unwrap();
-        }
-        insert.end().await.unwrap();
+            .collect();
+        db.insert::<KeyRow>("session_keys", &keys).await;
+        db.insert::<StateRow>("session_state", &rows).await;
 
         let sink = Sink::new(
             db.store.clone(),
@@ -134,22 +118,13 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
         assert_eq!(users(&loaded[1]), ["x"], "{engine}");
 
         // A state that does not decode stops the worker instead of stalling it.
-        let mut insert = db
-            .store
-            .client()
-            .insert::<StateRow>("session_state")
-            .await
-            .unwrap();
-        insert
-            .write(&StateRow {
-                session_id: 4,
-                version: 9,
-                state: "{not a state".into(),
-                updated_at: 1_700_000_000,
-            })
-            .await
-            .unwrap();
-        insert.end().await.unwrap();
+        let corrupt = StateRow {
+            session_id: 4,
+            version: 9,
+            state: "{not a state".into(),
+            updated_at: 1_700_000_000,
+        };
+        db.insert::<StateRow>("session_state", &[corrupt]).await;
         match sink.load(&[4]).await {
             Err(SinkError::CorruptState { session_id: 4, .. }) => {}
             other => panic!("{engine}: expected a corrupt state, got {other:?}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::ClickHouseSettings;
 
-pub use clickhouse::{Client, Row};
+pub use clickhouse::{Client, Row, RowWrite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -47,14 +47,7 @@ async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
             .expect(engine);
         let session = distinctive_session();
         let record = SessionRecord::live(&session, true, 9, 1_700_000_000);
-        let mut insert = db
-            .store
-            .client()
-            .insert::<SessionRecord<'_>>("sessions")
-            .await
-            .unwrap();
-        insert.write(&record).await.unwrap();
-        insert.end().await.unwrap();
+        db.insert::<SessionRecord<'_>>("sessions", &[record]).await;
 
         for column in Session::COLUMNS.iter().filter(|c| c.starts_with("user_")) {
             let stored: TextColumn = db

@@ -7,7 +7,7 @@
 //! test gets its own database, dropped by [`TestDatabase::drop_database`].
 
 use rand::Rng;
-use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
 use sessions_shared::config::ClickHouseSettings;
 
 /// `(engine name, HTTP URL)` of each ClickHouse engine to test against.
@@ -33,6 +33,15 @@ impl TestDatabase {
         let store = Store::new(&settings);
         sessions_shared::migrations::migrate(&store).await?;
         Ok(TestDatabase { settings, store })
+    }
+
+    /// Inserts `rows` into `table` in one INSERT; panics on any error (a test's setup).
+    pub async fn insert<T: Row + RowWrite>(&self, table: &str, rows: &[T::Value<'_>]) {
+        let mut insert = self.store.client().insert::<T>(table).await.unwrap();
+        for row in rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
     }
 
     pub async fn drop_database(self) {

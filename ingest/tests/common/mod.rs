@@ -109,41 +109,38 @@ impl Fixture {
     }
 
     pub async fn produce(&self, messages: &[PlannedMessage]) {
-        let producer = create_producer(&brokers()).expect("producer");
-        produce_all(
-            &producer,
-            &self.topic,
+        self.produce_pairs(
             messages
                 .iter()
                 .map(|m| (Some(m.key.as_str()), m.payload.as_slice())),
         )
-        .await
-        .expect("produce");
+        .await;
     }
 
     /// Messages with an optional key each (mixed batches, keyless messages).
     pub async fn produce_keyed(&self, messages: &[(Option<String>, Vec<u8>)]) {
-        let producer = create_producer(&brokers()).expect("producer");
-        produce_all(
-            &producer,
-            &self.topic,
+        self.produce_pairs(
             messages
                 .iter()
                 .map(|(key, payload)| (key.as_deref(), payload.as_slice())),
         )
-        .await
-        .expect("produce");
+        .await;
     }
 
+    /// Messages without a key.
     pub async fn produce_raw(&self, payloads: &[Vec<u8>]) {
+        self.produce_pairs(payloads.iter().map(|p| (None, p.as_slice())))
+            .await;
+    }
+
+    async fn produce_pairs<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (Option<&'a str>, &'a [u8])>,
+    ) {
         let producer = create_producer(&brokers()).expect("producer");
-        produce_all(
-            &producer,
-            &self.topic,
-            payloads.iter().map(|p| (None, p.as_slice())),
-        )
-        .await
-        .expect("produce");
+        produce_all(&producer, &self.topic, messages)
+            .await
+            .expect("produce");
     }
 
     pub fn store(&self) -> &Store {

@@ -90,17 +90,9 @@ impl Fixture {
     }
 
     pub async fn insert(&self, records: &[SessionRecord<'_>]) {
-        let mut insert = self
-            .db
-            .store
-            .client()
-            .insert::<SessionRecord<'_>>("sessions")
-            .await
-            .unwrap();
-        for record in records {
-            insert.write(record).await.unwrap();
-        }
-        insert.end().await.unwrap();
+        self.db
+            .insert::<SessionRecord<'_>>("sessions", records)
+            .await;
     }
 
     pub async fn finish(self) {
