@@ -80,11 +80,9 @@ BYTES=$(json_get bytes <<<"$produced")
 say "producer: $produced"
 
 say "ceiling: bare consumer draining $MESSAGES messages"
-# The bare consumer's user + system CPU seconds, from bash's `time`.
-BARE_CPU=$( { TIMEFORMAT='%U %S'; time "$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES" \
-    >"$RUN_DIR/bare.json" 2>/dev/null; } 2>&1 | awk '{ print $1 + $2 }')
-bare=$(<"$RUN_DIR/bare.json")
+bare=$("$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES")
 BARE_SECONDS=$(json_get secondsFromSubscribe <<<"$bare")
+BARE_CPU=$(json_get cpuSeconds <<<"$bare")
 say "bare consumer: $bare"
 
 say "sessions-ingest draining the same topic into database $DATABASE"
