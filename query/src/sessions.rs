@@ -43,25 +43,27 @@ pub fn page_sql(query: &PageQuery<'_>) -> String {
 /// Runs the page query (one ClickHouse request, under the store's time bound).
 pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
     let sql = page_sql(query);
-    let mut request = store
-        .client()
-        .query(&sql)
-        .bind(query.project_id)
-        .bind(query.user_id);
-    if let Some(start_date) = query.start_date {
-        request = request.bind(start_date);
-    }
-    if let Some(end_date) = query.end_date {
-        request = request.bind(end_date);
-    }
-    if let Some(after) = query.after {
-        request = request
-            .bind(after.start_ts)
-            .bind(after.start_ts)
-            .bind(after.session_id);
-    }
-    request = request.bind(query.fetch);
-    store.bounded(request.fetch_all::<Session>()).await
+    store
+        .run(|client| {
+            let mut request = client
+                .query(&sql)
+                .bind(query.project_id)
+                .bind(query.user_id);
+            if let Some(start_date) = query.start_date {
+                request = request.bind(start_date);
+            }
+            if let Some(end_date) = query.end_date {
+                request = request.bind(end_date);
+            }
+            if let Some(after) = query.after {
+                request = request
+                    .bind(after.start_ts)
+                    .bind(after.start_ts)
+                    .bind(after.session_id);
+            }
+            request.bind(query.fetch).fetch_all::<Session>()
+        })
+        .await
 }
 
 #[cfg(test)]

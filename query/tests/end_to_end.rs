@@ -8,7 +8,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use sessions_shared::read_model::Session;
 use sessions_shared::tenancy::Tenancy;
-use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 use tokio::sync::watch;
@@ -63,9 +63,19 @@ async fn fetch_all_pages(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
+    for (layout, target) in layouts() {
+        let started = Instant::now();
+        end_to_end(&target).await;
+        eprintln!(
+            "{layout}: exact through the API after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+async fn end_to_end(target: &Target) {
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let url = clickhouse_engines()[0].1.clone();
-    let db = TestDatabase::create(&url, "e2e").await.unwrap();
+    let db = TestDatabase::create(target, "e2e").await.unwrap();
     let tenancy = Tenancy::new(&db.store);
     let org = tenancy.create_organization("e2e").await.unwrap();
     let project = tenancy
@@ -96,24 +106,26 @@ async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
     .unwrap();
 
     use clap::Parser;
-    let ingest_settings = sessions_ingest::IngestSettings::try_parse_from([
+    let group = format!("{topic}-group");
+    let mut args: Vec<String> = [
         "sessions-ingest",
         "--kafka-brokers",
         &brokers,
         "--kafka-topic",
         &topic,
         "--kafka-group",
-        &format!("{topic}-group"),
+        &group,
         "--kafka-session-timeout-ms",
         "6000",
-        "--clickhouse-url",
-        &url,
-        "--clickhouse-database",
-        db.store.database(),
         "--flush-interval",
         "200",
-    ])
-    .unwrap();
+    ]
+    .map(str::to_owned)
+    .into();
+    for (flag, value) in db.settings.to_flags() {
+        args.extend([flag.to_owned(), value]);
+    }
+    let ingest_settings = sessions_ingest::IngestSettings::try_parse_from(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop_ingest, ingest_shutdown) = watch::channel(false);
     let ingest = tokio::spawn(sessions_ingest::run(

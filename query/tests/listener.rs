@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{session, Fixture};
-use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target};
 use sessions_testkit::http::http_get;
 
 #[tokio::test]
 async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "listener").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "listener").await;
         let project_id = fixture.project.project_id;
         fixture
             .insert_live(
@@ -127,8 +127,8 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
 
 #[tokio::test]
 async fn the_binary_migrates_serves_and_stops_on_sigterm() {
-    let (engine, url) = clickhouse_engines().remove(0);
-    let fixture = Fixture::new(engine, &url, "binary").await;
+    let target = legacy_target();
+    let fixture = Fixture::new("clickhouse-18.16", &target, "binary").await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -137,7 +137,7 @@ async fn the_binary_migrates_serves_and_stops_on_sigterm() {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut child = binary()
         .env("QUERY_ADDR", address.to_string())
-        .env("CLICKHOUSE_URL", &url)
+        .env("CLICKHOUSE_URL", &target.urls()[0])
         .env("CLICKHOUSE_DATABASE", fixture.db.store.database())
         .env("AUTH_REFRESH_MS", "500")
         .env("RUST_LOG", "warn")

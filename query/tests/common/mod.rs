@@ -6,7 +6,7 @@
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
-use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::clickhouse::{Target, TestDatabase};
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -24,11 +24,11 @@ pub struct Fixture {
 impl Fixture {
     /// A migrated database, an organization with a key and a project, and a service
     /// whose auth cache is loaded.
-    pub async fn new(engine: &'static str, url: &str, label: &str) -> Fixture {
-        let db = TestDatabase::create(url, label)
+    pub async fn new(engine: &'static str, target: &Target, label: &str) -> Fixture {
+        let db = TestDatabase::create(target, label)
             .await
             .unwrap_or_else(|error| {
-                panic!("{engine}: cannot create a test database at {url}: {error}")
+                panic!("{engine}: cannot create a test database on {target:?}: {error}")
             });
         let tenancy = Tenancy::new(&db.store);
         let organization = tenancy.create_organization("acme").await.unwrap();
