@@ -5,6 +5,8 @@
 #   clickhouse-server, clickhouse-client  (apt; ClickHouse 18.16 in Debian 12)
 #   tansu 0.6.0                           (cargo install, ~9 min on 2 cores)
 #   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
+#   zookeeper                             (apt; ZooKeeper 3.8 and a JRE, for the
+#                                          local ClickHouse cluster)
 #   curl, a C toolchain                   (apt, only if missing)
 #
 # The ClickHouse package's install script would start a system server on
@@ -116,6 +118,13 @@ install_chdb() {
     "$py" -m pip install --quiet chdb lz4 >&2
 }
 
+# The Debian package `zookeeper` ships the server without starting any (that
+# would be `zookeeperd`); scripts/services.sh runs it in the foreground.
+install_zookeeper() {
+    [[ -x /usr/share/zookeeper/bin/zkServer.sh ]] && command -v java >/dev/null && return 0
+    apt_install zookeeper
+}
+
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v flock >/dev/null || missing+=(util-linux)
@@ -127,5 +136,6 @@ fi
 
 install_clickhouse
 install_chdb
+install_zookeeper
 install_tansu
 say "dependencies present"
