@@ -2,64 +2,17 @@
 //! → ClickHouse → `sessions-query` returns the reference result for every user,
 //! following `Link` pages.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::{json, Value};
-use sessions_shared::read_model::Session;
+use serde_json::Value;
 use sessions_shared::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 use tokio::sync::watch;
-
-fn api_json(session: &Session) -> Value {
-    json!({
-        "projectId": session.project_id,
-        "sessionId": session.session_id.to_string(),
-        "userUuid": session.user_uuid,
-        "userId": session.user_id,
-        "userAgent": session.user_agent,
-        "userOs": session.user_os,
-        "userBrowser": session.user_browser,
-        "userDevice": session.user_device,
-        "userCountry": session.user_country,
-        "startTs": session.start_ts,
-        "duration": session.duration,
-        "eventsCount": session.events_count,
-        "pagesCount": session.pages_count,
-        "errorsCount": session.errors_count,
-    })
-}
-
-/// Every page of one user's sessions, following `Link: <…>; rel="next"`.
-async fn fetch_all_pages(
-    routes: &(impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
-          + Clone
-          + 'static),
-    api_key: &str,
-    first_path: String,
-) -> Vec<Value> {
-    let mut sessions = Vec::new();
-    let mut path = Some(first_path);
-    while let Some(current) = path.take() {
-        let response = warp::test::request()
-            .method("GET")
-            .path(&current)
-            .header("authorization", api_key)
-            .reply(routes)
-            .await;
-        assert_eq!(response.status(), 200, "{current}: {:?}", response.body());
-        let body: Value = serde_json::from_slice(response.body()).unwrap();
-        sessions.extend(body["data"].as_array().unwrap().iter().cloned());
-        path = response.headers().get("link").map(|link| {
-            let link = link.to_str().unwrap();
-            assert!(link.ends_with(">; rel=\"next\""), "{link}");
-            link[1..link.find('>').unwrap()].to_owned()
-        });
-    }
-    sessions
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
@@ -105,27 +58,7 @@ async fn end_to_end(target: &Target) {
     .await
     .unwrap();
 
-    use clap::Parser;
-    let group = format!("{topic}-group");
-    let mut args: Vec<String> = [
-        "sessions-ingest",
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-group",
-        &group,
-        "--kafka-session-timeout-ms",
-        "6000",
-        "--flush-interval",
-        "200",
-    ]
-    .map(str::to_owned)
-    .into();
-    for (flag, value) in db.settings.to_flags() {
-        args.extend([flag.to_owned(), value]);
-    }
-    let ingest_settings = sessions_ingest::IngestSettings::try_parse_from(args).unwrap();
+    let ingest_settings = common::ingest_settings(&db.settings, &brokers, &topic);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop_ingest, ingest_shutdown) = watch::channel(false);
     let ingest = tokio::spawn(sessions_ingest::run(
@@ -143,14 +76,16 @@ async fn end_to_end(target: &Target) {
     let expected_by_user = workload.expected_by_user();
     let started = Instant::now();
     for (user, expected) in expected_by_user.iter().filter(|(user, _)| !user.is_empty()) {
-        let expected: Vec<Value> = expected.iter().map(api_json).collect();
+        let expected: Vec<Value> = expected.iter().map(common::api_json).collect();
         let encoded = user.replace('@', "%40");
         let first = format!(
             "/api/v1/{}/users/{encoded}/sessions?limit=7",
             project.project_key
         );
         loop {
-            let actual = fetch_all_pages(&routes, &org.api_key, first.clone()).await;
+            let actual = common::fetch_all_pages(&routes, &org.api_key, first.clone())
+                .await
+                .unwrap_or_else(|status| panic!("{first}: status {status}"));
             if actual == expected {
                 break;
             }

@@ -3,6 +3,7 @@
 //! writes them (read_model.rs).
 #![allow(dead_code)] // each test binary uses a different part
 
+use serde_json::{json, Value};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
@@ -164,4 +165,87 @@ pub fn error_message(response: &Response<Bytes>) -> String {
     assert_eq!(errors.len(), 1, "{json}");
     assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
     errors[0].as_str().unwrap().to_owned()
+}
+
+pub fn api_json(session: &Session) -> Value {
+    json!({
+        "projectId": session.project_id,
+        "sessionId": session.session_id.to_string(),
+        "userUuid": session.user_uuid,
+        "userId": session.user_id,
+        "userAgent": session.user_agent,
+        "userOs": session.user_os,
+        "userBrowser": session.user_browser,
+        "userDevice": session.user_device,
+        "userCountry": session.user_country,
+        "startTs": session.start_ts,
+        "duration": session.duration,
+        "eventsCount": session.events_count,
+        "pagesCount": session.pages_count,
+        "errorsCount": session.errors_count,
+    })
+}
+
+/// Every page of one user's sessions, following `Link: <…>; rel="next"`; the status
+/// of the first answer that is not 200, if one is not.
+pub async fn fetch_all_pages(
+    routes: &(impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
+          + Clone
+          + 'static),
+    api_key: &str,
+    first_path: String,
+) -> Result<Vec<Value>, u16> {
+    let mut sessions = Vec::new();
+    let mut path = Some(first_path);
+    while let Some(current) = path.take() {
+        let response = warp::test::request()
+            .method("GET")
+            .path(&current)
+            .header("authorization", api_key)
+            .reply(routes)
+            .await;
+        if response.status() != 200 {
+            return Err(response.status().as_u16());
+        }
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        sessions.extend(body["data"].as_array().unwrap().iter().cloned());
+        path = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+    }
+    Ok(sessions)
+}
+
+/// Worker settings for `topic` on the database of `clickhouse` (fast flushes, short
+/// group timeouts).
+pub fn ingest_settings(
+    clickhouse: &sessions_shared::config::ClickHouseSettings,
+    brokers: &str,
+    topic: &str,
+) -> sessions_ingest::IngestSettings {
+    use clap::Parser;
+    let group = format!("{topic}-group");
+    let mut args: Vec<String> = [
+        "sessions-ingest",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        topic,
+        "--kafka-group",
+        &group,
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--flush-interval",
+        "200",
+        "--retry-max-backoff",
+        "1000",
+    ]
+    .map(str::to_owned)
+    .into();
+    for (flag, value) in clickhouse.to_flags() {
+        args.extend([flag.to_owned(), value]);
+    }
+    sessions_ingest::IngestSettings::try_parse_from(args).unwrap()
 }
