@@ -7,6 +7,7 @@
 #   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
 #   zookeeper                             (apt; ZooKeeper 3.8 and a JRE, for the
 #                                          local ClickHouse cluster)
+#   python3-yaml                          (apt, if python3 lacks PyYAML)
 #   curl, a C toolchain                   (apt, only if missing)
 #
 # The ClickHouse package's install script would start a system server on
@@ -125,6 +126,12 @@ install_zookeeper() {
     apt_install zookeeper
 }
 
+# PyYAML, for the test that parses docker-compose.cluster.yml.
+install_pyyaml() {
+    python3 -c 'import yaml' 2>/dev/null && return 0
+    apt_install python3-yaml
+}
+
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v flock >/dev/null || missing+=(util-linux)
@@ -137,5 +144,6 @@ fi
 install_clickhouse
 install_chdb
 install_zookeeper
+install_pyyaml
 install_tansu
 say "dependencies present"
