@@ -278,23 +278,36 @@ fn failures(answers: &[(Instant, u16)]) -> BTreeMap<u16, usize> {
     failures
 }
 
-fn cluster_or_skip() -> Option<Target> {
+/// The cluster to one scenario at a time; every node is started again when dropped
+/// (the restart runs before the next scenario gets its turn).
+struct ClusterTurn {
+    target: Target,
+    _restart: RestartNodesOnDrop,
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// The cluster's turn, or `None` (with a note) when the suite has no cluster.
+async fn take_cluster() -> Option<ClusterTurn> {
     let target = cluster_target();
     if target.is_none() || std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
         eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
         return None;
     }
-    target
+    let one_at_a_time = CLUSTER.lock().await;
+    Some(ClusterTurn {
+        target: target?,
+        _restart: RestartNodesOnDrop,
+        _one_at_a_time: one_at_a_time,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answering() {
-    let Some(target) = cluster_or_skip() else {
+    let Some(turn) = take_cluster().await else {
         return;
     };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let _restart = RestartNodesOnDrop;
-    let scenario = Scenario::start(&target, "replica_down", 31).await;
+    let target = &turn.target;
+    let scenario = Scenario::start(target, "replica_down", 31).await;
 
     node("kill9", "ch-s1-r2");
     node("kill9", "ch-s2-r2");
@@ -318,12 +331,11 @@ async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answeri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_returns() {
-    let Some(target) = cluster_or_skip() else {
+    let Some(turn) = take_cluster().await else {
         return;
     };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let _restart = RestartNodesOnDrop;
-    let scenario = Scenario::start(&target, "shard_down", 32).await;
+    let target = &turn.target;
+    let scenario = Scenario::start(target, "shard_down", 32).await;
 
     node("stop", "ch-s2-r1");
     node("stop", "ch-s2-r2");
@@ -362,12 +374,11 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_node_killed_every_binary_carries_on_through_another() {
-    let Some(target) = cluster_or_skip() else {
+    let Some(turn) = take_cluster().await else {
         return;
     };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let _restart = RestartNodesOnDrop;
-    let scenario = Scenario::start(&target, "first_node", 33).await;
+    let target = &turn.target;
+    let scenario = Scenario::start(target, "first_node", 33).await;
 
     node("kill9", "ch-s1-r1");
     let killed_at = Instant::now();
@@ -472,11 +483,11 @@ async fn local_rows(url: &str, database: &str, session_id: u64, deleted: u8) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_finds_it() {
-    let Some(target) = cluster_or_skip() else {
+    let Some(turn) = take_cluster().await else {
         return;
     };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let fixture = common::Fixture::new("cluster-18.16", &target, "move").await;
+    let target = &turn.target;
+    let fixture = common::Fixture::new("cluster-18.16", target, "move").await;
     let project_id = fixture.project.project_id;
     // Two users whose rows live on different shards (the `sessions` sharding key).
     let mut users_by_shard: BTreeMap<u64, String> = BTreeMap::new();

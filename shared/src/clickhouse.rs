@@ -66,13 +66,7 @@ const NODE_FAILURE_CODES: &[u32] = &[
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Timeout(_) | StoreError::Unavailable(_) => true,
-            StoreError::Rejected { code, .. } => {
-                code.is_some_and(|code| TRANSIENT_CODES.contains(&code))
-            }
-            StoreError::Malformed(_) => false,
-        }
+        self.is_unreachable_or_coded(TRANSIENT_CODES)
     }
 
     /// The server's error code, when it sent one (`Code: 60. DB::Exception…`).
@@ -86,11 +80,14 @@ impl StoreError {
     /// Whether the node that answered (or did not) is the problem, so that another
     /// node may succeed: it is unreachable, timed out, or lost its ZooKeeper session.
     pub fn is_node_failure(&self) -> bool {
+        self.is_unreachable_or_coded(NODE_FAILURE_CODES)
+    }
+
+    /// No answer in time, no connection, or a server error with one of `codes`.
+    fn is_unreachable_or_coded(&self, codes: &[u32]) -> bool {
         match self {
             StoreError::Timeout(_) | StoreError::Unavailable(_) => true,
-            StoreError::Rejected { code, .. } => {
-                code.is_some_and(|code| NODE_FAILURE_CODES.contains(&code))
-            }
+            StoreError::Rejected { code, .. } => code.is_some_and(|code| codes.contains(&code)),
             StoreError::Malformed(_) => false,
         }
     }
