@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clickhouse::query::Query;
 use rand::Rng;
 
 use crate::config::ClickHouseSettings;
 
+pub use clickhouse::query::Query;
 pub use clickhouse::{Client, Row, RowWrite};
 
 #[derive(Debug, thiserror::Error)]
