@@ -121,7 +121,9 @@ fn filter_sql(query: &PageQuery<'_>, lower: &Lower, upper: bool) -> String {
     }
     match lower {
         Lower::Start => {}
-        Lower::After(_) => filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))"),
+        Lower::After(_) => {
+            filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))")
+        }
         Lower::Beyond(_) => filter.push_str(" AND start_ts > ?"),
     }
     if upper {
