@@ -179,7 +179,7 @@ wrk_run() {
     local threads=$((connections < 2 ? connections : 2))
     local -a header_args=()
     [[ -n $header ]] && header_args=(-H "$header")
-    wrk -t "$threads" -c "$connections" -d "$DURATION" --latency "${header_args[@]}" "$url" |
+    wrk -t "$threads" -c "$connections" -d "$DURATION" --timeout 10s --latency "${header_args[@]}" "$url" |
         python3 -c "$WRK_PARSER" "$label" "$target" "$connections"
 }
 
@@ -218,6 +218,10 @@ for (case, c, target), s in by.items():
     if target != "service":
         continue
     d = by[(case, c, "clickhouse")]
+    if not d["p99_ms"] or not s["p99_ms"]:
+        print("%-18s %3d | no ratio: a side had no answer within 10 s (%s / %s)" % (
+            names[case], c, s["socket_errors"], d["socket_errors"]), file=sys.stderr)
+        continue
     print("%-18s %3d | %9.2f / %9.2f %7.0f | %9.2f / %9.2f %7.0f | %8.2fx %8.2fx" % (
         names[case], c, s["p50_ms"], s["p99_ms"], s["requests_per_second"], d["p50_ms"],
         d["p99_ms"], d["requests_per_second"], s["p99_ms"] / d["p99_ms"],
