@@ -12,7 +12,14 @@ use sessions_shared::clickhouse::StoreError;
 use warp::http::StatusCode;
 
 /// Every value of the `route` label.
-pub const ROUTES: &[&str] = &["user_sessions", "metrics", "healthz", "readyz", "other"];
+pub const ROUTES: &[&str] = &[
+    "user_sessions",
+    "metrics",
+    "healthz",
+    "readyz",
+    "openapi",
+    "other",
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -95,6 +102,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
+        "/openapi.json" => "openapi",
         _ if crate::params::match_sessions_path(path).is_some() => "user_sessions",
         _ => "other",
     }
@@ -117,6 +125,7 @@ mod tests {
             "/metrics",
             "/healthz",
             "/readyz",
+            "/openapi.json",
             "/x",
             "/api/v1/k/users/u/sessions",
         ] {
