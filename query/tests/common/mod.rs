@@ -1,12 +1,17 @@
 //! Test helpers: a service over a fresh database per engine, with one organization,
 //! one API key and one project, plus session rows written the way the ingest worker
-//! writes them (read_model.rs).
+//! writes them (read_model.rs); and the `sessions-query` binary as a child process.
 #![allow(dead_code)] // each test binary uses a different part
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::http::http_get;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -164,4 +169,71 @@ pub fn error_message(response: &Response<Bytes>) -> String {
     assert_eq!(errors.len(), 1, "{json}");
     assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
     errors[0].as_str().unwrap().to_owned()
+}
+
+/// The `sessions-query` binary, with none of its settings taken from the environment
+/// but those the caller sets.
+pub fn query_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-query"));
+    command
+        .env_remove("QUERY_ADDR")
+        .env_remove("CURSOR_SECRET")
+        .env_remove("AUTH_REFRESH_MS");
+    command
+}
+
+/// A free port on 127.0.0.1 (bound and released: free unless someone takes it first).
+pub fn free_loopback_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A `sessions-query` process serving this fixture's database on a free loopback
+/// port; killed when dropped (a test that wants a clean stop sends SIGTERM itself).
+pub struct QueryProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl QueryProcess {
+    pub fn spawn(fixture: &Fixture, url: &str) -> QueryProcess {
+        let address = free_loopback_address();
+        let child = query_binary()
+            .env("QUERY_ADDR", address.to_string())
+            .env("CLICKHOUSE_URL", url)
+            .env("CLICKHOUSE_DATABASE", fixture.db.store.database())
+            .env("AUTH_REFRESH_MS", "500")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        QueryProcess { child, address }
+    }
+
+    /// Waits (10 s at most) until `GET path` with the fixture's key answers 200, and
+    /// returns that answer's body.
+    pub async fn wait_until_serving(&self, fixture: &Fixture, path: &str) -> String {
+        let started = Instant::now();
+        let authorization = [("Authorization", fixture.api_key.as_str())];
+        loop {
+            if let Ok(answer) = http_get(self.address, path, &authorization).await {
+                if answer.status == 200 {
+                    return answer.body;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sessions-query did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for QueryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
