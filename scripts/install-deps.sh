@@ -56,14 +56,22 @@ systemd_active() {
         systemctl is-active --quiet "$1" 2>/dev/null
 }
 
+# systemd_enabled UNIT: systemd starts UNIT at boot.
+systemd_enabled() {
+    command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] &&
+        systemctl is-enabled --quiet "$1" 2>/dev/null
+}
+
 # apt_install_no_start UNIT PACKAGE...: installs the packages while refusing
 # service starts from their maintainer scripts (invoke-rc.d and
-# deb-systemd-invoke both honour policy-rc.d, unless a policy exists), and
-# stops and disables UNIT if systemd started it anyway.
+# deb-systemd-invoke both honour policy-rc.d, unless a policy exists), stops
+# and disables UNIT if systemd started it anyway, and disables it at boot if
+# the install enabled it.
 apt_install_no_start() {
-    local unit=$1 policy=/usr/sbin/policy-rc.d made_policy=0 was_active=0
+    local unit=$1 policy=/usr/sbin/policy-rc.d made_policy=0 was_active=0 was_enabled=0
     shift
     systemd_active "$unit" && was_active=1
+    systemd_enabled "$unit" && was_enabled=1
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\n# temporary, from scripts/install-deps.sh\nexit 101\n' |
             "${SUDO[@]}" tee "$policy" >/dev/null
@@ -80,6 +88,9 @@ apt_install_no_start() {
     if [[ $was_active == 0 ]] && systemd_active "$unit"; then
         say "the package started a system $unit; stopping and disabling it"
         "${SUDO[@]}" systemctl stop "$unit" || true
+        "${SUDO[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
+    elif [[ $was_enabled == 0 ]] && systemd_enabled "$unit"; then
+        say "the package enabled a system $unit at boot; disabling it"
         "${SUDO[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
     fi
 }
