@@ -2,6 +2,8 @@
 //! → ClickHouse → `sessions-query` returns the reference result for every user,
 //! following `Link` pages.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -11,7 +13,8 @@ use sessions_shared::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-use tokio::sync::watch;
+
+use common::IngestWorker;
 
 fn api_json(session: &Session) -> Value {
     json!({
@@ -95,32 +98,13 @@ async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
     .await
     .unwrap();
 
-    use clap::Parser;
-    let ingest_settings = sessions_ingest::IngestSettings::try_parse_from([
-        "sessions-ingest",
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
+    let ingest = IngestWorker::start(
         &topic,
-        "--kafka-group",
-        &format!("{topic}-group"),
-        "--kafka-session-timeout-ms",
-        "6000",
-        "--clickhouse-url",
         &url,
-        "--clickhouse-database",
         db.store.database(),
-        "--flush-interval",
-        "200",
-    ])
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop_ingest, ingest_shutdown) = watch::channel(false);
-    let ingest = tokio::spawn(sessions_ingest::run(
-        ingest_settings,
-        listener,
-        ingest_shutdown.into(),
-    ));
+        &["--flush-interval", "200"],
+    )
+    .await;
 
     let service =
         sessions_query::QueryService::new(&sessions_query::Settings::new(db.settings.clone()))
@@ -153,7 +137,6 @@ async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    stop_ingest.send(true).unwrap();
-    ingest.await.unwrap().unwrap();
+    ingest.stop().await;
     db.drop_database().await;
 }

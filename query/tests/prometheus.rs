@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use common::{free_loopback_address, Fixture, QueryProcess};
+use common::{free_loopback_address, Fixture, IngestWorker, QueryProcess};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use rand::Rng;
 use serde_json::Value;
@@ -256,35 +255,12 @@ async fn a_real_prometheus_evaluates_every_panel_and_alert_against_the_running_s
     let topic = format!("t-prometheus-{:08x}", rand::thread_rng().gen::<u32>());
     create_topic(&brokers, &topic, 2).await.unwrap();
 
-    let ingest_settings = sessions_ingest::IngestSettings::try_parse_from([
-        "sessions-ingest",
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-group",
-        &format!("{topic}-group"),
-        "--kafka-session-timeout-ms",
-        "6000",
-        "--clickhouse-url",
-        &url,
-        "--clickhouse-database",
-        fixture.db.store.database(),
-    ])
-    .unwrap();
-    let ingest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest_address = ingest_listener.local_addr().unwrap();
-    let (stop_ingest, ingest_shutdown) = watch::channel(false);
-    let ingest = tokio::spawn(sessions_ingest::run(
-        ingest_settings,
-        ingest_listener,
-        ingest_shutdown.into(),
-    ));
+    let ingest = IngestWorker::start(&topic, &url, fixture.db.store.database(), &[]).await;
     let query = QueryProcess::spawn(&fixture, &url);
     let sessions_path = fixture.path("user-1%40example.com", "limit=5");
     query.wait_until_serving(&fixture, &sessions_path).await;
 
-    let prometheus = PrometheusServer::start(ingest_address, query.address);
+    let prometheus = PrometheusServer::start(ingest.metrics_address, query.address);
     prometheus.wait_until_ready().await;
     let (stop_traffic, traffic_stop) = watch::channel(false);
     let traffic = tokio::spawn(demo_traffic(
@@ -373,8 +349,7 @@ async fn a_real_prometheus_evaluates_every_panel_and_alert_against_the_running_s
 
     stop_traffic.send(true).unwrap();
     traffic.await.unwrap();
-    stop_ingest.send(true).unwrap();
-    ingest.await.unwrap().unwrap();
+    ingest.stop().await;
     drop(prometheus);
     drop(query);
     fixture.finish().await;

@@ -1,17 +1,21 @@
 //! Test helpers: a service over a fresh database per engine, with one organization,
 //! one API key and one project, plus session rows written the way the ingest worker
-//! writes them (read_model.rs); and the `sessions-query` binary as a child process.
+//! writes them (read_model.rs); the `sessions-query` binary as a child process; and the
+//! ingest worker in-process.
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::TestDatabase;
 use sessions_testkit::http::http_get;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -235,5 +239,53 @@ impl Drop for QueryProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The ingest worker in-process (`sessions_ingest::run`), its metrics listener on a free
+/// loopback port, consuming `topic` with a group of its own into `database`.
+pub struct IngestWorker {
+    pub metrics_address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl IngestWorker {
+    /// `extra` flags are appended (e.g. `["--flush-interval", "200"]`).
+    pub async fn start(topic: &str, url: &str, database: &str, extra: &[&str]) -> IngestWorker {
+        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let group = format!("{topic}-group");
+        let mut args = vec![
+            "sessions-ingest",
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-topic",
+            topic,
+            "--kafka-group",
+            &group,
+            "--kafka-session-timeout-ms",
+            "6000",
+            "--clickhouse-url",
+            url,
+            "--clickhouse-database",
+            database,
+        ];
+        args.extend_from_slice(extra);
+        let settings = sessions_ingest::IngestSettings::try_parse_from(args).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_address = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(sessions_ingest::run(settings, listener, shutdown.into()));
+        IngestWorker {
+            metrics_address,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it the way SIGTERM does (flush, commit, leave) and checks it stopped cleanly.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
     }
 }
