@@ -118,7 +118,9 @@ impl Pending {
     pub fn ages_at(&self, now_ms: i64) -> impl Iterator<Item = f64> + '_ {
         self.message_timestamps
             .iter()
-            .map(move |&(_, timestamp_ms)| now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0)
+            .map(move |&(_, timestamp_ms)| {
+                now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0
+            })
     }
 
     pub fn reject(&mut self, record: RejectedRecord) {
@@ -434,7 +436,11 @@ mod tests {
         assert_eq!(ages, [1.0, 0.5, 0.0]);
         pending.forget_partitions(&[1]);
         let ages: Vec<f64> = pending.ages_at(2_000).collect();
-        assert_eq!(ages, [1.0, 0.0], "a revoked partition's messages are not flushed here");
+        assert_eq!(
+            ages,
+            [1.0, 0.0],
+            "a revoked partition's messages are not flushed here"
+        );
         pending.flushed();
         assert_eq!(pending.ages_at(2_000).count(), 0);
     }

@@ -164,6 +164,10 @@ mod tests {
             .filter(|family| family.name() == "query_clickhouse_errors_total")
             .map(|family| family.get_metric().len())
             .sum::<usize>();
-        assert_eq!(error_kinds, CLICKHOUSE_ERROR_KINDS.len(), "every kind from the start");
+        assert_eq!(
+            error_kinds,
+            CLICKHOUSE_ERROR_KINDS.len(),
+            "every kind from the start"
+        );
     }
 }

@@ -171,7 +171,9 @@ async fn methods_paths_and_operational_endpoints() {
     for (engine, url) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &url, "routes").await;
         let path = fixture.path("u", "");
-        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "QUERY"] {
+        for method in [
+            "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "QUERY",
+        ] {
             let response = fixture.request(method, &path, Some(&fixture.api_key)).await;
             assert_eq!(response.status(), 405, "{engine} {method}");
             assert_eq!(error_message(&response), "method not allowed");

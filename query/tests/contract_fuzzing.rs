@@ -80,7 +80,9 @@ async fn schemathesis_finds_no_failure() {
 
     let base = format!("http://{}", process.address);
     let workdir = tempfile_dir();
-    let served = http_get(process.address, "/openapi.json", &[]).await.unwrap();
+    let served = http_get(process.address, "/openapi.json", &[])
+        .await
+        .unwrap();
     assert_eq!(served.body, sessions_query::openapi::DOCUMENT);
     let document = workdir.join("openapi.json");
     std::fs::write(&document, &served.body).unwrap();

@@ -35,11 +35,7 @@ async fn every_documented_path_is_routed_for_get_only() {
     let routes = service().routes();
     for (template, operations) in paths {
         let operations = operations.as_object().unwrap();
-        assert_eq!(
-            operations.keys().collect::<Vec<_>>(),
-            ["get"],
-            "{template}"
-        );
+        assert_eq!(operations.keys().collect::<Vec<_>>(), ["get"], "{template}");
         let path = template
             .replace("{projectKey}", "3sWXSsqHgSKnE87YkNJK")
             .replace("{userId}", "someone");

@@ -65,7 +65,9 @@ fn promtool_accepts_the_config_and_the_rules_and_passes_their_tests() {
     let test_file = std::fs::read_to_string(deploy("prometheus/alerts.test.yml")).unwrap();
     for alert in alert_names() {
         assert!(
-            test_file.contains(&format!("alertname: {alert}\n        exp_alerts:\n          - ")),
+            test_file.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - "
+            )),
             "{alert} has no test in which it fires"
         );
     }
@@ -99,7 +101,10 @@ impl PrometheusServer {
         let mut rewritten = config.clone();
         for (from, to) in [
             ("scrape_interval: 15s", "scrape_interval: 1s".to_owned()),
-            ("evaluation_interval: 15s", "evaluation_interval: 1s".to_owned()),
+            (
+                "evaluation_interval: 15s",
+                "evaluation_interval: 1s".to_owned(),
+            ),
             ("127.0.0.1:9091", ingest.to_string()),
             ("127.0.0.1:8080", query.to_string()),
         ] {
@@ -329,16 +334,20 @@ async fn a_real_prometheus_evaluates_every_panel_and_alert_against_the_running_s
             .iter()
             .flat_map(|group| group["rules"].as_array().unwrap().clone())
             .collect();
-        let evaluated = loaded
-            .iter()
-            .all(|rule| rule["health"] == "ok" && rule["lastError"].as_str().unwrap_or("").is_empty());
-        if (loaded.len() == alerts.len() && evaluated) || started.elapsed() > Duration::from_secs(15)
+        let evaluated = loaded.iter().all(|rule| {
+            rule["health"] == "ok" && rule["lastError"].as_str().unwrap_or("").is_empty()
+        });
+        if (loaded.len() == alerts.len() && evaluated)
+            || started.elapsed() > Duration::from_secs(15)
         {
             break loaded;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let loaded_names: Vec<&str> = loaded.iter().map(|rule| rule["name"].as_str().unwrap()).collect();
+    let loaded_names: Vec<&str> = loaded
+        .iter()
+        .map(|rule| rule["name"].as_str().unwrap())
+        .collect();
     assert_eq!(loaded_names, alerts, "the rules Prometheus loaded");
     for rule in &loaded {
         assert_eq!(rule["health"], "ok", "{rule}");
