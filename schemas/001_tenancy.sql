@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS {database}.organizations
     created_at DateTime
 )
 ENGINE = ReplacingMergeTree
-ORDER BY org_id;
+ORDER BY org_id
+{layout: every node};
 
 CREATE TABLE IF NOT EXISTS {database}.api_keys
 (
@@ -19,7 +20,8 @@ CREATE TABLE IF NOT EXISTS {database}.api_keys
     created_at DateTime
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY key_hash;
+ORDER BY key_hash
+{layout: every node};
 
 CREATE TABLE IF NOT EXISTS {database}.projects
 (
@@ -30,4 +32,5 @@ CREATE TABLE IF NOT EXISTS {database}.projects
     created_at  DateTime
 )
 ENGINE = ReplacingMergeTree
-ORDER BY project_id;
+ORDER BY project_id
+{layout: every node};

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS {database}.sessions
     updated_at     DateTime
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY (project_id, user_id, start_ts, session_id);
+ORDER BY (project_id, user_id, start_ts, session_id)
+{layout: sharded by cityHash64(project_id, user_id)};
 
 -- The ingest worker's durable per-session state: everything needed to keep aggregating a
 -- session exactly after a restart, a rebalance or an eviction (the set of applied event
@@ -43,4 +44,5 @@ CREATE TABLE IF NOT EXISTS {database}.session_state
     updated_at DateTime
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY session_id;
+ORDER BY session_id
+{layout: sharded by cityHash64(session_id)};

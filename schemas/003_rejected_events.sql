@@ -13,4 +13,5 @@ CREATE TABLE IF NOT EXISTS {database}.rejected_events
     received_at DateTime
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (topic, `partition`, `offset`, element);
+ORDER BY (topic, `partition`, `offset`, element)
+{layout: sharded by cityHash64(topic, `partition`, `offset`)};

@@ -12,4 +12,5 @@ CREATE TABLE IF NOT EXISTS {database}.session_keys
     written_at  DateTime
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (session_id, project_id, user_id, start_ts);
+ORDER BY (session_id, project_id, user_id, start_ts)
+{layout: sharded by cityHash64(session_id)};

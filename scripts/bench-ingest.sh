@@ -29,7 +29,10 @@
 # Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
 # BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191),
 # BENCH_LIVE_RATE (10000; 0 skips step 4), KAFKA_BROKERS,
-# CLICKHOUSE_URL, and the worker's own settings (FLUSH_MAX_SESSIONS, ...).
+# CLICKHOUSE_URL, CLICKHOUSE_CLUSTER (cluster mode: CLICKHOUSE_URL lists the
+# nodes; the query counts are then the first node's), BENCH_KEEP_DATABASE=NAME
+# (use that database name and keep it, for scripts/bench-cluster.sh), and the
+# worker's own settings (FLUSH_MAX_SESSIONS, ...).
 set -euo pipefail
 
 SCRIPT_NAME=bench-ingest.sh
@@ -48,7 +51,8 @@ export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 RUN_ID=$(date +%s)_$$
 TOPIC=bench-ingest-$RUN_ID
-DATABASE=bench_ingest_$RUN_ID
+DATABASE=${BENCH_KEEP_DATABASE:-bench_ingest_$RUN_ID}
+ON_CLUSTER=${CLICKHOUSE_CLUSTER:+ ON CLUSTER $CLICKHOUSE_CLUSTER}
 WORKER=bench-ingest-worker # name under $RUN_DIR (pid file), see lib.sh
 
 CH_MAX_TIME=30 # seconds per ClickHouse request (ch, lib.sh)
@@ -64,8 +68,9 @@ ch_events() { # ch_events: "SelectQuery InsertQuery" counters of the server
 # (seen on the test bed), which would take the demo's topic with it.
 cleanup() {
     terminate "$WORKER" 30 >/dev/null 2>&1 || true
-    ch "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true
-    ch "DROP DATABASE IF EXISTS ${DATABASE}_live" >/dev/null 2>&1 || true
+    [[ -n ${BENCH_KEEP_DATABASE:-} ]] ||
+        ch "DROP DATABASE IF EXISTS $DATABASE$ON_CLUSTER" >/dev/null 2>&1 || true
+    ch "DROP DATABASE IF EXISTS ${DATABASE}_live$ON_CLUSTER" >/dev/null 2>&1 || true
 }
 
 # start_worker TOPIC DATABASE: the release worker, with a fresh group, on TOPIC.
@@ -115,7 +120,7 @@ freshness_buckets() {
 }
 trap cleanup EXIT
 
-ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
+ping_ok "${CLICKHOUSE_URL%%,*}/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
 port_open "${KAFKA_BROKERS##*:}" || die "no broker at $KAFKA_BROKERS (scripts/services.sh start tansu)"
 port_open "$METRICS_PORT" && die "port $METRICS_PORT is taken; set BENCH_METRICS_PORT"
 

@@ -6,14 +6,21 @@
 #      (version 1, deleted 0) over 200,000 users, written straight into ClickHouse
 #      with INSERT ... SELECT ... FROM numbers(): three marked users hold exactly
 #      10, 100 and 1,500 sessions (bench-10@, bench-100@, bench-1000@example.com),
-#      199,997 others ~50 each. Then OPTIMIZE ... FINAL, so no background merge
-#      runs while we measure.
+#      199,997 others ~50 each; then 1,000,000 more rows for one heavy user
+#      (bench-heavy@example.com, a session every 31 ms over ~8.6 hours). Then
+#      OPTIMIZE ... FINAL, so no background merge runs while we measure.
 #   2. target/release/sessions-query serves that database on a spare port.
 #   3. wrk (loopback, --latency, ~10 s per run) at 1, 16 and 64 connections, for
 #      the 10-, 100- and 1,500-session users with the default page (limit 50), and
-#      for the 1,500-session user with limit=1000; side by side with the same SQL
-#      (query/examples/page_sql.rs prints it, values inlined) sent straight to
-#      ClickHouse's HTTP interface (GET /?query=...).
+#      for the 1,500-session user with limit=1000, and for the heavy user; side by
+#      side with the whole-range SQL (query/examples/page_sql.rs prints it, values
+#      inlined: the query the service ran before it read pages through windows)
+#      sent straight to ClickHouse's HTTP interface (GET /?query=...).
+#   4. The heavy user (issue 10): following `next` through its first 100 pages
+#      (total time, against 100 x the first page's p50 at c=1), a page deep in its
+#      history (a cursor past its 900,000th session, reached with limit=1000
+#      pages, then the default page) and a page with start_date near its end, each
+#      by wrk at c=1; all beside the 100-session user's first page in the same run.
 #
 # Needs ClickHouse up (scripts/services.sh start clickhouse) and wrk (apt-get
 # install wrk). Builds the release binaries first unless BENCH_NO_BUILD=1.
@@ -36,6 +43,9 @@ CONNECTIONS=${BENCH_CONNECTIONS:-1 16 64}
 QUERY_PORT=${BENCH_QUERY_PORT:-18080}
 ROWS=${BENCH_ROWS:-10000000}
 OTHER_USERS=199997
+HEAVY_ROWS=${BENCH_HEAVY_ROWS:-1000000}
+HEAVY_USER=bench-heavy@example.com
+HEAVY_FIRST_TS=1800000000000
 export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 export CLICKHOUSE_DATABASE=bench_query
 PROJECT_KEY=benchQueryProject001
@@ -67,7 +77,7 @@ fi
 
 existing=$(ch "SELECT count() FROM system.tables WHERE database = '$CLICKHOUSE_DATABASE' AND name = 'sessions'")
 if [[ ${BENCH_KEEP_DATA:-0} == 1 && $existing == 1 &&
-    $(ch "SELECT count() FROM $CLICKHOUSE_DATABASE.sessions") == "$ROWS" ]]; then
+    $(ch "SELECT count() FROM $CLICKHOUSE_DATABASE.sessions") == "$((ROWS + HEAVY_ROWS))" ]]; then
     say "reusing $CLICKHOUSE_DATABASE ($ROWS rows)"
     API_KEY=$(<"$STATE_DIR/bench-query.key")
     PROJECT_ID=$("$BIN/sessions-admin" project list | python3 -c '
@@ -115,6 +125,14 @@ else
             toUInt8(1),
             now()
         FROM numbers($ROWS)" >/dev/null
+    # The heavy user: one session every 31 ms, the same columns otherwise.
+    ch "INSERT INTO $CLICKHOUSE_DATABASE.sessions
+        SELECT toUInt32($PROJECT_ID), '$HEAVY_USER', toInt64($HEAVY_FIRST_TS + number * 31),
+            toUInt64(5000000000000000 + number), toUInt64(1), toUInt8(0),
+            lower(hex(toUInt64(intHash64(number)))), 'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0',
+            'Ubuntu', 'Firefox', '', 'DE', toUInt64(intHash32(number) % 3600000),
+            toUInt32(number % 97), toUInt32(number % 31), toUInt32(number % 5), toUInt8(1), now()
+        FROM numbers($HEAVY_ROWS)" >/dev/null
     load_seconds=$(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")
     say "loaded in ${load_seconds}s; OPTIMIZE TABLE ... FINAL (one part, no merges while measuring)"
     t0=$EPOCHREALTIME
@@ -168,7 +186,8 @@ wrk_run() {
 results=()
 # case: label user limit
 for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
-    "1000 bench-1000@example.com 50" "1000-limit1000 bench-1000@example.com 1000"; do
+    "1000 bench-1000@example.com 50" "1000-limit1000 bench-1000@example.com 1000" \
+    "heavy $HEAVY_USER 50"; do
     read -r label user limit <<<"$case"
     sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$user" "$limit")
     service_url="$API/$(urlencode "$user")/sessions"
@@ -192,9 +211,9 @@ import json, sys
 runs = [json.loads(line) for line in sys.stdin if line.strip()]
 by = {(r["case"], r["connections"], r["target"]): r for r in runs}
 names = {"10": "10 (limit 50)", "100": "100 (limit 50)", "1000": "1500 (limit 50)",
-         "1000-limit1000": "1500 (limit 1000)"}
+         "1000-limit1000": "1500 (limit 1000)", "heavy": "1M (limit 50)"}
 print("%-18s %3s | %-21s %7s | %-21s %7s | %9s %9s" % ("sessions", "c", "service p50/p99 ms",
-      "req/s", "ClickHouse p50/p99 ms", "req/s", "p99 ratio", "rps ratio"), file=sys.stderr)
+      "req/s", "whole-range SQL p50/p99", "req/s", "p99 ratio", "rps ratio"), file=sys.stderr)
 for (case, c, target), s in by.items():
     if target != "service":
         continue
@@ -205,3 +224,59 @@ for (case, c, target), s in by.items():
         d["requests_per_second"] / s["requests_per_second"]), file=sys.stderr)
 '
 printf '%s\n' "${results[@]}" | python3 -c "$SUMMARY"
+
+# 4. The heavy user: 100 pages, a deep page, a late start_date (issue 10).
+heavy_url="$API/$(urlencode "$HEAVY_USER")/sessions"
+deep_url=$(python3 - "$heavy_url" "$API_KEY" <<'EOF'
+import sys, urllib.request
+url, key = sys.argv[1], sys.argv[2]
+base, seen, next_url = url.split("/api/")[0], 0, url + "?limit=1000"
+while seen < 900_000:
+    request = urllib.request.Request(next_url, headers={"Authorization": key})
+    with urllib.request.urlopen(request) as response:
+        seen += response.read().count(b'"sessionId"')
+        link = response.headers["Link"]
+    next_url = base + link[1:link.index(">")]
+print(next_url.replace("limit=1000", "limit=50"))
+EOF
+)
+say "deep page: ${deep_url%%cursor=*}cursor=…"
+late_url="$heavy_url?start_date=$((HEAVY_FIRST_TS + 990000 * 31))"
+heavy_runs=()
+heavy_runs+=("$(wrk_run heavy-deep service 1 "$deep_url" "Authorization: $API_KEY")")
+heavy_runs+=("$(wrk_run heavy-late service 1 "$late_url" "Authorization: $API_KEY")")
+walk=$(python3 - "$heavy_url" "$API_KEY" <<'EOF'
+import json, sys, time, urllib.request
+url, key = sys.argv[1], sys.argv[2]
+base, next_url, seen = url.split("/api/")[0], url, set()
+started = time.perf_counter()
+for page in range(100):
+    request = urllib.request.Request(next_url, headers={"Authorization": key})
+    with urllib.request.urlopen(request) as response:
+        ids = [s["sessionId"] for s in json.load(response)["data"]]
+        link = response.headers["Link"]
+    assert len(ids) == 50 and not seen.intersection(ids), page
+    seen.update(ids)
+    next_url = base + link[1:link.index(">")]
+print(json.dumps({"case": "heavy-100-pages", "seconds": round(time.perf_counter() - started, 3),
+                  "sessions": len(seen)}))
+EOF
+)
+printf '%s\n' "${heavy_runs[@]}" "$walk"
+HEAVY_SUMMARY='
+import json, sys
+runs = [json.loads(line) for line in sys.stdin if line.strip()]
+by = {(r["case"], r.get("connections"), r.get("target")): r for r in runs}
+small = by[("100", 1, "service")]["p50_ms"]
+first = by[("heavy", 1, "service")]["p50_ms"]
+walk = by[("heavy-100-pages", None, None)]["seconds"] * 1000
+deep = by[("heavy-deep", 1, "service")]["p50_ms"]
+late = by[("heavy-late", 1, "service")]["p50_ms"]
+print(f"""
+heavy user (1M sessions), service at c=1, beside the 100-session user first page p50 {small:.2f} ms:
+  first page p50       {first:8.2f} ms  {first / small:5.2f}x  (goal <= 2x)
+  100 pages via next   {walk:8.0f} ms  {walk / (100 * first):5.2f}x 100 x its first page p50 (goal <= 2x)
+  deep page p50        {deep:8.2f} ms  {deep / small:5.2f}x  (cursor past its 900,000th; goal <= 2x)
+  late start_date p50  {late:8.2f} ms  {late / small:5.2f}x  (goal <= 2x)""", file=sys.stderr)
+'
+printf '%s\n' "${results[@]}" "${heavy_runs[@]}" "$walk" | python3 -c "$HEAVY_SUMMARY"

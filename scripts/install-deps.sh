@@ -9,6 +9,9 @@
 #                                          API contract fuzzer of the tests)
 #   prometheus, promtool                  (apt; Prometheus 2.42 in Debian 12,
 #                                          for the alert and dashboard tests)
+#   zookeeper                             (apt; ZooKeeper 3.8 and a JRE, for the
+#                                          local ClickHouse cluster)
+#   python3-yaml                          (apt, if python3 lacks PyYAML)
 #   curl, a C toolchain                   (apt, only if missing)
 #
 # The ClickHouse and Prometheus packages' install scripts would start system
@@ -177,6 +180,19 @@ install_schemathesis() {
     "$venv/bin/python3" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >&2
 }
 
+# The Debian package `zookeeper` ships the server without starting any (that
+# would be `zookeeperd`); scripts/services.sh runs it in the foreground.
+install_zookeeper() {
+    [[ -x /usr/share/zookeeper/bin/zkServer.sh ]] && command -v java >/dev/null && return 0
+    apt_install zookeeper
+}
+
+# PyYAML, for the test that parses docker-compose.cluster.yml.
+install_pyyaml() {
+    python3 -c 'import yaml' 2>/dev/null && return 0
+    apt_install python3-yaml
+}
+
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v flock >/dev/null || missing+=(util-linux)
@@ -190,5 +206,7 @@ install_clickhouse
 install_prometheus
 install_chdb
 install_schemathesis
+install_zookeeper
+install_pyyaml
 install_tansu
 say "dependencies present"

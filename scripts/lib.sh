@@ -121,7 +121,8 @@ metric_sample() {
 # ch SQL: runs SQL on ClickHouse's HTTP interface at $CLICKHOUSE_URL and prints
 # the result; gives up after $CH_MAX_TIME seconds (default 30).
 ch() {
-    curl -sfS --max-time "${CH_MAX_TIME:-30}" "$CLICKHOUSE_URL/" --data-binary "$1"
+    # The first node when CLICKHOUSE_URL lists several (cluster mode).
+    curl -sfS --max-time "${CH_MAX_TIME:-30}" "${CLICKHOUSE_URL%%,*}/" --data-binary "$1"
 }
 
 # json_get FIELD: FIELD of the JSON object on stdin.

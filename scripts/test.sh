@@ -22,9 +22,10 @@ bash scripts/install-deps.sh
 
 started=()
 cleanup() {
-    local svc
-    for svc in "${started[@]}"; do
-        bash "$SERVICES_SH" stop "$svc" || true
+    local index
+    # In reverse: the cluster's nodes before its ZooKeeper.
+    for ((index = ${#started[@]} - 1; index >= 0; index--)); do
+        bash "$SERVICES_SH" stop "${started[index]}" || true
     done
 }
 cargo_pid=
@@ -41,7 +42,9 @@ trap cleanup EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
-for svc in clickhouse tansu chdb; do
+# The single server, the broker, the current engine, and the local cluster
+# (ZooKeeper first, then its four ClickHouse nodes).
+for svc in clickhouse tansu chdb zookeeper ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2; do
     if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
         started+=("$svc")
     fi
@@ -52,6 +55,11 @@ export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
 export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_SHIM_PORT"
 export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
 export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
+CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
+export CLICKHOUSE_CLUSTER=${CLUSTER_NAME:-sessions_cluster}
+CLICKHOUSE_CLUSTER_URL=$(printf "http://127.0.0.1:%s," $((CLUSTER_HTTP_BASE + 1)) \
+    $((CLUSTER_HTTP_BASE + 2)) $((CLUSTER_HTTP_BASE + 3)) $((CLUSTER_HTTP_BASE + 4)))
+export CLICKHOUSE_CLUSTER_URL=${CLICKHOUSE_CLUSTER_URL%,}
 
 say "cargo test --workspace $*"
 rc=0

@@ -41,6 +41,27 @@
 //!    along a home partition's log, so a late write of an older state never replaces a
 //!    newer one.
 //!
+//! 6. **On a cluster, a load still sees every acknowledged flush.** Steps (2) to (4)
+//!    rest on "a load sees every write acknowledged before it". In cluster mode
+//!    (`CLICKHOUSE_CLUSTER`) every write goes through a `Distributed` table with
+//!    `insert_distributed_sync = 1` and `insert_quorum = CLICKHOUSE_INSERT_QUORUM`
+//!    (default 2): the INSERT returns only when the rows are on that many replicas of
+//!    their shard, so losing the replica that took it loses nothing acknowledged.
+//!    Loads read with `select_sequential_consistency = 1` (`Store::read_your_writes`):
+//!    a replica that has not caught up with the last quorum write refuses (code 289,
+//!    retried on another replica or later) instead of answering without it.
+//!    - *Cost:* each INSERT waits for a second replica to fetch the part (one
+//!      interserver round trip per shard touched), and 18.16 runs one quorum INSERT
+//!      per replicated table at a time: a concurrent one is refused (code 286) and
+//!      `Store` retries it after a random pause of 5–50 ms within the request's time
+//!      bound, so several workers serialise their flushes per table and shard.
+//!    - *Failure behaviour:* with fewer live replicas in a shard than the quorum, the
+//!      INSERT fails (codes 285/319, transient): the flush is retried with back-pressure
+//!      and nothing is committed, exactly as in a ClickHouse outage; a quorum INSERT
+//!      that timed out may still complete later, which is a write of rows the retry
+//!      writes again (idempotent, step 3). A whole shard down fails every load and
+//!      flush that touches it, which pauses the worker the same way.
+//!
 //! Limits: a change of the topic's partition count moves homes (for every keyed Kafka
 //! consumer alike); while the workers learn the new count, a session's events can be
 //! applied by two workers, which breaks (5) for that session until they agree.

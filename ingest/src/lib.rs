@@ -35,7 +35,7 @@ pub async fn run(
     metrics_listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = Store::new(&settings.clickhouse);
+    let store = Store::new(&settings.clickhouse)?;
     if !migrate_at_start(&store, Some(MIGRATION_PATIENCE), &shutdown).await? {
         return Ok(());
     }

@@ -197,10 +197,13 @@ impl Sink {
                 "SELECT session_id, argMax(state, version) AS state FROM session_state \
                  WHERE session_id IN ({ids}) GROUP BY session_id"
             );
-            let client = self.store.client();
             let rows: Vec<LoadedState> = self
                 .store
-                .bounded(client.query(&states_sql).fetch_all())
+                .run(|client| {
+                    self.store
+                        .read_your_writes(client.query(&states_sql))
+                        .fetch_all()
+                })
                 .await?;
             // Keys are recorded before the first state of a session is, and no row is
             // written before its state: a session without a state has no row to hide,
@@ -214,7 +217,11 @@ impl Sink {
                      WHERE session_id IN ({found})"
                 );
                 self.store
-                    .bounded(client.query(&keys_sql).fetch_all())
+                    .run(|client| {
+                        self.store
+                            .read_your_writes(client.query(&keys_sql))
+                            .fetch_all()
+                    })
                     .await?
             };
             let mut keys_by_session: HashMap<u64, Vec<SessionKey>> = HashMap::new();
@@ -360,16 +367,22 @@ impl Sink {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .store
-            .client()
-            .insert::<T>(table)
-            .await?
-            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-        for row in rows {
-            insert.write(row).await?;
-        }
-        Store::bounded_by(self.insert_timeout, insert.end()).await?;
+        self.store
+            .run_for(self.insert_timeout, |client| {
+                // The insert outlives this call's borrow of the node's client.
+                let client = client.clone();
+                async move {
+                    let mut insert = client
+                        .insert::<T>(table)
+                        .await?
+                        .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+                    for row in rows {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await
+                }
+            })
+            .await?;
         self.metrics
             .rows_written
             .with_label_values(&[table])

@@ -25,7 +25,7 @@ struct DeadLetter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_dead_lettered_counted_and_never_stops_the_worker() {
-    let fixture = Fixture::new(&common::legacy_url(), "bad", 2).await;
+    let fixture = Fixture::new(&common::legacy_target(), "bad", 2).await;
     let good_session = 77_000_000_001u64;
     let bad = bad_messages(1, good_session);
     let workload = Workload::generate(&WorkloadConfig {

@@ -20,7 +20,7 @@ async fn a_clickhouse_outage_mid_stream_loses_nothing() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
     }
-    let fixture = Fixture::new(&common::legacy_url(), "outage", 2).await;
+    let fixture = Fixture::new(&common::legacy_target(), "outage", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 21,
         sessions: 600,

@@ -20,7 +20,7 @@ fn page(session_id: u64, timestamp: i64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_future_or_far_past_timestamp_evicts_nobody_else() {
-    let fixture = Fixture::new(&common::legacy_url(), "clock", 2).await;
+    let fixture = Fixture::new(&common::legacy_target(), "clock", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 8,
         sessions: 200,

@@ -11,8 +11,8 @@ use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(&url, "exact", 4).await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(&target, "exact", 4).await;
         let workload = Workload::generate(&WorkloadConfig {
             seed: 7,
             sessions: 400,
@@ -77,7 +77,7 @@ async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
 /// session was evicted: counts stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_redelivery_and_late_events_after_eviction_stay_exact() {
-    let fixture = Fixture::new(&common::legacy_url(), "late", 2).await;
+    let fixture = Fixture::new(&common::legacy_target(), "late", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 11,
         sessions: 120,

@@ -27,7 +27,7 @@ impl Drop for Workers {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_and_keyless_batches_with_three_workers_and_a_kill_stay_exact() {
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_url(), "forward", 6).await;
+    let fixture = Fixture::new(&common::legacy_target(), "forward", 6).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 1_234,
         sessions: 600,

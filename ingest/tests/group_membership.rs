@@ -11,7 +11,7 @@ use sessions_testkit::workload::{Workload, WorkloadConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_with_one_leaving_mid_stream() {
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_url(), "group", 4).await;
+    let fixture = Fixture::new(&common::legacy_target(), "group", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 3,
         sessions: 800,

@@ -149,7 +149,7 @@ fn peak_resident_bytes(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_url(), "hostile", 2).await;
+    let fixture = Fixture::new(&common::legacy_target(), "hostile", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 5,
         sessions: 300,

@@ -24,7 +24,7 @@ async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
     }
-    let fixture = Fixture::new(&common::legacy_url(), "rebalance", 4).await;
+    let fixture = Fixture::new(&common::legacy_target(), "rebalance", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 44,
         sessions: 300,

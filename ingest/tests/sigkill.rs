@@ -23,7 +23,7 @@ impl Drop for ChildGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_url(), "kill", 4).await;
+    let fixture = Fixture::new(&common::legacy_target(), "kill", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 99,
         sessions: 1_600,

@@ -74,8 +74,8 @@ fn row(persisted: &PersistedSession) -> StateRow {
 
 #[tokio::test]
 async fn the_latest_version_wins_and_every_recorded_key_is_added() {
-    for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "state_load")
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "state_load")
             .await
             .expect(engine);
         // Session 1: the state that won names "" and "ann"; a tied state that lost the

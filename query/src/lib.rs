@@ -53,7 +53,7 @@ impl QueryService {
             None => CursorKey::new(cursor::BUILT_IN_SECRET.as_bytes()),
         };
         let state = AppState {
-            store: Store::new(&settings.clickhouse),
+            store: Store::new(&settings.clickhouse)?,
             auth: Arc::new(AuthCache::default()),
             cursor_key,
             metrics,
@@ -98,11 +98,10 @@ pub async fn run(
     if settings.cursor_secret.is_none() {
         tracing::warn!("CURSOR_SECRET is not set: cursors are signed with a built-in key");
     }
-    let store = Store::new(&settings.clickhouse);
-    if !migrate_at_start(&store, None, &shutdown).await? {
+    let service = QueryService::new(&settings)?;
+    if !migrate_at_start(&service.state.store, None, &shutdown).await? {
         return Ok(());
     }
-    let service = QueryService::new(&settings)?;
     let refresher = service.spawn_auth_refresher();
     let address = listener
         .local_addr()

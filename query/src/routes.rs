@@ -4,9 +4,10 @@
 //! Contract for `GET /api/v1/:projectKey/users/:userId/sessions`, in this order: another
 //! method on that path is 405; the API key is checked (401), then the project (404);
 //! then `userId`, the query parameters and the cursor (400 naming the parameter);
-//! then exactly one ClickHouse query (503 when ClickHouse is unreachable or too slow,
-//! 500 otherwise). Unknown paths are 404 with the same JSON error shape. Every route is
-//! GET only: another method on a known path is 405 with `Allow: GET`.
+//! then the page's ClickHouse queries (`sessions`: usually a probe and one window; 503
+//! when ClickHouse is unreachable or too slow, 500 otherwise). Unknown paths are 404
+//! with the same JSON error shape. Every route is GET only: another method on a known
+//! path is 405 with `Allow: GET`.
 
 use std::convert::Infallible;
 use std::sync::Arc;

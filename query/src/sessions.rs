@@ -1,4 +1,5 @@
-//! The one ClickHouse query behind the endpoint: a page of a user's live sessions.
+//! The ClickHouse side of one page: a user's live sessions after a position, at a cost
+//! that grows with the page, not with the user.
 //!
 //! Contract (`read_model`): per `session_id`, the row with the highest `version` among
 //! the rows that match the filter wins, and the session is dropped when that row is a
@@ -7,8 +8,36 @@
 //! its current key. Order is `(start_ts, session_id)` ascending, `session_id` as an
 //! unsigned integer. Every value is bound with the client's `?` placeholders; the SQL
 //! text is assembled only from fixed fragments (`read_model::latest_sessions_sql`).
+//!
+//! # Windows
+//!
+//! Asking for that over all of a user's rows costs the whole user (a user with a
+//! million sessions: ~700 ms for any page). Instead a page is read from *windows* of
+//! `start_ts` after the position, each a range of the primary key:
+//!
+//! 1. a **probe** reads the `start_ts` of at most `2 × need` rows at or after the
+//!    lower bound, in storage order (`LIMIT` without `ORDER BY` stops reading early);
+//! 2. the **window** ends at the `need`-th smallest of them (or at the last, when the
+//!    probe read every remaining row), so it holds at least `need` rows;
+//! 3. the page query runs on the window; when its live sessions fall short (rows of
+//!    tombstones and older versions), the next window starts after this one, with a
+//!    sample twice as large.
+//!
+//! **Why a window gives the same sessions as the whole range.** The worker keeps an
+//! invariant (ingest's `exactly_once`, step 4): whenever a session leaves a key
+//! (project, user, `start_ts`), the same INSERT writes a tombstone under the old key
+//! with a version above every row the session has there. So under every key but the
+//! session's current one, the highest row is a tombstone, and under the current one it
+//! is the live winner, whose version is the session's highest of all. Hence, for any
+//! range of `start_ts` of one user: if the session's winner lies in the range, the
+//! range's highest row of the session is that winner; if not, the range's highest row
+//! is a tombstone. A window therefore returns exactly the sessions of the whole query
+//! whose `start_ts` falls in it, with the same rows; consecutive windows that tile the
+//! range after the position return the whole query's sessions in order.
+//! `query/tests/windows.rs` holds this against the whole-range query on random
+//! histories.
 
-use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::clickhouse::{Query, Store, StoreError};
 use sessions_shared::read_model::{latest_sessions_sql, Session};
 
 use crate::cursor::Position;
@@ -25,8 +54,64 @@ pub struct PageQuery<'a> {
     pub fetch: u32,
 }
 
-/// The SQL for `query`, with `?` placeholders bound in the order of [`fetch_page`].
-pub fn page_sql(query: &PageQuery<'_>) -> String {
+/// Where a window starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lower {
+    /// At `start_date`, or at the user's first row.
+    Start,
+    /// After a page's last session (the keyset position).
+    After(Position),
+    /// After every row up to this `start_ts` (the end of the previous window).
+    Beyond(i64),
+}
+
+/// Rows the probe reads per session still needed, in the first window.
+const SAMPLE_PER_SESSION: usize = 2;
+/// The largest probe: windows after it grow no more.
+const MAX_SAMPLE: usize = 1 << 16;
+
+/// A window's end, chosen from a probe's sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowEnd {
+    /// The window holds every row with `start_ts` up to this, inclusive.
+    pub start_ts: i64,
+    /// The probe read every row after the lower bound: no window follows this one.
+    pub last: bool,
+}
+
+impl WindowEnd {
+    /// The end for a probe that asked for `sample_size` rows and got `sample` (any
+    /// order): the `need`-th smallest, so that the window holds at least `need` rows,
+    /// or the largest when the probe read everything. `None`: no row is left.
+    pub fn choose(mut sample: Vec<i64>, sample_size: usize, need: usize) -> Option<WindowEnd> {
+        if sample.is_empty() {
+            return None;
+        }
+        let last = sample.len() < sample_size;
+        let position = if last {
+            sample.len() - 1
+        } else {
+            need.clamp(1, sample.len()) - 1
+        };
+        let (_, end, _) = sample.select_nth_unstable(position);
+        Some(WindowEnd {
+            start_ts: *end,
+            last,
+        })
+    }
+}
+
+/// The probe's size in window number `round` (0 first) when `need` sessions are
+/// missing: doubling, so that a range crowded with dead rows costs few windows.
+pub fn sample_size(need: usize, round: u32) -> usize {
+    need.saturating_mul(SAMPLE_PER_SESSION)
+        .saturating_mul(1 << round.min(16))
+        .clamp(1, MAX_SAMPLE)
+}
+
+/// The row filter of `query` from `lower`, up to `upper` (inclusive) when given;
+/// `?` placeholders in the order [`bind_filter`] binds them.
+fn filter_sql(query: &PageQuery<'_>, lower: &Lower, upper: bool) -> String {
     let mut filter = String::from("project_id = ? AND user_id = ?");
     if query.start_date.is_some() {
         filter.push_str(" AND start_ts >= ?");
@@ -34,51 +119,151 @@ pub fn page_sql(query: &PageQuery<'_>) -> String {
     if query.end_date.is_some() {
         filter.push_str(" AND start_ts <= ?");
     }
-    if query.after.is_some() {
-        filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))");
+    match lower {
+        Lower::Start => {}
+        Lower::After(_) => {
+            filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))")
+        }
+        Lower::Beyond(_) => filter.push_str(" AND start_ts > ?"),
     }
-    latest_sessions_sql(&filter, "ORDER BY s_start_ts, session_id LIMIT ?")
+    if upper {
+        filter.push_str(" AND start_ts <= ?");
+    }
+    filter
 }
 
-/// Runs the page query (one ClickHouse request, under the store's time bound).
-pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
-    let sql = page_sql(query);
-    let mut request = store
-        .client()
-        .query(&sql)
-        .bind(query.project_id)
-        .bind(query.user_id);
+fn bind_filter(
+    mut request: Query,
+    query: &PageQuery<'_>,
+    lower: &Lower,
+    upper: Option<i64>,
+) -> Query {
+    request = request.bind(query.project_id).bind(query.user_id);
     if let Some(start_date) = query.start_date {
         request = request.bind(start_date);
     }
     if let Some(end_date) = query.end_date {
         request = request.bind(end_date);
     }
-    if let Some(after) = query.after {
-        request = request
-            .bind(after.start_ts)
-            .bind(after.start_ts)
-            .bind(after.session_id);
+    match lower {
+        Lower::Start => {}
+        Lower::After(after) => {
+            request = request
+                .bind(after.start_ts)
+                .bind(after.start_ts)
+                .bind(after.session_id)
+        }
+        Lower::Beyond(start_ts) => request = request.bind(*start_ts),
     }
-    request = request.bind(query.fetch);
-    store.bounded(request.fetch_all::<Session>()).await
+    if let Some(upper) = upper {
+        request = request.bind(upper);
+    }
+    request
+}
+
+/// The SQL of the probe: `start_ts` of at most `?` rows after `lower`, read in storage
+/// order by one thread (so that `LIMIT` stops the read early).
+pub fn probe_sql(query: &PageQuery<'_>, lower: &Lower) -> String {
+    format!(
+        "SELECT start_ts FROM sessions WHERE {} LIMIT ?",
+        filter_sql(query, lower, false)
+    )
+}
+
+/// The SQL of one window: the page query on the rows from `lower` to a `start_ts`
+/// bound, its first `?` live sessions.
+pub fn window_sql(query: &PageQuery<'_>, lower: &Lower) -> String {
+    latest_sessions_sql(
+        &filter_sql(query, lower, true),
+        "ORDER BY s_start_ts, session_id LIMIT ?",
+    )
+}
+
+/// The whole-range query (no window): what every window must agree with. Kept as the
+/// reference of the tests, and the statement a reader of this module can compare.
+pub fn whole_range_sql(query: &PageQuery<'_>) -> String {
+    let lower = query.after.map_or(Lower::Start, Lower::After);
+    latest_sessions_sql(
+        &filter_sql(query, &lower, false),
+        "ORDER BY s_start_ts, session_id LIMIT ?",
+    )
+}
+
+/// Runs [`whole_range_sql`] (tests compare windows with it).
+pub async fn fetch_whole_range(
+    store: &Store,
+    query: &PageQuery<'_>,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = whole_range_sql(query);
+    let lower = query.after.map_or(Lower::Start, Lower::After);
+    store
+        .run(|client| {
+            bind_filter(client.query(&sql), query, &lower, None)
+                .bind(query.fetch)
+                .fetch_all::<Session>()
+        })
+        .await
+}
+
+/// One page (see the module header): windows after the position until `fetch`
+/// sessions are found or no row is left. Usually one probe and one window query.
+pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
+    let wanted = query.fetch as usize;
+    let mut sessions: Vec<Session> = Vec::with_capacity(wanted);
+    let mut lower = query.after.map_or(Lower::Start, Lower::After);
+    let mut round = 0;
+    while sessions.len() < wanted {
+        let need = wanted - sessions.len();
+        let size = sample_size(need, round);
+        let probe = probe_sql(query, &lower);
+        let sample: Vec<i64> = store
+            .run(|client| {
+                bind_filter(client.query(&probe), query, &lower, None)
+                    .bind(size as u64)
+                    .with_setting("max_threads", "1")
+                    .fetch_all::<i64>()
+            })
+            .await?;
+        let Some(end) = WindowEnd::choose(sample, size, need) else {
+            break;
+        };
+        let window = window_sql(query, &lower);
+        let found: Vec<Session> = store
+            .run(|client| {
+                bind_filter(client.query(&window), query, &lower, Some(end.start_ts))
+                    .bind(need as u64)
+                    .fetch_all::<Session>()
+            })
+            .await?;
+        sessions.extend(found);
+        if end.last {
+            break;
+        }
+        lower = Lower::Beyond(end.start_ts);
+        round += 1;
+    }
+    Ok(sessions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn placeholders_follow_the_optional_filters() {
-        let base = PageQuery {
+    fn base() -> PageQuery<'static> {
+        PageQuery {
             project_id: 1,
             user_id: "u",
             start_date: None,
             end_date: None,
             after: None,
             fetch: 51,
-        };
-        assert_eq!(page_sql(&base).matches('?').count(), 3);
+        }
+    }
+
+    #[test]
+    fn placeholders_follow_the_optional_filters() {
+        assert_eq!(probe_sql(&base(), &Lower::Start).matches('?').count(), 3);
+        assert_eq!(window_sql(&base(), &Lower::Start).matches('?').count(), 4);
         let full = PageQuery {
             start_date: Some(1),
             end_date: Some(2),
@@ -86,9 +271,49 @@ mod tests {
                 start_ts: 1,
                 session_id: 2,
             }),
-            ..base
+            ..base()
         };
-        assert_eq!(page_sql(&full).matches('?').count(), 8);
-        assert!(!page_sql(&full).contains("FINAL"));
+        let after = Lower::After(full.after.unwrap());
+        assert_eq!(probe_sql(&full, &after).matches('?').count(), 8);
+        assert_eq!(window_sql(&full, &after).matches('?').count(), 9);
+        assert_eq!(window_sql(&full, &Lower::Beyond(5)).matches('?').count(), 7);
+        assert_eq!(whole_range_sql(&full).matches('?').count(), 8);
+        assert!(!window_sql(&full, &after).contains("FINAL"));
+        assert!(!probe_sql(&full, &after).contains("ORDER BY"));
+    }
+
+    #[test]
+    fn a_window_holds_at_least_need_rows_or_everything_left() {
+        // A full sample: the need-th smallest, whatever order the rows came in.
+        let end = WindowEnd::choose(vec![50, 10, 40, 20, 30, 60], 6, 3).unwrap();
+        assert_eq!(
+            end,
+            WindowEnd {
+                start_ts: 30,
+                last: false
+            }
+        );
+        // A short sample read everything: the window covers it all and is the last.
+        let end = WindowEnd::choose(vec![5, 9, 7], 6, 2).unwrap();
+        assert_eq!(
+            end,
+            WindowEnd {
+                start_ts: 9,
+                last: true
+            }
+        );
+        assert_eq!(WindowEnd::choose(vec![], 6, 2), None);
+        // Ties: the window ends at the tied value and so holds all of them.
+        let end = WindowEnd::choose(vec![7, 7, 7, 7], 4, 2).unwrap();
+        assert_eq!(end.start_ts, 7);
+    }
+
+    #[test]
+    fn probes_double_and_stay_bounded() {
+        assert_eq!(sample_size(51, 0), 102);
+        assert_eq!(sample_size(51, 1), 204);
+        assert_eq!(sample_size(1, 0), 2);
+        assert_eq!(sample_size(1001, 40), MAX_SAMPLE);
+        assert_eq!(sample_size(usize::MAX, 0), MAX_SAMPLE);
     }
 }

@@ -8,8 +8,8 @@ use sessions_testkit::clickhouse::clickhouse_engines;
 
 #[tokio::test]
 async fn each_bad_parameter_is_a_400_naming_it() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "params").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "params").await;
         let other_query_cursor = {
             fixture
                 .insert_live(
@@ -102,8 +102,8 @@ fn flip_last(cursor: &str) -> String {
 
 #[tokio::test]
 async fn authentication_and_project_errors() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "auth").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "auth").await;
         let path = fixture.path("u", "");
         for authorization in [
             None,
@@ -168,8 +168,8 @@ async fn authentication_and_project_errors() {
 
 #[tokio::test]
 async fn methods_paths_and_operational_endpoints() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "routes").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "routes").await;
         let path = fixture.path("u", "");
         for method in [
             "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "QUERY",

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{error_message, session, session_ids, Fixture};
-use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::clickhouse::legacy_target;
 
 const LOCK_STALE_AFTER: Duration = Duration::from_secs(120);
 
@@ -81,8 +81,8 @@ async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
     };
-    let (engine, url) = clickhouse_engines().remove(0);
-    let fixture = Fixture::new(engine, &url, "outage").await;
+    let target = legacy_target();
+    let fixture = Fixture::new("clickhouse-18.16", &target, "outage").await;
     fixture
         .insert_live(&[session(fixture.project.project_id, "u", 1, 10)], 1)
         .await;
@@ -94,7 +94,9 @@ async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
         let outage = Outage::begin(script).await;
         assert!(outage.services("stop"), "stopping clickhouse failed");
         if fixture.db.store.ping().await.is_ok() {
-            eprintln!("skipped: clickhouse at {url} is not managed by the script and still runs");
+            eprintln!(
+                "skipped: clickhouse at {target:?} is not managed by the script and still runs"
+            );
             drop(outage);
             refresher.abort();
             fixture.finish().await;

@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{session, Fixture, QueryProcess};
-use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::http::http_get;
 
 /// The project key and user of the document's examples.
@@ -56,8 +56,7 @@ async fn schemathesis_finds_no_failure() {
         "{} not found: run scripts/install-deps.sh (or set SCHEMATHESIS_BIN)",
         st.display()
     );
-    let (engine, url) = clickhouse_engines().remove(0);
-    let fixture = Fixture::new(engine, &url, "contract").await;
+    let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "contract").await;
     let project = fixture
         .tenancy()
         .create_project(fixture.org_id, "seed", Some(EXAMPLE_PROJECT_KEY))
@@ -74,7 +73,7 @@ async fn schemathesis_finds_no_failure() {
             1,
         )
         .await;
-    let process = QueryProcess::spawn(&fixture, &url);
+    let process = QueryProcess::spawn(&fixture);
     let first_page = format!("/api/v1/{EXAMPLE_PROJECT_KEY}/users/{EXAMPLE_USER}/sessions?limit=1");
     process.wait_until_serving(&fixture, &first_page).await;
 

@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{query_binary, session, Fixture, QueryProcess};
-use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target};
 use sessions_testkit::http::http_get;
 
 #[tokio::test]
 async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "listener").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "listener").await;
         let project_id = fixture.project.project_id;
         fixture
             .insert_live(
@@ -117,9 +117,8 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
 
 #[tokio::test]
 async fn the_binary_migrates_serves_and_stops_on_sigterm() {
-    let (engine, url) = clickhouse_engines().remove(0);
-    let fixture = Fixture::new(engine, &url, "binary").await;
-    let mut process = QueryProcess::spawn(&fixture, &url);
+    let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "binary").await;
+    let mut process = QueryProcess::spawn(&fixture);
     let body = process
         .wait_until_serving(&fixture, &fixture.path("u", ""))
         .await;

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_loopback_address, Fixture, IngestWorker, QueryProcess};
+use common::{free_loopback_address, ingest_settings, Fixture, IngestWorker, QueryProcess};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use rand::Rng;
 use serde_json::Value;
-use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::http::http_get;
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
@@ -255,13 +255,12 @@ async fn demo_traffic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_evaluates_every_panel_and_alert_against_the_running_services() {
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let (engine, url) = clickhouse_engines().remove(0);
-    let fixture = Fixture::new(engine, &url, "prometheus").await;
+    let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "prometheus").await;
     let topic = format!("t-prometheus-{:08x}", rand::thread_rng().gen::<u32>());
     create_topic(&brokers, &topic, 2).await.unwrap();
 
-    let ingest = IngestWorker::start(&topic, &url, fixture.db.store.database(), &[]).await;
-    let query = QueryProcess::spawn(&fixture, &url);
+    let ingest = IngestWorker::start(ingest_settings(&fixture.db.settings, &brokers, &topic)).await;
+    let query = QueryProcess::spawn(&fixture);
     let sessions_path = fixture.path("user-1%40example.com", "limit=5");
     query.wait_until_serving(&fixture, &sessions_path).await;
 

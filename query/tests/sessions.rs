@@ -13,8 +13,8 @@ use sessions_testkit::clickhouse::clickhouse_engines;
 
 #[tokio::test]
 async fn answers_the_seed_example_byte_for_byte() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "seed").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "seed").await;
         let project_id = fixture.project.project_id;
         let user = "mickael@openreplay.com";
         let mut second = session(project_id, user, 4813023023591169, 1623440902620);
@@ -68,8 +68,8 @@ async fn answers_the_seed_example_byte_for_byte() {
 
 #[tokio::test]
 async fn orders_by_start_then_unsigned_session_id() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "order").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "order").await;
         let project_id = fixture.project.project_id;
         let rows = [
             session(project_id, "u", u64::MAX, 5_000),
@@ -116,8 +116,8 @@ async fn walk(fixture: &Fixture, first_path: &str, mut between: impl FnMut(usize
 
 #[tokio::test]
 async fn pages_return_every_session_once_even_while_sessions_arrive() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "pages").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "pages").await;
         let project_id = fixture.project.project_id;
         // 50 sessions; startTs collide in threes so the keyset tie-break matters.
         let rows: Vec<_> = (0..50u64)
@@ -194,8 +194,8 @@ async fn pages_return_every_session_once_even_while_sessions_arrive() {
 
 #[tokio::test]
 async fn date_bounds_are_inclusive() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "dates").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "dates").await;
         let project_id = fixture.project.project_id;
         let rows: Vec<_> = [999, 1000, 1500, 2000, 2001]
             .iter()
@@ -232,8 +232,8 @@ async fn date_bounds_are_inclusive() {
 
 #[tokio::test]
 async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "moves").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "moves").await;
         let project_id = fixture.project.project_id;
         // Session 1 first written under "anonymous", then setUserID moved it to "alice":
         // the worker writes a tombstone under the old key and the live row under the new.
@@ -293,8 +293,8 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
 
 #[tokio::test]
 async fn revoked_and_new_keys_take_effect_within_five_seconds() {
-    for (engine, url) in clickhouse_engines() {
-        let fixture = Fixture::new(engine, &url, "revoke").await;
+    for (engine, target) in clickhouse_engines() {
+        let fixture = Fixture::new(engine, &target, "revoke").await;
         let refresher = fixture.service.spawn_auth_refresher();
         let path = fixture.path("u", "");
         assert_eq!(fixture.get(&path).await.status(), 200, "{engine}");

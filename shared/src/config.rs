@@ -36,9 +36,22 @@ impl FromStr for Secret {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClickHouseSettings {
-    /// ClickHouse HTTP interface.
-    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", value_parser = parse_http_url)]
-    pub clickhouse_url: String,
+    /// ClickHouse HTTP interface; in cluster mode a comma-separated list of nodes (the
+    /// first that answers is used, and another when it fails).
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", value_delimiter = ',', value_parser = parse_http_url)]
+    pub clickhouse_url: Vec<String>,
+    /// Cluster name in the servers' `remote_servers`; empty: one server (no cluster).
+    #[arg(long, env = "CLICKHOUSE_CLUSTER", default_value = "", value_parser = parse_optional_identifier)]
+    pub clickhouse_cluster: OptionalIdentifier,
+    /// Cluster mode: replicas that must hold a write before it is acknowledged
+    /// (`insert_quorum`). 2 or more is what makes an acknowledged flush survive the
+    /// loss of the replica that took it.
+    #[arg(long, env = "CLICKHOUSE_INSERT_QUORUM", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clickhouse_insert_quorum: u32,
+    /// Cluster mode: ZooKeeper path under which the replicated tables live (then
+    /// `/{shard}/<database>/<table>`, or `/all/...` for tables on every node).
+    #[arg(long, env = "CLICKHOUSE_ZOOKEEPER_PATH", default_value = "/clickhouse/tables", value_parser = parse_zookeeper_path)]
+    pub clickhouse_zookeeper_path: String,
     /// Database holding the read model (created by migrations).
     #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = "sessions", value_parser = parse_identifier)]
     pub clickhouse_database: String,
@@ -61,12 +74,98 @@ impl ClickHouseSettings {
     /// Settings for tests and tools: a URL and a database, defaults otherwise.
     pub fn new(url: impl Into<String>, database: impl Into<String>) -> Self {
         ClickHouseSettings {
-            clickhouse_url: url.into(),
+            clickhouse_url: vec![url.into()],
+            clickhouse_cluster: OptionalIdentifier::default(),
+            clickhouse_insert_quorum: 2,
+            clickhouse_zookeeper_path: "/clickhouse/tables".into(),
             clickhouse_database: database.into(),
             clickhouse_user: "default".into(),
             clickhouse_password: Secret::default(),
             clickhouse_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// The same, in cluster mode: `urls` are the nodes, `cluster` the cluster's name.
+    pub fn cluster(urls: &[String], cluster: &str, database: impl Into<String>) -> Self {
+        ClickHouseSettings {
+            clickhouse_url: urls.to_vec(),
+            clickhouse_cluster: OptionalIdentifier(Some(cluster.to_owned())),
+            ..ClickHouseSettings::new("http://unused", database)
+        }
+    }
+
+    /// The cluster's name, in cluster mode.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.clickhouse_cluster.0.as_deref()
+    }
+
+    /// The settings as flags, for starting a binary with them (tests, tools). The
+    /// password is not among them: it travels in the environment.
+    pub fn to_flags(&self) -> Vec<(&'static str, String)> {
+        let mut flags = vec![
+            ("--clickhouse-url", self.clickhouse_url.join(",")),
+            ("--clickhouse-database", self.clickhouse_database.clone()),
+            ("--clickhouse-user", self.clickhouse_user.clone()),
+            (
+                "--clickhouse-timeout",
+                self.clickhouse_timeout.as_millis().to_string(),
+            ),
+        ];
+        if let Some(cluster) = self.cluster_name() {
+            flags.push(("--clickhouse-cluster", cluster.to_owned()));
+            flags.push((
+                "--clickhouse-insert-quorum",
+                self.clickhouse_insert_quorum.to_string(),
+            ));
+            flags.push((
+                "--clickhouse-zookeeper-path",
+                self.clickhouse_zookeeper_path.clone(),
+            ));
+        }
+        flags
+    }
+
+    /// Checks what one flag cannot: a list of nodes needs a cluster (one server
+    /// behind several URLs would be written through any of them, as two stores).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clickhouse_url.len() > 1 && self.cluster_name().is_none() {
+            return Err(
+                "CLICKHOUSE_URL lists several nodes: set CLICKHOUSE_CLUSTER too (one server takes one URL)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An identifier, or nothing (an empty value).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OptionalIdentifier(pub Option<String>);
+
+pub fn parse_optional_identifier(value: &str) -> Result<OptionalIdentifier, String> {
+    if value.is_empty() {
+        return Ok(OptionalIdentifier(None));
+    }
+    parse_identifier(value).map(|name| OptionalIdentifier(Some(name)))
+}
+
+/// An absolute ZooKeeper path we can splice into DDL: `/`-separated identifiers.
+pub fn parse_zookeeper_path(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    let valid = trimmed.starts_with('/')
+        && trimmed[1..].split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if valid {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(
+            "must be an absolute path of letters, digits, '_' and '-', like /clickhouse/tables"
+                .into(),
+        )
     }
 }
 
@@ -129,5 +228,32 @@ mod tests {
         assert!(parse_identifier("sessions_test_1").is_ok());
         assert!(parse_identifier("x; DROP TABLE y").is_err());
         assert!(parse_identifier("1abc").is_err());
+    }
+
+    #[test]
+    fn validates_cluster_settings() {
+        assert_eq!(parse_optional_identifier("").unwrap().0, None);
+        assert_eq!(
+            parse_optional_identifier("c1").unwrap().0.as_deref(),
+            Some("c1")
+        );
+        assert!(parse_optional_identifier("c 1").is_err());
+        assert_eq!(
+            parse_zookeeper_path("/clickhouse/tables/").unwrap(),
+            "/clickhouse/tables"
+        );
+        assert!(parse_zookeeper_path("/a/b-c_d").is_ok());
+        assert!(parse_zookeeper_path("clickhouse").is_err());
+        assert!(parse_zookeeper_path("/a//b").is_err());
+        assert!(parse_zookeeper_path("/a/b'c").is_err());
+        let mut settings = ClickHouseSettings::new("http://a:1", "db");
+        assert!(settings.validate().is_ok());
+        settings.clickhouse_url.push("http://b:1".into());
+        assert!(settings.validate().is_err());
+        let cluster = ClickHouseSettings::cluster(&settings.clickhouse_url, "c", "db");
+        assert!(cluster.validate().is_ok());
+        assert!(cluster
+            .to_flags()
+            .contains(&("--clickhouse-url", "http://a:1,http://b:1".into())));
     }
 }

@@ -125,7 +125,7 @@ impl<'a> Tenancy<'a> {
         let sql = format!("SELECT toUInt64(max({column})) AS max_id FROM {table}");
         let row: MaxId = self
             .store
-            .bounded(self.store.client().query(&sql).fetch_one())
+            .run(|client| client.query(&sql).fetch_one())
             .await?;
         Ok(row.max_id + 1)
     }
@@ -133,13 +133,12 @@ impl<'a> Tenancy<'a> {
     pub async fn organization_exists(&self, org_id: u64) -> Result<bool, TenancyError> {
         let row: Count = self
             .store
-            .bounded(
-                self.store
-                    .client()
+            .run(|client| {
+                client
                     .query("SELECT count() AS count FROM organizations WHERE org_id = ?")
                     .bind(org_id)
-                    .fetch_one(),
-            )
+                    .fetch_one()
+            })
             .await?;
         Ok(row.count > 0)
     }
@@ -163,16 +162,15 @@ impl<'a> Tenancy<'a> {
         validate_name(name)?;
         let org_id = self.next_id("organizations", "org_id").await?;
         self.store
-            .bounded(
-                self.store
-                    .client()
+            .run(|client| {
+                client
                     .query(
                         "INSERT INTO organizations (org_id, name, created_at) VALUES (?, ?, now())",
                     )
                     .bind(org_id)
                     .bind(name)
-                    .execute(),
-            )
+                    .execute()
+            })
             .await?;
         let api_key = self.insert_key(org_id).await?;
         Ok(CreatedOrganization { org_id, api_key })
@@ -199,9 +197,8 @@ impl<'a> Tenancy<'a> {
         version: u64,
     ) -> Result<(), TenancyError> {
         self.store
-            .bounded(
-                self.store
-                    .client()
+            .run(|client| {
+                client
                     .query(
                         "INSERT INTO api_keys (key_hash, org_id, revoked, version, created_at) \
                          VALUES (?, ?, ?, ?, now())",
@@ -210,8 +207,8 @@ impl<'a> Tenancy<'a> {
                     .bind(org_id)
                     .bind(u8::from(revoked))
                     .bind(version)
-                    .execute(),
-            )
+                    .execute()
+            })
             .await?;
         Ok(())
     }
@@ -221,9 +218,7 @@ impl<'a> Tenancy<'a> {
         let key_hash = hash_api_key(api_key);
         let current: Option<KeyState> = self
             .store
-            .bounded(
-                self.store
-                    .client()
+            .run(|client| client
                     .query(
                         "SELECT argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked, \
                          max(version) AS latest_version FROM api_keys WHERE key_hash = ? GROUP BY key_hash",
@@ -263,13 +258,14 @@ impl<'a> Tenancy<'a> {
         self.require_organization(org_id).await?;
         let taken: Count = self
             .store
-            .bounded(
+            .run(|client| {
                 self.store
-                    .client()
-                    .query("SELECT count() AS count FROM projects WHERE project_key = ?")
+                    .read_your_writes(
+                        client.query("SELECT count() AS count FROM projects WHERE project_key = ?"),
+                    )
                     .bind(&project_key)
-                    .fetch_one(),
-            )
+                    .fetch_one()
+            })
             .await?;
         if taken.count > 0 {
             return Err(TenancyError::Conflict(
@@ -280,9 +276,8 @@ impl<'a> Tenancy<'a> {
         let project_id = u32::try_from(project_id)
             .map_err(|_| TenancyError::Conflict("no project ids left".into()))?;
         self.store
-            .bounded(
-                self.store
-                    .client()
+            .run(|client| {
+                client
                     .query(
                         "INSERT INTO projects (project_id, project_key, org_id, name, created_at) \
                          VALUES (?, ?, ?, ?, now())",
@@ -291,8 +286,8 @@ impl<'a> Tenancy<'a> {
                     .bind(&project_key)
                     .bind(org_id)
                     .bind(name)
-                    .execute(),
-            )
+                    .execute()
+            })
             .await?;
         Ok(Project {
             project_id,
@@ -304,18 +299,18 @@ impl<'a> Tenancy<'a> {
 
     /// Projects, ordered by id, optionally of one organization.
     pub async fn list_projects(&self, org_id: Option<u64>) -> Result<Vec<Project>, TenancyError> {
-        let query = match org_id {
-            Some(org_id) => self
-                .store
-                .client()
-                .query("SELECT ?fields FROM projects FINAL WHERE org_id = ? ORDER BY project_id")
-                .bind(org_id),
-            None => self
-                .store
-                .client()
-                .query("SELECT ?fields FROM projects FINAL ORDER BY project_id"),
-        };
-        Ok(self.store.bounded(query.fetch_all::<Project>()).await?)
+        Ok(self
+            .store
+            .run(|client| {
+                match org_id {
+                    Some(org_id) => client
+                        .query("SELECT ?fields FROM projects FINAL WHERE org_id = ? ORDER BY project_id")
+                        .bind(org_id),
+                    None => client.query("SELECT ?fields FROM projects FINAL ORDER BY project_id"),
+                }
+                .fetch_all::<Project>()
+            })
+            .await?)
     }
 
     /// Every key that is not revoked (newest row per hash).
@@ -325,7 +320,7 @@ impl<'a> Tenancy<'a> {
                      FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
         Ok(self
             .store
-            .bounded(self.store.client().query(sql).fetch_all::<ActiveKey>())
+            .run(|client| client.query(sql).fetch_all::<ActiveKey>())
             .await?)
     }
 }

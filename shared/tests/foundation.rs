@@ -17,17 +17,16 @@ struct Version {
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_concurrently() {
-    for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "migrate").await.expect(engine);
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "migrate")
+            .await
+            .expect(engine);
         // Already applied by create(): nothing more to do, twice.
         assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
         assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
         // A fresh database migrated by four processes at once ends complete.
-        let fresh = sessions_shared::config::ClickHouseSettings::new(
-            &url,
-            format!("{}_c", db.store.database()),
-        );
-        let store = sessions_shared::clickhouse::Store::new(&fresh);
+        let fresh = target.settings(format!("{}_c", db.store.database()));
+        let store = sessions_shared::clickhouse::Store::new(&fresh).unwrap();
         let results = futures_join_all((0..4).map(|_| {
             let store = store.clone();
             async move { migrate(&store).await }
@@ -60,12 +59,12 @@ async fn migrations_are_idempotent_and_safe_concurrently() {
                 .await
                 .unwrap_or_else(|error| panic!("{engine}: {table}: {error}"));
         }
-        store
-            .server_client()
-            .query(&format!("DROP DATABASE `{}`", store.database()))
-            .execute()
-            .await
-            .unwrap();
+        TestDatabase {
+            settings: fresh,
+            store,
+        }
+        .drop_database()
+        .await;
         db.drop_database().await;
     }
 }
@@ -90,8 +89,8 @@ struct StoredKey {
 
 #[tokio::test]
 async fn api_keys_are_stored_only_as_hashes() {
-    for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "keys").await.expect(engine);
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "keys").await.expect(engine);
         let tenancy = Tenancy::new(&db.store);
         let created = tenancy.create_organization("acme").await.unwrap();
         let second = tenancy.create_key(created.org_id).await.unwrap();
@@ -135,17 +134,20 @@ async fn api_keys_are_stored_only_as_hashes() {
 }
 
 struct Admin<'a> {
-    url: &'a str,
-    database: &'a str,
+    settings: &'a sessions_shared::config::ClickHouseSettings,
 }
 
 impl Admin<'_> {
     /// Runs `sessions-admin` with flags; returns (exit success, stdout JSON or Null, stderr).
     fn run(&self, args: &[&str]) -> (bool, Value, String) {
+        let flags = self
+            .settings
+            .to_flags()
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value]);
         let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
-            .env("CLICKHOUSE_URL", self.url)
-            .env("CLICKHOUSE_DATABASE", self.database)
             .env_remove("RUST_LOG")
+            .args(flags)
             .args(args)
             .output()
             .expect("sessions-admin runs");
@@ -186,11 +188,10 @@ fn keys_of(value: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn sessions_admin_matches_operations_md_field_for_field() {
-    for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "admin").await.expect(engine);
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "admin").await.expect(engine);
         let admin = Admin {
-            url: &url,
-            database: db.store.database(),
+            settings: &db.settings,
         };
 
         let migrated = admin.ok(&["migrate"]);

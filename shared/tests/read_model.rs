@@ -41,8 +41,8 @@ struct NumberColumn {
 
 #[tokio::test]
 async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
-    for (engine, url) in clickhouse_engines() {
-        let db = TestDatabase::create(&url, "read_model")
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "read_model")
             .await
             .expect(engine);
         let session = distinctive_session();

@@ -2,20 +2,86 @@
 //! migrated database of each test's own.
 //!
 //! Tests run against every engine the environment names: `CLICKHOUSE_URL` (the real
-//! ClickHouse 18.16 server, default `http://127.0.0.1:8123`) and `CLICKHOUSE_MODERN_URL`
-//! (a current engine behind the chDB HTTP shim, default `http://127.0.0.1:8124`). Each
-//! test gets its own database, dropped by [`TestDatabase::drop_database`].
+//! ClickHouse 18.16 server, default `http://127.0.0.1:8123`), `CLICKHOUSE_MODERN_URL`
+//! (a current engine behind the chDB HTTP shim, default `http://127.0.0.1:8124`) and,
+//! when `CLICKHOUSE_CLUSTER_URL` lists its nodes, the local cluster named by
+//! `CLICKHOUSE_CLUSTER` (default `sessions_cluster`). Each test gets its own database,
+//! dropped by [`TestDatabase::drop_database`].
+
+use std::time::Duration;
 
 use rand::Rng;
-use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
+use sessions_shared::clickhouse::{Layout, Row, RowWrite, Store, StoreError};
 use sessions_shared::config::ClickHouseSettings;
 
-/// `(engine name, HTTP URL)` of each ClickHouse engine to test against.
-pub fn clickhouse_engines() -> Vec<(&'static str, String)> {
-    let legacy = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+/// One ClickHouse to test against: a server, or a cluster through its nodes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    urls: Vec<String>,
+    cluster: Option<String>,
+}
+
+impl Target {
+    pub fn server(url: impl Into<String>) -> Target {
+        Target {
+            urls: vec![url.into()],
+            cluster: None,
+        }
+    }
+
+    /// Settings for `database` on this target.
+    pub fn settings(&self, database: impl Into<String>) -> ClickHouseSettings {
+        match &self.cluster {
+            None => ClickHouseSettings::new(self.urls[0].clone(), database),
+            Some(cluster) => ClickHouseSettings::cluster(&self.urls, cluster, database),
+        }
+    }
+
+    /// The nodes' URLs (one for a server).
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+}
+
+/// The real ClickHouse 18.16 server (`CLICKHOUSE_URL`).
+pub fn legacy_target() -> Target {
+    Target::server(
+        std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
+    )
+}
+
+/// The local cluster, when `CLICKHOUSE_CLUSTER_URL` names its nodes.
+pub fn cluster_target() -> Option<Target> {
+    let urls = std::env::var("CLICKHOUSE_CLUSTER_URL").ok()?;
+    let cluster = std::env::var("CLICKHOUSE_CLUSTER").unwrap_or_else(|_| "sessions_cluster".into());
+    Some(Target {
+        urls: urls.split(',').map(str::to_owned).collect(),
+        cluster: Some(cluster),
+    })
+}
+
+/// `(engine name, target)` of each ClickHouse to test against.
+pub fn clickhouse_engines() -> Vec<(&'static str, Target)> {
     let modern =
         std::env::var("CLICKHOUSE_MODERN_URL").unwrap_or_else(|_| "http://127.0.0.1:8124".into());
-    vec![("clickhouse-18.16", legacy), ("current-engine", modern)]
+    let mut engines = vec![
+        ("clickhouse-18.16", legacy_target()),
+        ("current-engine", Target::server(modern)),
+    ];
+    engines.extend(cluster_target().map(|cluster| ("cluster-18.16", cluster)));
+    engines
+}
+
+/// The single server and, when there is one, the cluster: for tests where the
+/// engine's version does not matter but the layout does.
+pub fn layouts() -> Vec<(&'static str, Target)> {
+    let mut targets = vec![("clickhouse-18.16", legacy_target())];
+    targets.extend(cluster_target().map(|cluster| ("cluster-18.16", cluster)));
+    targets
 }
 
 /// A migrated database of its own for one test.
@@ -25,12 +91,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates `t_<label>_<random>` on `url` and applies every migration.
-    pub async fn create(url: &str, label: &str) -> Result<TestDatabase, StoreError> {
+    /// Creates `t_<label>_<random>` on `target` and applies every migration.
+    pub async fn create(target: &Target, label: &str) -> Result<TestDatabase, StoreError> {
         let suffix: u32 = rand::thread_rng().gen();
-        let name = format!("t_{label}_{suffix:08x}");
-        let settings = ClickHouseSettings::new(url, name);
-        let store = Store::new(&settings);
+        let settings = target.settings(format!("t_{label}_{suffix:08x}"));
+        let store = Store::new(&settings).expect("valid test settings");
         sessions_shared::migrations::migrate(&store).await?;
         Ok(TestDatabase { settings, store })
     }
@@ -45,10 +110,19 @@ impl TestDatabase {
     }
 
     pub async fn drop_database(self) {
-        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.store.database());
+        let on_cluster = match self.store.layout() {
+            Layout::SingleNode => String::new(),
+            Layout::Cluster(cluster) => format!(" ON CLUSTER `{}`", cluster.name),
+        };
+        let sql = format!(
+            "DROP DATABASE IF EXISTS `{}`{on_cluster}",
+            self.store.database()
+        );
         if let Err(error) = self
             .store
-            .bounded(self.store.server_client().query(&sql).execute())
+            .run_on_server(Duration::from_secs(60), |server| {
+                server.query(&sql).execute()
+            })
             .await
         {
             eprintln!(

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sessions_ingest::IngestSettings;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_shared::read_model::{all_live_sessions_sql, Session};
-use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::clickhouse::{Target, TestDatabase};
 use sessions_testkit::http::http_get;
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::PlannedMessage;
@@ -25,11 +25,7 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-pub fn legacy_url() -> String {
-    sessions_testkit::clickhouse::clickhouse_engines()[0]
-        .1
-        .clone()
-}
+pub use sessions_testkit::clickhouse::legacy_target;
 
 /// A topic and a database of the test's own.
 pub struct Fixture {
@@ -39,13 +35,13 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub async fn new(url: &str, label: &str, partitions: i32) -> Fixture {
+    pub async fn new(target: &Target, label: &str, partitions: i32) -> Fixture {
         let suffix: u32 = rand::thread_rng().gen();
         let topic = format!("t-{label}-{suffix:08x}");
         create_topic(&brokers(), &topic, partitions)
             .await
             .expect("create topic");
-        let db = TestDatabase::create(url, label)
+        let db = TestDatabase::create(target, label)
             .await
             .expect("test database");
         Fixture {
@@ -74,21 +70,18 @@ impl Fixture {
     }
 
     fn flags(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut flags = self.db.settings.to_flags();
+        flags.extend([
             ("--kafka-brokers", brokers()),
             ("--kafka-topic", self.topic.clone()),
             ("--kafka-group", self.group.clone()),
             ("--kafka-session-timeout-ms", "6000".into()),
             ("--kafka-heartbeat-interval-ms", "3000".into()),
-            ("--clickhouse-url", self.db.settings.clickhouse_url.clone()),
-            (
-                "--clickhouse-database",
-                self.db.settings.clickhouse_database.clone(),
-            ),
             ("--metrics-addr", "127.0.0.1:0".into()),
             ("--flush-interval", "200".into()),
             ("--retry-max-backoff", "1000".into()),
-        ]
+        ]);
+        flags
     }
 
     /// The worker binary as a child process (for SIGKILL).

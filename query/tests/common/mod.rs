@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use serde_json::{json, Value};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
-use sessions_testkit::clickhouse::TestDatabase;
+use sessions_testkit::clickhouse::{Target, TestDatabase};
 use sessions_testkit::http::http_get;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,11 +33,11 @@ pub struct Fixture {
 impl Fixture {
     /// A migrated database, an organization with a key and a project, and a service
     /// whose auth cache is loaded.
-    pub async fn new(engine: &'static str, url: &str, label: &str) -> Fixture {
-        let db = TestDatabase::create(url, label)
+    pub async fn new(engine: &'static str, target: &Target, label: &str) -> Fixture {
+        let db = TestDatabase::create(target, label)
             .await
             .unwrap_or_else(|error| {
-                panic!("{engine}: cannot create a test database at {url}: {error}")
+                panic!("{engine}: cannot create a test database on {target:?}: {error}")
             });
         let tenancy = Tenancy::new(&db.store);
         let organization = tenancy.create_organization("acme").await.unwrap();
@@ -200,12 +200,16 @@ pub struct QueryProcess {
 }
 
 impl QueryProcess {
-    pub fn spawn(fixture: &Fixture, url: &str) -> QueryProcess {
+    pub fn spawn(fixture: &Fixture) -> QueryProcess {
         let address = free_loopback_address();
+        let flags = fixture.db.settings.to_flags();
         let child = query_binary()
+            .args(
+                flags
+                    .iter()
+                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
+            )
             .env("QUERY_ADDR", address.to_string())
-            .env("CLICKHOUSE_URL", url)
-            .env("CLICKHOUSE_DATABASE", fixture.db.store.database())
             .env("AUTH_REFRESH_MS", "500")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -243,7 +247,7 @@ impl Drop for QueryProcess {
 }
 
 /// The ingest worker in-process (`sessions_ingest::run`), its metrics listener on a free
-/// loopback port, consuming `topic` with a group of its own into `database`.
+/// loopback port.
 pub struct IngestWorker {
     pub metrics_address: SocketAddr,
     stop: watch::Sender<bool>,
@@ -251,27 +255,8 @@ pub struct IngestWorker {
 }
 
 impl IngestWorker {
-    /// `extra` flags are appended (e.g. `["--flush-interval", "200"]`).
-    pub async fn start(topic: &str, url: &str, database: &str, extra: &[&str]) -> IngestWorker {
-        let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let group = format!("{topic}-group");
-        let mut args = vec![
-            "sessions-ingest",
-            "--kafka-brokers",
-            &brokers,
-            "--kafka-topic",
-            topic,
-            "--kafka-group",
-            &group,
-            "--kafka-session-timeout-ms",
-            "6000",
-            "--clickhouse-url",
-            url,
-            "--clickhouse-database",
-            database,
-        ];
-        args.extend_from_slice(extra);
-        let settings = sessions_ingest::IngestSettings::try_parse_from(args).unwrap();
+    /// Starts a worker with these settings (e.g. [`ingest_settings`]).
+    pub async fn start(settings: sessions_ingest::IngestSettings) -> IngestWorker {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_address = listener.local_addr().unwrap();
         let (stop, shutdown) = watch::channel(false);
@@ -288,4 +273,87 @@ impl IngestWorker {
         self.stop.send(true).unwrap();
         self.task.await.unwrap().unwrap();
     }
+}
+
+pub fn api_json(session: &Session) -> Value {
+    json!({
+        "projectId": session.project_id,
+        "sessionId": session.session_id.to_string(),
+        "userUuid": session.user_uuid,
+        "userId": session.user_id,
+        "userAgent": session.user_agent,
+        "userOs": session.user_os,
+        "userBrowser": session.user_browser,
+        "userDevice": session.user_device,
+        "userCountry": session.user_country,
+        "startTs": session.start_ts,
+        "duration": session.duration,
+        "eventsCount": session.events_count,
+        "pagesCount": session.pages_count,
+        "errorsCount": session.errors_count,
+    })
+}
+
+/// Every page of one user's sessions, following `Link: <…>; rel="next"`; the status
+/// of the first answer that is not 200, if one is not.
+pub async fn fetch_all_pages(
+    routes: &(impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
+          + Clone
+          + 'static),
+    api_key: &str,
+    first_path: String,
+) -> Result<Vec<Value>, u16> {
+    let mut sessions = Vec::new();
+    let mut path = Some(first_path);
+    while let Some(current) = path.take() {
+        let response = warp::test::request()
+            .method("GET")
+            .path(&current)
+            .header("authorization", api_key)
+            .reply(routes)
+            .await;
+        if response.status() != 200 {
+            return Err(response.status().as_u16());
+        }
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        sessions.extend(body["data"].as_array().unwrap().iter().cloned());
+        path = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+    }
+    Ok(sessions)
+}
+
+/// Worker settings for `topic` on the database of `clickhouse` (fast flushes, short
+/// group timeouts).
+pub fn ingest_settings(
+    clickhouse: &sessions_shared::config::ClickHouseSettings,
+    brokers: &str,
+    topic: &str,
+) -> sessions_ingest::IngestSettings {
+    use clap::Parser;
+    let group = format!("{topic}-group");
+    let mut args: Vec<String> = [
+        "sessions-ingest",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        topic,
+        "--kafka-group",
+        &group,
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--flush-interval",
+        "200",
+        "--retry-max-backoff",
+        "1000",
+    ]
+    .map(str::to_owned)
+    .into();
+    for (flag, value) in clickhouse.to_flags() {
+        args.extend([flag.to_owned(), value]);
+    }
+    sessions_ingest::IngestSettings::try_parse_from(args).unwrap()
 }

@@ -87,7 +87,7 @@ enum ProjectCommand {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
-    let store = Store::new(&cli.clickhouse);
+    let store = Store::new(&cli.clickhouse)?;
     let applied = migrate(&store).await?;
     let tenancy = Tenancy::new(&store);
     Ok(match cli.command {

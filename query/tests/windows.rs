@@ -1,0 +1,206 @@
+//! Windows against the whole range (`sessions` module header): on random histories
+//! written the way the worker writes them — sessions that move between users and
+//! start times (a late `session_start`), tombstones under every key left, several
+//! versions of a key in unmerged parts, ties on `startTs`, session ids above 2^63 —
+//! every page read through windows equals the page of the whole-range query with the
+//! same position, limit and date bounds, following the cursors to the end.
+//!
+//! Seeded: a failure names its seed, and `WINDOW_SEEDS=<first>..<end>` reruns any range.
+
+use std::collections::BTreeSet;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sessions_query::cursor::Position;
+use sessions_query::sessions::{fetch_page, fetch_whole_range, PageQuery};
+use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
+use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+
+const USERS: [&str; 3] = ["ann", "bob", "cy"];
+
+/// One session's life as the worker writes it: at each flush the live row under its
+/// current key, and a tombstone under every key it left since its last visit there.
+struct SessionHistory {
+    session: Session,
+    applied: u64,
+    written: BTreeSet<(String, i64)>,
+    tombstoned: BTreeSet<(String, i64)>,
+}
+
+impl SessionHistory {
+    fn new(project_id: u32, session_id: u64, rng: &mut StdRng) -> Self {
+        let mut session = Session {
+            project_id,
+            session_id,
+            user_uuid: format!("uuid-{session_id}"),
+            ..Session::default()
+        };
+        session.user_id = USERS[rng.gen_range(0..USERS.len())].to_owned();
+        session.start_ts = rng.gen_range(0..12) * 1_000;
+        SessionHistory {
+            session,
+            applied: 0,
+            written: BTreeSet::new(),
+            tombstoned: BTreeSet::new(),
+        }
+    }
+
+    /// New events, perhaps a move (another user, or another start time), then one
+    /// flush's rows.
+    fn flush(&mut self, rng: &mut StdRng) -> Vec<(Session, bool, u64)> {
+        self.applied += rng.gen_range(1..4);
+        self.session.events_count = self.applied as u32;
+        self.session.duration = self.applied * 100;
+        match rng.gen_range(0..10) {
+            0..=1 => self.session.user_id = USERS[rng.gen_range(0..USERS.len())].to_owned(),
+            2..=3 => self.session.start_ts = rng.gen_range(0..12) * 1_000,
+            _ => {}
+        }
+        let current = (self.session.user_id.clone(), self.session.start_ts);
+        self.tombstoned.remove(&current);
+        let mut rows = Vec::new();
+        for key in self.written.iter().filter(|key| **key != current) {
+            if self.tombstoned.insert(key.clone()) {
+                let old = SessionKey {
+                    project_id: self.session.project_id,
+                    user_id: key.0.clone(),
+                    start_ts: key.1,
+                };
+                rows.push((
+                    Session::tombstone(self.session.session_id, &old),
+                    true,
+                    self.applied,
+                ));
+            }
+        }
+        rows.push((self.session.clone(), false, self.applied));
+        self.written.insert(current);
+        rows
+    }
+}
+
+/// Writes one random history for `project_id`: returns how many rows.
+async fn write_history(db: &TestDatabase, project_id: u32, rng: &mut StdRng) -> usize {
+    let sessions = rng.gen_range(1..30);
+    let mut histories: Vec<SessionHistory> = (0..sessions)
+        .map(|n| {
+            // Small ids and ids above 2^63 (unsigned order), some adjacent.
+            let id = if rng.gen_bool(0.3) {
+                (1 << 63) + n as u64
+            } else {
+                rng.gen_range(1..1_000) * 10 + n as u64 % 10
+            };
+            SessionHistory::new(project_id, id, rng)
+        })
+        .collect();
+    histories.sort_by_key(|h| h.session.session_id);
+    histories.dedup_by_key(|h| h.session.session_id);
+    let mut written = 0;
+    // Several INSERTs (several parts, so several versions of a key stay unmerged).
+    for _ in 0..rng.gen_range(1..6) {
+        let mut batch: Vec<(Session, bool, u64)> = Vec::new();
+        for history in histories.iter_mut() {
+            if rng.gen_bool(0.6) {
+                batch.extend(history.flush(rng));
+            }
+        }
+        let records: Vec<SessionRecord<'_>> = batch
+            .iter()
+            .map(|(session, tombstone, applied)| {
+                if *tombstone {
+                    SessionRecord::tombstone(session, *applied, 1_700_000_000)
+                } else {
+                    SessionRecord::live(session, false, *applied, 1_700_000_000)
+                }
+            })
+            .collect();
+        if !records.is_empty() {
+            db.insert::<SessionRecord<'_>>("sessions", &records).await;
+        }
+        written += records.len();
+    }
+    written
+}
+
+/// Follows the cursors of one query to its end, comparing every page.
+async fn compare_pages(
+    db: &TestDatabase,
+    mut query: PageQuery<'_>,
+    seed: u64,
+    engine: &str,
+) -> usize {
+    let mut pages = 0;
+    loop {
+        let windows = fetch_page(&db.store, &query).await.unwrap();
+        let whole = fetch_whole_range(&db.store, &query).await.unwrap();
+        assert_eq!(
+            windows, whole,
+            "{engine}, seed {seed}: page {pages} of {query:?} differs from the whole-range query"
+        );
+        pages += 1;
+        let page_size = query.fetch as usize - 1;
+        if whole.len() <= page_size {
+            return pages;
+        }
+        let last = &whole[page_size - 1];
+        query.after = Some(Position {
+            start_ts: last.start_ts,
+            session_id: last.session_id,
+        });
+    }
+}
+
+fn seeds() -> std::ops::Range<u64> {
+    match std::env::var("WINDOW_SEEDS") {
+        Ok(range) => {
+            let (first, end) = range.split_once("..").expect("WINDOW_SEEDS=<first>..<end>");
+            first.parse().unwrap()..end.parse().unwrap()
+        }
+        Err(_) => 0..30,
+    }
+}
+
+/// Every seed's history and queries on one engine; returns (histories, rows, pages).
+async fn run_seeds(engine: &'static str, db: &TestDatabase) -> (usize, usize) {
+    let (mut rows, mut pages) = (0, 0);
+    for seed in seeds() {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let project_id = 100 + seed as u32;
+        rows += write_history(db, project_id, &mut rng).await;
+        for user in USERS {
+            let start_date = rng.gen_bool(0.3).then(|| rng.gen_range(0..6) * 1_000);
+            let end_date = rng
+                .gen_bool(0.3)
+                .then(|| start_date.unwrap_or(0) + rng.gen_range(0..8) * 1_000);
+            let query = PageQuery {
+                project_id,
+                user_id: user,
+                start_date,
+                end_date,
+                after: None,
+                fetch: rng.gen_range(1..6) + 1,
+            };
+            pages += compare_pages(db, query, seed, engine).await;
+        }
+    }
+    (rows, pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
+    // The engines are separate servers: check them at once.
+    let checks = clickhouse_engines().into_iter().map(|(engine, target)| {
+        tokio::spawn(async move {
+            let db = TestDatabase::create(&target, "windows").await.unwrap();
+            let (rows, pages) = run_seeds(engine, &db).await;
+            eprintln!(
+                "{engine}: {pages} pages equal over {} histories ({rows} rows)",
+                seeds().count()
+            );
+            db.drop_database().await;
+        })
+    });
+    for check in checks.collect::<Vec<_>>() {
+        check.await.expect("every engine agrees");
+    }
+}
