@@ -13,6 +13,12 @@
 #      to the worker's applied-event count). Peak RSS is VmHWM; rows written per
 #      event come from the worker's /metrics; ClickHouse SELECT/INSERT queries
 #      from the server's system.events (minus this script's own polls).
+#   4. Freshness: a second worker runs on a second fresh topic and database; once
+#      it consumes (one warm-up session), the same workload is produced live at
+#      BENCH_LIVE_RATE messages/s (10000, below the broker's ceiling here), and
+#      the quantiles of ingest_freshness_seconds (Kafka timestamp to the flush
+#      that made the event queryable) are computed from the worker's /metrics
+#      buckets once every session is served, minus the warm-up's observations.
 #
 # Needs ClickHouse and the broker up (scripts/services.sh start clickhouse tansu).
 # Builds the release binaries first unless BENCH_NO_BUILD=1. Measures and
@@ -21,7 +27,8 @@
 # Output: a human summary on stderr, one JSON line on stdout.
 #
 # Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
-# BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191), KAFKA_BROKERS,
+# BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191),
+# BENCH_LIVE_RATE (10000; 0 skips step 4), KAFKA_BROKERS,
 # CLICKHOUSE_URL, CLICKHOUSE_CLUSTER (cluster mode: CLICKHOUSE_URL lists the
 # nodes; the query counts are then the first node's), BENCH_KEEP_DATABASE=NAME
 # (use that database name and keep it, for scripts/bench-cluster.sh), and the
@@ -38,6 +45,7 @@ EVENTS_PER_SESSION=${BENCH_EVENTS_PER_SESSION:-50}
 USERS=${BENCH_USERS:-4000}
 SEED=${BENCH_SEED:-42}
 METRICS_PORT=${BENCH_METRICS_PORT:-9191}
+LIVE_RATE=${BENCH_LIVE_RATE:-10000}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
@@ -62,6 +70,53 @@ cleanup() {
     terminate "$WORKER" 30 >/dev/null 2>&1 || true
     [[ -n ${BENCH_KEEP_DATABASE:-} ]] ||
         ch "DROP DATABASE IF EXISTS $DATABASE$ON_CLUSTER" >/dev/null 2>&1 || true
+    ch "DROP DATABASE IF EXISTS ${DATABASE}_live$ON_CLUSTER" >/dev/null 2>&1 || true
+}
+
+# start_worker TOPIC DATABASE: the release worker, with a fresh group, on TOPIC.
+start_worker() {
+    launch "$WORKER" "$BIN/sessions-ingest" "$REPO" env KAFKA_TOPIC="$1" \
+        KAFKA_GROUP="$1" CLICKHOUSE_DATABASE="$2" \
+        INGEST_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG="${RUST_LOG:-warn}" \
+        "$BIN/sessions-ingest"
+}
+
+# wait_served DATABASE SESSIONS MESSAGES: waits (600 s at most) until the worker
+# has consumed MESSAGES messages and DATABASE serves SESSIONS live sessions with
+# every applied event; sets consumed_at, applied and polls (ClickHouse reads).
+wait_served() {
+    local database=$1 sessions=$2 messages=$3 deadline live_sessions live_events
+    deadline=$(($(now_ms) + 600000))
+    consumed_at=""
+    polls=0
+    while :; do
+        pid_of "$WORKER" >/dev/null || { show_log "$LOG_DIR/$WORKER.log"; die "the worker exited"; }
+        (($(now_ms) < deadline)) || die "not served within 600 s"
+        if [[ -z $consumed_at ]]; then
+            if (($(worker_metric ingest_messages_consumed_total) >= messages)); then
+                consumed_at=$(now_ms)
+            else
+                sleep 0.1
+                continue
+            fi
+        fi
+        applied=$(worker_metric ingest_events_applied_total)
+        polls=$((polls + 1))
+        read -r live_sessions live_events < <(ch "
+            SELECT count(), sum(intDiv(v - 1, 2)) FROM (
+                SELECT session_id, argMax(version, version) AS v, argMax(deleted, version) AS d
+                FROM $database.sessions GROUP BY session_id) WHERE d = 0 FORMAT TSV" | tr '\t' ' ')
+        if ((live_sessions == sessions && live_events == applied)); then
+            return 0
+        fi
+        sleep 0.1
+    done
+}
+
+# freshness_buckets: the worker's `le count` pairs of ingest_freshness_seconds.
+freshness_buckets() {
+    curl -sf --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" |
+        sed -n 's/^ingest_freshness_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'
 }
 trap cleanup EXIT
 
@@ -74,6 +129,57 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     cargo build --release --quiet --bins
     cargo build --release --quiet -p sessions-ingest --example bare_consumer
 fi
+
+# measure_freshness: step 4; prints the freshness quantiles as JSON.
+measure_freshness() {
+    local warmup warmup_messages baseline live
+    local live_topic=$TOPIC-live
+    say "freshness: a worker on $live_topic, the workload produced live at $LIVE_RATE msg/s"
+    warmup=$("$BIN/sessions-producer" --topic "$live_topic" --create-topic --partitions 4 \
+        --sessions 1 --first-session-id 1 --seed "$SEED" 2>/dev/null)
+    start_worker "$live_topic" "${DATABASE}_live"
+    warmup_messages=$(json_get messages <<<"$warmup")
+    wait_served "${DATABASE}_live" 1 "$warmup_messages"
+    sleep 0.5 # the flush's observations follow its writes
+    baseline=$(freshness_buckets)
+    live=$("$BIN/sessions-producer" --topic "$live_topic" --sessions "$SESSIONS" \
+        --events-per-session "$EVENTS_PER_SESSION" --users "$USERS" --seed "$SEED" \
+        --rate "$LIVE_RATE" 2>/dev/null)
+    say "live producer: $live"
+    wait_served "${DATABASE}_live" $((SESSIONS + 1)) $((MESSAGES + warmup_messages))
+    sleep 0.5
+    python3 - "$baseline" "$(freshness_buckets)" <<'EOF'
+import json, math, sys
+
+def buckets(text):
+    pairs = [line.split() for line in text.splitlines() if line.strip()]
+    return [(math.inf if le == "+Inf" else float(le), int(count)) for le, count in pairs]
+
+def quantile(q, counts):
+    """Prometheus' histogram_quantile: linear within the bucket that holds rank q."""
+    rank = q * counts[-1][1]
+    lower_bound, lower_count = 0.0, 0
+    for upper_bound, count in counts:
+        if count >= rank:
+            if math.isinf(upper_bound):
+                return lower_bound
+            share = (rank - lower_count) / max(count - lower_count, 1)
+            return lower_bound + (upper_bound - lower_bound) * share
+        lower_bound, lower_count = upper_bound, count
+    return lower_bound
+
+before, after = buckets(sys.argv[1]), buckets(sys.argv[2])
+counts = [(le, count - previous) for (le, count), (_, previous) in zip(after, before)]
+total = counts[-1][1]
+result = {"observations": total, "p50": round(quantile(0.5, counts), 3),
+          "p99": round(quantile(0.99, counts), 3)}
+for le, count in counts:
+    if le in (1.0, 2.0):
+        result[f"within{le:g}s"] = round(count / total, 4)
+print(json.dumps(result))
+EOF
+    terminate "$WORKER" 30 >/dev/null 2>&1
+}
 
 say "filling topic $TOPIC: $SESSIONS sessions x ~$EVENTS_PER_SESSION events, $USERS users"
 produced=$("$BIN/sessions-producer" --topic "$TOPIC" --create-topic --partitions 4 \
@@ -92,37 +198,10 @@ say "bare consumer: $bare"
 
 say "sessions-ingest draining the same topic into database $DATABASE"
 read -r selects_before inserts_before < <(ch_events)
-polls=0
 started=$(now_ms)
-launch "$WORKER" "$BIN/sessions-ingest" "$REPO" env KAFKA_TOPIC="$TOPIC" \
-    KAFKA_GROUP="bench-ingest-$RUN_ID" CLICKHOUSE_DATABASE="$DATABASE" \
-    INGEST_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG="${RUST_LOG:-warn}" \
-    "$BIN/sessions-ingest"
+start_worker "$TOPIC" "$DATABASE"
 pid=$(<"$RUN_DIR/$WORKER.pid")
-deadline=$((started + 600000))
-consumed_at=""
-while :; do
-    pid_of "$WORKER" >/dev/null || { show_log "$LOG_DIR/$WORKER.log"; die "the worker exited"; }
-    (($(now_ms) < deadline)) || die "not drained within 600 s"
-    if [[ -z $consumed_at ]]; then
-        if (($(worker_metric ingest_messages_consumed_total) >= MESSAGES)); then
-            consumed_at=$(now_ms)
-        else
-            sleep 0.1
-            continue
-        fi
-    fi
-    applied=$(worker_metric ingest_events_applied_total)
-    polls=$((polls + 1))
-    read -r live_sessions live_events < <(ch "
-        SELECT count(), sum(intDiv(v - 1, 2)) FROM (
-            SELECT session_id, argMax(version, version) AS v, argMax(deleted, version) AS d
-            FROM $DATABASE.sessions GROUP BY session_id) WHERE d = 0 FORMAT TSV" | tr '\t' ' ')
-    if ((live_sessions == SESSIONS && live_events == applied)); then
-        break
-    fi
-    sleep 0.1
-done
+wait_served "$DATABASE" "$SESSIONS" "$MESSAGES"
 finished=$(now_ms)
 read -r selects_after inserts_after < <(ch_events)
 peak_rss_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
@@ -137,16 +216,21 @@ duplicates=$(worker_metric ingest_events_duplicate_total)
 consumed_events=$(worker_metric ingest_events_consumed_total)
 terminate "$WORKER" 30 >/dev/null 2>&1
 
+FRESHNESS=null
+# In a subshell: the drain's numbers above (applied, polls, consumed_at) stay.
+((LIVE_RATE > 0)) && FRESHNESS=$(measure_freshness)
+
 python3 - "$MESSAGES" "$EVENTS" "$BYTES" "$BARE_SECONDS" "$started" "$consumed_at" "$finished" \
     "$peak_rss_kib" "$rows_sessions" "$rows_state" "$rows_rejected" "$flushes" "$applied" \
     "$duplicates" "$consumed_events" "$((selects_after - selects_before - polls - 2))" \
-    "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" <<'EOF'
+    "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" "$FRESHNESS" "$LIVE_RATE" <<'EOF'
 import json, sys
 (messages, events, size, bare_s, started, consumed_at, finished, rss_kib, rows_sessions,
  rows_state, rows_rejected, flushes, applied, duplicates, consumed_events, selects,
  inserts) = [float(x) for x in sys.argv[1:18]]
 topic = sys.argv[18]
 bare_cpu, worker_cpu, rows_keys = (float(x) for x in sys.argv[19:22])
+freshness, live_rate = json.loads(sys.argv[22]), int(sys.argv[23])
 worker_s = (finished - started) / 1000
 result = {
     "topic": topic,
@@ -169,6 +253,7 @@ result = {
     "bareConsumerCpuSecondsPerMillionEvents": round(bare_cpu / events * 1e6, 2),
     "flushes": int(flushes),
     "clickhouseSelects": int(selects), "clickhouseInserts": int(inserts),
+    "freshnessAtLiveRate": freshness, "liveRateMessagesPerSecond": live_rate,
 }
 print(json.dumps(result))
 print(f"""
@@ -177,5 +262,6 @@ sessions-ingest: {messages:,.0f} messages in {worker_s:.2f} s = {messages / work
 fraction of the ceiling: {bare_s / worker_s:.1%}   peak RSS {rss_kib / 1024:.0f} MiB
 CPU seconds per million events: worker {worker_cpu / events * 1e6:.2f}, bare consumer {bare_cpu / events * 1e6:.2f}
 rows written per event: {(rows_sessions + rows_state + rows_rejected) / events:.4f} (sessions {rows_sessions:.0f}, session_state {rows_state:.0f}, rejected {rows_rejected:.0f}; {flushes:.0f} flushes)
-ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT""", file=sys.stderr)
+ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT
+freshness at {live_rate:,} msg/s live: {freshness}""", file=sys.stderr)
 EOF

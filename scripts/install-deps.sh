@@ -5,14 +5,18 @@
 #   clickhouse-server, clickhouse-client  (apt; ClickHouse 18.16 in Debian 12)
 #   tansu 0.6.0                           (cargo install, ~9 min on 2 cores)
 #   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
+#   schemathesis                          (pip, in .local/schemathesis; the
+#                                          API contract fuzzer of the tests)
+#   prometheus, promtool                  (apt; Prometheus 2.42 in Debian 12,
+#                                          for the alert and dashboard tests)
 #   zookeeper                             (apt; ZooKeeper 3.8 and a JRE, for the
 #                                          local ClickHouse cluster)
 #   python3-yaml                          (apt, if python3 lacks PyYAML)
 #   curl, a C toolchain                   (apt, only if missing)
 #
-# The ClickHouse package's install script would start a system server on
-# 8123/9000; a policy-rc.d refuses that during our install. No service is
-# started by this script. Reports what it does on stderr. Idempotent.
+# The ClickHouse and Prometheus packages' install scripts would start system
+# servers (8123/9000, 9090); a policy-rc.d refuses that during our install. No
+# service is started by this script. Reports what it does on stderr. Idempotent.
 set -euo pipefail
 
 SCRIPT_NAME=install-deps.sh
@@ -20,6 +24,9 @@ SCRIPT_NAME=install-deps.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TANSU_VERSION=${TANSU_VERSION:-0.6.0}
+# Pinned: the fuzzer's CLI flags and its data generation change between
+# versions, and a seeded run reproduces only on the same version.
+SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
 
 SUDO=()
 if [[ $(id -u) != 0 ]]; then
@@ -46,19 +53,28 @@ clickhouse_installed() {
         [[ -x /usr/bin/clickhouse ]]
 }
 
+# systemd_active UNIT: systemd runs UNIT.
 systemd_active() {
     command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] &&
-        systemctl is-active --quiet clickhouse-server 2>/dev/null
+        systemctl is-active --quiet "$1" 2>/dev/null
 }
 
-install_clickhouse() {
-    if clickhouse_installed && command -v clickhouse-client >/dev/null; then
-        return 0
-    fi
-    local policy=/usr/sbin/policy-rc.d made_policy=0 was_active=0
-    systemd_active && was_active=1
-    # Refuse service starts from maintainer scripts (invoke-rc.d and
-    # deb-systemd-invoke both honour policy-rc.d), unless a policy exists.
+# systemd_enabled UNIT: systemd starts UNIT at boot.
+systemd_enabled() {
+    command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] &&
+        systemctl is-enabled --quiet "$1" 2>/dev/null
+}
+
+# apt_install_no_start UNIT PACKAGE...: installs the packages while refusing
+# service starts from their maintainer scripts (invoke-rc.d and
+# deb-systemd-invoke both honour policy-rc.d, unless a policy exists), stops
+# and disables UNIT if systemd started it anyway, and disables it at boot if
+# the install enabled it.
+apt_install_no_start() {
+    local unit=$1 policy=/usr/sbin/policy-rc.d made_policy=0 was_active=0 was_enabled=0
+    shift
+    systemd_active "$unit" && was_active=1
+    systemd_enabled "$unit" && was_enabled=1
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\n# temporary, from scripts/install-deps.sh\nexit 101\n' |
             "${SUDO[@]}" tee "$policy" >/dev/null
@@ -66,20 +82,39 @@ install_clickhouse() {
         made_policy=1
         trap '"${SUDO[@]}" rm -f '"$policy" EXIT
     fi
-    apt_install clickhouse-server clickhouse-client
+    apt_install "$@"
     if [[ $made_policy == 1 ]]; then
         "${SUDO[@]}" rm -f "$policy"
         trap - EXIT
     fi
     # Don't leave a system server behind that this install started.
-    if [[ $was_active == 0 ]] && systemd_active; then
-        say "the package started a system clickhouse-server; stopping and disabling it"
-        "${SUDO[@]}" systemctl stop clickhouse-server || true
-        "${SUDO[@]}" systemctl disable clickhouse-server >/dev/null 2>&1 || true
+    if [[ $was_active == 0 ]] && systemd_active "$unit"; then
+        say "the package started a system $unit; stopping and disabling it"
+        "${SUDO[@]}" systemctl stop "$unit" || true
+        "${SUDO[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
+    elif [[ $was_enabled == 0 ]] && systemd_enabled "$unit"; then
+        say "the package enabled a system $unit at boot; disabling it"
+        "${SUDO[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
     fi
+}
+
+install_clickhouse() {
+    if clickhouse_installed && command -v clickhouse-client >/dev/null; then
+        return 0
+    fi
+    apt_install_no_start clickhouse-server clickhouse-server clickhouse-client
     if port_open 9000 || port_open 8123; then
         say "note: something listens on 127.0.0.1:8123 or :9000 (not started by this script)"
     fi
+}
+
+# Prometheus and promtool: the tests check deploy/prometheus/ with promtool
+# and run a real Prometheus on a free loopback port of their own.
+install_prometheus() {
+    if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+        return 0
+    fi
+    apt_install_no_start prometheus prometheus
 }
 
 install_tansu() {
@@ -105,7 +140,7 @@ install_chdb() {
     command -v python3 >/dev/null || apt_install python3
     if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
         if [[ ! -x $STATE_DIR/venv/bin/python3 ]]; then
-            python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+            ensure_venv_support
             say "python3 -m venv $STATE_DIR/venv"
             mkdir -p "$STATE_DIR"
             python3 -m venv "$STATE_DIR/venv"
@@ -117,6 +152,32 @@ install_chdb() {
     fi
     say "$py -m pip install chdb lz4 (about 180 MB)"
     "$py" -m pip install --quiet chdb lz4 >&2
+}
+
+# python3 -m venv works: Debian's python3 needs python3-venv for it.
+ensure_venv_support() {
+    command -v python3 >/dev/null || apt_install python3
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+}
+
+# schemathesis, always in a virtualenv of its own ($STATE_DIR/schemathesis,
+# whatever the system Python), so its pinned dependencies never meet chDB's and
+# the tests find `st` at one path (SCHEMATHESIS_BIN overrides it there).
+install_schemathesis() {
+    local venv=$STATE_DIR/schemathesis
+    if [[ -x $venv/bin/st ]] && "$venv/bin/python3" -c \
+        'import importlib.metadata as m, sys; sys.exit(m.version("schemathesis") != sys.argv[1])' \
+        "$SCHEMATHESIS_VERSION" 2>/dev/null; then
+        return 0
+    fi
+    if [[ ! -x $venv/bin/python3 ]]; then
+        ensure_venv_support
+        say "python3 -m venv $venv"
+        mkdir -p "$STATE_DIR"
+        python3 -m venv "$venv"
+    fi
+    say "$venv/bin/pip install schemathesis==$SCHEMATHESIS_VERSION"
+    "$venv/bin/python3" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >&2
 }
 
 # The Debian package `zookeeper` ships the server without starting any (that
@@ -142,7 +203,9 @@ fi
 [[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}"
 
 install_clickhouse
+install_prometheus
 install_chdb
+install_schemathesis
 install_zookeeper
 install_pyyaml
 install_tansu

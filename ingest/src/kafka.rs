@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::IntGaugeVec;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::CommitMode;
@@ -151,6 +152,7 @@ pub fn spawn_topic_watch(
         let Ok(positions) = consumer.position() else {
             return;
         };
+        forget_unassigned_lag(&lag, &positions);
         for element in positions.elements() {
             let Offset::Offset(position) = element.offset() else {
                 continue;
@@ -163,6 +165,29 @@ pub fn spawn_topic_watch(
             }
         }
     });
+}
+
+/// Drops the lag series of partitions no longer assigned here: their new owner reports
+/// them, and a stale value would keep a worker without partitions looking stuck.
+fn forget_unassigned_lag(lag: &IntGaugeVec, assigned: &TopicPartitionList) {
+    let assigned: Vec<String> = assigned
+        .elements()
+        .iter()
+        .map(|element| element.partition().to_string())
+        .collect();
+    let reported: Vec<String> = lag
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .flat_map(|metric| metric.get_label())
+        .filter(|label| label.name() == "partition")
+        .map(|label| label.value().to_owned())
+        .collect();
+    for partition in reported {
+        if !assigned.contains(&partition) {
+            let _ = lag.remove_label_values(&[&partition]);
+        }
+    }
 }
 
 /// How many partitions `topic` has, from the broker's metadata (a blocking call);
@@ -242,4 +267,29 @@ pub fn create_consumer(
         .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&settings.kafka_topic])?;
     Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Opts;
+
+    #[test]
+    fn lag_of_partitions_no_longer_assigned_is_forgotten() {
+        let lag = IntGaugeVec::new(Opts::new("lag", "lag"), &["partition"]).unwrap();
+        for partition in ["0", "1", "2"] {
+            lag.with_label_values(&[partition]).set(5);
+        }
+        let mut assigned = TopicPartitionList::new();
+        assigned.add_partition("topic", 1);
+        forget_unassigned_lag(&lag, &assigned);
+        let partitions: Vec<String> = lag
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .map(|label| label.value().to_owned())
+            .collect();
+        assert_eq!(partitions, ["1"]);
+    }
 }

@@ -17,7 +17,11 @@
 //!   every later one is held back too ([`Pending::holds_back`]) until a flush succeeds
 //!   and they are processed in order, so no offset is committed past a message that
 //!   was not processed;
-//! - time is `tokio::time::Instant`, so the deadlines follow a paused test clock.
+//! - time is `tokio::time::Instant`, so the deadlines follow a paused test clock;
+//! - the Kafka timestamps of the messages processed since the last flush are kept (one
+//!   per message, not per event), so that the flush that makes them queryable can
+//!   observe their freshness ([`Pending::ages_at`]); a revoked partition's are dropped
+//!   with the rest of its input.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -57,6 +61,9 @@ pub struct Pending {
     unflushed_bytes: usize,
     /// Bytes held by parked and held-back messages and dead letters.
     held_bytes: usize,
+    /// `(partition, Kafka timestamp in epoch ms)` of each message processed since the
+    /// last flush that had a timestamp.
+    message_timestamps: Vec<(i32, i64)>,
 }
 
 /// A message waiting for the sessions it names to be loaded.
@@ -87,12 +94,33 @@ impl Pending {
         Self::default()
     }
 
-    /// Records a message of `bytes` bytes at `offset` as processed (applied or parked).
-    pub fn processed(&mut self, partition: i32, offset: i64, bytes: usize, now: Instant) {
+    /// Records a message of `bytes` bytes at `offset` as processed (applied or parked),
+    /// with its Kafka timestamp (epoch ms) if it has one.
+    pub fn processed(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        bytes: usize,
+        timestamp_ms: Option<i64>,
+        now: Instant,
+    ) {
         let next = self.offsets.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
         self.unflushed_bytes += bytes;
         self.unflushed_since.get_or_insert(now);
+        if let Some(timestamp_ms) = timestamp_ms {
+            self.message_timestamps.push((partition, timestamp_ms));
+        }
+    }
+
+    /// How old each message processed since the last flush is at `now_ms` (epoch ms), in
+    /// seconds; a timestamp in the future (a producer's clock ahead of ours) counts 0.
+    pub fn ages_at(&self, now_ms: i64) -> impl Iterator<Item = f64> + '_ {
+        self.message_timestamps
+            .iter()
+            .map(move |&(_, timestamp_ms)| {
+                now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0
+            })
     }
 
     pub fn reject(&mut self, record: RejectedRecord) {
@@ -181,6 +209,7 @@ impl Pending {
         self.rejected.clear();
         self.unflushed_since = None;
         self.unflushed_bytes = 0;
+        self.message_timestamps.clear();
     }
 
     /// `(partition, next offset)` of every partition with uncommitted progress.
@@ -204,6 +233,8 @@ impl Pending {
             .retain(|message| !partitions.contains(&message.partition()));
         self.rejected
             .retain(|record| !partitions.contains(&record.partition));
+        self.message_timestamps
+            .retain(|(partition, _)| !partitions.contains(partition));
         if self.parked.is_empty() {
             self.parked_since = None;
         }
@@ -258,9 +289,9 @@ mod tests {
     fn offsets_advance_to_the_message_after_the_highest_processed() {
         let now = Instant::now();
         let mut pending = Pending::new();
-        pending.processed(0, 7, 1, now);
-        pending.processed(0, 5, 1, now);
-        pending.processed(1, 0, 1, now);
+        pending.processed(0, 7, 1, None, now);
+        pending.processed(0, 5, 1, None, now);
+        pending.processed(1, 0, 1, None, now);
         assert_eq!(pending.offsets_to_commit(), [(0, 8), (1, 1)]);
         pending.committed();
         assert!(pending.offsets_to_commit().is_empty());
@@ -271,7 +302,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = Pending::new();
         for partition in [0, 1] {
-            pending.processed(partition, 3, 10, now);
+            pending.processed(partition, 3, 10, None, now);
             pending.park(message(partition, 3), vec![1], now);
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
@@ -299,7 +330,7 @@ mod tests {
         let mut pending = Pending::new();
         assert!(!pending.flush_due(0, &POLICY, start + Duration::from_secs(60)));
         assert_eq!(pending.next_deadline(&POLICY, start), None);
-        pending.processed(0, 0, 100, start);
+        pending.processed(0, 0, 100, None, start);
         assert!(!pending.flush_due(9, &POLICY, start));
         assert!(pending.flush_due(10, &POLICY, start), "changed sessions");
         assert!(
@@ -310,7 +341,7 @@ mod tests {
             pending.next_deadline(&POLICY, start),
             Some(start + POLICY.interval)
         );
-        pending.processed(0, 1, 900, start);
+        pending.processed(0, 1, 900, None, start);
         assert!(pending.flush_due(1, &POLICY, start), "bytes");
         pending.flushed();
         assert!(!pending.flush_due(1, &POLICY, start + Duration::from_secs(60)));
@@ -347,7 +378,7 @@ mod tests {
     fn once_a_message_is_held_back_later_ones_queue_behind_it_and_a_flush_is_due() {
         let now = Instant::now();
         let mut pending = Pending::new();
-        pending.processed(2, 9, 1, now);
+        pending.processed(2, 9, 1, None, now);
         pending.flushed();
         assert!(!pending.holds_back());
         pending.hold_back(message(2, 10));
@@ -394,6 +425,27 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_sees_the_age_of_each_message_it_makes_durable_once() {
+        let now = Instant::now();
+        let mut pending = Pending::new();
+        pending.processed(0, 0, 10, Some(1_000), now);
+        pending.processed(1, 0, 10, Some(1_500), now);
+        pending.processed(1, 1, 10, None, now);
+        pending.processed(2, 0, 10, Some(3_000), now); // the producer's clock runs ahead
+        let ages: Vec<f64> = pending.ages_at(2_000).collect();
+        assert_eq!(ages, [1.0, 0.5, 0.0]);
+        pending.forget_partitions(&[1]);
+        let ages: Vec<f64> = pending.ages_at(2_000).collect();
+        assert_eq!(
+            ages,
+            [1.0, 0.0],
+            "a revoked partition's messages are not flushed here"
+        );
+        pending.flushed();
+        assert_eq!(pending.ages_at(2_000).count(), 0);
+    }
+
+    #[test]
     fn dead_letters_are_written_once() {
         let mut pending = Pending::new();
         pending.reject(rejected_record(0));
@@ -405,7 +457,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_the_paused_test_clock() {
         let mut pending = Pending::new();
-        pending.processed(0, 0, 1, Instant::now());
+        pending.processed(0, 0, 1, None, Instant::now());
         let deadline = pending.next_deadline(&POLICY, Instant::now()).unwrap();
         tokio::time::sleep_until(deadline).await;
         assert!(pending.flush_due(0, &POLICY, Instant::now()));

@@ -4,7 +4,8 @@
 //! Contract: messages are fixed texts chosen here. They name the offending parameter
 //! but never carry SQL, server addresses, stack traces, user ids or API keys. Warp's
 //! own rejections (unknown path, wrong method on an operational route) get the same
-//! JSON shape through [`recover`].
+//! JSON shape through [`recover`]. A 405 carries `Allow: GET`: every route of the service
+//! is GET only.
 
 use std::convert::Infallible;
 
@@ -56,7 +57,13 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        json_response(self.status(), self.body())
+        let mut response = json_response(self.status(), self.body());
+        if self == ApiError::MethodNotAllowed {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        response
     }
 }
 

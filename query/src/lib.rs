@@ -1,5 +1,6 @@
 //! `sessions-query`: the HTTP service behind `GET /api/v1/:projectKey/users/:userId/sessions`
-//! (the API contract), plus `/metrics`, `/healthz` and `/readyz` on the same listener.
+//! (the API contract), plus `/metrics`, `/healthz`, `/readyz` and `/openapi.json` (the
+//! OpenAPI 3.1 document of all of them) on the same listener.
 //!
 //! Contract: [`run`] serves on a listener the caller bound (tests bind port 0) until
 //! `shutdown` completes, then stops accepting and lets in-flight requests finish. API
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod response;
 pub mod routes;

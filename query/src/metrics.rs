@@ -11,8 +11,19 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, R
 use sessions_shared::clickhouse::StoreError;
 use warp::http::StatusCode;
 
+/// Every value of the `kind` label of `query_clickhouse_errors_total` (each series exists
+/// from the start, at 0, so rates and dashboards see it before the first failure).
+pub const CLICKHOUSE_ERROR_KINDS: &[&str] = &["timeout", "unavailable", "rejected", "malformed"];
+
 /// Every value of the `route` label.
-pub const ROUTES: &[&str] = &["user_sessions", "metrics", "healthz", "readyz", "other"];
+pub const ROUTES: &[&str] = &[
+    "user_sessions",
+    "metrics",
+    "healthz",
+    "readyz",
+    "openapi",
+    "other",
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -44,10 +55,13 @@ impl Metrics {
         let clickhouse_errors = IntCounterVec::new(
             Opts::new(
                 "query_clickhouse_errors_total",
-                "Failed ClickHouse requests, by kind (timeout, unavailable, rejected)",
+                "Failed ClickHouse requests, by kind (timeout, unavailable, rejected, malformed)",
             ),
             &["kind"],
         )?;
+        for kind in CLICKHOUSE_ERROR_KINDS {
+            clickhouse_errors.with_label_values(&[kind]);
+        }
         let auth_refresh_failures = IntCounter::new(
             "query_auth_cache_refresh_failures_total",
             "Failed reloads of the API keys and projects",
@@ -95,6 +109,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
+        "/openapi.json" => "openapi",
         _ if crate::params::match_sessions_path(path).is_some() => "user_sessions",
         _ => "other",
     }
@@ -117,6 +132,7 @@ mod tests {
             "/metrics",
             "/healthz",
             "/readyz",
+            "/openapi.json",
             "/x",
             "/api/v1/k/users/u/sessions",
         ] {
@@ -142,5 +158,16 @@ mod tests {
             .collect();
         assert!(names.contains(&"query_requests_total".to_owned()));
         assert!(names.contains(&"query_request_duration_seconds".to_owned()));
+        let error_kinds = first
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "query_clickhouse_errors_total")
+            .map(|family| family.get_metric().len())
+            .sum::<usize>();
+        assert_eq!(
+            error_kinds,
+            CLICKHOUSE_ERROR_KINDS.len(),
+            "every kind from the start"
+        );
     }
 }

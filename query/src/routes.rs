@@ -5,7 +5,9 @@
 //! method on that path is 405; the API key is checked (401), then the project (404);
 //! then `userId`, the query parameters and the cursor (400 naming the parameter);
 //! then the page's ClickHouse queries (`sessions`: usually a probe and one window; 503
-//! when ClickHouse is unreachable or too slow, 500 otherwise). Unknown paths are 404 with the same JSON error shape.
+//! when ClickHouse is unreachable or too slow, 500 otherwise). Unknown paths are 404
+//! with the same JSON error shape. Every route is GET only: another method on a known
+//! path is 405 with `Allow: GET`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::auth::AuthCache;
 use crate::cursor::{CursorKey, CursorScope, Position};
 use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
+use crate::openapi::openapi_route;
 use crate::params::{decode_user_id, match_sessions_path, parse_query, SessionsPath};
 use crate::response::{next_link, page_json};
 use crate::sessions::{fetch_page, PageQuery};
@@ -54,6 +57,7 @@ pub fn routes(
     metrics_route(registry)
         .or(health_route())
         .or(readiness)
+        .or(openapi_route())
         .or(user_sessions_route(state))
         .recover(recover)
         .with(warp::log::custom(move |info| {

@@ -171,10 +171,13 @@ async fn methods_paths_and_operational_endpoints() {
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "routes").await;
         let path = fixture.path("u", "");
-        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for method in [
+            "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "QUERY",
+        ] {
             let response = fixture.request(method, &path, Some(&fixture.api_key)).await;
             assert_eq!(response.status(), 405, "{engine} {method}");
             assert_eq!(error_message(&response), "method not allowed");
+            assert_eq!(response.headers()["allow"], "GET", "{engine} {method}");
         }
         for unknown in [
             "/",
@@ -189,8 +192,12 @@ async fn methods_paths_and_operational_endpoints() {
         }
         let response = fixture.request("POST", "/nope", None).await;
         assert_eq!(response.status(), 404, "{engine}");
-        let response = fixture.request("POST", "/metrics", None).await;
-        assert_eq!(response.status(), 405, "{engine}");
+        for operational in ["/metrics", "/healthz", "/readyz", "/openapi.json"] {
+            let response = fixture.request("POST", operational, None).await;
+            assert_eq!(response.status(), 405, "{engine} {operational}");
+            assert_eq!(response.headers()["allow"], "GET", "{engine} {operational}");
+            assert_eq!(error_message(&response), "method not allowed");
+        }
 
         assert_eq!(fixture.request("GET", "/healthz", None).await.status(), 200);
         assert_eq!(
@@ -202,7 +209,7 @@ async fn methods_paths_and_operational_endpoints() {
         assert_eq!(metrics.status(), 200);
         let text = body_text(&metrics);
         for expected in [
-            r#"query_requests_total{route="user_sessions",status="405"} 4"#,
+            r#"query_requests_total{route="user_sessions",status="405"} 7"#,
             r#"query_requests_total{route="other",status="404"}"#,
             r#"query_requests_total{route="healthz",status="200"} 1"#,
             "query_request_duration_seconds_bucket{route=\"user_sessions\"",

@@ -12,7 +12,8 @@ use sessions_shared::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-use tokio::sync::watch;
+
+use common::IngestWorker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
@@ -59,13 +60,7 @@ async fn end_to_end(target: &Target) {
     .unwrap();
 
     let ingest_settings = common::ingest_settings(&db.settings, &brokers, &topic);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop_ingest, ingest_shutdown) = watch::channel(false);
-    let ingest = tokio::spawn(sessions_ingest::run(
-        ingest_settings,
-        listener,
-        ingest_shutdown.into(),
-    ));
+    let ingest = IngestWorker::start(ingest_settings).await;
 
     let service =
         sessions_query::QueryService::new(&sessions_query::Settings::new(db.settings.clone()))
@@ -100,7 +95,6 @@ async fn end_to_end(target: &Target) {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    stop_ingest.send(true).unwrap();
-    ingest.await.unwrap().unwrap();
+    ingest.stop().await;
     db.drop_database().await;
 }

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{session, Fixture};
+use common::{query_binary, session, Fixture, QueryProcess};
 use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target};
 use sessions_testkit::http::http_get;
 
@@ -87,18 +86,9 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
     }
 }
 
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-query"));
-    command
-        .env_remove("QUERY_ADDR")
-        .env_remove("CURSOR_SECRET")
-        .env_remove("AUTH_REFRESH_MS");
-    command
-}
-
 #[test]
 fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
-    let help = binary().arg("--help").output().unwrap();
+    let help = query_binary().arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
     for setting in [
@@ -119,7 +109,7 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
         ["--auth-refresh-ms", "0"],
         ["--clickhouse-url", "ftp://x"],
     ] {
-        let output = binary().args(bad).output().unwrap();
+        let output = query_binary().args(bad).output().unwrap();
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
     }
@@ -127,40 +117,13 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
 
 #[tokio::test]
 async fn the_binary_migrates_serves_and_stops_on_sigterm() {
-    let target = legacy_target();
-    let fixture = Fixture::new("clickhouse-18.16", &target, "binary").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = binary()
-        .env("QUERY_ADDR", address.to_string())
-        .env("CLICKHOUSE_URL", &target.urls()[0])
-        .env("CLICKHOUSE_DATABASE", fixture.db.store.database())
-        .env("AUTH_REFRESH_MS", "500")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let path = fixture.path("u", "");
-    let authorization = [("Authorization", fixture.api_key.as_str())];
-    loop {
-        if let Ok(answer) = http_get(address, &path, &authorization).await {
-            if answer.status == 200 {
-                assert_eq!(answer.body, r#"{"data":[]}"#);
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the binary did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "binary").await;
+    let mut process = QueryProcess::spawn(&fixture);
+    let body = process
+        .wait_until_serving(&fixture, &fixture.path("u", ""))
+        .await;
+    assert_eq!(body, r#"{"data":[]}"#);
+    let child = &mut process.child;
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
@@ -194,6 +194,7 @@ impl Worker {
         self.process(
             message.partition(),
             message.offset(),
+            message.timestamp().to_millis(),
             message.payload().unwrap_or(&[]),
             || message.detach(),
         );
@@ -203,6 +204,7 @@ impl Worker {
         &mut self,
         partition: i32,
         offset: i64,
+        timestamp_ms: Option<i64>,
         payload: &[u8],
         detach: impl FnOnce() -> OwnedMessage,
     ) {
@@ -241,7 +243,7 @@ impl Worker {
             self.pending.park(detach(), missing, now);
         }
         self.pending
-            .processed(partition, offset, payload.len(), now);
+            .processed(partition, offset, payload.len(), timestamp_ms, now);
     }
 
     /// Loads the sessions parked messages need, then applies those messages.
@@ -311,6 +313,7 @@ impl Worker {
             }
         }
         self.aggregator.mark_flushed();
+        self.observe_freshness();
         self.pending.flushed();
         // Forwarded events must be durable at home before their carriers are committed.
         self.forwarder.settle().await?;
@@ -322,11 +325,26 @@ impl Worker {
             self.process(
                 message.partition(),
                 message.offset(),
+                message.timestamp().to_millis(),
                 message.payload().unwrap_or(&[]),
                 || message.clone(),
             );
         }
         Ok(())
+    }
+
+    /// The flush just written made every message processed since the last one
+    /// queryable: one freshness observation per message, from its Kafka timestamp to now
+    /// (a local histogram, so the shared one is touched once per flush).
+    fn observe_freshness(&self) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since_epoch| since_epoch.as_millis() as i64);
+        let freshness = self.metrics.freshness.local();
+        for age in self.pending.ages_at(now_ms) {
+            freshness.observe(age);
+        }
+        freshness.flush();
     }
 
     /// The events of a parked message that are applied here (the others were queued

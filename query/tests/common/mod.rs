@@ -1,13 +1,21 @@
 //! Test helpers: a service over a fresh database per engine, with one organization,
 //! one API key and one project, plus session rows written the way the ingest worker
-//! writes them (read_model.rs).
+//! writes them (read_model.rs); the `sessions-query` binary as a child process; and the
+//! ingest worker in-process.
 #![allow(dead_code)] // each test binary uses a different part
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
+use sessions_testkit::http::http_get;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -165,6 +173,106 @@ pub fn error_message(response: &Response<Bytes>) -> String {
     assert_eq!(errors.len(), 1, "{json}");
     assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
     errors[0].as_str().unwrap().to_owned()
+}
+
+/// The `sessions-query` binary, with none of its settings taken from the environment
+/// but those the caller sets.
+pub fn query_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-query"));
+    command
+        .env_remove("QUERY_ADDR")
+        .env_remove("CURSOR_SECRET")
+        .env_remove("AUTH_REFRESH_MS");
+    command
+}
+
+/// A free port on 127.0.0.1 (bound and released: free unless someone takes it first).
+pub fn free_loopback_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A `sessions-query` process serving this fixture's database on a free loopback
+/// port; killed when dropped (a test that wants a clean stop sends SIGTERM itself).
+pub struct QueryProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl QueryProcess {
+    pub fn spawn(fixture: &Fixture) -> QueryProcess {
+        let address = free_loopback_address();
+        let flags = fixture.db.settings.to_flags();
+        let child = query_binary()
+            .args(
+                flags
+                    .iter()
+                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
+            )
+            .env("QUERY_ADDR", address.to_string())
+            .env("AUTH_REFRESH_MS", "500")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        QueryProcess { child, address }
+    }
+
+    /// Waits (10 s at most) until `GET path` with the fixture's key answers 200, and
+    /// returns that answer's body.
+    pub async fn wait_until_serving(&self, fixture: &Fixture, path: &str) -> String {
+        let started = Instant::now();
+        let authorization = [("Authorization", fixture.api_key.as_str())];
+        loop {
+            if let Ok(answer) = http_get(self.address, path, &authorization).await {
+                if answer.status == 200 {
+                    return answer.body;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sessions-query did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for QueryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ingest worker in-process (`sessions_ingest::run`), its metrics listener on a free
+/// loopback port.
+pub struct IngestWorker {
+    pub metrics_address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl IngestWorker {
+    /// Starts a worker with these settings (e.g. [`ingest_settings`]).
+    pub async fn start(settings: sessions_ingest::IngestSettings) -> IngestWorker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_address = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(sessions_ingest::run(settings, listener, shutdown.into()));
+        IngestWorker {
+            metrics_address,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it the way SIGTERM does (flush, commit, leave) and checks it stopped cleanly.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
 }
 
 pub fn api_json(session: &Session) -> Value {

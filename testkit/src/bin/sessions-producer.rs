@@ -2,7 +2,7 @@
 //! (see `sessions_testkit::workload`) for demos, tests and benchmarks. Prints a JSON
 //! summary. A load and demo tool: it lives in the test kit, beside the workload.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use sessions_testkit::kafka::{
@@ -50,7 +50,14 @@ struct Args {
     /// Event time of the first session (epoch ms); default: one hour ago.
     #[arg(long)]
     start_ts: Option<i64>,
+    /// Messages per second, sent in tenths of a second's worth (live traffic for a
+    /// running worker); default: as fast as the broker takes them.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
 }
+
+/// Paced chunks: how many messages go out every 100 ms at `rate` messages a second.
+const PACING_PERIOD: Duration = Duration::from_millis(100);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -77,11 +84,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let producer = create_producer_with(&args.brokers, &args.partitioner)?;
     let started = Instant::now();
-    let messages = workload
-        .messages
-        .iter()
-        .map(|message| (Some(message.key.as_str()), message.payload.as_slice()));
-    let sent = produce_all(&producer, &args.topic, messages).await?;
+    let chunk_size = match args.rate {
+        Some(rate) => (rate as usize / 10).max(1),
+        None => workload.messages.len().max(1),
+    };
+    let mut sent = 0;
+    for (index, chunk) in workload.messages.chunks(chunk_size).enumerate() {
+        if args.rate.is_some() {
+            tokio::time::sleep_until((started + PACING_PERIOD * index as u32).into()).await;
+        }
+        let messages = chunk
+            .iter()
+            .map(|message| (Some(message.key.as_str()), message.payload.as_slice()));
+        sent += produce_all(&producer, &args.topic, messages).await?;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let bytes: usize = workload.messages.iter().map(|m| m.payload.len()).sum();
     println!(
