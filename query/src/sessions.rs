@@ -121,9 +121,10 @@ fn filter_sql(query: &PageQuery<'_>, lower: &Lower, upper: bool) -> String {
     }
     match lower {
         Lower::Start => {}
-        Lower::After(_) => {
-            filter.push_str(" AND (start_ts > ? OR (start_ts = ? AND session_id > ?))")
-        }
+        // The first conjunct is a plain range of the primary key for 18.16's index
+        // analysis; the second places the position exactly.
+        Lower::After(_) => filter
+            .push_str(" AND start_ts >= ? AND (start_ts > ? OR (start_ts = ? AND session_id > ?))"),
         Lower::Beyond(_) => filter.push_str(" AND start_ts > ?"),
     }
     if upper {
@@ -149,6 +150,7 @@ fn bind_filter(
         Lower::Start => {}
         Lower::After(after) => {
             request = request
+                .bind(after.start_ts)
                 .bind(after.start_ts)
                 .bind(after.start_ts)
                 .bind(after.session_id)
@@ -274,10 +276,10 @@ mod tests {
             ..base()
         };
         let after = Lower::After(full.after.unwrap());
-        assert_eq!(probe_sql(&full, &after).matches('?').count(), 8);
-        assert_eq!(window_sql(&full, &after).matches('?').count(), 9);
+        assert_eq!(probe_sql(&full, &after).matches('?').count(), 9);
+        assert_eq!(window_sql(&full, &after).matches('?').count(), 10);
         assert_eq!(window_sql(&full, &Lower::Beyond(5)).matches('?').count(), 7);
-        assert_eq!(whole_range_sql(&full).matches('?').count(), 8);
+        assert_eq!(whole_range_sql(&full).matches('?').count(), 9);
         assert!(!window_sql(&full, &after).contains("FINAL"));
         assert!(!probe_sql(&full, &after).contains("ORDER BY"));
     }
