@@ -52,9 +52,9 @@ fn main() {
     let mut aggregator = run("one session, sparse descending", &sparse);
     let started = Instant::now();
     let batch = aggregator.flush_batch();
-    let json = serde_json::to_vec(batch[0].persisted).unwrap();
+    let json = serde_json::to_vec(batch[0].persisted.state.applied()).unwrap();
     println!(
-        "  its state: {} bytes of JSON, serialized in {:.0} ms",
+        "  its applied set: {} bytes of JSON, serialized in {:.0} ms",
         json.len(),
         started.elapsed().as_secs_f64() * 1e3
     );
