@@ -2,16 +2,21 @@
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
 //! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
-//! written under for the first time), (2) `session_state` (each changed session's
-//! state, naming every key it was ever written under), (3) `sessions` (a tombstone per
-//! old key not tombstoned yet, and the live row), (4) `rejected_events`. The order
-//! matters for a crash in between: a key is always durable in `session_keys` (and in
-//! the state) before a row under it, so a worker that loads the session knows every key
-//! to tombstone. [`Sink::load`] takes the union of both: a state can lose, in a merge,
-//! to a tied state of a worker that had lost the partition, `session_keys` never loses
-//! a key. All writes
-//! are idempotent (ReplacingMergeTree, versions that only grow), so retrying a flush,
-//! or replaying it after a crash, changes nothing.
+//! written under for the first time), (2) `session_applied` (the applied-set chunk of
+//! each changed session whose set is too large to sit in its state: only the indexes
+//! applied since its last durable write, or a checkpoint; see `durable_state`), (3)
+//! `session_state` (each changed session's state, naming every key it was ever written
+//! under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
+//! tombstoned yet, and the live row), (5) `rejected_events`. The order matters for a
+//! crash in between: a key is always durable in `session_keys` (and in the state)
+//! before a row under it, so a worker that loads the session knows every key to
+//! tombstone; a state is never durable before the chunks it rests on. [`Sink::load`]
+//! takes the union of both key lists: a state can lose, in a merge, to a tied state of
+//! a worker that had lost the partition, `session_keys` never loses a key. It rebuilds
+//! a chained set from the chunks between the state's checkpoint and its version
+//! (`exactly_once.rs` step 7 argues any chain found is right). All writes are
+//! idempotent (ReplacingMergeTree, versions that only grow, a retried flush plans the
+//! same chunks), so retrying a flush, or replaying it after a crash, changes nothing.
 //!
 //! Error policy ([`SinkError`]): a transient failure is retried with back-pressure
 //! until it succeeds; anything a retry cannot fix stops the worker loudly, before any
@@ -49,8 +54,9 @@ pub enum SinkError {
     /// restart applies the migrations again, which repairs what they can.
     #[error("clickhouse refused the request for good: {0}")]
     Permanent(StoreError),
-    /// A stored session state that does not decode: continuing would have to guess
-    /// the session's applied events (and count some twice, or lose some), so stop.
+    /// A stored session state that does not decode, or whose applied set does not
+    /// rebuild to its version: continuing would have to guess the session's applied
+    /// events (and count some twice, or lose some), so stop.
     #[error("the stored state of session {session_id} does not decode: {reason}")]
     CorruptState { session_id: u64, reason: String },
 }
