@@ -2,7 +2,9 @@
 //! the highest version wins, and every key in `session_keys` is added (issue 9, item 8:
 //! a late write from a worker that lost the partition can tie with the new owner's
 //! state and win the merge while naming fewer keys; a key it misses would never be
-//! tombstoned and the session would stay listed under its old user).
+//! tombstoned and the session would stay listed under its old user); and a set too
+//! large to sit in its state, rebuilt from its chunks after orphans, retries and two
+//! owners writing the same version (`durable_state`, `exactly_once.rs` step 7).
 
 use std::time::Duration;
 
