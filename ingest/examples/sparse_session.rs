@@ -1,7 +1,8 @@
 //! What one event costs in a session that holds a million sparse indexes sent in
 //! descending order (the worst order for a sorted range list), beside the same number
-//! of events spread over ordinary sessions: decode + aggregate, and one state
-//! serialization of the finished session (what a flush writes for it).
+//! of events spread over ordinary sessions: decode + aggregate, the serialization of
+//! its applied set (what every flush of it wrote before `durable_state`), and what a
+//! flush writes for it now: a checkpoint once, then three new events per flush.
 //!
 //! ```sh
 //! cargo run --release -p sessions-ingest --example sparse_session
@@ -10,6 +11,7 @@
 use std::time::Instant;
 
 use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::durable_state;
 use sessions_shared::event::decode_message;
 
 const EVENTS: u64 = 1_000_000;
@@ -52,13 +54,43 @@ fn main() {
     let mut aggregator = run("one session, sparse descending", &sparse);
     let started = Instant::now();
     let batch = aggregator.flush_batch();
-    let json = serde_json::to_vec(batch[0].persisted).unwrap();
+    let json = serde_json::to_vec(batch[0].persisted.state.applied()).unwrap();
     println!(
-        "  its state: {} bytes of JSON, serialized in {:.0} ms",
+        "  its applied set: {} bytes of JSON, serialized in {:.0} ms",
         json.len(),
         started.elapsed().as_secs_f64() * 1e3
     );
+    drop(batch);
+    write_sizes(&mut aggregator);
     // The same number of events over 20,000 sessions of 50 contiguous indexes.
     let ordinary = messages(|k| page(1_000 + k / 50, k % 50));
     run("20,000 ordinary sessions", &ordinary);
+}
+
+/// Bytes a flush writes for the session (state JSON, applied chunk): the first flush,
+/// then flushes of three new events each.
+fn write_sizes(aggregator: &mut Aggregator) {
+    let flush = |aggregator: &mut Aggregator, label: &str| {
+        let batch = aggregator.flush_batch();
+        let item = &batch[0];
+        let state = durable_state::encode(item.persisted, &item.applied).len();
+        let chunk = item.applied.chunk.as_ref().map_or(0, |chunk| {
+            serde_json::to_string(chunk.ranges).unwrap().len()
+        });
+        println!("  {label}: state {state} bytes + applied chunk {chunk} bytes");
+        drop(batch);
+        aggregator.mark_flushed();
+    };
+    flush(aggregator, "first flush (a checkpoint)");
+    for round in 0..3u64 {
+        let message = format!(
+            "[{}]",
+            (0..3)
+                .map(|k| page(7, 2 * (round * 1_000 + k) + 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        aggregator.apply(&decode_message(message.as_bytes()).events, 0);
+        flush(aggregator, "a flush of 3 new events");
+    }
 }

@@ -19,14 +19,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sessions_shared::event::Event;
 use sessions_shared::read_model::SessionKey;
 use sessions_shared::session::{Applied, SessionState};
 use tokio::time::Instant;
 
-/// What the worker persists per session (`session_state.state`, JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+use crate::durable_state::{self, AppliedWrite, Chained};
+
+/// What the worker holds of a session between flushes: its state, the keys it was
+/// written under, and how its applied set is stored. Stored by a flush as
+/// `durable_state` lays it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistedSession {
     pub state: SessionState,
     /// Every key the read model holds a row under for this session (live or not).
@@ -34,13 +37,14 @@ pub struct PersistedSession {
     /// Old keys whose tombstone an earlier flush made durable, with no live row written
     /// under them since: a flush does not tombstone them again. Only a flush that has
     /// completed adds to it, so a state never claims a tombstone that is not durable.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombstoned_keys: Vec<SessionKey>,
     /// How many of `written_keys` (a prefix) are durable in `session_keys`; the rest
     /// are written there by the next flush. Not stored: a loaded session writes its
     /// keys again (which also fills `session_keys` for states older than the table).
-    #[serde(skip)]
     pub recorded_keys: usize,
+    /// When the durable applied set is chained (too large to store inline): the chain
+    /// and the indexes applied since. Boxed: ordinary sessions never have one.
+    pub chained: Option<Box<Chained>>,
 }
 
 impl PersistedSession {
@@ -50,7 +54,22 @@ impl PersistedSession {
             written_keys: Vec::new(),
             tombstoned_keys: Vec::new(),
             recorded_keys: 0,
+            chained: None,
         }
+    }
+
+    /// Applies one event of this session, noting a new index for the next delta.
+    pub fn apply(&mut self, event: &Event<'_>) -> Applied {
+        let outcome = self.state.apply(event);
+        if let (Applied::New, Some(chained)) = (outcome, &mut self.chained) {
+            chained.unflushed.insert(event.index);
+        }
+        outcome
+    }
+
+    /// What a flush writes for this session's applied set (`durable_state::plan`).
+    pub fn applied_write(&self) -> AppliedWrite<'_> {
+        durable_state::plan(&self.state, self.chained.as_deref())
     }
 
     /// Keys to add to `session_keys` in this flush (before any row under them).
@@ -79,8 +98,11 @@ impl PersistedSession {
     }
 
     /// After a durable flush: every written key is recorded, every old key durably
-    /// tombstoned.
-    fn record_flush_durable(&mut self) {
+    /// tombstoned, and the applied set stored as that flush planned it (the plan is a
+    /// pure function of what the flush wrote: nothing is applied in between, as the
+    /// flush's items borrow the aggregator).
+    pub(crate) fn record_flush_durable(&mut self) {
+        self.chained = self.applied_write().into_chained();
         self.recorded_keys = self.written_keys.len();
         let current = self.state.key();
         self.tombstoned_keys = self
@@ -97,10 +119,14 @@ impl PersistedSession {
             keys.capacity() * std::mem::size_of::<SessionKey>()
                 + keys.iter().map(|key| key.user_id.capacity()).sum::<usize>()
         };
+        let chained = self.chained.as_ref().map_or(0, |chained| {
+            std::mem::size_of::<Chained>() + chained.unflushed.heap_bytes()
+        });
         std::mem::size_of::<Self>() - std::mem::size_of::<SessionState>()
             + self.state.memory_bytes()
             + keys(&self.written_keys)
             + keys(&self.tombstoned_keys)
+            + chained
     }
 
     /// Adds keys found in `session_keys` that the stored state does not name (it lost
@@ -148,6 +174,8 @@ pub struct ApplyCounts {
 /// One session to write in a flush.
 pub struct FlushItem<'a> {
     pub persisted: &'a PersistedSession,
+    /// How its applied set is written.
+    pub applied: AppliedWrite<'a>,
 }
 
 pub struct Aggregator {
@@ -250,7 +278,7 @@ impl Aggregator {
                     held.partition = Some(partition);
                     held.last_touched = sequence;
                     held.touched_at = now;
-                    let outcome = held.persisted.state.apply(event);
+                    let outcome = held.persisted.apply(event);
                     if outcome == Applied::New {
                         if !held.dirty {
                             held.dirty = true;
@@ -299,6 +327,7 @@ impl Aggregator {
             .filter(|held| held.dirty)
             .map(|held| FlushItem {
                 persisted: &held.persisted,
+                applied: held.persisted.applied_write(),
             })
             .collect()
     }

@@ -62,6 +62,44 @@
 //!      writes again (idempotent, step 3). A whole shard down fails every load and
 //!      flush that touches it, which pauses the worker the same way.
 //!
+//! 7. **A large applied set is stored as deltas, and any chain rebuilds it.** A set
+//!    of more than `INLINE_MAX_RANGES` ranges is not in the state but in
+//!    `session_applied` chunks `(version, base_version, ranges)` (`durable_state`): a
+//!    checkpoint (base 0, the whole set) or a delta (the indexes applied since the
+//!    writer's last durable write at `base_version`). The state names its checkpoint;
+//!    a load takes the winning state (version v), the chunks between its checkpoint
+//!    and v, and the union of any chain of them from a checkpoint to v.
+//!    - *One set per version.* By (5) a session's events are applied by the owners of
+//!      one partition, each in log order from a committed offset, onto a loaded state
+//!      that is itself such a state: every state any writer holds is the set of
+//!      distinct events of a prefix of that log. Prefixes are nested, so two of them
+//!      with the same number of distinct events have the same set: `set(v)` depends
+//!      on v alone, whichever owner, flush boundaries or crashes produced it (a former
+//!      owner's late write included). So a chunk `(v, b)` from any writer holds
+//!      exactly `set(v) \ set(b)`, and `set(b) ∪ chunk = set(v)`: every chain from a
+//!      checkpoint to v unites to `set(v)`, even one mixing two owners' chunks. Equal
+//!      keys `(session, version, base)` hold equal sets, so a merge keeping any is safe.
+//!    - *No state without its chain.* A flush writes its chunks before its states
+//!      (`sink`), and a delta's base is a version whose chain was durable (the
+//!      writer's last acknowledged flush, or the chain it loaded); nothing deletes a
+//!      chunk. So the winning state's writer's own chain, from the checkpoint the
+//!      state names, is among the chunks read, whatever state wins a tie.
+//!    - *Orphans, retries, replays.* Chunks written by a flush whose state never was
+//!      are chunks of a true `(v, b)`: harmless, used or not. A retried flush plans the
+//!      same chunk from the same durable chain (a pure function); a replay writes
+//!      `(v, b)` again, the same set.
+//!    - *Checked.* A load verifies that the union holds exactly v indexes (and that an
+//!      inline state holds as many as its version); otherwise, or when no chain
+//!      reaches v, the state is corrupt and the worker stops without committing, as for
+//!      a state that does not decode. By the above this happens only outside (5).
+//!    - *Bounded.* A delta is written unless the deltas since the checkpoint would
+//!      outweigh it (ranges, plus a per-row weight), then a checkpoint: a flush writes
+//!      in proportion to what it applied, a load reads at most the checkpoint and as
+//!      much again (plus other owners' chunks in that version range), and the bytes
+//!      written over a session's life stay within a constant factor of its events'.
+//!
 //! Limits: a change of the topic's partition count moves homes (for every keyed Kafka
 //! consumer alike); while the workers learn the new count, a session's events can be
-//! applied by two workers, which breaks (5) for that session until they agree.
+//! applied by two workers, which breaks (5) for that session until they agree (and for
+//! a session whose set is chained, (7)'s check may then find it corrupt and stop the
+//! worker rather than let it count inexactly).

@@ -3,6 +3,7 @@
 
 pub mod aggregator;
 pub mod consumer;
+pub mod durable_state;
 pub mod exactly_once;
 pub mod forward;
 pub mod kafka;

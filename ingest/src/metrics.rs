@@ -21,6 +21,7 @@ pub struct IngestMetrics {
     pub events_forwarded: IntCounter,
     pub events_rejected: IntCounterVec,
     pub rows_written: IntCounterVec,
+    pub state_bytes_written: IntCounterVec,
     pub insert_duration: Histogram,
     pub freshness: Histogram,
     pub insert_failures: IntCounter,
@@ -103,10 +104,25 @@ impl IngestMetrics {
         for table in [
             "sessions",
             "session_state",
+            "session_applied",
             "session_keys",
             "rejected_events",
         ] {
             rows_written.with_label_values(&[table]);
+        }
+        let state_bytes_written = IntCounterVec::new(
+            Opts::new(
+                "ingest_state_bytes_written_total",
+                "Bytes of durable session state written (state JSON, applied-index chunks), by table",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_bytes_written.clone()))
+            .expect("metric registered once");
+        for table in ["session_state", "session_applied"] {
+            state_bytes_written.with_label_values(&[table]);
         }
         let insert_duration = histogram(
             "ingest_clickhouse_insert_duration_seconds",
@@ -164,6 +180,7 @@ impl IngestMetrics {
             events_forwarded,
             events_rejected,
             rows_written,
+            state_bytes_written,
             insert_duration,
             freshness,
             insert_failures,

@@ -2,16 +2,21 @@
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
 //! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
-//! written under for the first time), (2) `session_state` (each changed session's
-//! state, naming every key it was ever written under), (3) `sessions` (a tombstone per
-//! old key not tombstoned yet, and the live row), (4) `rejected_events`. The order
-//! matters for a crash in between: a key is always durable in `session_keys` (and in
-//! the state) before a row under it, so a worker that loads the session knows every key
-//! to tombstone. [`Sink::load`] takes the union of both: a state can lose, in a merge,
-//! to a tied state of a worker that had lost the partition, `session_keys` never loses
-//! a key. All writes
-//! are idempotent (ReplacingMergeTree, versions that only grow), so retrying a flush,
-//! or replaying it after a crash, changes nothing.
+//! written under for the first time), (2) `session_applied` (the applied-set chunk of
+//! each changed session whose set is too large to sit in its state: only the indexes
+//! applied since its last durable write, or a checkpoint; see `durable_state`), (3)
+//! `session_state` (each changed session's state, naming every key it was ever written
+//! under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
+//! tombstoned yet, and the live row), (5) `rejected_events`. The order matters for a
+//! crash in between: a key is always durable in `session_keys` (and in the state)
+//! before a row under it, so a worker that loads the session knows every key to
+//! tombstone; a state is never durable before the chunks it rests on. [`Sink::load`]
+//! takes the union of both key lists: a state can lose, in a merge, to a tied state of
+//! a worker that had lost the partition, `session_keys` never loses a key. It rebuilds
+//! a chained set from the chunks between the state's checkpoint and its version
+//! (`exactly_once.rs` step 7 argues any chain found is right). All writes are
+//! idempotent (ReplacingMergeTree, versions that only grow, a retried flush plans the
+//! same chunks), so retrying a flush, or replaying it after a crash, changes nothing.
 //!
 //! Error policy ([`SinkError`]): a transient failure is retried with back-pressure
 //! until it succeeds; anything a retry cannot fix stops the worker loudly, before any
@@ -29,6 +34,7 @@ use sessions_shared::useragent::AgentParser;
 use tracing::instrument;
 
 use crate::aggregator::{FlushItem, PersistedSession};
+use crate::durable_state::{self, Chained, StoredChunk};
 use crate::metrics::IngestMetrics;
 
 /// Dead-letter payloads are cut to this many bytes (the operations contract).
@@ -48,8 +54,9 @@ pub enum SinkError {
     /// restart applies the migrations again, which repairs what they can.
     #[error("clickhouse refused the request for good: {0}")]
     Permanent(StoreError),
-    /// A stored session state that does not decode: continuing would have to guess
-    /// the session's applied events (and count some twice, or lose some), so stop.
+    /// A stored session state that does not decode, or whose applied set does not
+    /// rebuild to its version: continuing would have to guess the session's applied
+    /// events (and count some twice, or lose some), so stop.
     #[error("the stored state of session {session_id} does not decode: {reason}")]
     CorruptState { session_id: u64, reason: String },
 }
@@ -87,6 +94,15 @@ struct StateRecord<'a> {
 }
 
 #[derive(Row, Serialize)]
+struct AppliedRecord<'a> {
+    session_id: u64,
+    version: u64,
+    base_version: u64,
+    ranges: &'a str,
+    written_at: u32,
+}
+
+#[derive(Row, Serialize)]
 struct KeyRecord<'a> {
     session_id: u64,
     project_id: u32,
@@ -98,7 +114,16 @@ struct KeyRecord<'a> {
 #[derive(Row, Deserialize)]
 struct LoadedState {
     session_id: u64,
+    state_version: u64,
     state: String,
+}
+
+#[derive(Row, Deserialize)]
+struct LoadedChunk {
+    session_id: u64,
+    version: u64,
+    base_version: u64,
+    ranges: String,
 }
 
 #[derive(Row, Deserialize)]
@@ -194,8 +219,8 @@ impl Sink {
         for chunk in session_ids.chunks(LOAD_CHUNK) {
             let ids = id_list(chunk.iter().copied());
             let states_sql = format!(
-                "SELECT session_id, argMax(state, version) AS state FROM session_state \
-                 WHERE session_id IN ({ids}) GROUP BY session_id"
+                "SELECT session_id, max(version) AS state_version, argMax(state, version) AS state \
+                 FROM session_state WHERE session_id IN ({ids}) GROUP BY session_id"
             );
             let rows: Vec<LoadedState> = self
                 .store
@@ -235,19 +260,98 @@ impl Sink {
                         start_ts: key.start_ts,
                     });
             }
+            let mut chained = Vec::new();
             for row in rows {
-                let mut persisted: PersistedSession =
-                    serde_json::from_str(&row.state).map_err(|error| SinkError::CorruptState {
-                        session_id: row.session_id,
-                        reason: error.to_string(),
-                    })?;
+                let corrupt = |reason: String| SinkError::CorruptState {
+                    session_id: row.session_id,
+                    reason,
+                };
+                let decoded = durable_state::decode(&row.state)
+                    .map_err(|error| corrupt(error.to_string()))?;
+                let mut persisted = decoded.persisted;
                 if let Some(keys) = keys_by_session.remove(&row.session_id) {
                     persisted.add_written_keys(keys);
                 }
-                loaded.push(persisted);
+                match decoded.checkpoint_version {
+                    Some(checkpoint_version) => {
+                        chained.push((persisted, row.state_version, checkpoint_version))
+                    }
+                    None if persisted.state.applied_events() == row.state_version => {
+                        loaded.push(persisted)
+                    }
+                    None => {
+                        return Err(corrupt(format!(
+                            "it holds {} applied indexes, its version is {}",
+                            persisted.state.applied_events(),
+                            row.state_version
+                        )))
+                    }
+                }
             }
+            loaded.extend(self.restore_chains(chained).await?);
         }
         Ok(loaded)
+    }
+
+    /// Chained states `(state, its version, its checkpoint's version)` with their applied
+    /// sets rebuilt from `session_applied`: one query reads each session's chunks from
+    /// its checkpoint to its version (`durable_state::rebuild` picks the chain).
+    async fn restore_chains(
+        &self,
+        chained: Vec<(PersistedSession, u64, u64)>,
+    ) -> Result<Vec<PersistedSession>, SinkError> {
+        if chained.is_empty() {
+            return Ok(Vec::new());
+        }
+        let between = chained
+            .iter()
+            .map(|(persisted, version, checkpoint_version)| {
+                format!(
+                    "(session_id = {} AND version >= {checkpoint_version} AND version <= {version})",
+                    persisted.state.session_id
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let chunks_sql = format!(
+            "SELECT session_id, version, base_version, ranges FROM session_applied WHERE {between}"
+        );
+        let rows: Vec<LoadedChunk> = self
+            .store
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(&chunks_sql))
+                    .fetch_all()
+            })
+            .await?;
+        let mut chunks_by_session: HashMap<u64, Vec<StoredChunk>> = HashMap::new();
+        for row in rows {
+            chunks_by_session
+                .entry(row.session_id)
+                .or_default()
+                .push(StoredChunk {
+                    version: row.version,
+                    base_version: row.base_version,
+                    ranges: row.ranges,
+                });
+        }
+        let mut restored = Vec::with_capacity(chained.len());
+        for (mut persisted, version, checkpoint_version) in chained {
+            let session_id = persisted.state.session_id;
+            let chunks = chunks_by_session.remove(&session_id).unwrap_or_default();
+            let (applied, durable) = durable_state::rebuild(version, checkpoint_version, &chunks)
+                .map_err(|error| SinkError::CorruptState {
+                session_id,
+                reason: error.to_string(),
+            })?;
+            persisted.state.restore_applied(applied);
+            persisted.chained = Some(Box::new(Chained {
+                durable,
+                unflushed: Default::default(),
+            }));
+            restored.push(persisted);
+        }
+        Ok(restored)
     }
 
     /// Writes one flush (see the module contract): the sessions in chunks of at most
@@ -309,14 +413,38 @@ impl Sink {
         self.insert_rows::<KeyRecord<'_>>("session_keys", &key_records)
             .await?;
 
+        // Chunks before the states that need them (durable_state: a state is never
+        // durable without its chain).
+        let chunks: Vec<(u64, u64, u64, String)> = items
+            .iter()
+            .filter_map(|item| {
+                let chunk = item.applied.chunk.as_ref()?;
+                let ranges = serde_json::to_string(chunk.ranges).expect("ranges serialize");
+                let session_id = item.persisted.state.session_id;
+                Some((session_id, chunk.version, chunk.base_version, ranges))
+            })
+            .collect();
+        let applied_records: Vec<AppliedRecord<'_>> = chunks
+            .iter()
+            .map(
+                |(session_id, version, base_version, ranges)| AppliedRecord {
+                    session_id: *session_id,
+                    version: *version,
+                    base_version: *base_version,
+                    ranges,
+                    written_at: updated_at,
+                },
+            )
+            .collect();
+        self.insert_rows::<AppliedRecord<'_>>("session_applied", &applied_records)
+            .await?;
+        self.count_state_bytes("session_applied", chunks.iter().map(|chunk| chunk.3.len()));
+
         let states: Vec<(u64, u64, String)> = items
             .iter()
             .map(|item| {
                 let state = &item.persisted.state;
-                // Sized up front: a huge state is not copied while its buffer grows.
-                let mut json = Vec::with_capacity(item.persisted.memory_bytes());
-                serde_json::to_writer(&mut json, item.persisted).expect("session state serializes");
-                let json = String::from_utf8(json).expect("serde_json writes UTF-8");
+                let json = durable_state::encode(item.persisted, &item.applied);
                 (state.session_id, state.applied_events(), json)
             })
             .collect();
@@ -331,6 +459,7 @@ impl Sink {
             .collect();
         self.insert_rows::<StateRecord<'_>>("session_state", &state_records)
             .await?;
+        self.count_state_bytes("session_state", states.iter().map(|state| state.2.len()));
 
         let mut live = Vec::with_capacity(items.len());
         let mut tombstones = Vec::new();
@@ -355,6 +484,14 @@ impl Sink {
             .collect();
         self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
             .await
+    }
+
+    /// Counts the bytes of durable state (JSON states, chunk ranges) written to `table`.
+    fn count_state_bytes(&self, table: &str, lengths: impl Iterator<Item = usize>) {
+        self.metrics
+            .state_bytes_written
+            .with_label_values(&[table])
+            .inc_by(lengths.sum::<usize>() as u64);
     }
 
     /// One INSERT of `rows` into `table` (none when there are no rows), under the insert

@@ -109,8 +109,9 @@ impl IndexSet {
     }
 
     /// The set of any list of inclusive ranges (unsorted, overlapping or reversed pairs
-    /// are normalised, so a stored state can never break the invariant).
-    fn from_ranges(mut pairs: Vec<(u64, u64)>) -> IndexSet {
+    /// are normalised, so a stored state can never break the invariant): also the union
+    /// of several sets' ranges, in O(r log r).
+    pub fn from_ranges(mut pairs: Vec<(u64, u64)>) -> IndexSet {
         for pair in &mut pairs {
             if pair.0 > pair.1 {
                 *pair = (pair.1, pair.0);

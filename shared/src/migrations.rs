@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "004_session_keys",
         sql: include_str!("../../schemas/004_session_keys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "005_session_applied",
+        sql: include_str!("../../schemas/005_session_applied.sql"),
+    },
 ];
 
 /// The bookkeeping table of [`migrate`], written like a migration.
