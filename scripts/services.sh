@@ -98,11 +98,13 @@ ready() {
     clickhouse) ping_ok "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping" ;;
     ch-s?-r?) ping_ok "http://127.0.0.1:$(port_of "$1")/ping" ;;
     zookeeper)
+        # `ruok` answers imok while the server still loads its data and refuses
+        # sessions; `stat` says "Mode: standalone" only once it serves them.
         local answer
         port_open "$ZOOKEEPER_PORT" || return 1
-        answer=$(exec 3<>"/dev/tcp/127.0.0.1/$ZOOKEEPER_PORT" && echo ruok >&3 &&
+        answer=$(exec 3<>"/dev/tcp/127.0.0.1/$ZOOKEEPER_PORT" && echo stat >&3 &&
             timeout 2 cat <&3) 2>/dev/null || return 1
-        [[ $answer == imok ]]
+        [[ $answer == *"Mode: "* ]]
         ;;
     chdb) ping_ok "http://127.0.0.1:$CHDB_SHIM_PORT/ping" ;;
     tansu)
