@@ -12,9 +12,7 @@
 //! # Windows
 //!
 //! Asking for that over all of a user's rows costs the whole user (a user with a
-//! million sessions: ~700 ms for any page). So the whole-range query runs only under a
-//! budget of rows to read ([`WHOLE_RANGE_ROW_BUDGET`]), which ClickHouse checks against
-//! its primary index before reading; past it, the page is read from *windows* of
+//! million sessions: ~700 ms for any page). Instead a page is read from *windows* of
 //! `start_ts` after the position, each a range of the primary key:
 //!
 //! 1. a **probe** reads the `start_ts` of at most `2 × need` rows at or after the
@@ -66,14 +64,6 @@ pub enum Lower {
     /// After every row up to this `start_ts` (the end of the previous window).
     Beyond(i64),
 }
-
-/// Most rows the whole-range query may read (as the primary index estimates them, in
-/// whole granules of every part it touches) before a page is read through windows
-/// instead: eight granules of 8,192 rows, what a user of up to a few thousand
-/// sessions needs. The whole-range query costs one request, windows two.
-pub const WHOLE_RANGE_ROW_BUDGET: u64 = 65_536;
-/// TOO_MANY_ROWS: the estimate of rows to read is over `max_rows_to_read`.
-const OVER_ROW_BUDGET: u32 = 158;
 
 /// Rows the probe reads per session still needed, in the first window.
 const SAMPLE_PER_SESSION: usize = 2;
@@ -206,63 +196,20 @@ pub async fn fetch_whole_range(
     store: &Store,
     query: &PageQuery<'_>,
 ) -> Result<Vec<Session>, StoreError> {
-    fetch_whole_range_within(store, query, 0).await
-}
-
-/// [`whole_range_sql`], refused by ClickHouse (code [`OVER_ROW_BUDGET`]) before it
-/// reads anything when the primary index estimates more than `row_budget` rows to read
-/// (0: no budget).
-async fn fetch_whole_range_within(
-    store: &Store,
-    query: &PageQuery<'_>,
-    row_budget: u64,
-) -> Result<Vec<Session>, StoreError> {
     let sql = whole_range_sql(query);
     let lower = query.after.map_or(Lower::Start, Lower::After);
-    let budget = row_budget.to_string();
     store
         .run(|client| {
-            let mut request =
-                bind_filter(client.query(&sql), query, &lower, None).bind(query.fetch);
-            if row_budget > 0 {
-                request = request
-                    .with_setting("max_rows_to_read", budget.as_str())
-                    .with_setting("read_overflow_mode", "throw");
-            }
-            unbudgeted(request, row_budget == 0).fetch_all::<Session>()
+            bind_filter(client.query(&sql), query, &lower, None)
+                .bind(query.fetch)
+                .fetch_all::<Session>()
         })
         .await
 }
 
-/// `request` with no row budget, stated rather than assumed when `explicit`: a server
-/// that keeps settings per session (the chDB shim does) would otherwise apply the
-/// budget of an earlier request.
-fn unbudgeted(request: Query, explicit: bool) -> Query {
-    if explicit {
-        request.with_setting("max_rows_to_read", "0")
-    } else {
-        request
-    }
-}
-
-/// One page: the whole-range query when the primary index says it reads at most
-/// [`WHOLE_RANGE_ROW_BUDGET`] rows (one request, most users), else windows.
+/// One page (see the module header): windows after the position until `fetch`
+/// sessions are found or no row is left. Usually one probe and one window query.
 pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
-    match fetch_whole_range_within(store, query, WHOLE_RANGE_ROW_BUDGET).await {
-        Err(error) if error.code() == Some(OVER_ROW_BUDGET) => {
-            fetch_through_windows(store, query).await
-        }
-        answered => answered,
-    }
-}
-
-/// One page through windows (see the module header): windows after the position
-/// until `fetch` sessions are found or no row is left. Usually one probe and one
-/// window query.
-pub async fn fetch_through_windows(
-    store: &Store,
-    query: &PageQuery<'_>,
-) -> Result<Vec<Session>, StoreError> {
     let wanted = query.fetch as usize;
     let mut sessions: Vec<Session> = Vec::with_capacity(wanted);
     let mut lower = query.after.map_or(Lower::Start, Lower::After);
@@ -273,10 +220,10 @@ pub async fn fetch_through_windows(
         let probe = probe_sql(query, &lower);
         let sample: Vec<i64> = store
             .run(|client| {
-                let request = bind_filter(client.query(&probe), query, &lower, None)
+                bind_filter(client.query(&probe), query, &lower, None)
                     .bind(size as u64)
-                    .with_setting("max_threads", "1");
-                unbudgeted(request, true).fetch_all::<i64>()
+                    .with_setting("max_threads", "1")
+                    .fetch_all::<i64>()
             })
             .await?;
         let Some(end) = WindowEnd::choose(sample, size, need) else {
@@ -285,9 +232,9 @@ pub async fn fetch_through_windows(
         let window = window_sql(query, &lower);
         let found: Vec<Session> = store
             .run(|client| {
-                let request = bind_filter(client.query(&window), query, &lower, Some(end.start_ts))
-                    .bind(need as u64);
-                unbudgeted(request, true).fetch_all::<Session>()
+                bind_filter(client.query(&window), query, &lower, Some(end.start_ts))
+                    .bind(need as u64)
+                    .fetch_all::<Session>()
             })
             .await?;
         sessions.extend(found);

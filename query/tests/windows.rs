@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sessions_query::cursor::Position;
-use sessions_query::sessions::{fetch_page, fetch_through_windows, fetch_whole_range, PageQuery};
+use sessions_query::sessions::{fetch_page, fetch_whole_range, PageQuery};
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
@@ -131,17 +131,11 @@ async fn compare_pages(
 ) -> usize {
     let mut pages = 0;
     loop {
-        let windows = fetch_through_windows(&db.store, &query).await.unwrap();
+        let windows = fetch_page(&db.store, &query).await.unwrap();
         let whole = fetch_whole_range(&db.store, &query).await.unwrap();
         assert_eq!(
             windows, whole,
             "{engine}, seed {seed}: page {pages} of {query:?} differs from the whole-range query"
-        );
-        // The service's path (here: the whole range, within its row budget) agrees too.
-        assert_eq!(
-            fetch_page(&db.store, &query).await.unwrap(),
-            whole,
-            "{engine}, seed {seed}"
         );
         pages += 1;
         let page_size = query.fetch as usize - 1;
@@ -208,56 +202,5 @@ async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
     });
     for check in checks.collect::<Vec<_>>() {
         check.await.expect("every engine agrees");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_past_the_row_budget_is_read_through_windows_with_the_same_pages() {
-    let heavy = sessions_query::sessions::WHOLE_RANGE_ROW_BUDGET as usize * 2;
-    for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "budget").await.unwrap();
-        let sessions: Vec<Session> = (0..heavy as u64)
-            .map(|n| Session {
-                project_id: 7,
-                session_id: 1_000_000 + n,
-                user_id: "heavy".into(),
-                start_ts: 1_700_000_000_000 + (n as i64) * 10,
-                duration: n,
-                ..Session::default()
-            })
-            .collect();
-        let records: Vec<SessionRecord<'_>> = sessions
-            .iter()
-            .map(|session| SessionRecord::live(session, false, 1, 1_700_000_000))
-            .collect();
-        db.insert::<SessionRecord<'_>>("sessions", &records).await;
-        let first = PageQuery {
-            project_id: 7,
-            user_id: "heavy",
-            start_date: None,
-            end_date: None,
-            after: None,
-            fetch: 51,
-        };
-        let deep = PageQuery {
-            after: Some(Position {
-                start_ts: sessions[heavy - 100].start_ts,
-                session_id: sessions[heavy - 100].session_id,
-            }),
-            ..first
-        };
-        for query in [first, deep] {
-            // Over the budget: the service's path must fall back to windows, not fail.
-            let page = fetch_page(&db.store, &query)
-                .await
-                .unwrap_or_else(|error| panic!("{engine}: {error}"));
-            assert_eq!(page.len(), 51, "{engine}");
-            assert_eq!(
-                page,
-                fetch_whole_range(&db.store, &query).await.unwrap(),
-                "{engine}"
-            );
-        }
-        db.drop_database().await;
     }
 }
