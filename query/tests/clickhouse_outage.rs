@@ -132,7 +132,12 @@ async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(fixture.request("GET", "/readyz", None).await.status(), 200);
+    // `/readyz` answers from a probe at most a second old.
+    let ready_by = Instant::now() + Duration::from_secs(3);
+    while fixture.request("GET", "/readyz", None).await.status() != 200 {
+        assert!(Instant::now() < ready_by, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     refresher.abort();
     fixture.finish().await;
 }

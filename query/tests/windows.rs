@@ -204,3 +204,53 @@ async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
         check.await.expect("every engine agrees");
     }
 }
+
+/// A user of 100,000 sessions in one part: the first page and one near the end, each
+/// equal to the whole-range query's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_user_gets_the_whole_range_pages() {
+    let heavy = 100_000;
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "heavy").await.unwrap();
+        let sessions: Vec<Session> = (0..heavy as u64)
+            .map(|n| Session {
+                project_id: 7,
+                session_id: 1_000_000 + n,
+                user_id: "heavy".into(),
+                start_ts: 1_700_000_000_000 + (n as i64) * 10,
+                duration: n,
+                ..Session::default()
+            })
+            .collect();
+        let records: Vec<SessionRecord<'_>> = sessions
+            .iter()
+            .map(|session| SessionRecord::live(session, false, 1, 1_700_000_000))
+            .collect();
+        db.insert::<SessionRecord<'_>>("sessions", &records).await;
+        let first = PageQuery {
+            project_id: 7,
+            user_id: "heavy",
+            start_date: None,
+            end_date: None,
+            after: None,
+            fetch: 51,
+        };
+        let deep = PageQuery {
+            after: Some(Position {
+                start_ts: sessions[heavy - 100].start_ts,
+                session_id: sessions[heavy - 100].session_id,
+            }),
+            ..first
+        };
+        for query in [first, deep] {
+            let page = fetch_page(&db.store, &query).await.unwrap();
+            assert_eq!(page.len(), 51, "{engine}");
+            assert_eq!(
+                page,
+                fetch_whole_range(&db.store, &query).await.unwrap(),
+                "{engine}"
+            );
+        }
+        db.drop_database().await;
+    }
+}

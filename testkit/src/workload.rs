@@ -256,17 +256,19 @@ fn plan_session(config: &WorkloadConfig, n: usize, rng: &mut StdRng) -> PlannedS
             expected.user_agent = agent.to_owned();
             expected.user_country = country.to_ascii_uppercase();
             if sends_agent_fields {
-                event["userOs"] = json!("Sent OS");
-                event["userBrowser"] = json!("Sent Browser");
-                event["userDevice"] = json!("Sent Device");
+                // What a mobile SDK sends itself, unlike the agent string (which a
+                // WebView may report as desktop).
+                event["userOs"] = json!("Android");
+                event["userBrowser"] = json!("Chrome Mobile WebView");
+                event["userDevice"] = json!("Pixel 7");
                 (
                     expected.user_os,
                     expected.user_browser,
                     expected.user_device,
                 ) = (
-                    "Sent OS".into(),
-                    "Sent Browser".into(),
-                    "Sent Device".into(),
+                    "Android".into(),
+                    "Chrome Mobile WebView".into(),
+                    "Pixel 7".into(),
                 );
             } else {
                 (
