@@ -10,6 +10,7 @@ pub mod index_set;
 pub mod migrations;
 pub mod ops_http;
 pub mod read_model;
+pub mod rebuild;
 pub mod service;
 pub mod session;
 pub mod shutdown;

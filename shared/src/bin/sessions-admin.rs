@@ -8,6 +8,7 @@ use serde_json::json;
 use sessions_shared::clickhouse::Store;
 use sessions_shared::config::ClickHouseSettings;
 use sessions_shared::migrations::migrate;
+use sessions_shared::rebuild::{rebuild_sessions, Rebuilt};
 use sessions_shared::tenancy::Tenancy;
 
 #[derive(Parser)]
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Create the database and apply pending migrations.
     Migrate,
+    /// Move an existing `sessions` table to the current layout (copy and swap; run
+    /// with ingest stopped). A table that has it already is left alone.
+    RebuildSessions,
     /// Organizations.
     Org {
         #[command(subcommand)]
@@ -92,6 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
     let tenancy = Tenancy::new(&store);
     Ok(match cli.command {
         Command::Migrate => json!({"database": store.database(), "applied": applied}),
+        Command::RebuildSessions => match rebuild_sessions(&store).await? {
+            Rebuilt::AlreadyCurrent => json!({"rebuilt": false}),
+            Rebuilt::Copied { rows } => json!({"rebuilt": true, "rows": rows}),
+        },
         Command::Org {
             command: OrgCommand::Create { name },
         } => {
