@@ -56,7 +56,9 @@ export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_SHIM_PORT"
 export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
 export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
 CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
-export CLICKHOUSE_CLUSTER=${CLUSTER_NAME:-sessions_cluster}
+# The tests' name for it: not CLICKHOUSE_CLUSTER, which every binary a test starts
+# would inherit and take for its own setting.
+export CLICKHOUSE_CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
 CLICKHOUSE_CLUSTER_URL=$(printf "http://127.0.0.1:%s," $((CLUSTER_HTTP_BASE + 1)) \
     $((CLUSTER_HTTP_BASE + 2)) $((CLUSTER_HTTP_BASE + 3)) $((CLUSTER_HTTP_BASE + 4)))
 export CLICKHOUSE_CLUSTER_URL=${CLICKHOUSE_CLUSTER_URL%,}

@@ -99,7 +99,9 @@ impl ClickHouseSettings {
         self.clickhouse_cluster.0.as_deref()
     }
 
-    /// The settings as flags, for starting a binary with them (tests, tools). The
+    /// The settings as flags, for starting a binary with them (tests, tools): every
+    /// one that decides where data goes, so that none comes from the environment the
+    /// binary inherits (an empty `--clickhouse-cluster` is a single server). The
     /// password is not among them: it travels in the environment.
     pub fn to_flags(&self) -> Vec<(&'static str, String)> {
         let mut flags = vec![
@@ -110,9 +112,12 @@ impl ClickHouseSettings {
                 "--clickhouse-timeout",
                 self.clickhouse_timeout.as_millis().to_string(),
             ),
+            (
+                "--clickhouse-cluster",
+                self.cluster_name().unwrap_or_default().to_owned(),
+            ),
         ];
-        if let Some(cluster) = self.cluster_name() {
-            flags.push(("--clickhouse-cluster", cluster.to_owned()));
+        if self.cluster_name().is_some() {
             flags.push((
                 "--clickhouse-insert-quorum",
                 self.clickhouse_insert_quorum.to_string(),

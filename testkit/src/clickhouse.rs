@@ -5,7 +5,7 @@
 //! ClickHouse 18.16 server, default `http://127.0.0.1:8123`), `CLICKHOUSE_MODERN_URL`
 //! (a current engine behind the chDB HTTP shim, default `http://127.0.0.1:8124`) and,
 //! when `CLICKHOUSE_CLUSTER_URL` lists its nodes, the local cluster named by
-//! `CLICKHOUSE_CLUSTER` (default `sessions_cluster`). Each test gets its own database,
+//! `CLICKHOUSE_CLUSTER_NAME` (default `sessions_cluster`). Each test gets its own database,
 //! dropped by [`TestDatabase::drop_database`].
 
 use std::time::Duration;
@@ -57,7 +57,8 @@ pub fn legacy_target() -> Target {
 /// The local cluster, when `CLICKHOUSE_CLUSTER_URL` names its nodes.
 pub fn cluster_target() -> Option<Target> {
     let urls = std::env::var("CLICKHOUSE_CLUSTER_URL").ok()?;
-    let cluster = std::env::var("CLICKHOUSE_CLUSTER").unwrap_or_else(|_| "sessions_cluster".into());
+    let cluster =
+        std::env::var("CLICKHOUSE_CLUSTER_NAME").unwrap_or_else(|_| "sessions_cluster".into());
     Some(Target {
         urls: urls.split(',').map(str::to_owned).collect(),
         cluster: Some(cluster),
