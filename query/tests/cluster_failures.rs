@@ -364,7 +364,7 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
         "with a shard down every page is a 503, never a partial page: {:?}",
         failures(&answers)
     );
-    let after = answers.iter().filter(|(at, _)| *at > down_until).last();
+    let after = answers.iter().rev().find(|(at, _)| *at > down_until);
     assert_eq!(
         after.map(|(_, status)| *status),
         Some(200),
@@ -394,10 +394,7 @@ async fn the_first_node_killed_every_binary_carries_on_through_another() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let admin = admin_binary();
-    let mut flags: Vec<String> = Vec::new();
-    for (flag, value) in scenario.fixture.db.settings.to_flags() {
-        flags.extend([flag.to_owned(), value]);
-    }
+    let flags = scenario.fixture.db.settings.to_args();
     let output = Command::new(&admin)
         .args(&flags)
         .args(["project", "list"])

@@ -222,11 +222,7 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
                 ..Session::default()
             })
             .collect();
-        let records: Vec<SessionRecord<'_>> = sessions
-            .iter()
-            .map(|session| SessionRecord::live(session, false, 1, 1_700_000_000))
-            .collect();
-        db.insert::<SessionRecord<'_>>("sessions", &records).await;
+        db.insert_live(&sessions, 1).await;
         let first = PageQuery {
             project_id: 7,
             user_id: "heavy",

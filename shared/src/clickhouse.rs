@@ -131,6 +131,32 @@ pub struct ClusterLayout {
     pub insert_quorum: u32,
 }
 
+impl Layout {
+    /// ` ON CLUSTER `name`` for DDL that every node runs, or nothing on one server.
+    pub fn on_cluster(&self) -> String {
+        match self {
+            Layout::SingleNode => String::new(),
+            Layout::Cluster(cluster) => cluster.on_cluster(),
+        }
+    }
+
+    /// The table that stores the rows of `table`: itself on one server, its
+    /// shard-local table behind the `Distributed` one on a cluster.
+    pub fn storage_table(&self, table: &str) -> String {
+        match self {
+            Layout::SingleNode => table.to_owned(),
+            Layout::Cluster(_) => format!("{table}_local"),
+        }
+    }
+}
+
+impl ClusterLayout {
+    /// ` ON CLUSTER `name``.
+    pub fn on_cluster(&self) -> String {
+        format!(" ON CLUSTER `{}`", self.name)
+    }
+}
+
 /// Settings that do not fit together.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid ClickHouse settings: {0}")]

@@ -130,6 +130,14 @@ impl ClickHouseSettings {
         flags
     }
 
+    /// [`ClickHouseSettings::to_flags`] as command-line arguments, flag then value.
+    pub fn to_args(&self) -> Vec<String> {
+        self.to_flags()
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect()
+    }
+
     /// Checks what one flag cannot: a list of nodes needs a cluster (one server
     /// behind several URLs would be written through any of them, as two stores).
     pub fn validate(&self) -> Result<(), String> {

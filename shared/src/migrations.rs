@@ -186,7 +186,7 @@ fn cluster_statements(
         }
         None => ("", after_name),
     };
-    let on_cluster = format!("ON CLUSTER `{}`", cluster.name);
+    let on_cluster = cluster.on_cluster();
     let (local_table, path, replica) = match layout {
         TableLayout::EveryNode => (
             table.to_owned(),
@@ -208,12 +208,12 @@ fn cluster_statements(
     .collect::<Vec<_>>()
     .join(", ");
     let mut statements = vec![format!(
-        "{prefix}`{local_table}` {on_cluster}{}ENGINE = Replicated{engine_name}({replicated_args}){tail}",
+        "{prefix}`{local_table}`{on_cluster}{}ENGINE = Replicated{engine_name}({replicated_args}){tail}",
         &definition[..engine_at]
     )];
     if let TableLayout::Sharded { by } = layout {
         statements.push(format!(
-            "{prefix}`{table}` {on_cluster} AS `{database}`.`{local_table}` \
+            "{prefix}`{table}`{on_cluster} AS `{database}`.`{local_table}` \
              ENGINE = Distributed(`{}`, `{database}`, `{local_table}`, {by})",
             cluster.name
         ));
@@ -238,10 +238,7 @@ pub async fn migrate(store: &Store) -> Result<Vec<u32>, StoreError> {
         return Ok(Vec::new());
     }
     let database = store.database();
-    let on_cluster = match store.layout() {
-        Layout::SingleNode => String::new(),
-        Layout::Cluster(cluster) => format!(" ON CLUSTER `{}`", cluster.name),
-    };
+    let on_cluster = store.layout().on_cluster();
     run_ddl(
         store,
         &format!("CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}"),
@@ -295,21 +292,37 @@ fn rendered(sql: &str, store: &Store) -> Vec<String> {
     render(sql, store.database(), store.layout()).expect("compiled-in migrations render")
 }
 
-/// One DDL statement; on a cluster it waits for every node, up to [`CLUSTER_DDL_TIMEOUT`].
+/// One DDL statement of a migration: on one server under the request bound, on a
+/// cluster waiting for every node up to [`CLUSTER_DDL_TIMEOUT`].
 async fn run_ddl(store: &Store, statement: &str) -> Result<(), StoreError> {
+    let wait = match store.layout() {
+        Layout::SingleNode => store.timeout(),
+        Layout::Cluster(_) => CLUSTER_DDL_TIMEOUT,
+    };
+    run_ddl_within(store, statement, wait).await
+}
+
+/// One DDL statement, given `wait`: on a cluster the time every node has to run it
+/// (`distributed_ddl_task_timeout`, the request a little longer), on one server the
+/// request's bound.
+pub(crate) async fn run_ddl_within(
+    store: &Store,
+    statement: &str,
+    wait: Duration,
+) -> Result<(), StoreError> {
     match store.layout() {
         Layout::SingleNode => {
             store
-                .run_on_server(store.timeout(), |server| server.query(statement).execute())
+                .run_on_server(wait, |server| server.query(statement).execute())
                 .await
         }
         Layout::Cluster(_) => {
-            let wait = CLUSTER_DDL_TIMEOUT.as_secs().to_string();
+            let seconds = wait.as_secs().to_string();
             store
-                .run_on_server(CLUSTER_DDL_TIMEOUT + store.timeout(), |server| {
+                .run_on_server(wait + store.timeout(), |server| {
                     server
                         .query(statement)
-                        .with_setting("distributed_ddl_task_timeout", wait.as_str())
+                        .with_setting("distributed_ddl_task_timeout", seconds.as_str())
                         .execute()
                 })
                 .await

@@ -16,10 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::clickhouse::{Layout, Row, Store, StoreError};
-use crate::migrations::{render, MIGRATIONS};
+use crate::migrations::{render, run_ddl_within, MIGRATIONS};
 
 /// The granularity the migration gives the table.
 const TARGET_GRANULARITY: &str = "index_granularity = 1024";
+/// Dropping a large table takes a while: the time every node has for one DDL.
+const DDL_WAIT: Duration = Duration::from_secs(110);
 /// Copying a large table takes long: the bound of one statement.
 const COPY_TIMEOUT: Duration = Duration::from_secs(3_600);
 
@@ -51,25 +53,10 @@ struct EngineFull {
     engine_full: String,
 }
 
-/// The table that holds the rows: `sessions`, or `sessions_local` on a cluster.
-fn storage_table(store: &Store, table: &str) -> String {
-    match store.layout() {
-        Layout::SingleNode => table.to_owned(),
-        Layout::Cluster(_) => format!("{table}_local"),
-    }
-}
-
-fn on_cluster(store: &Store) -> String {
-    match store.layout() {
-        Layout::SingleNode => String::new(),
-        Layout::Cluster(cluster) => format!(" ON CLUSTER `{}`", cluster.name),
-    }
-}
-
 /// See the module header.
 pub async fn rebuild_sessions(store: &Store) -> Result<Rebuilt, RebuildError> {
     let database = store.database().to_owned();
-    let current = storage_table(store, "sessions");
+    let current = store.layout().storage_table("sessions");
     let engine: EngineFull = store
         .run(|client| {
             client
@@ -129,9 +116,9 @@ pub async fn rebuild_sessions(store: &Store) -> Result<Rebuilt, RebuildError> {
         });
     }
 
-    let fresh_storage = storage_table(store, &fresh);
+    let fresh_storage = store.layout().storage_table(&fresh);
     let retired = format!("{current}_before_rebuild_{stamp}");
-    let cluster = on_cluster(store);
+    let cluster = store.layout().on_cluster();
     ddl(
         store,
         &format!(
@@ -156,14 +143,7 @@ pub async fn rebuild_sessions(store: &Store) -> Result<Rebuilt, RebuildError> {
     Ok(Rebuilt::Copied { rows: copied })
 }
 
-/// One DDL statement (on a cluster it waits for every node).
+/// One DDL statement of the rebuild: renames and drops, given time for a large table.
 async fn ddl(store: &Store, statement: &str) -> Result<(), StoreError> {
-    store
-        .run_on_server(Duration::from_secs(120), |server| {
-            server
-                .query(statement)
-                .with_setting("distributed_ddl_task_timeout", "110")
-                .execute()
-        })
-        .await
+    run_ddl_within(store, statement, DDL_WAIT).await
 }

@@ -1,6 +1,10 @@
 //! Migrations, tenancy and `sessions-admin` against real ClickHouse: the 18.16 server
 //! and a current engine (see `sessions_testkit::clickhouse`).
 
+mod common;
+
+use common::Admin;
+
 use std::process::Command;
 
 use serde::Deserialize;
@@ -130,48 +134,6 @@ async fn api_keys_are_stored_only_as_hashes() {
         assert_eq!(active.len(), 1, "{engine}");
         assert_eq!(active[0].key_hash, hash_api_key(&created.api_key));
         db.drop_database().await;
-    }
-}
-
-struct Admin<'a> {
-    settings: &'a sessions_shared::config::ClickHouseSettings,
-}
-
-impl Admin<'_> {
-    /// Runs `sessions-admin` with flags; returns (exit success, stdout JSON or Null, stderr).
-    fn run(&self, args: &[&str]) -> (bool, Value, String) {
-        let flags = self
-            .settings
-            .to_flags()
-            .into_iter()
-            .flat_map(|(flag, value)| [flag.to_owned(), value]);
-        let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
-            .env_remove("RUST_LOG")
-            .args(flags)
-            .args(args)
-            .output()
-            .expect("sessions-admin runs");
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-        (
-            output.status.success(),
-            json,
-            String::from_utf8(output.stderr).unwrap(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let (success, json, stderr) = self.run(args);
-        assert!(success, "{args:?}: {stderr}");
-        json
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let (success, json, stderr) = self.run(args);
-        assert!(!success, "{args:?} should fail, printed {json}");
-        assert_eq!(json, Value::Null, "nothing on stdout for {args:?}");
-        assert!(!stderr.trim().is_empty(), "{args:?}: a reason on stderr");
-        stderr
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
-use sessions_shared::read_model::{all_live_sessions_sql, Session, SessionRecord};
+use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 /// Every text field holds its own column name; every number a different value.
@@ -83,14 +83,7 @@ async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
             assert_eq!(stored.value, expected, "{engine}: column {column}");
         }
 
-        let read: Vec<Session> = db
-            .store
-            .client()
-            .query(&all_live_sessions_sql())
-            .fetch_all()
-            .await
-            .unwrap();
-        assert_eq!(read, vec![session], "{engine}");
+        assert_eq!(db.live_sessions().await, vec![session], "{engine}");
         db.drop_database().await;
     }
 }

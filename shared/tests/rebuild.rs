@@ -3,11 +3,12 @@
 //! copy and swap, the table ends with the current layout, and a second run does
 //! nothing.
 
-use std::process::Command;
+mod common;
 
+use common::Admin;
 use sessions_shared::clickhouse::{bounded_by, Layout, Row};
 use sessions_shared::migrations::{render, MIGRATIONS};
-use sessions_shared::read_model::{all_live_sessions_sql, Session, SessionRecord};
+use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::{layouts, TestDatabase};
 
 #[derive(Row, serde::Deserialize)]
@@ -16,10 +17,7 @@ struct EngineFull {
 }
 
 async fn engine_full(db: &TestDatabase) -> String {
-    let table = match db.store.layout() {
-        Layout::SingleNode => "sessions",
-        Layout::Cluster(_) => "sessions_local",
-    };
+    let table = db.store.layout().storage_table("sessions");
     let row: EngineFull = db
         .store
         .client()
@@ -35,14 +33,9 @@ async fn engine_full(db: &TestDatabase) -> String {
 /// Replaces the migrated `sessions` table by one of the layout before granules of
 /// 1,024 rows (the same statement without its SETTINGS), as older databases have it.
 async fn make_old_layout(db: &TestDatabase) {
-    let (table, on_cluster) = match db.store.layout() {
-        Layout::SingleNode => ("sessions".to_owned(), String::new()),
-        Layout::Cluster(cluster) => (
-            "sessions_local".to_owned(),
-            format!(" ON CLUSTER `{}`", cluster.name),
-        ),
-    };
-    let drops = match db.store.layout() {
+    let layout = db.store.layout();
+    let (table, on_cluster) = (layout.storage_table("sessions"), layout.on_cluster());
+    let drops = match layout {
         Layout::SingleNode => vec![table.clone()],
         Layout::Cluster(_) => vec!["sessions".to_owned(), table.clone()],
     };
@@ -75,26 +68,6 @@ async fn make_old_layout(db: &TestDatabase) {
     }
 }
 
-fn admin(db: &TestDatabase, command: &str) -> serde_json::Value {
-    let flags = db
-        .settings
-        .to_flags()
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value]);
-    let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
-        .env_remove("RUST_LOG")
-        .args(flags)
-        .arg(command)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_sessions_table_is_rebuilt_with_every_row() {
     for (layout, target) in layouts() {
@@ -119,22 +92,15 @@ async fn an_old_sessions_table_is_rebuilt_with_every_row() {
                 ..Session::default()
             })
             .collect();
-        let records: Vec<SessionRecord<'_>> = sessions
-            .iter()
-            .map(|session| SessionRecord::live(session, false, 1, 1_700_000_000))
-            .collect();
-        db.insert::<SessionRecord<'_>>("sessions", &records).await;
-        let before: Vec<Session> = db
-            .store
-            .client()
-            .query(&all_live_sessions_sql())
-            .fetch_all()
-            .await
-            .unwrap();
+        db.insert_live(&sessions, 1).await;
+        let before = db.live_sessions().await;
         assert_eq!(before.len(), sessions.len(), "{layout}");
 
         assert_eq!(
-            admin(&db, "rebuild-sessions"),
+            Admin {
+                settings: &db.settings
+            }
+            .ok(&["rebuild-sessions"]),
             serde_json::json!({"rebuilt": true, "rows": sessions.len()}),
             "{layout}"
         );
@@ -142,16 +108,13 @@ async fn an_old_sessions_table_is_rebuilt_with_every_row() {
             engine_full(&db).await.contains("index_granularity = 1024"),
             "{layout}"
         );
-        let after: Vec<Session> = db
-            .store
-            .client()
-            .query(&all_live_sessions_sql())
-            .fetch_all()
-            .await
-            .unwrap();
+        let after = db.live_sessions().await;
         assert_eq!(after, before, "{layout}: every row survives the swap");
         assert_eq!(
-            admin(&db, "rebuild-sessions"),
+            Admin {
+                settings: &db.settings
+            }
+            .ok(&["rebuild-sessions"]),
             serde_json::json!({"rebuilt": false}),
             "{layout}: a second run does nothing"
         );

@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sessions_shared::clickhouse::{Layout, Row, RowWrite, Store, StoreError};
+use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
 use sessions_shared::config::ClickHouseSettings;
+use sessions_shared::read_model::{all_live_sessions_sql, Session, SessionRecord};
 
 /// One ClickHouse to test against: a server, or a cluster through its nodes.
 #[derive(Clone, Debug)]
@@ -110,11 +111,28 @@ impl TestDatabase {
         insert.end().await.unwrap();
     }
 
+    /// Writes live rows the way the worker does (version for `applied_events` events).
+    pub async fn insert_live(&self, rows: &[Session], applied_events: u64) {
+        let records: Vec<SessionRecord<'_>> = rows
+            .iter()
+            .map(|row| SessionRecord::live(row, true, applied_events, 1_700_000_000))
+            .collect();
+        self.insert::<SessionRecord<'_>>("sessions", &records).await;
+    }
+
+    /// Every live session, ordered by session id (`read_model::all_live_sessions_sql`);
+    /// panics on any error.
+    pub async fn live_sessions(&self) -> Vec<Session> {
+        self.store
+            .client()
+            .query(&all_live_sessions_sql())
+            .fetch_all()
+            .await
+            .unwrap()
+    }
+
     pub async fn drop_database(self) {
-        let on_cluster = match self.store.layout() {
-            Layout::SingleNode => String::new(),
-            Layout::Cluster(cluster) => format!(" ON CLUSTER `{}`", cluster.name),
-        };
+        let on_cluster = self.store.layout().on_cluster();
         let sql = format!(
             "DROP DATABASE IF EXISTS `{}`{on_cluster}",
             self.store.database()

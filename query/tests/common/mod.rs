@@ -91,11 +91,7 @@ impl Fixture {
 
     /// Writes live rows (version for `applied_events` events).
     pub async fn insert_live(&self, rows: &[Session], applied_events: u64) {
-        let records: Vec<SessionRecord<'_>> = rows
-            .iter()
-            .map(|row| SessionRecord::live(row, true, applied_events, 1_700_000_000))
-            .collect();
-        self.insert(&records).await;
+        self.db.insert_live(rows, applied_events).await;
     }
 
     pub async fn insert(&self, records: &[SessionRecord<'_>]) {
@@ -202,13 +198,8 @@ pub struct QueryProcess {
 impl QueryProcess {
     pub fn spawn(fixture: &Fixture) -> QueryProcess {
         let address = free_loopback_address();
-        let flags = fixture.db.settings.to_flags();
         let child = query_binary()
-            .args(
-                flags
-                    .iter()
-                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
-            )
+            .args(fixture.db.settings.to_args())
             .env("QUERY_ADDR", address.to_string())
             .env("AUTH_REFRESH_MS", "500")
             .env("RUST_LOG", "warn")
@@ -352,8 +343,6 @@ pub fn ingest_settings(
     ]
     .map(str::to_owned)
     .into();
-    for (flag, value) in clickhouse.to_flags() {
-        args.extend([flag.to_owned(), value]);
-    }
+    args.extend(clickhouse.to_args());
     sessions_ingest::IngestSettings::try_parse_from(args).unwrap()
 }
