@@ -16,7 +16,7 @@
 //!   on the clients' timestamps: one client's far-future or far-past clock changes
 //!   only its own session's row, never which other sessions stay in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sessions_shared::event::Event;
@@ -330,6 +330,28 @@ impl Aggregator {
                 applied: held.persisted.applied_write(),
             })
             .collect()
+    }
+
+    /// The ids of the changed sessions (the ones a flush would write).
+    pub fn dirty_ids(&self) -> Vec<u64> {
+        self.sessions
+            .iter()
+            .filter(|(_, held)| held.dirty)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Forgets `session_ids` without writing them (sessions a deletion job erased:
+    /// nothing of them is ever written again). Returns how many were held.
+    pub fn forget(&mut self, session_ids: &HashSet<u64>) -> usize {
+        let before = self.sessions.len();
+        for id in session_ids {
+            if let Some(held) = self.sessions.remove(id) {
+                self.memory -= held.bytes;
+            }
+        }
+        self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
+        before - self.sessions.len()
     }
 
     /// Records that every changed session's rows are durable.

@@ -98,6 +98,30 @@
 //!      much again (plus other owners' chunks in that version range), and the bytes
 //!      written over a session's life stay within a constant factor of its events'.
 //!
+//! 8. **Deleted stays deleted.** A user deletion job (`sessions_shared::jobs::deletion`)
+//!    first records each session it erases in `deleted_sessions`, then waits a settle
+//!    time, then erases the session's rows everywhere. Right before every attempt to
+//!    write a flush, the worker reads which of the flush's sessions are recorded there
+//!    and drops them from memory unwritten (`Worker::forget_deleted`); their events'
+//!    offsets are committed as processed. So:
+//!    - *no event of a deleted session is written once its record is readable*: late,
+//!      redelivered, duplicate or new, on any worker, after restarts and rebalances
+//!      (a replay reaches the same check before any write); the record is never removed;
+//!    - *a flush that checked just before the record landed* writes within its
+//!      insert time bounds, before the settle time ends, so its rows exist before the
+//!      erasing mutations do and are erased with the rest (the job then verifies that
+//!      nothing is left, and erases again if something is);
+//!    - *what was already durable* (states, keys, chunks) is erased by the job, so a
+//!      later load finds no state, and the session would start from nothing, which
+//!      is dropped at the check like any other event of it;
+//!    - *exactness elsewhere is untouched*: dropping a session writes nothing and
+//!      changes no other session; a session first seen after the job is not
+//!      recorded and is kept.
+//!    - *Cost:* one read of `deleted_sessions` by session id per flush attempt.
+//!    - *Limit:* a worker paused between its check and its writes for longer than
+//!      the settle time (`DELETION_SETTLE_MS`, default 30 s) can write a deleted
+//!      session's rows after the job verified; the job does not see them.
+//!
 //! Limits: a change of the topic's partition count moves homes (for every keyed Kafka
 //! consumer alike); while the workers learn the new count, a session's events can be
 //! applied by two workers, which breaks (5) for that session until they agree (and for

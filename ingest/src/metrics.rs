@@ -19,6 +19,7 @@ pub struct IngestMetrics {
     pub events_applied: IntCounter,
     pub events_duplicate: IntCounter,
     pub events_forwarded: IntCounter,
+    pub deleted_sessions_dropped: IntCounter,
     pub events_rejected: IntCounterVec,
     pub rows_written: IntCounterVec,
     pub state_bytes_written: IntCounterVec,
@@ -75,6 +76,10 @@ impl IngestMetrics {
         let events_forwarded = counter(
             "ingest_events_forwarded_total",
             "Events forwarded to their session's home partition (mixed batches, keyless or mis-keyed messages)",
+        );
+        let deleted_sessions_dropped = counter(
+            "ingest_deleted_sessions_dropped_total",
+            "Changed sessions dropped unwritten because a deletion job erased them (late, redelivered or new events of a deleted session)",
         );
         let events_rejected = IntCounterVec::new(
             Opts::new(
@@ -178,6 +183,7 @@ impl IngestMetrics {
             events_applied,
             events_duplicate,
             events_forwarded,
+            deleted_sessions_dropped,
             events_rejected,
             rows_written,
             state_bytes_written,

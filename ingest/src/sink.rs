@@ -23,7 +23,7 @@
 //! offset is committed, so the next start replays from the last commit and nothing is
 //! lost. Bad *input* never reaches here as an error: it is dead-lettered by the decoder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -291,6 +291,24 @@ impl Sink {
             loaded.extend(self.restore_chains(chained).await?);
         }
         Ok(loaded)
+    }
+
+    /// Which of `session_ids` a deletion job erased (`deleted_sessions`): their events
+    /// are never written again (`exactly_once`, step 8).
+    pub async fn deleted_among(&self, session_ids: &[u64]) -> Result<HashSet<u64>, SinkError> {
+        let mut deleted = HashSet::new();
+        for chunk in session_ids.chunks(LOAD_CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT session_id FROM deleted_sessions WHERE session_id IN ({})",
+                id_list(chunk.iter().copied())
+            );
+            let found: Vec<u64> = self
+                .store
+                .run(|client| self.store.read_your_writes(client.query(&sql)).fetch_all())
+                .await?;
+            deleted.extend(found);
+        }
+        Ok(deleted)
     }
 
     /// Chained states `(state, its version, its checkpoint's version)` with their applied

@@ -4,8 +4,8 @@
 //! Contract: messages are fixed texts chosen here. They name the offending parameter
 //! but never carry SQL, server addresses, stack traces, user ids or API keys. Warp's
 //! own rejections (unknown path, wrong method on an operational route) get the same
-//! JSON shape through [`recover`]. A 405 carries `Allow: GET`: every route of the service
-//! is GET only.
+//! JSON shape through [`recover`]. A 405 carries `Allow` with the path's methods (GET;
+//! GET and DELETE on a user and on a job).
 
 use std::convert::Infallible;
 
@@ -27,8 +27,14 @@ pub enum ApiError {
     ProjectNotFound,
     #[error("not found")]
     NotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("job not found")]
+    JobNotFound,
+    #[error("job cannot be cancelled")]
+    JobNotCancellable,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("service unavailable, try again later")]
     Unavailable,
     #[error("internal error")]
@@ -44,8 +50,12 @@ impl ApiError {
         match self {
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::ProjectNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ProjectNotFound
+            | ApiError::NotFound
+            | ApiError::UserNotFound
+            | ApiError::JobNotFound => StatusCode::NOT_FOUND,
+            ApiError::JobNotCancellable => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -58,10 +68,10 @@ impl ApiError {
 
     pub fn into_response(self) -> Response {
         let mut response = json_response(self.status(), self.body());
-        if self == ApiError::MethodNotAllowed {
+        if let ApiError::MethodNotAllowed { allow } = self {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -94,7 +104,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if rejection.is_not_found() {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed
+        ApiError::MethodNotAllowed { allow: "GET" }
     } else if let Some(error) = rejection.find::<ApiError>() {
         error.clone()
     } else {
@@ -123,6 +133,21 @@ mod tests {
             r#"{"errors":["project not found"]}"#
         );
         assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ApiError::UserNotFound.body(),
+            r#"{"errors":["user not found"]}"#
+        );
+        assert_eq!(ApiError::JobNotFound.body(), r#"{"errors":["job not found"]}"#);
+        assert_eq!(ApiError::JobNotCancellable.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            ApiError::JobNotCancellable.body(),
+            r#"{"errors":["job cannot be cancelled"]}"#
+        );
+        let response = ApiError::MethodNotAllowed {
+            allow: "GET, DELETE",
+        }
+        .into_response();
+        assert_eq!(response.headers()[header::ALLOW], "GET, DELETE");
     }
 
     #[test]

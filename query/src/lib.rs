@@ -1,11 +1,13 @@
-//! `sessions-query`: the HTTP service behind `GET /api/v1/:projectKey/users/:userId/sessions`
-//! (the API contract), plus `/metrics`, `/healthz`, `/readyz` and `/openapi.json` (the
-//! OpenAPI 3.1 document of all of them) on the same listener.
+//! `sessions-query`: the HTTP service behind the API (`…/users/:userId/sessions`, a
+//! user's statistics and deletion, the jobs; spec/api.md and spec/api-users.md), plus
+//! `/metrics`, `/healthz`, `/readyz` and `/openapi.json` (the OpenAPI 3.1 document of all
+//! of them) on the same listener, and a job runner.
 //!
 //! Contract: [`run`] serves on a listener the caller bound (tests bind port 0) until
 //! `shutdown` completes, then stops accepting and lets in-flight requests finish. API
-//! keys and projects are reloaded in the background (see [`auth`]); a request costs
-//! exactly one ClickHouse query (see [`sessions`]).
+//! keys and projects are reloaded in the background (see [`auth`]); a page costs a
+//! probe and a window query (see [`sessions`]). Every replica runs due jobs
+//! (`sessions_shared::jobs::runner`: each job once, one outcome).
 
 pub mod auth;
 pub mod cursor;
@@ -17,12 +19,14 @@ pub mod response;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sessions_shared::clickhouse::Store;
+use sessions_shared::jobs::runner::{JobRunner, RunnerSettings};
 use sessions_shared::service::migrate_at_start;
 use sessions_shared::shutdown::Shutdown;
 use sessions_shared::tenancy::TenancyError;
@@ -42,6 +46,7 @@ pub struct QueryService {
     state: Arc<AppState>,
     registry: prometheus::Registry,
     auth_refresh: Duration,
+    runner: RunnerSettings,
 }
 
 impl QueryService {
@@ -57,11 +62,21 @@ impl QueryService {
             auth: Arc::new(AuthCache::default()),
             cursor_key,
             metrics,
+            deletion_grace: settings.deletion_grace,
+        };
+        // A cancellation accepted just before a job's start has landed within two
+        // request bounds: a runner waits that long after the start.
+        let runner = RunnerSettings {
+            poll: settings.jobs_poll,
+            lease: settings.jobs_lease,
+            start_delay: settings.clickhouse.clickhouse_timeout * 2,
+            settle: settings.deletion_settle,
         };
         Ok(QueryService {
             state: Arc::new(state),
             registry,
             auth_refresh: settings.auth_refresh,
+            runner,
         })
     }
 
@@ -75,6 +90,11 @@ impl QueryService {
     /// Loads API keys and projects once (tests call this instead of waiting).
     pub async fn refresh_auth(&self) -> Result<(), TenancyError> {
         self.state.auth.refresh(&self.state.store).await
+    }
+
+    /// This replica's job runner (tests drive it with `run_due`).
+    pub fn job_runner(&self) -> JobRunner {
+        JobRunner::new(self.state.store.clone(), self.runner.clone())
     }
 
     /// Reloads API keys and projects every `AUTH_REFRESH_MS`, starting now.
@@ -103,6 +123,7 @@ pub async fn run(
         return Ok(());
     }
     let refresher = service.spawn_auth_refresher();
+    let runner = tokio::spawn(service.job_runner().run_forever(shutdown.clone()));
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -113,6 +134,7 @@ pub async fn run(
         .run()
         .await;
     refresher.abort();
+    runner.abort();
     tracing::info!("sessions-query stopped");
     Ok(())
 }

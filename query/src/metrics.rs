@@ -18,6 +18,9 @@ pub const CLICKHOUSE_ERROR_KINDS: &[&str] = &["timeout", "unavailable", "rejecte
 /// Every value of the `route` label.
 pub const ROUTES: &[&str] = &[
     "user_sessions",
+    "user",
+    "jobs",
+    "job",
     "metrics",
     "healthz",
     "readyz",
@@ -110,8 +113,10 @@ pub fn route_label(path: &str) -> &'static str {
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/openapi.json" => "openapi",
-        _ if crate::params::match_sessions_path(path).is_some() => "user_sessions",
-        _ => "other",
+        _ => match crate::params::match_api_path(path) {
+            Some(api_path) => api_path.route_label(),
+            None => "other",
+        },
     }
 }
 
@@ -126,7 +131,10 @@ mod tests {
             "user_sessions"
         );
         assert_eq!(route_label("/metrics"), "metrics");
-        assert_eq!(route_label("/api/v1/k/users/someone"), "other");
+        assert_eq!(route_label("/api/v1/k/users/someone"), "user");
+        assert_eq!(route_label("/api/v1/k/jobs"), "jobs");
+        assert_eq!(route_label("/api/v1/k/jobs/12"), "job");
+        assert_eq!(route_label("/api/v1/k/users/someone/x"), "other");
         assert_eq!(route_label("/secret-user-id"), "other");
         for path in [
             "/metrics",
@@ -135,6 +143,9 @@ mod tests {
             "/openapi.json",
             "/x",
             "/api/v1/k/users/u/sessions",
+            "/api/v1/k/users/u",
+            "/api/v1/k/jobs",
+            "/api/v1/k/jobs/1",
         ] {
             assert!(ROUTES.contains(&route_label(path)));
         }

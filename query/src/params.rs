@@ -44,6 +44,76 @@ pub fn match_sessions_path(path: &str) -> Option<SessionsPath<'_>> {
     })
 }
 
+/// Every path of the API (spec/api.md, spec/api-users.md), segments still raw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiPath<'a> {
+    /// `/api/v1/:projectKey/users/:userId/sessions`
+    UserSessions(SessionsPath<'a>),
+    /// `/api/v1/:projectKey/users/:userId`
+    User(SessionsPath<'a>),
+    /// `/api/v1/:projectKey/jobs`
+    Jobs { project_key: &'a str },
+    /// `/api/v1/:projectKey/jobs/:jobId`
+    Job {
+        project_key: &'a str,
+        raw_job_id: &'a str,
+    },
+}
+
+impl ApiPath<'_> {
+    /// The methods the path answers (a 405 names them in `Allow`).
+    pub fn allowed_methods(&self) -> &'static str {
+        match self {
+            ApiPath::UserSessions(_) | ApiPath::Jobs { .. } => "GET",
+            ApiPath::User(_) | ApiPath::Job { .. } => "GET, DELETE",
+        }
+    }
+
+    /// The route's name in metrics (never the path: it holds user ids).
+    pub fn route_label(&self) -> &'static str {
+        match self {
+            ApiPath::UserSessions(_) => "user_sessions",
+            ApiPath::User(_) => "user",
+            ApiPath::Jobs { .. } => "jobs",
+            ApiPath::Job { .. } => "job",
+        }
+    }
+}
+
+/// Matches any API path; `None` for any other path. Empty `userId` or `jobId`
+/// segments still match (a bad parameter, not another route).
+pub fn match_api_path(path: &str) -> Option<ApiPath<'_>> {
+    if let Some(sessions) = match_sessions_path(path) {
+        return Some(ApiPath::UserSessions(sessions));
+    }
+    let rest = path.strip_prefix("/api/v1/")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments[..] {
+        [project_key, "users", raw_user_id] if !project_key.is_empty() => {
+            Some(ApiPath::User(SessionsPath {
+                project_key,
+                raw_user_id,
+            }))
+        }
+        [project_key, "jobs"] if !project_key.is_empty() => Some(ApiPath::Jobs { project_key }),
+        [project_key, "jobs", raw_job_id] if !project_key.is_empty() => Some(ApiPath::Job {
+            project_key,
+            raw_job_id,
+        }),
+        _ => None,
+    }
+}
+
+/// A job id of the path: a non-negative integer.
+pub fn parse_job_id(raw_job_id: &str) -> Result<u64, ApiError> {
+    if raw_job_id.is_empty() || !raw_job_id.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(ApiError::invalid("jobId", "must be an integer"));
+    }
+    raw_job_id
+        .parse()
+        .map_err(|_| ApiError::invalid("jobId", "must be an integer"))
+}
+
 /// The user id of the path, percent-decoded and checked.
 pub fn decode_user_id(raw_user_id: &str) -> Result<String, ApiError> {
     let user_id = percent_decode_str(raw_user_id)
@@ -262,6 +332,54 @@ mod tests {
                 parameter_of(parse_query(query).unwrap_err()),
                 parameter,
                 "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_paths_are_told_apart() {
+        let user = |key, raw_user_id| SessionsPath {
+            project_key: key,
+            raw_user_id,
+        };
+        assert_eq!(
+            match_api_path("/api/v1/k/users/a%2Fb"),
+            Some(ApiPath::User(user("k", "a%2Fb")))
+        );
+        assert_eq!(
+            match_api_path("/api/v1/k/users/u/sessions"),
+            Some(ApiPath::UserSessions(user("k", "u")))
+        );
+        assert_eq!(
+            match_api_path("/api/v1/k/jobs"),
+            Some(ApiPath::Jobs { project_key: "k" })
+        );
+        assert_eq!(
+            match_api_path("/api/v1/k/jobs/12"),
+            Some(ApiPath::Job {
+                project_key: "k",
+                raw_job_id: "12"
+            })
+        );
+        for other in [
+            "/api/v1//jobs",
+            "/api/v1/k/jobs/1/x",
+            "/api/v1/k/users",
+            "/api/v1/k/user/u",
+            "/api/v2/k/jobs",
+        ] {
+            assert_eq!(match_api_path(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn job_ids_are_unsigned_integers() {
+        assert_eq!(parse_job_id("3451"), Ok(3451));
+        for bad in ["", "-1", "+1", "1.0", "x", "18446744073709551616", " 1"] {
+            assert_eq!(
+                parse_job_id(bad),
+                Err(ApiError::invalid("jobId", "must be an integer")),
+                "{bad}"
             );
         }
     }

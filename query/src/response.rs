@@ -24,6 +24,16 @@ pub fn page_json(sessions: &[Session]) -> Vec<u8> {
     body
 }
 
+#[derive(Serialize)]
+struct Data<T> {
+    data: T,
+}
+
+/// `{"data": …}` for any other answer (a user, a job, a list of jobs).
+pub fn data_json(data: impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(&Data { data }).expect("serializing to memory cannot fail")
+}
+
 /// Path segment encoding: everything but RFC 3986 unreserved characters.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

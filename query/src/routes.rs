@@ -1,18 +1,27 @@
-//! The warp filters: the sessions endpoint and the operational endpoints on one
-//! listener, with JSON errors and request metrics around them.
+//! The warp filters: the API (spec/api.md, spec/api-users.md) and the operational
+//! endpoints on one listener, with JSON errors and request metrics around them.
 //!
-//! Contract for `GET /api/v1/:projectKey/users/:userId/sessions`, in this order: another
-//! method on that path is 405; the API key is checked (401), then the project (404);
-//! then `userId`, the query parameters and the cursor (400 naming the parameter);
-//! then the page's ClickHouse queries (`sessions`: usually a probe and one window; 503
-//! when ClickHouse is unreachable or too slow, 500 otherwise). Unknown paths are 404
-//! with the same JSON error shape. Every route is GET only: another method on a known
-//! path is 405 with `Allow: GET`.
+//! Contract for every API path, in this order: a method the path does not answer is
+//! 405 with `Allow` (GET; GET and DELETE on a user and on a job); the API key is checked
+//! (401), then the project (404); then the path's parameters (`userId`, `jobId`) and,
+//! for sessions, the query parameters and the cursor (400 naming the parameter); then
+//! ClickHouse (503 when it is unreachable or too slow, 500 otherwise). Unknown paths
+//! are 404 with the same JSON error shape; operational routes are GET only.
+//!
+//! - `…/users/:userId/sessions`: a page (`sessions`: usually a probe and one window).
+//! - `GET …/users/:userId`: the user's statistics (`users`); 404 `user not found`.
+//! - `DELETE …/users/:userId`: schedules the deletion of the user's data (`Jobs`), or
+//!   returns the one still scheduled.
+//! - `GET …/jobs`, `GET …/jobs/:jobId`: the project's jobs; another project's job is
+//!   404 `job not found`, as an unknown one.
+//! - `DELETE …/jobs/:jobId`: cancels a scheduled job in its grace period; 409 after.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sessions_shared::clickhouse::Store;
+use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::jobs::{Cancellation, JobJson, Jobs};
 use sessions_shared::ops_http::{health_route, metrics_route, ready_route};
 use tracing::instrument;
 use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -25,9 +34,12 @@ use crate::cursor::{CursorKey, CursorScope, Position};
 use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_route;
-use crate::params::{decode_user_id, match_sessions_path, parse_query, SessionsPath};
-use crate::response::{next_link, page_json};
+use crate::params::{
+    decode_user_id, match_api_path, parse_job_id, parse_query, ApiPath, SessionsPath,
+};
+use crate::response::{data_json, next_link, page_json};
 use crate::sessions::{fetch_page, PageQuery};
+use crate::users::fetch_user_stats;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -35,6 +47,18 @@ pub struct AppState {
     pub auth: Arc<AuthCache>,
     pub cursor_key: CursorKey,
     pub metrics: Metrics,
+    /// `DELETION_GRACE_SECS`: from a deletion's scheduling to its start.
+    pub deletion_grace: Duration,
+}
+
+impl AppState {
+    /// The API error of a failed ClickHouse request, counted and logged by code only
+    /// (the server's message may quote the SQL and its bound user id).
+    fn clickhouse_failed(&self, error: &StoreError, what: &'static str) -> ApiError {
+        self.metrics.observe_clickhouse_error(error);
+        tracing::warn!(code = ?error.code(), transient = error.is_transient(), what, "clickhouse request failed");
+        ApiError::from(error)
+    }
 }
 
 fn with_state(
@@ -58,25 +82,25 @@ pub fn routes(
         .or(health_route())
         .or(readiness)
         .or(openapi_route())
-        .or(user_sessions_route(state))
+        .or(api_route(state))
         .recover(recover)
         .with(warp::log::custom(move |info| {
             metrics.observe_request(info.path(), info.status(), info.elapsed())
         }))
 }
 
-/// The sessions path, any method (a wrong method is answered 405 by the handler).
-pub fn user_sessions_route(
+/// Every API path, any method (a wrong method is answered 405 by the handler).
+pub fn api_route(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let sessions_path = warp::path::full().and_then(|path: FullPath| async move {
-        match match_sessions_path(path.as_str()) {
+    let api_path = warp::path::full().and_then(|path: FullPath| async move {
+        match match_api_path(path.as_str()) {
             Some(_) => Ok(path),
             None => Err(warp::reject::not_found()),
         }
     });
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    sessions_path
+    api_path
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query)
@@ -87,28 +111,123 @@ pub fn user_sessions_route(
              headers: HeaderMap,
              raw_query: String,
              state: Arc<AppState>| async move {
-                let path = match_sessions_path(path.as_str()).expect("matched by the filter");
+                let path = match_api_path(path.as_str()).expect("matched by the filter");
                 let authorization = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|value| value.to_str().ok());
-                user_sessions(&state, &method, path, authorization, &raw_query)
+                api(&state, &method, path, authorization, &raw_query)
                     .await
                     .unwrap_or_else(ApiError::into_response)
             },
         )
 }
 
+/// Dispatches one API request (module contract).
+async fn api(
+    state: &AppState,
+    method: &Method,
+    path: ApiPath<'_>,
+    authorization: Option<&str>,
+    raw_query: &str,
+) -> Result<Response, ApiError> {
+    let allowed = match path {
+        ApiPath::UserSessions(_) | ApiPath::Jobs { .. } => method == Method::GET,
+        ApiPath::User(_) | ApiPath::Job { .. } => {
+            method == Method::GET || method == Method::DELETE
+        }
+    };
+    if !allowed {
+        return Err(ApiError::MethodNotAllowed {
+            allow: path.allowed_methods(),
+        });
+    }
+    match path {
+        ApiPath::UserSessions(path) => user_sessions(state, path, authorization, raw_query).await,
+        ApiPath::User(path) => {
+            let project_id = state.auth.authorize(authorization, path.project_key)?;
+            let user_id = decode_user_id(path.raw_user_id)?;
+            if method == Method::GET {
+                user_stats(state, project_id, &user_id).await
+            } else {
+                delete_user(state, project_id, &user_id).await
+            }
+        }
+        ApiPath::Jobs { project_key } => {
+            let project_id = state.auth.authorize(authorization, project_key)?;
+            let jobs = Jobs::new(&state.store)
+                .list(project_id)
+                .await
+                .map_err(|error| state.clickhouse_failed(&error, "listing jobs"))?;
+            let views: Vec<JobJson<'_>> = jobs.iter().map(|job| job.api()).collect();
+            Ok(json_response(StatusCode::OK, data_json(views)))
+        }
+        ApiPath::Job {
+            project_key,
+            raw_job_id,
+        } => {
+            let project_id = state.auth.authorize(authorization, project_key)?;
+            let job_id = parse_job_id(raw_job_id)?;
+            if method == Method::GET {
+                get_job(state, project_id, job_id).await
+            } else {
+                cancel_job(state, project_id, job_id).await
+            }
+        }
+    }
+}
+
+#[instrument(skip_all)]
+async fn user_stats(state: &AppState, project_id: u32, user_id: &str) -> Result<Response, ApiError> {
+    let stats = fetch_user_stats(&state.store, project_id, user_id)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "user stats"))?
+        .ok_or(ApiError::UserNotFound)?;
+    Ok(json_response(StatusCode::OK, data_json(stats.api(user_id))))
+}
+
+#[instrument(skip_all)]
+async fn delete_user(state: &AppState, project_id: u32, user_id: &str) -> Result<Response, ApiError> {
+    let job = Jobs::new(&state.store)
+        .schedule_deletion(project_id, user_id, state.deletion_grace)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "scheduling a deletion"))?;
+    tracing::info!(job_id = job.job_id, project_id, "user deletion scheduled");
+    Ok(json_response(StatusCode::OK, data_json(job.api())))
+}
+
+#[instrument(skip_all, fields(job_id))]
+async fn get_job(state: &AppState, project_id: u32, job_id: u64) -> Result<Response, ApiError> {
+    let job = Jobs::new(&state.store)
+        .get(project_id, job_id)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "reading a job"))?
+        .ok_or(ApiError::JobNotFound)?;
+    Ok(json_response(StatusCode::OK, data_json(job.api())))
+}
+
+#[instrument(skip_all, fields(job_id))]
+async fn cancel_job(state: &AppState, project_id: u32, job_id: u64) -> Result<Response, ApiError> {
+    let outcome = Jobs::new(&state.store)
+        .cancel(project_id, job_id)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "cancelling a job"))?;
+    match outcome {
+        Cancellation::Cancelled(job) => {
+            tracing::info!(job_id, project_id, "job cancelled");
+            Ok(json_response(StatusCode::OK, data_json(job.api())))
+        }
+        Cancellation::TooLate(_) => Err(ApiError::JobNotCancellable),
+        Cancellation::NotFound => Err(ApiError::JobNotFound),
+    }
+}
+
 #[instrument(skip_all, fields(project_key = ?path.project_key))]
 async fn user_sessions(
     state: &AppState,
-    method: &Method,
     path: SessionsPath<'_>,
     authorization: Option<&str>,
     raw_query: &str,
 ) -> Result<Response, ApiError> {
-    if method != Method::GET {
-        return Err(ApiError::MethodNotAllowed);
-    }
     let project_id = state.auth.authorize(authorization, path.project_key)?;
     let user_id = decode_user_id(path.raw_user_id)?;
     let params = parse_query(raw_query)?;
@@ -136,12 +255,9 @@ async fn user_sessions(
         after,
         fetch: params.limit + 1,
     };
-    let mut sessions = fetch_page(&state.store, &query).await.map_err(|error| {
-        state.metrics.observe_clickhouse_error(&error);
-        // The server's message may quote the SQL and its bound user id: log the code only.
-        tracing::warn!(code = ?error.code(), transient = error.is_transient(), "sessions query failed");
-        ApiError::from(&error)
-    })?;
+    let mut sessions = fetch_page(&state.store, &query)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "sessions page"))?;
     let next_page = if sessions.len() > page_size {
         sessions.truncate(page_size);
         let last = sessions.last().expect("limit is at least 1");

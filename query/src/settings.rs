@@ -39,6 +39,27 @@ pub struct Settings {
     /// milliseconds (at most 4000).
     #[arg(long = "auth-refresh-ms", env = "AUTH_REFRESH_MS", default_value = "2000", value_parser = parse_auth_refresh)]
     pub auth_refresh: Duration,
+
+    /// Seconds from a user deletion's scheduling to its start, during which it can be
+    /// cancelled (0: it runs at once and cannot be cancelled).
+    #[arg(long = "deletion-grace-secs", env = "DELETION_GRACE_SECS", default_value = "3600", value_parser = parse_grace_seconds)]
+    pub deletion_grace: Duration,
+
+    /// How often this replica's job runner looks for due jobs, in milliseconds.
+    #[arg(long = "jobs-poll-ms", env = "JOBS_POLL_MS", default_value = "2000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub jobs_poll: Duration,
+
+    /// How long a runner's claim on a job holds without renewal, in milliseconds: a job
+    /// whose runner died is resumed by another this long after its last renewal.
+    #[arg(long = "jobs-lease-ms", env = "JOBS_LEASE_MS", default_value = "30000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub jobs_lease: Duration,
+
+    /// A deletion's wait between marking a user's sessions deleted and erasing them, in
+    /// milliseconds: longer than an ingest worker's flush can take (its inserts are
+    /// bounded by CLICKHOUSE_TIMEOUT_MS), so that no flush that missed the marks
+    /// writes after the erasure.
+    #[arg(long = "deletion-settle-ms", env = "DELETION_SETTLE_MS", default_value = "30000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub deletion_settle: Duration,
 }
 
 impl Settings {
@@ -49,6 +70,10 @@ impl Settings {
             query_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cursor_secret: None,
             auth_refresh: Duration::from_millis(2000),
+            deletion_grace: Duration::from_secs(3600),
+            jobs_poll: Duration::from_millis(2000),
+            jobs_lease: Duration::from_millis(30_000),
+            deletion_settle: Duration::from_millis(30_000),
         }
     }
 }
@@ -58,6 +83,13 @@ fn parse_cursor_secret(value: &str) -> Result<Secret, String> {
         return Err("must not be empty (leave it unset to use the built-in key)".into());
     }
     Ok(Secret::new(value))
+}
+
+fn parse_grace_seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u32>()
+        .map(|seconds| Duration::from_secs(seconds.into()))
+        .map_err(|_| "must be a whole number of seconds".to_owned())
 }
 
 fn parse_auth_refresh(value: &str) -> Result<Duration, String> {
@@ -82,6 +114,8 @@ mod tests {
         assert_eq!(settings.query_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.auth_refresh, Duration::from_millis(2000));
         assert!(settings.cursor_secret.is_none());
+        assert_eq!(settings.deletion_grace, Duration::from_secs(3600));
+        assert_eq!(settings.deletion_settle, Duration::from_secs(30));
     }
 
     #[test]
@@ -104,5 +138,11 @@ mod tests {
         );
         assert!(Settings::try_parse_from(["sessions-query", "--query-addr", "nowhere"]).is_err());
         assert!(Settings::try_parse_from(["sessions-query", "--cursor-secret", ""]).is_err());
+        let at_once =
+            Settings::try_parse_from(["sessions-query", "--deletion-grace-secs", "0"]).unwrap();
+        assert_eq!(at_once.deletion_grace, Duration::ZERO);
+        assert!(
+            Settings::try_parse_from(["sessions-query", "--deletion-grace-secs", "-1"]).is_err()
+        );
     }
 }

@@ -298,6 +298,23 @@ impl Store {
         self.attempt(Scope::Server, timeout, request).await
     }
 
+    /// One request on every configured node in turn, each under the time bound, with
+    /// no failover (what must happen on each node's own tables): the errors of the
+    /// nodes that failed, with their URLs (no user info).
+    pub async fn run_on_each_node<T, F, Fut>(&self, request: F) -> Vec<(String, StoreError)>
+    where
+        F: Fn(&Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        let mut failures = Vec::new();
+        for node in self.nodes.iter() {
+            if let Err(error) = bounded_by(self.timeout, request(&node.client)).await {
+                failures.push((node.shown_as.clone(), error));
+            }
+        }
+        failures
+    }
+
     /// `SELECT 1`: is a node there and answering?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run_on_server(self.timeout, |server| {

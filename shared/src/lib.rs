@@ -7,6 +7,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod event;
 pub mod index_set;
+pub mod jobs;
 pub mod migrations;
 pub mod ops_http;
 pub mod read_model;

@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "005_session_applied",
         sql: include_str!("../../schemas/005_session_applied.sql"),
     },
+    Migration {
+        version: 6,
+        name: "006_jobs",
+        sql: include_str!("../../schemas/006_jobs.sql"),
+    },
 ];
 
 /// The bookkeeping table of [`migrate`], written like a migration.

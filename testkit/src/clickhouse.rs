@@ -131,6 +131,51 @@ impl TestDatabase {
             .unwrap()
     }
 
+    /// Where any of `needles` is still stored: `(table, rows)` for every table of the
+    /// database with a row holding one of them, as a substring of a `String` column or,
+    /// for a number, as the value of a `session_id` column. On a cluster the tables are
+    /// those of the node the store talks to: the `Distributed` ones read every shard.
+    /// Panics on any error.
+    pub async fn residue(&self, needles: &[String]) -> Vec<(String, u64)> {
+        let columns: Vec<(String, String, String)> = self
+            .store
+            .client()
+            .query(
+                "SELECT table, name, type FROM system.columns WHERE database = ? \
+                 AND (type = 'String' OR name = 'session_id') ORDER BY table, name",
+            )
+            .bind(self.store.database())
+            .fetch_all()
+            .await
+            .unwrap();
+        let mut conditions: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (table, name, column_type) in &columns {
+            for needle in needles {
+                let condition = if column_type == "String" {
+                    format!("position(`{name}`, unhex('{}')) > 0", hex::encode(needle))
+                } else if let Ok(id) = needle.parse::<u64>() {
+                    format!("`{name}` = {id}")
+                } else {
+                    continue;
+                };
+                conditions.entry(table.clone()).or_default().push(condition);
+            }
+        }
+        let mut found = Vec::new();
+        for (table, conditions) in conditions {
+            let sql = format!(
+                "SELECT count() FROM `{}`.`{table}` WHERE {}",
+                self.store.database(),
+                conditions.join(" OR ")
+            );
+            let count: u64 = self.store.client().query(&sql).fetch_one().await.unwrap();
+            if count > 0 {
+                found.push((table, count));
+            }
+        }
+        found
+    }
+
     pub async fn drop_database(self) {
         let on_cluster = self.store.layout().on_cluster();
         let sql = format!(

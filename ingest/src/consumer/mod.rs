@@ -297,6 +297,11 @@ impl Worker {
         let mut backoff = self.retry_backoff();
         loop {
             self.forget_revoked();
+            if let Err(error) = self.forget_deleted().await {
+                self.wait_out_failure(error, &mut backoff, "reading deleted sessions")
+                    .await?;
+                continue;
+            }
             let items = self.aggregator.flush_batch();
             if items.is_empty() && self.pending.rejected().is_empty() {
                 break;
@@ -329,6 +334,22 @@ impl Worker {
                 message.payload().unwrap_or(&[]),
                 || message.clone(),
             );
+        }
+        Ok(())
+    }
+
+    /// Drops the changed sessions a deletion job erased, unwritten (`exactly_once`,
+    /// step 8): checked right before every attempt to write a flush.
+    async fn forget_deleted(&mut self) -> Result<(), SinkError> {
+        let changed = self.aggregator.dirty_ids();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let deleted = self.sink.deleted_among(&changed).await?;
+        if !deleted.is_empty() {
+            let dropped = self.aggregator.forget(&deleted);
+            self.metrics.deleted_sessions_dropped.inc_by(dropped as u64);
+            tracing::debug!(dropped, "events of deleted sessions dropped");
         }
         Ok(())
     }

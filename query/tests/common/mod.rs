@@ -34,6 +34,16 @@ impl Fixture {
     /// A migrated database, an organization with a key and a project, and a service
     /// whose auth cache is loaded.
     pub async fn new(engine: &'static str, target: &Target, label: &str) -> Fixture {
+        Fixture::with_settings(engine, target, label, |_| {}).await
+    }
+
+    /// [`Fixture::new`] with the service's settings changed by `configure`.
+    pub async fn with_settings(
+        engine: &'static str,
+        target: &Target,
+        label: &str,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Fixture {
         let db = TestDatabase::create(target, label)
             .await
             .unwrap_or_else(|error| {
@@ -45,7 +55,9 @@ impl Fixture {
             .create_project(organization.org_id, "web", None)
             .await
             .unwrap();
-        let service = QueryService::new(&Settings::new(db.settings.clone())).unwrap();
+        let mut settings = Settings::new(db.settings.clone());
+        configure(&mut settings);
+        let service = QueryService::new(&settings).unwrap();
         service.refresh_auth().await.unwrap();
         Fixture {
             engine,

@@ -1,4 +1,5 @@
-//! `sessions-admin`: migrations, organizations, API keys and projects (operations.md).
+//! `sessions-admin`: migrations, organizations, API keys, projects (operations.md), and
+//! user deletion jobs (api-users.md: the same jobs as the API's, run by `sessions-query`).
 //! Prints JSON on stdout; on failure prints `error: <reason>` on stderr and exits 1.
 
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessions_shared::clickhouse::Store;
 use sessions_shared::config::ClickHouseSettings;
+use sessions_shared::jobs::Jobs;
 use sessions_shared::migrations::migrate;
 use sessions_shared::rebuild::{rebuild_sessions, Rebuilt};
 use sessions_shared::tenancy::Tenancy;
@@ -15,7 +17,7 @@ use sessions_shared::tenancy::Tenancy;
 #[command(
     name = "sessions-admin",
     version,
-    about = "Administer the sessions read model: migrations, organizations, API keys, projects"
+    about = "Administer the sessions read model: migrations, organizations, API keys, projects, user deletion jobs"
 )]
 struct Cli {
     #[command(flatten)]
@@ -45,6 +47,40 @@ enum Command {
     Project {
         #[command(subcommand)]
         command: ProjectCommand,
+    },
+    /// A project's users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// A project's jobs.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Schedule the deletion of everything stored about a user (a job that any running
+    /// sessions-query carries out; a deletion still scheduled is returned instead).
+    Delete {
+        #[arg(long)]
+        project: u32,
+        #[arg(long)]
+        user: String,
+        /// Seconds before it starts (it can be cancelled through the API meanwhile).
+        #[arg(long, default_value = "0")]
+        grace_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// List a project's jobs, newest first, as a JSON array.
+    List {
+        #[arg(long)]
+        project: u32,
     },
 }
 
@@ -126,6 +162,34 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         } => {
             let projects = tenancy.list_projects(org).await?;
             serde_json::Value::Array(projects.iter().map(|project| project.to_json()).collect())
+        }
+        Command::User {
+            command:
+                UserCommand::Delete {
+                    project,
+                    user,
+                    grace_secs,
+                },
+        } => {
+            if user.is_empty() || user.len() > 256 {
+                anyhow::bail!("a user id is 1 to 256 bytes");
+            }
+            let projects = tenancy.list_projects(None).await?;
+            if !projects.iter().any(|known| known.project_id == project) {
+                anyhow::bail!("project {project} does not exist");
+            }
+            let grace = std::time::Duration::from_secs(grace_secs);
+            let job = Jobs::new(&store)
+                .schedule_deletion(project, &user, grace)
+                .await?;
+            serde_json::to_value(job.api())?
+        }
+        Command::Job {
+            command: JobCommand::List { project },
+        } => {
+            let jobs = Jobs::new(&store).list(project).await?;
+            let views: Vec<_> = jobs.iter().map(|job| job.api()).collect();
+            serde_json::to_value(views)?
         }
     })
 }

@@ -1,0 +1,411 @@
+//! The users and jobs API (spec/api-users.md) on every engine: a user's statistics
+//! against the sessions endpoint, the jobs' contract (scheduling, listing, cancelling,
+//! projects and organizations), and a deletion job's effect on every table.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{body_json, error_message, fetch_all_pages, session, Fixture};
+use serde_json::Value;
+use sessions_query::Settings;
+use sessions_shared::jobs::runner::Attempt;
+use sessions_shared::jobs::{JobStatus, Jobs};
+use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
+use sessions_testkit::clickhouse::{clickhouse_engines, Target};
+
+/// Session ids of the histories (long, so that no other text contains them).
+const S11: u64 = 7_301_000_000_000_011;
+const S12: u64 = 7_301_000_000_000_012;
+const S13: u64 = 7_301_000_000_000_013;
+const S21: u64 = 7_301_000_000_000_021;
+
+/// Runs `test` on every engine in parallel.
+async fn on_every_engine<F, Fut>(label: &'static str, test: F)
+where
+    F: Fn(&'static str, Target, &'static str) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runs: Vec<_> = clickhouse_engines()
+        .into_iter()
+        .map(|(engine, target)| tokio::spawn(test(engine, target, label)))
+        .collect();
+    for run in runs {
+        run.await.unwrap();
+    }
+}
+
+/// Settings of a service whose deletions start at once and settle quickly.
+fn prompt_deletions(settings: &mut Settings) {
+    settings.deletion_grace = Duration::ZERO;
+    settings.deletion_settle = Duration::from_millis(300);
+    settings.jobs_lease = Duration::from_millis(1_500);
+}
+
+fn user_path(fixture: &Fixture, user: &str) -> String {
+    format!("/api/v1/{}/users/{user}", fixture.project.project_key)
+}
+
+fn jobs_path(fixture: &Fixture) -> String {
+    format!("/api/v1/{}/jobs", fixture.project.project_key)
+}
+
+/// A history with moves and versions: `alice` has three live sessions, one of which
+/// arrived from `bob` (tombstoned there) and one that moved its start; `bob` keeps
+/// one session; `carol`'s only session left for `alice`.
+async fn write_history(fixture: &Fixture) {
+    let project = fixture.project.project_id;
+    let mut first = session(project, "alice", S11, 1_000);
+    first.duration = 500;
+    fixture.insert_live(&[first.clone()], 3).await;
+    first.duration = 9_000; // a later version of the same session
+    fixture.insert_live(&[first], 7).await;
+    // Session 12 started at 5_000 and moved to 4_000 (a late session_start).
+    let old_key = SessionKey {
+        project_id: project,
+        user_id: "alice".into(),
+        start_ts: 5_000,
+    };
+    fixture.insert_live(&[session(project, "alice", S12, 5_000)], 2).await;
+    let tombstone = Session::tombstone(S12, &old_key);
+    let mut moved = session(project, "alice", S12, 4_000);
+    moved.duration = 100;
+    fixture
+        .insert(&[
+            SessionRecord::tombstone(&tombstone, 4, 1),
+            SessionRecord::live(&moved, false, 4, 1),
+        ])
+        .await;
+    // Session 13 was carol's, now alice's.
+    fixture.insert_live(&[session(project, "carol", S13, 2_000)], 1).await;
+    let carol_key = SessionKey {
+        project_id: project,
+        user_id: "carol".into(),
+        start_ts: 2_000,
+    };
+    let tombstone = Session::tombstone(S13, &carol_key);
+    let arrived = session(project, "alice", S13, 2_000);
+    fixture
+        .insert(&[
+            SessionRecord::tombstone(&tombstone, 2, 1),
+            SessionRecord::live(&arrived, false, 2, 1),
+        ])
+        .await;
+    fixture.insert_live(&[session(project, "bob", S21, 3_000)], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_stats_agree_with_the_sessions_endpoint() {
+    on_every_engine("stats", |engine, target, label| async move {
+        let fixture = Fixture::new(engine, &target, label).await;
+        write_history(&fixture).await;
+        let routes = fixture.service.routes();
+        for user in ["alice", "bob"] {
+            let sessions = fetch_all_pages(&routes, &fixture.api_key, fixture.path(user, ""))
+                .await
+                .unwrap();
+            let start = |s: &Value| s["startTs"].as_i64().unwrap();
+            let end = |s: &Value| start(s) + s["duration"].as_i64().unwrap();
+            let response = fixture.get(&user_path(&fixture, user)).await;
+            assert_eq!(response.status(), 200, "{engine} {user}");
+            assert_eq!(
+                body_json(&response),
+                serde_json::json!({"data": {
+                    "userId": user,
+                    "sessionCount": sessions.len(),
+                    "firstSeen": sessions.iter().map(start).min().unwrap(),
+                    "lastSeen": sessions.iter().map(end).max().unwrap(),
+                }}),
+                "{engine} {user}"
+            );
+        }
+        let alice = body_json(&fixture.get(&user_path(&fixture, "alice")).await);
+        assert_eq!(alice["data"]["sessionCount"], 3, "{engine}");
+        assert_eq!(alice["data"]["firstSeen"], 1_000, "{engine}");
+        assert_eq!(alice["data"]["lastSeen"], 14_779, "{engine}: 2_000 + 12_779");
+        // carol's only session left her: she has none.
+        for nobody in ["carol", "nobody"] {
+            let response = fixture.get(&user_path(&fixture, nobody)).await;
+            assert_eq!(response.status(), 404, "{engine} {nobody}");
+            assert_eq!(error_message(&response), "user not found");
+        }
+        let response = fixture.get(&user_path(&fixture, "")).await;
+        assert_eq!(response.status(), 400, "{engine}");
+        assert!(error_message(&response).contains("userId"));
+        let too_long = "x".repeat(257);
+        let response = fixture.get(&user_path(&fixture, &too_long)).await;
+        assert_eq!(response.status(), 400, "{engine}");
+        fixture.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
+    on_every_engine("jobs", |engine, target, label| async move {
+        let fixture = Fixture::new(engine, &target, label).await;
+        write_history(&fixture).await;
+        let path = user_path(&fixture, "alice%40example.com");
+        let before = sessions_shared::jobs::now_ms();
+        let response = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        assert_eq!(response.status(), 200, "{engine}");
+        let job = body_json(&response)["data"].clone();
+        let keys: Vec<&String> = job.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 10, "{engine}: {job}");
+        assert_eq!(job["status"], "scheduled");
+        assert_eq!(job["action"], "delete_user_data");
+        assert_eq!(job["referenceId"], "alice@example.com");
+        assert_eq!(
+            job["description"],
+            "Delete user sessions of userId = alice@example.com"
+        );
+        assert_eq!(job["projectId"], fixture.project.project_id);
+        assert_eq!(job["updatedAt"], Value::Null);
+        assert_eq!(job["errors"], Value::Null);
+        let created = job["createdAt"].as_i64().unwrap();
+        assert!(created >= before, "{engine}");
+        assert_eq!(job["startAt"].as_i64().unwrap(), created + 3_600_000, "default grace");
+        let job_id = job["jobId"].as_u64().unwrap();
+        assert!(job_id < 1 << 53, "exact in JavaScript");
+        // A second request while it is scheduled returns the same job.
+        let again = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        assert_eq!(body_json(&again)["data"], job, "{engine}");
+        // Another user's deletion is listed first (newest first).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let bob = fixture
+            .request("DELETE", &user_path(&fixture, "bob"), Some(&fixture.api_key))
+            .await;
+        let bob = body_json(&bob)["data"].clone();
+        let listed = body_json(&fixture.get(&jobs_path(&fixture)).await);
+        assert_eq!(listed, serde_json::json!({"data": [bob, job]}), "{engine}");
+        let job_path = format!("{}/{job_id}", jobs_path(&fixture));
+        assert_eq!(body_json(&fixture.get(&job_path).await)["data"], job);
+        for (raw, status, message) in [
+            ("abc", 400, "invalid jobId: must be an integer"),
+            ("-1", 400, "invalid jobId: must be an integer"),
+            ("12", 404, "job not found"),
+        ] {
+            let response = fixture.get(&format!("{}/{raw}", jobs_path(&fixture))).await;
+            assert_eq!(response.status(), status, "{engine} {raw}");
+            assert_eq!(error_message(&response), message);
+        }
+        let post = fixture.request("POST", &job_path, Some(&fixture.api_key)).await;
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()["allow"], "GET, DELETE");
+        let put = fixture.request("PUT", &jobs_path(&fixture), Some(&fixture.api_key)).await;
+        assert_eq!(put.headers()["allow"], "GET");
+
+        // Another project of the same organization does not see the job.
+        let other = fixture
+            .tenancy()
+            .create_project(fixture.org_id, "other", None)
+            .await
+            .unwrap();
+        // Another organization's key sees neither the project nor anything in it.
+        let stranger = fixture.tenancy().create_organization("evil").await.unwrap();
+        fixture.service.refresh_auth().await.unwrap();
+        let other_job = format!("/api/v1/{}/jobs/{job_id}", other.project_key);
+        let response = fixture.get(&other_job).await;
+        assert_eq!(response.status(), 404, "{engine}");
+        assert_eq!(error_message(&response), "job not found");
+        let response = fixture.request("DELETE", &other_job, Some(&fixture.api_key)).await;
+        assert_eq!(error_message(&response), "job not found");
+        let other_list = fixture.get(&format!("/api/v1/{}/jobs", other.project_key)).await;
+        assert_eq!(body_json(&other_list), serde_json::json!({"data": []}));
+        for (method, target) in [
+            ("GET", jobs_path(&fixture)),
+            ("GET", job_path.clone()),
+            ("DELETE", job_path.clone()),
+            ("GET", user_path(&fixture, "alice")),
+            ("DELETE", user_path(&fixture, "alice")),
+        ] {
+            let response = fixture.request(method, &target, Some(&stranger.api_key)).await;
+            assert_eq!(response.status(), 404, "{engine} {method} {target}");
+            assert_eq!(error_message(&response), "project not found");
+            let response = fixture.request(method, &target, None).await;
+            assert_eq!(response.status(), 401, "{engine} {method} {target}");
+        }
+
+        // Cancelled within the grace period: nothing runs, nothing is deleted.
+        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
+        assert_eq!(response.status(), 200, "{engine}");
+        let cancelled = body_json(&response)["data"].clone();
+        assert_eq!(cancelled["status"], "cancelled");
+        assert!(cancelled["updatedAt"].as_i64().unwrap() >= created);
+        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
+        assert_eq!(response.status(), 409, "{engine}");
+        assert_eq!(error_message(&response), "job cannot be cancelled");
+        // A new request schedules a new job (the cancelled one stays cancelled).
+        let renewed = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        assert_ne!(body_json(&renewed)["data"]["jobId"], job["jobId"]);
+        fixture.finish().await;
+    })
+    .await;
+}
+
+/// Rows of the user and of their sessions in every table that holds user data, plus
+/// another user's, so the test can tell what a deletion took.
+async fn write_user_data(fixture: &Fixture) {
+    write_history(fixture).await;
+    let store = &fixture.db.store;
+    let run = |sql: String| async move {
+        store.client().query(&sql).execute().await.unwrap();
+    };
+    for (session_id, user) in [(S11, "alice"), (S12, "alice"), (S13, "alice"), (S21, "bob")] {
+        run(format!(
+            "INSERT INTO session_state (session_id, version, state, updated_at) \
+             VALUES ({session_id}, 3, '{{\"user\":\"{user}\"}}', now())"
+        ))
+        .await;
+        run(format!(
+            "INSERT INTO session_keys (session_id, project_id, user_id, start_ts, written_at) \
+             VALUES ({session_id}, {}, '{user}', 1, now())",
+            fixture.project.project_id
+        ))
+        .await;
+        run(format!(
+            "INSERT INTO session_applied (session_id, version, base_version, ranges, written_at) \
+             VALUES ({session_id}, 3, 0, '[[0,2]]', now())"
+        ))
+        .await;
+    }
+    // Session 13's old key was carol's.
+    run(format!(
+        "INSERT INTO session_keys (session_id, project_id, user_id, start_ts, written_at) \
+         VALUES ({S13}, {}, 'carol', 2000, now())",
+        fixture.project.project_id
+    ))
+    .await;
+    let dead_letters = [
+        (1, r#"{"userId": "alice", "type": "session_start"}"#.to_owned()),
+        (2, format!(r#"[{{"sessionId": {S12}, "index": "x"}}]"#)),
+        (3, format!(r#"{{"sessionId":"{S13}"}}"#)),
+        (4, format!(r#"{{"userId":"bob","sessionId":{S21}}}"#)),
+        (5, r#"{"userId":"alic"}"#.to_owned()),
+    ];
+    for (offset, payload) in dead_letters {
+        run(format!(
+            "INSERT INTO rejected_events (topic, `partition`, `offset`, element, reason, detail, payload, received_at) \
+             VALUES ('t', 0, {offset}, -1, 'invalid', '', '{}', now())",
+            payload.replace('\'', "\\'")
+        ))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
+    on_every_engine("erase", |engine, target, label| async move {
+        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
+        write_user_data(&fixture).await;
+        let bob_before = fixture.get(&fixture.path("bob", "")).await;
+        let carol_before = fixture.db.residue(&["carol".into()]).await;
+        let response = fixture
+            .request("DELETE", &user_path(&fixture, "alice"), Some(&fixture.api_key))
+            .await;
+        let job = body_json(&response)["data"].clone();
+        assert_eq!(job["startAt"], job["createdAt"], "{engine}: no grace");
+        let job_path = format!("{}/{}", jobs_path(&fixture), job["jobId"]);
+        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
+        assert_eq!(response.status(), 409, "{engine}: no grace, no cancellation");
+
+        let runner = fixture.service.job_runner();
+        assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}");
+        let done = body_json(&fixture.get(&job_path).await)["data"].clone();
+        assert_eq!(done["status"], "completed", "{engine}: {done}");
+        assert!(done["updatedAt"].as_i64().unwrap() >= job["createdAt"].as_i64().unwrap());
+        assert_eq!(done["errors"], Value::Null);
+
+        // Nowhere but the job's own record, and the bare list of deleted sessions.
+        let residue = fixture.db.residue(&["alice".into()]).await;
+        let tables: Vec<&str> = residue.iter().map(|(table, _)| table.as_str()).collect();
+        assert_eq!(tables, ["jobs"], "{engine}: {residue:?}");
+        let residue = fixture
+            .db
+            .residue(&[S11.to_string(), S12.to_string(), S13.to_string()])
+            .await;
+        let mut tables: Vec<&str> = residue.iter().map(|(table, _)| table.as_str()).collect();
+        tables.retain(|table| !table.starts_with("deleted_sessions"));
+        assert_eq!(tables, Vec::<&str>::new(), "{engine}: {residue:?}");
+        // Everyone else's data is where it was (carol's old key went with session 13).
+        let response = fixture.get(&fixture.path("bob", "")).await;
+        assert_eq!(response.body(), bob_before.body(), "{engine}");
+        let bob = fixture.db.residue(&["bob".into(), S21.to_string()]).await;
+        let bob_tables: Vec<&str> = bob.iter().map(|(table, _)| table.as_str()).collect();
+        for table in ["sessions", "session_keys", "session_state", "rejected_events"] {
+            assert!(
+                bob_tables.iter().any(|found| found.starts_with(table)),
+                "{engine}: bob lost {table}: {bob:?}"
+            );
+        }
+        let alic = fixture.db.residue(&[r#""alic""#.into()]).await;
+        assert!(!alic.is_empty(), "{engine}: a user id that is a prefix of hers stays");
+        assert!(!carol_before.is_empty());
+        // The API shows nothing of her.
+        let response = fixture.get(&user_path(&fixture, "alice")).await;
+        assert_eq!(response.status(), 404, "{engine}");
+        let page = fixture.get(&fixture.path("alice", "")).await;
+        assert_eq!(body_json(&page), serde_json::json!({"data": []}));
+        // Deleting again: a job with nothing left to do.
+        let response = fixture
+            .request("DELETE", &user_path(&fixture, "alice"), Some(&fixture.api_key))
+            .await;
+        assert_ne!(body_json(&response)["data"]["jobId"], job["jobId"]);
+        assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}");
+        fixture.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_finish_a_job_once_and_an_interrupted_one_is_resumed() {
+    on_every_engine("runners", |engine, target, label| async move {
+        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
+        write_user_data(&fixture).await;
+        let jobs = Jobs::new(&fixture.db.store);
+        let project = fixture.project.project_id;
+        let job = jobs
+            .schedule_deletion(project, "alice", Duration::ZERO)
+            .await
+            .unwrap();
+        let (first, second) = (fixture.service.job_runner(), fixture.service.job_runner());
+        let (a, b) = tokio::join!(first.attempt(&job), second.attempt(&job));
+        let mut outcomes = [a.unwrap(), b.unwrap()];
+        outcomes.sort_by_key(|outcome| format!("{outcome:?}"));
+        assert_eq!(
+            outcomes,
+            [
+                Attempt::Finished(JobStatus::Completed),
+                Attempt::LeftToOthers
+            ],
+            "{engine}"
+        );
+        let rows = jobs.rows_of(project, job.job_id).await.unwrap();
+        let ends = rows.iter().filter(|row| row.status == "completed").count();
+        assert_eq!(ends, 1, "{engine}: one outcome");
+        assert_eq!(fixture.db.residue(&["alice".into()]).await.len(), 1);
+
+        // A runner that dies mid-job (here: its future dropped) leaves it running;
+        // once the lease lapses another runner resumes it and finishes.
+        let job = jobs
+            .schedule_deletion(project, "bob", Duration::ZERO)
+            .await
+            .unwrap();
+        let cut_short =
+            tokio::time::timeout(Duration::from_millis(700), first.attempt(&job)).await;
+        assert!(cut_short.is_err(), "{engine}: still settling when cut");
+        let running = jobs.get(project, job.job_id).await.unwrap().unwrap();
+        assert_eq!(running.status, JobStatus::Running, "{engine}");
+        assert_eq!(second.run_due().await.unwrap(), 0, "{engine}: lease still held");
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        assert_eq!(second.run_due().await.unwrap(), 1, "{engine}");
+        let done = jobs.get(project, job.job_id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Completed, "{engine}");
+        assert_eq!(done.latest.attempt, 2);
+        let residue = fixture.db.residue(&["bob".into()]).await;
+        let tables: Vec<&str> = residue.iter().map(|(table, _)| table.as_str()).collect();
+        assert_eq!(tables, ["jobs"], "{engine}: {residue:?}");
+        fixture.finish().await;
+    })
+    .await;
+}

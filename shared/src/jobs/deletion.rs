@@ -1,0 +1,361 @@
+//! Erasing one user's data from a project: what a `delete_user_data` job does.
+//!
+//! Contract of [`Deletion::run`] (spec/api-users.md, "What a completed deletion
+//! guarantees"): it returns Ok only when a read finds, in the tables of the database,
+//! no row of the project under the user id and no row of any session of the project
+//! listed in `deleted_sessions`, in the read model (`sessions`), the worker's durable
+//! state (`session_state`, `session_keys`, `session_applied`) and the dead letters
+//! (`rejected_events` whose payload names the user, `"userId": "<id>"` in JSON, or one
+//! of those sessions, `"sessionId": <id>`). Steps, each idempotent, so a run that stops
+//! anywhere is simply run again:
+//!
+//! 1. **Mark.** The user's live sessions (those the sessions endpoint shows) go to
+//!    `deleted_sessions` (session id, project, time: nothing about the user). From the
+//!    moment a mark is readable, the ingest worker drops every event of that session
+//!    before writing (ingest's `exactly_once`, step 8): deleted stays deleted.
+//! 2. **Settle.** Wait `settle` after the marks: a worker flush that checked the marks
+//!    just before they landed is written by then (its writes are bounded by its
+//!    ClickHouse timeouts), so its rows exist before the mutations are created.
+//! 3. **Erase.** `ALTER TABLE … DELETE` mutations (on a cluster `ON CLUSTER`, on the
+//!    shard-local tables; replication carries them to every replica), then wait until
+//!    no mutation of the database is unfinished on any node. On a cluster, one marker
+//!    row per table goes to every node's shard-local table first: ClickHouse 18.16
+//!    does not mutate a table's last part written with `insert_quorum` until another
+//!    part follows it (measured: such mutations never finish on an idle table). A
+//!    marker is session 0 of project 0, which no event can name (events.md rejects
+//!    both), so no reader ever meets it.
+//! 4. **Verify.** Count what is left; anything left (a write that raced the mutations)
+//!    means another round of 3.
+//!
+//! Values never enter the SQL as text: the user id is written as `unhex('…')`, session
+//! ids come from `deleted_sessions` by subquery, dead letters are named by a hash of
+//! their key.
+
+use std::time::Duration;
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::clickhouse::{Layout, Store, StoreError};
+use crate::migrations::run_ddl_within;
+
+/// Rows of `deleted_sessions` per INSERT.
+const MARK_CHUNK: usize = 100_000;
+/// Dead letters named per mutation.
+const DEAD_LETTER_CHUNK: usize = 10_000;
+/// How often unfinished mutations are counted.
+const MUTATION_POLL: Duration = Duration::from_millis(200);
+/// Longest wait for the mutations of one round (a node down, a stuck merge): past it
+/// the run fails transiently and the job is resumed later.
+const MUTATION_WAIT: Duration = Duration::from_secs(600);
+/// Rounds of erase-and-verify before the run gives up (transiently).
+const MAX_ROUNDS: u32 = 5;
+
+/// The marker row of each table a deletion mutates (module header, step 3): session 0
+/// of project 0, every other column its default.
+const MARKERS: &[(&str, &str)] = &[
+    ("sessions", "(project_id, session_id, deleted) VALUES (0, 0, 1)"),
+    ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
+    ("session_state", "(session_id) VALUES (0)"),
+    ("session_applied", "(session_id) VALUES (0)"),
+    (
+        "rejected_events",
+        "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",
+    ),
+];
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeletionReport {
+    /// Sessions marked deleted by this run (0 when an earlier run marked them).
+    pub sessions_marked: u64,
+    /// Erase-and-verify rounds.
+    pub rounds: u32,
+}
+
+#[derive(Row, Serialize)]
+struct DeletedSession {
+    session_id: u64,
+    project_id: u32,
+    deleted_at: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct Count {
+    count: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct Host {
+    host_address: String,
+    port: u16,
+}
+
+/// The deletion of one user's data in one project.
+pub struct Deletion<'a> {
+    pub store: &'a Store,
+    pub project_id: u32,
+    pub user_id: &'a str,
+    /// Step 2's wait.
+    pub settle: Duration,
+}
+
+impl Deletion<'_> {
+    pub async fn run(&self) -> Result<DeletionReport, StoreError> {
+        let sessions_marked = self.mark().await?;
+        tokio::time::sleep(self.settle).await;
+        for round in 1..=MAX_ROUNDS {
+            self.erase().await?;
+            self.wait_for_mutations().await?;
+            let left = self.leftovers().await?;
+            if left == 0 {
+                return Ok(DeletionReport {
+                    sessions_marked,
+                    rounds: round,
+                });
+            }
+            tracing::info!(left, round, "rows written while the deletion ran; erasing again");
+        }
+        Err(StoreError::Unavailable(format!(
+            "rows kept reappearing through {MAX_ROUNDS} rounds of deletion"
+        )))
+    }
+
+    /// Step 1: the user's live sessions into `deleted_sessions`.
+    async fn mark(&self) -> Result<u64, StoreError> {
+        let sql = "SELECT session_id FROM (SELECT session_id, argMax(deleted, version) AS gone \
+                   FROM sessions WHERE project_id = ? AND user_id = ? GROUP BY session_id) \
+                   WHERE gone = 0";
+        let ids: Vec<u64> = self
+            .store
+            .run_for(self.store.timeout() * 12, |client| {
+                self.store
+                    .read_your_writes(client.query(sql))
+                    .bind(self.project_id)
+                    .bind(self.user_id)
+                    .fetch_all::<u64>()
+            })
+            .await?;
+        let deleted_at = crate::jobs::now_ms().div_euclid(1000) as u32;
+        for chunk in ids.chunks(MARK_CHUNK) {
+            self.store
+                .run_for(self.store.timeout() * 4, |client| {
+                    let client = client.clone();
+                    async move {
+                        let mut insert = client.insert::<DeletedSession>("deleted_sessions").await?;
+                        for &session_id in chunk {
+                            let row = DeletedSession {
+                                session_id,
+                                project_id: self.project_id,
+                                deleted_at,
+                            };
+                            insert.write(&row).await?;
+                        }
+                        insert.end().await
+                    }
+                })
+                .await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    /// `session_id IN` the project's deleted sessions. A query through `Distributed`
+    /// tables says `GLOBAL IN` (the set is read once and sent to every shard); a
+    /// mutation runs on each node's own table and reads the set itself.
+    fn deleted_ids(&self, in_operator: &str) -> String {
+        format!(
+            "session_id {in_operator} (SELECT session_id FROM {}.deleted_sessions WHERE project_id = {})",
+            self.store.database(),
+            self.project_id
+        )
+    }
+
+    /// Rows of the user, or of a deleted session, per table (`user_id`: tables keyed by
+    /// user too), for a query (`GLOBAL IN`) or a mutation (`IN`).
+    fn conditions(&self, in_operator: &str) -> [(&'static str, String); 4] {
+        let user = format!(
+            "project_id = {} AND user_id = unhex('{}')",
+            self.project_id,
+            hex::encode(self.user_id)
+        );
+        let deleted = self.deleted_ids(in_operator);
+        [
+            ("sessions", format!("({user}) OR (project_id = {} AND {deleted})", self.project_id)),
+            ("session_keys", format!("({user}) OR {deleted}")),
+            ("session_state", deleted.clone()),
+            ("session_applied", deleted),
+        ]
+    }
+
+    /// The regular expression of a dead letter that names the user.
+    fn user_pattern(&self) -> String {
+        let quoted = serde_json::to_string(self.user_id).expect("a string serializes");
+        format!(r#""userId"\s*:\s*{}"#, regex_escape(&quoted))
+    }
+
+    /// Keys (hashed) of the dead letters naming the user or a deleted session.
+    async fn dead_letters(&self) -> Result<Vec<u64>, StoreError> {
+        let sql = format!(
+            "SELECT DISTINCT cityHash64(topic, `partition`, `offset`) FROM rejected_events \
+             ARRAY JOIN arrayConcat(extractAll(payload, '\"sessionId\"\\\\s*:\\\\s*\"??([0-9]+)'), ['']) AS named \
+             WHERE match(payload, ?) OR toUInt64OrZero(named) GLOBAL IN \
+             (SELECT session_id FROM {}.deleted_sessions WHERE project_id = ?)",
+            self.store.database()
+        );
+        let pattern = self.user_pattern();
+        self.store
+            .run_for(self.store.timeout() * 12, |client| {
+                self.store
+                    .read_your_writes(client.query(&sql))
+                    .bind(pattern.as_str())
+                    .bind(self.project_id)
+                    .fetch_all::<u64>()
+            })
+            .await
+    }
+
+    /// `ALTER TABLE <table's storage> [ON CLUSTER] DELETE WHERE <condition>`.
+    fn mutation(&self, table: &str, condition: &str) -> String {
+        let layout = self.store.layout();
+        format!(
+            "ALTER TABLE {}.{}{} DELETE WHERE {condition}",
+            self.store.database(),
+            layout.storage_table(table),
+            layout.on_cluster()
+        )
+    }
+
+    /// Step 3: one mutation per table, and one per chunk of named dead letters.
+    async fn erase(&self) -> Result<(), StoreError> {
+        let wait = self.store.timeout() * 12;
+        for (table, condition) in self.conditions("IN") {
+            run_ddl_within(self.store, &self.mutation(table, &condition), wait).await?;
+        }
+        for chunk in self.dead_letters().await?.chunks(DEAD_LETTER_CHUNK) {
+            let keys = chunk
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let condition = format!("cityHash64(topic, `partition`, `offset`) IN ({keys})");
+            run_ddl_within(self.store, &self.mutation("rejected_events", &condition), wait)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On a cluster, a marker row into every table a deletion mutates, on every node
+    /// (module header, step 3). A node that fails is only logged: its shard may still
+    /// get a part from its other replica's marker, or the wait times out and the job
+    /// is resumed later.
+    async fn write_markers(&self) {
+        if self.store.layout() == &Layout::SingleNode {
+            return;
+        }
+        for (table, values) in MARKERS {
+            let sql = format!(
+                "INSERT INTO {}.{} {values}",
+                self.store.database(),
+                self.store.layout().storage_table(table)
+            );
+            for (node, error) in self
+                .store
+                .run_on_each_node(|client| {
+                    // Equal markers must each make a part: no block deduplication.
+                    client
+                        .query(&sql)
+                        .with_setting("insert_deduplicate", "0")
+                        .execute()
+                })
+                .await
+            {
+                tracing::warn!(%node, table, code = ?error.code(), "deletion marker not written");
+            }
+        }
+    }
+
+    /// Waits until no mutation of the database is unfinished on any node.
+    async fn wait_for_mutations(&self) -> Result<(), StoreError> {
+        self.write_markers().await;
+        let source = match self.store.layout() {
+            Layout::SingleNode => "system.mutations".to_owned(),
+            Layout::Cluster(cluster) => {
+                let hosts: Vec<Host> = self
+                    .store
+                    .run(|client| {
+                        client
+                            .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
+                            .bind(cluster.name.as_str())
+                            .fetch_all()
+                    })
+                    .await?;
+                let addresses = hosts
+                    .iter()
+                    .filter(|host| {
+                        host.host_address
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+                    })
+                    .map(|host| format!("{}:{}", host.host_address, host.port))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!("remote('{addresses}', system, mutations)")
+            }
+        };
+        let sql = format!("SELECT count() AS count FROM {source} WHERE database = ? AND is_done = 0");
+        let deadline = Instant::now() + MUTATION_WAIT;
+        loop {
+            let unfinished: Count = self
+                .store
+                .run(|client| client.query(&sql).bind(self.store.database()).fetch_one())
+                .await?;
+            if unfinished.count == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout(MUTATION_WAIT));
+            }
+            tokio::time::sleep(MUTATION_POLL).await;
+        }
+    }
+
+    /// Step 4: rows the deletion must not leave, in all tables.
+    pub async fn leftovers(&self) -> Result<u64, StoreError> {
+        let mut left = 0;
+        for (table, condition) in self.conditions("GLOBAL IN") {
+            let sql = format!("SELECT count() AS count FROM {table} WHERE {condition}");
+            let found: Count = self
+                .store
+                .run_for(self.store.timeout() * 12, |client| {
+                    self.store.read_your_writes(client.query(&sql)).fetch_one()
+                })
+                .await?;
+            left += found.count;
+        }
+        Ok(left + self.dead_letters().await?.len() as u64)
+    }
+}
+
+/// `text` with every character a regular expression gives a meaning to escaped.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_id_is_matched_literally_in_its_json_form() {
+        assert_eq!(regex_escape(r#""a.b*c""#), r#""a\.b\*c""#);
+        assert_eq!(regex_escape(r#""x\"y""#), r#""x\\"y""#);
+    }
+}
