@@ -25,6 +25,7 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+#[allow(unused_imports)]
 pub use sessions_testkit::clickhouse::legacy_target;
 
 /// A topic and a database of the test's own.
