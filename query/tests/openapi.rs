@@ -27,37 +27,49 @@ async fn serves_the_checked_in_document() {
 }
 
 #[tokio::test]
-async fn every_documented_path_is_routed_for_get_only() {
+async fn every_documented_operation_is_routed_and_others_are_405() {
     let document: serde_json::Value =
         serde_json::from_str(sessions_query::openapi::DOCUMENT).unwrap();
     let paths = document["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 5, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 8, "{:?}", paths.keys());
     let routes = service().routes();
     for (template, operations) in paths {
         let operations = operations.as_object().unwrap();
-        assert_eq!(operations.keys().collect::<Vec<_>>(), ["get"], "{template}");
+        let methods: Vec<String> = operations.keys().map(|m| m.to_uppercase()).collect();
+        assert!(methods.contains(&"GET".to_owned()), "{template}");
         let path = template
             .replace("{projectKey}", "3sWXSsqHgSKnE87YkNJK")
-            .replace("{userId}", "someone");
-        let get = warp::test::request().path(&path).reply(&routes).await;
-        // Unauthenticated, the sessions route answers 401; ClickHouse is unreachable, so
-        // readiness answers 503. None is 404 (not routed) or 405.
-        assert!(
-            [200, 401, 503].contains(&get.status().as_u16()),
-            "GET {path}: {}",
-            get.status()
-        );
-        let documented = operations["get"]["responses"]
-            .as_object()
-            .unwrap()
-            .contains_key(get.status().as_str());
-        assert!(documented, "GET {path}: {} is not documented", get.status());
+            .replace("{userId}", "someone")
+            .replace("{jobId}", "12");
+        for method in &methods {
+            let answer = warp::test::request()
+                .method(method)
+                .path(&path)
+                .reply(&routes)
+                .await;
+            // Unauthenticated, the API answers 401; ClickHouse is unreachable, so
+            // readiness answers 503. None is 404 (not routed) or 405.
+            assert!(
+                [200, 401, 503].contains(&answer.status().as_u16()),
+                "{method} {path}: {}",
+                answer.status()
+            );
+            let documented = operations[&method.to_lowercase()]["responses"]
+                .as_object()
+                .unwrap()
+                .contains_key(answer.status().as_str());
+            assert!(documented, "{method} {path}: {} is not documented", answer.status());
+        }
         let post = warp::test::request()
             .method("POST")
             .path(&path)
             .reply(&routes)
             .await;
         assert_eq!(post.status(), 405, "POST {path}");
-        assert_eq!(post.headers()["allow"], "GET", "POST {path}");
+        let mut allowed: Vec<&str> = post.headers()["allow"].to_str().unwrap().split(", ").collect();
+        allowed.sort_unstable();
+        let mut documented: Vec<&str> = methods.iter().map(String::as_str).collect();
+        documented.sort_unstable();
+        assert_eq!(allowed, documented, "POST {path}");
     }
 }
