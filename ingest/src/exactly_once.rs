@@ -107,20 +107,24 @@
 //!    - *no event of a deleted session is written once its record is readable*: late,
 //!      redelivered, duplicate or new, on any worker, after restarts and rebalances
 //!      (a replay reaches the same check before any write); the record is never removed;
-//!    - *a flush that checked just before the record landed* writes within its
-//!      insert time bounds, before the settle time ends, so its rows exist before the
-//!      erasing mutations do and are erased with the rest (the job then verifies that
-//!      nothing is left, and erases again if something is);
+//!    - *a flush that checked just before the record landed* is checked again after
+//!      its write (`Worker::erase_raced`, before any commit): if a record is readable
+//!      now, the worker erases that session's rows itself and waits for it; if not, the
+//!      record landed after the rows were acknowledged, so the rows exist before the
+//!      job's erasing mutations (created after the record, and after the settle time)
+//!      and are erased with the rest. The job's verification then finds nothing of it;
 //!    - *what was already durable* (states, keys, chunks) is erased by the job, so a
 //!      later load finds no state, and the session would start from nothing, which
 //!      is dropped at the check like any other event of it;
 //!    - *exactness elsewhere is untouched*: dropping a session writes nothing and
 //!      changes no other session; a session first seen after the job is not
 //!      recorded and is kept.
-//!    - *Cost:* one read of `deleted_sessions` by session id per flush attempt.
-//!    - *Limit:* a worker paused between its check and its writes for longer than
-//!      the settle time (`DELETION_SETTLE_MS`, default 30 s) can write a deleted
-//!      session's rows after the job verified; the job does not see them.
+//!    - *Cost:* two reads of `deleted_sessions` by session id per flush; mutations
+//!      only when a deletion raced that very flush.
+//!    - *Limit:* a worker killed between a write that raced a deletion and its second
+//!      read, when that write also landed after the job's mutations (a flush slower
+//!      than `DELETION_SETTLE_MS`, default 30 s), leaves that session's rows; the
+//!      replay drops the session at the first check and does not see them.
 //!
 //! Limits: a change of the topic's partition count moves homes (for every keyed Kafka
 //! consumer alike); while the workers learn the new count, a session's events can be

@@ -311,6 +311,14 @@ impl Sink {
         Ok(deleted)
     }
 
+    /// Erases every row of `session_ids` (sessions a deletion job recorded after a
+    /// flush wrote them; `sessions_shared::jobs::deletion::erase_sessions`).
+    pub async fn erase(&self, session_ids: &[u64]) -> Result<(), SinkError> {
+        sessions_shared::jobs::deletion::erase_sessions(&self.store, session_ids)
+            .await
+            .map_err(SinkError::from)
+    }
+
     /// Chained states `(state, its version, its checkpoint's version)` with their applied
     /// sets rebuilt from `session_applied`: one query reads each session's chunks from
     /// its checkpoint to its version (`durable_state::rebuild` picks the chain).

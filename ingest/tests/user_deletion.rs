@@ -99,7 +99,11 @@ fn users_that_kept_their_sessions(workload: &Workload) -> BTreeSet<String> {
 
 /// Events of `sessions` no one sent before: a copy of one of each session's events
 /// (not its start, end or user change) under a new index.
-fn new_indexes(workload: &Workload, sessions: &BTreeSet<u64>, first_index: u64) -> Vec<PlannedMessage> {
+fn new_indexes(
+    workload: &Workload,
+    sessions: &BTreeSet<u64>,
+    first_index: u64,
+) -> Vec<PlannedMessage> {
     workload
         .sessions
         .iter()
@@ -161,7 +165,10 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
         let fixture = Fixture::new(&target, "erasure", 4).await;
         let tenancy = Tenancy::new(fixture.store());
         let org = tenancy.create_organization("acme").await.unwrap();
-        let project = tenancy.create_project(org.org_id, "web", None).await.unwrap();
+        let project = tenancy
+            .create_project(org.org_id, "web", None)
+            .await
+            .unwrap();
         let workload = Workload::generate(&WorkloadConfig {
             seed: 2026,
             project_id: project.project_id,
@@ -183,8 +190,12 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
 
         fixture.produce(&workload.messages).await;
         let mut worker = ChildGuard(fixture.spawn_process(&[]));
-        wait_for_sessions(fixture.store(), &workload.expected_rows(), Duration::from_secs(120))
-            .await;
+        wait_for_sessions(
+            fixture.store(),
+            &workload.expected_rows(),
+            Duration::from_secs(120),
+        )
+        .await;
 
         let mut settings = Settings::new(fixture.db.settings.clone());
         settings.deletion_grace = Duration::ZERO;
@@ -222,7 +233,9 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
             }
         });
         fixture.produce(&resent(&workload, &victim_sessions)).await;
-        fixture.produce(&new_indexes(&workload, &victim_sessions, 500)).await;
+        fixture
+            .produce(&new_indexes(&workload, &victim_sessions, 500))
+            .await;
         // SIGKILL the worker once the job has started, while it settles.
         let deadline = Instant::now() + Duration::from_secs(30);
         while api.request("GET", &job_path).await.1["data"]["status"] != "running" {
@@ -231,7 +244,9 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
         }
         worker.0.kill().unwrap();
         worker.0.wait().unwrap();
-        fixture.produce(&new_indexes(&workload, &victim_sessions, 501)).await;
+        fixture
+            .produce(&new_indexes(&workload, &victim_sessions, 501))
+            .await;
         // The local broker hands a killed member's partitions over after its session
         // timeout (shared/testbed.md).
         tokio::time::sleep(Duration::from_secs(7)).await;
@@ -245,7 +260,9 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
 
         // After the job: more of the deleted sessions' events, then sentinels.
         fixture.produce(&resent(&workload, &victim_sessions)).await;
-        fixture.produce(&new_indexes(&workload, &victim_sessions, 502)).await;
+        fixture
+            .produce(&new_indexes(&workload, &victim_sessions, 502))
+            .await;
         let first_sentinels = sentinels(9_100_000_000_000_000);
         fixture.produce(&first_sentinels.messages).await;
         let mut expected: Vec<Session> = workload
@@ -270,8 +287,12 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
         for (user, sessions) in &by_user {
             if *user != victim && !user.is_empty() {
                 let served = api.sessions(user).await;
-                let ids: Vec<&str> = served.iter().map(|s| s["sessionId"].as_str().unwrap()).collect();
-                let wanted: Vec<String> = sessions.iter().map(|s| s.session_id.to_string()).collect();
+                let ids: Vec<&str> = served
+                    .iter()
+                    .map(|s| s["sessionId"].as_str().unwrap())
+                    .collect();
+                let wanted: Vec<String> =
+                    sessions.iter().map(|s| s.session_id.to_string()).collect();
                 assert_eq!(ids, wanted, "{engine} {user}");
             }
         }

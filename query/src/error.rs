@@ -137,7 +137,10 @@ mod tests {
             ApiError::UserNotFound.body(),
             r#"{"errors":["user not found"]}"#
         );
-        assert_eq!(ApiError::JobNotFound.body(), r#"{"errors":["job not found"]}"#);
+        assert_eq!(
+            ApiError::JobNotFound.body(),
+            r#"{"errors":["job not found"]}"#
+        );
         assert_eq!(ApiError::JobNotCancellable.status(), StatusCode::CONFLICT);
         assert_eq!(
             ApiError::JobNotCancellable.body(),

@@ -132,9 +132,7 @@ async fn api(
 ) -> Result<Response, ApiError> {
     let allowed = match path {
         ApiPath::UserSessions(_) | ApiPath::Jobs { .. } => method == Method::GET,
-        ApiPath::User(_) | ApiPath::Job { .. } => {
-            method == Method::GET || method == Method::DELETE
-        }
+        ApiPath::User(_) | ApiPath::Job { .. } => method == Method::GET || method == Method::DELETE,
     };
     if !allowed {
         return Err(ApiError::MethodNotAllowed {
@@ -177,7 +175,11 @@ async fn api(
 }
 
 #[instrument(skip_all)]
-async fn user_stats(state: &AppState, project_id: u32, user_id: &str) -> Result<Response, ApiError> {
+async fn user_stats(
+    state: &AppState,
+    project_id: u32,
+    user_id: &str,
+) -> Result<Response, ApiError> {
     let stats = fetch_user_stats(&state.store, project_id, user_id)
         .await
         .map_err(|error| state.clickhouse_failed(&error, "user stats"))?
@@ -186,7 +188,11 @@ async fn user_stats(state: &AppState, project_id: u32, user_id: &str) -> Result<
 }
 
 #[instrument(skip_all)]
-async fn delete_user(state: &AppState, project_id: u32, user_id: &str) -> Result<Response, ApiError> {
+async fn delete_user(
+    state: &AppState,
+    project_id: u32,
+    user_id: &str,
+) -> Result<Response, ApiError> {
     let job = Jobs::new(&state.store)
         .schedule_deletion(project_id, user_id, state.deletion_grace)
         .await

@@ -58,7 +58,11 @@ async fn every_documented_operation_is_routed_and_others_are_405() {
                 .as_object()
                 .unwrap()
                 .contains_key(answer.status().as_str());
-            assert!(documented, "{method} {path}: {} is not documented", answer.status());
+            assert!(
+                documented,
+                "{method} {path}: {} is not documented",
+                answer.status()
+            );
         }
         let post = warp::test::request()
             .method("POST")
@@ -66,7 +70,11 @@ async fn every_documented_operation_is_routed_and_others_are_405() {
             .reply(&routes)
             .await;
         assert_eq!(post.status(), 405, "POST {path}");
-        let mut allowed: Vec<&str> = post.headers()["allow"].to_str().unwrap().split(", ").collect();
+        let mut allowed: Vec<&str> = post.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .collect();
         allowed.sort_unstable();
         let mut documented: Vec<&str> = methods.iter().map(String::as_str).collect();
         documented.sort_unstable();

@@ -66,7 +66,9 @@ async fn write_history(fixture: &Fixture) {
         user_id: "alice".into(),
         start_ts: 5_000,
     };
-    fixture.insert_live(&[session(project, "alice", S12, 5_000)], 2).await;
+    fixture
+        .insert_live(&[session(project, "alice", S12, 5_000)], 2)
+        .await;
     let tombstone = Session::tombstone(S12, &old_key);
     let mut moved = session(project, "alice", S12, 4_000);
     moved.duration = 100;
@@ -77,7 +79,9 @@ async fn write_history(fixture: &Fixture) {
         ])
         .await;
     // Session 13 was carol's, now alice's.
-    fixture.insert_live(&[session(project, "carol", S13, 2_000)], 1).await;
+    fixture
+        .insert_live(&[session(project, "carol", S13, 2_000)], 1)
+        .await;
     let carol_key = SessionKey {
         project_id: project,
         user_id: "carol".into(),
@@ -91,7 +95,9 @@ async fn write_history(fixture: &Fixture) {
             SessionRecord::live(&arrived, false, 2, 1),
         ])
         .await;
-    fixture.insert_live(&[session(project, "bob", S21, 3_000)], 1).await;
+    fixture
+        .insert_live(&[session(project, "bob", S21, 3_000)], 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +128,10 @@ async fn user_stats_agree_with_the_sessions_endpoint() {
         let alice = body_json(&fixture.get(&user_path(&fixture, "alice")).await);
         assert_eq!(alice["data"]["sessionCount"], 3, "{engine}");
         assert_eq!(alice["data"]["firstSeen"], 1_000, "{engine}");
-        assert_eq!(alice["data"]["lastSeen"], 14_779, "{engine}: 2_000 + 12_779");
+        assert_eq!(
+            alice["data"]["lastSeen"], 14_779,
+            "{engine}: 2_000 + 12_779"
+        );
         // carol's only session left her: she has none.
         for nobody in ["carol", "nobody"] {
             let response = fixture.get(&user_path(&fixture, nobody)).await;
@@ -147,7 +156,9 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
         write_history(&fixture).await;
         let path = user_path(&fixture, "alice%40example.com");
         let before = sessions_shared::jobs::now_ms();
-        let response = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        let response = fixture
+            .request("DELETE", &path, Some(&fixture.api_key))
+            .await;
         assert_eq!(response.status(), 200, "{engine}");
         let job = body_json(&response)["data"].clone();
         let keys: Vec<&String> = job.as_object().unwrap().keys().collect();
@@ -164,16 +175,26 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
         assert_eq!(job["errors"], Value::Null);
         let created = job["createdAt"].as_i64().unwrap();
         assert!(created >= before, "{engine}");
-        assert_eq!(job["startAt"].as_i64().unwrap(), created + 3_600_000, "default grace");
+        assert_eq!(
+            job["startAt"].as_i64().unwrap(),
+            created + 3_600_000,
+            "default grace"
+        );
         let job_id = job["jobId"].as_u64().unwrap();
         assert!(job_id < 1 << 53, "exact in JavaScript");
         // A second request while it is scheduled returns the same job.
-        let again = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        let again = fixture
+            .request("DELETE", &path, Some(&fixture.api_key))
+            .await;
         assert_eq!(body_json(&again)["data"], job, "{engine}");
         // Another user's deletion is listed first (newest first).
         tokio::time::sleep(Duration::from_millis(5)).await;
         let bob = fixture
-            .request("DELETE", &user_path(&fixture, "bob"), Some(&fixture.api_key))
+            .request(
+                "DELETE",
+                &user_path(&fixture, "bob"),
+                Some(&fixture.api_key),
+            )
             .await;
         let bob = body_json(&bob)["data"].clone();
         let listed = body_json(&fixture.get(&jobs_path(&fixture)).await);
@@ -189,10 +210,14 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
             assert_eq!(response.status(), status, "{engine} {raw}");
             assert_eq!(error_message(&response), message);
         }
-        let post = fixture.request("POST", &job_path, Some(&fixture.api_key)).await;
+        let post = fixture
+            .request("POST", &job_path, Some(&fixture.api_key))
+            .await;
         assert_eq!(post.status(), 405);
         assert_eq!(post.headers()["allow"], "GET, DELETE");
-        let put = fixture.request("PUT", &jobs_path(&fixture), Some(&fixture.api_key)).await;
+        let put = fixture
+            .request("PUT", &jobs_path(&fixture), Some(&fixture.api_key))
+            .await;
         assert_eq!(put.headers()["allow"], "GET");
 
         // Another project of the same organization does not see the job.
@@ -208,9 +233,13 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
         let response = fixture.get(&other_job).await;
         assert_eq!(response.status(), 404, "{engine}");
         assert_eq!(error_message(&response), "job not found");
-        let response = fixture.request("DELETE", &other_job, Some(&fixture.api_key)).await;
+        let response = fixture
+            .request("DELETE", &other_job, Some(&fixture.api_key))
+            .await;
         assert_eq!(error_message(&response), "job not found");
-        let other_list = fixture.get(&format!("/api/v1/{}/jobs", other.project_key)).await;
+        let other_list = fixture
+            .get(&format!("/api/v1/{}/jobs", other.project_key))
+            .await;
         assert_eq!(body_json(&other_list), serde_json::json!({"data": []}));
         for (method, target) in [
             ("GET", jobs_path(&fixture)),
@@ -219,7 +248,9 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
             ("GET", user_path(&fixture, "alice")),
             ("DELETE", user_path(&fixture, "alice")),
         ] {
-            let response = fixture.request(method, &target, Some(&stranger.api_key)).await;
+            let response = fixture
+                .request(method, &target, Some(&stranger.api_key))
+                .await;
             assert_eq!(response.status(), 404, "{engine} {method} {target}");
             assert_eq!(error_message(&response), "project not found");
             let response = fixture.request(method, &target, None).await;
@@ -227,16 +258,22 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
         }
 
         // Cancelled within the grace period: nothing runs, nothing is deleted.
-        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
+        let response = fixture
+            .request("DELETE", &job_path, Some(&fixture.api_key))
+            .await;
         assert_eq!(response.status(), 200, "{engine}");
         let cancelled = body_json(&response)["data"].clone();
         assert_eq!(cancelled["status"], "cancelled");
         assert!(cancelled["updatedAt"].as_i64().unwrap() >= created);
-        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
+        let response = fixture
+            .request("DELETE", &job_path, Some(&fixture.api_key))
+            .await;
         assert_eq!(response.status(), 409, "{engine}");
         assert_eq!(error_message(&response), "job cannot be cancelled");
         // A new request schedules a new job (the cancelled one stays cancelled).
-        let renewed = fixture.request("DELETE", &path, Some(&fixture.api_key)).await;
+        let renewed = fixture
+            .request("DELETE", &path, Some(&fixture.api_key))
+            .await;
         assert_ne!(body_json(&renewed)["data"]["jobId"], job["jobId"]);
         fixture.finish().await;
     })
@@ -277,7 +314,10 @@ async fn write_user_data(fixture: &Fixture) {
     ))
     .await;
     let dead_letters = [
-        (1, r#"{"userId": "alice", "type": "session_start"}"#.to_owned()),
+        (
+            1,
+            r#"{"userId": "alice", "type": "session_start"}"#.to_owned(),
+        ),
         (2, format!(r#"[{{"sessionId": {S12}, "index": "x"}}]"#)),
         (3, format!(r#"{{"sessionId":"{S13}"}}"#)),
         (4, format!(r#"{{"userId":"bob","sessionId":{S21}}}"#)),
@@ -301,13 +341,23 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
         let bob_before = fixture.get(&fixture.path("bob", "")).await;
         let carol_before = fixture.db.residue(&["carol".into()]).await;
         let response = fixture
-            .request("DELETE", &user_path(&fixture, "alice"), Some(&fixture.api_key))
+            .request(
+                "DELETE",
+                &user_path(&fixture, "alice"),
+                Some(&fixture.api_key),
+            )
             .await;
         let job = body_json(&response)["data"].clone();
         assert_eq!(job["startAt"], job["createdAt"], "{engine}: no grace");
         let job_path = format!("{}/{}", jobs_path(&fixture), job["jobId"]);
-        let response = fixture.request("DELETE", &job_path, Some(&fixture.api_key)).await;
-        assert_eq!(response.status(), 409, "{engine}: no grace, no cancellation");
+        let response = fixture
+            .request("DELETE", &job_path, Some(&fixture.api_key))
+            .await;
+        assert_eq!(
+            response.status(),
+            409,
+            "{engine}: no grace, no cancellation"
+        );
 
         let runner = fixture.service.job_runner();
         assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}");
@@ -332,14 +382,22 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
         assert_eq!(response.body(), bob_before.body(), "{engine}");
         let bob = fixture.db.residue(&["bob".into(), S21.to_string()]).await;
         let bob_tables: Vec<&str> = bob.iter().map(|(table, _)| table.as_str()).collect();
-        for table in ["sessions", "session_keys", "session_state", "rejected_events"] {
+        for table in [
+            "sessions",
+            "session_keys",
+            "session_state",
+            "rejected_events",
+        ] {
             assert!(
                 bob_tables.iter().any(|found| found.starts_with(table)),
                 "{engine}: bob lost {table}: {bob:?}"
             );
         }
         let alic = fixture.db.residue(&[r#""alic""#.into()]).await;
-        assert!(!alic.is_empty(), "{engine}: a user id that is a prefix of hers stays");
+        assert!(
+            !alic.is_empty(),
+            "{engine}: a user id that is a prefix of hers stays"
+        );
         assert!(!carol_before.is_empty());
         // The API shows nothing of her.
         let response = fixture.get(&user_path(&fixture, "alice")).await;
@@ -348,7 +406,11 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
         assert_eq!(body_json(&page), serde_json::json!({"data": []}));
         // Deleting again: a job with nothing left to do.
         let response = fixture
-            .request("DELETE", &user_path(&fixture, "alice"), Some(&fixture.api_key))
+            .request(
+                "DELETE",
+                &user_path(&fixture, "alice"),
+                Some(&fixture.api_key),
+            )
             .await;
         assert_ne!(body_json(&response)["data"]["jobId"], job["jobId"]);
         assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}");
@@ -391,12 +453,15 @@ async fn two_runners_finish_a_job_once_and_an_interrupted_one_is_resumed() {
             .schedule_deletion(project, "bob", Duration::ZERO)
             .await
             .unwrap();
-        let cut_short =
-            tokio::time::timeout(Duration::from_millis(700), first.attempt(&job)).await;
+        let cut_short = tokio::time::timeout(Duration::from_millis(700), first.attempt(&job)).await;
         assert!(cut_short.is_err(), "{engine}: still settling when cut");
         let running = jobs.get(project, job.job_id).await.unwrap().unwrap();
         assert_eq!(running.status, JobStatus::Running, "{engine}");
-        assert_eq!(second.run_due().await.unwrap(), 0, "{engine}: lease still held");
+        assert_eq!(
+            second.run_due().await.unwrap(),
+            0,
+            "{engine}: lease still held"
+        );
         tokio::time::sleep(Duration::from_millis(1_600)).await;
         assert_eq!(second.run_due().await.unwrap(), 1, "{engine}");
         let done = jobs.get(project, job.job_id).await.unwrap().unwrap();

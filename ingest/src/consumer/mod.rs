@@ -295,6 +295,7 @@ impl Worker {
     async fn flush(&mut self) -> Result<(), WorkerError> {
         self.resolve_parked().await?;
         let mut backoff = self.retry_backoff();
+        let mut written: Vec<u64> = Vec::new();
         loop {
             self.forget_revoked();
             if let Err(error) = self.forget_deleted().await {
@@ -309,6 +310,10 @@ impl Worker {
             match self.sink.write_flush(&items, self.pending.rejected()).await {
                 Ok(()) => {
                     self.metrics.flushes.inc();
+                    written = items
+                        .iter()
+                        .map(|item| item.persisted.state.session_id)
+                        .collect();
                     break;
                 }
                 Err(error) => {
@@ -318,6 +323,7 @@ impl Worker {
             }
         }
         self.aggregator.mark_flushed();
+        self.erase_raced(&written).await?;
         self.observe_freshness();
         self.pending.flushed();
         // Forwarded events must be durable at home before their carriers are committed.
@@ -352,6 +358,51 @@ impl Worker {
             tracing::debug!(dropped, "events of deleted sessions dropped");
         }
         Ok(())
+    }
+
+    /// Erases the sessions of the flush just written that a deletion job recorded
+    /// meanwhile (the flush checked before the record was readable): its rows may
+    /// have landed after the job's erasure (`exactly_once`, step 8). Rare: one read
+    /// per flush, and mutations only when a deletion raced this very flush.
+    async fn erase_raced(&mut self, written: &[u64]) -> Result<(), SinkError> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = self.retry_backoff();
+        loop {
+            let erased = async {
+                let deleted: Vec<u64> = self
+                    .sink
+                    .deleted_among(written)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.sink.erase(&deleted).await?;
+                Ok::<_, SinkError>(
+                    deleted
+                        .into_iter()
+                        .collect::<std::collections::HashSet<u64>>(),
+                )
+            }
+            .await;
+            match erased {
+                Ok(deleted) => {
+                    if !deleted.is_empty() {
+                        tracing::info!(
+                            sessions = deleted.len(),
+                            "a flush raced a deletion: its rows erased"
+                        );
+                        let dropped = self.aggregator.forget(&deleted);
+                        self.metrics.deleted_sessions_dropped.inc_by(dropped as u64);
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    self.wait_out_failure(error, &mut backoff, "erasing rows that raced a deletion")
+                        .await?
+                }
+            }
+        }
     }
 
     /// The flush just written made every message processed since the last one

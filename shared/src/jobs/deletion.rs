@@ -55,7 +55,10 @@ const MAX_ROUNDS: u32 = 5;
 /// The marker row of each table a deletion mutates (module header, step 3): session 0
 /// of project 0, every other column its default.
 const MARKERS: &[(&str, &str)] = &[
-    ("sessions", "(project_id, session_id, deleted) VALUES (0, 0, 1)"),
+    (
+        "sessions",
+        "(project_id, session_id, deleted) VALUES (0, 0, 1)",
+    ),
     ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
     ("session_state", "(session_id) VALUES (0)"),
     ("session_applied", "(session_id) VALUES (0)"),
@@ -115,7 +118,11 @@ impl Deletion<'_> {
                     rounds: round,
                 });
             }
-            tracing::info!(left, round, "rows written while the deletion ran; erasing again");
+            tracing::info!(
+                left,
+                round,
+                "rows written while the deletion ran; erasing again"
+            );
         }
         Err(StoreError::Unavailable(format!(
             "rows kept reappearing through {MAX_ROUNDS} rounds of deletion"
@@ -143,7 +150,8 @@ impl Deletion<'_> {
                 .run_for(self.store.timeout() * 4, |client| {
                     let client = client.clone();
                     async move {
-                        let mut insert = client.insert::<DeletedSession>("deleted_sessions").await?;
+                        let mut insert =
+                            client.insert::<DeletedSession>("deleted_sessions").await?;
                         for &session_id in chunk {
                             let row = DeletedSession {
                                 session_id,
@@ -181,7 +189,13 @@ impl Deletion<'_> {
         );
         let deleted = self.deleted_ids(in_operator);
         [
-            ("sessions", format!("({user}) OR (project_id = {} AND {deleted})", self.project_id)),
+            (
+                "sessions",
+                format!(
+                    "({user}) OR (project_id = {} AND {deleted})",
+                    self.project_id
+                ),
+            ),
             ("session_keys", format!("({user}) OR {deleted}")),
             ("session_state", deleted.clone()),
             ("session_applied", deleted),
@@ -239,85 +253,18 @@ impl Deletion<'_> {
                 .collect::<Vec<_>>()
                 .join(",");
             let condition = format!("cityHash64(topic, `partition`, `offset`) IN ({keys})");
-            run_ddl_within(self.store, &self.mutation("rejected_events", &condition), wait)
-                .await?;
+            run_ddl_within(
+                self.store,
+                &self.mutation("rejected_events", &condition),
+                wait,
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// On a cluster, a marker row into every table a deletion mutates, on every node
-    /// (module header, step 3). A node that fails is only logged: its shard may still
-    /// get a part from its other replica's marker, or the wait times out and the job
-    /// is resumed later.
-    async fn write_markers(&self) {
-        if self.store.layout() == &Layout::SingleNode {
-            return;
-        }
-        for (table, values) in MARKERS {
-            let sql = format!(
-                "INSERT INTO {}.{} {values}",
-                self.store.database(),
-                self.store.layout().storage_table(table)
-            );
-            for (node, error) in self
-                .store
-                .run_on_each_node(|client| {
-                    // Equal markers must each make a part: no block deduplication.
-                    client
-                        .query(&sql)
-                        .with_setting("insert_deduplicate", "0")
-                        .execute()
-                })
-                .await
-            {
-                tracing::warn!(%node, table, code = ?error.code(), "deletion marker not written");
-            }
-        }
-    }
-
-    /// Waits until no mutation of the database is unfinished on any node.
     async fn wait_for_mutations(&self) -> Result<(), StoreError> {
-        self.write_markers().await;
-        let source = match self.store.layout() {
-            Layout::SingleNode => "system.mutations".to_owned(),
-            Layout::Cluster(cluster) => {
-                let hosts: Vec<Host> = self
-                    .store
-                    .run(|client| {
-                        client
-                            .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
-                            .bind(cluster.name.as_str())
-                            .fetch_all()
-                    })
-                    .await?;
-                let addresses = hosts
-                    .iter()
-                    .filter(|host| {
-                        host.host_address
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
-                    })
-                    .map(|host| format!("{}:{}", host.host_address, host.port))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                format!("remote('{addresses}', system, mutations)")
-            }
-        };
-        let sql = format!("SELECT count() AS count FROM {source} WHERE database = ? AND is_done = 0");
-        let deadline = Instant::now() + MUTATION_WAIT;
-        loop {
-            let unfinished: Count = self
-                .store
-                .run(|client| client.query(&sql).bind(self.store.database()).fetch_one())
-                .await?;
-            if unfinished.count == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Timeout(MUTATION_WAIT));
-            }
-            tokio::time::sleep(MUTATION_POLL).await;
-        }
+        wait_for_mutations(self.store).await
     }
 
     /// Step 4: rows the deletion must not leave, in all tables.
@@ -335,6 +282,110 @@ impl Deletion<'_> {
         }
         Ok(left + self.dead_letters().await?.len() as u64)
     }
+}
+
+/// On a cluster, a marker row into every table a deletion mutates, on every node
+/// (module header, step 3). A node that fails is only logged: its shard may still get
+/// a part from its other replica's marker, or the wait times out and the job is
+/// resumed later.
+async fn write_markers(store: &Store) {
+    if store.layout() == &Layout::SingleNode {
+        return;
+    }
+    for (table, values) in MARKERS {
+        let sql = format!(
+            "INSERT INTO {}.{} {values}",
+            store.database(),
+            store.layout().storage_table(table)
+        );
+        for (node, error) in store
+            .run_on_each_node(|client| {
+                // Equal markers must each make a part: no block deduplication.
+                client
+                    .query(&sql)
+                    .with_setting("insert_deduplicate", "0")
+                    .execute()
+            })
+            .await
+        {
+            tracing::warn!(%node, table, code = ?error.code(), "deletion marker not written");
+        }
+    }
+}
+
+/// Waits until no mutation of the database is unfinished on any node (markers first,
+/// on a cluster).
+async fn wait_for_mutations(store: &Store) -> Result<(), StoreError> {
+    write_markers(store).await;
+    let source = match store.layout() {
+        Layout::SingleNode => "system.mutations".to_owned(),
+        Layout::Cluster(cluster) => {
+            let hosts: Vec<Host> = store
+                .run(|client| {
+                    client
+                        .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
+                        .bind(cluster.name.as_str())
+                        .fetch_all()
+                })
+                .await?;
+            let addresses = hosts
+                .iter()
+                .filter(|host| {
+                    host.host_address
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+                })
+                .map(|host| format!("{}:{}", host.host_address, host.port))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!("remote('{addresses}', system, mutations)")
+        }
+    };
+    let sql = format!("SELECT count() AS count FROM {source} WHERE database = ? AND is_done = 0");
+    let deadline = Instant::now() + MUTATION_WAIT;
+    loop {
+        let unfinished: Count = store
+            .run(|client| client.query(&sql).bind(store.database()).fetch_one())
+            .await?;
+        if unfinished.count == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Timeout(MUTATION_WAIT));
+        }
+        tokio::time::sleep(MUTATION_POLL).await;
+    }
+}
+
+/// Erases every row of `session_ids` from the tables the worker writes (`sessions`
+/// under any key, `session_keys`, `session_state`, `session_applied`) and waits until
+/// it is done: what a worker does when a flush raced a deletion (ingest's
+/// `exactly_once`, step 8).
+pub async fn erase_sessions(store: &Store, session_ids: &[u64]) -> Result<(), StoreError> {
+    if session_ids.is_empty() {
+        return Ok(());
+    }
+    let ids = session_ids
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let layout = store.layout();
+    for table in [
+        "sessions",
+        "session_keys",
+        "session_state",
+        "session_applied",
+    ] {
+        let statement = format!(
+            "ALTER TABLE {}.{}{} DELETE WHERE session_id IN ({ids})",
+            store.database(),
+            layout.storage_table(table),
+            layout.on_cluster()
+        );
+        run_ddl_within(store, &statement, store.timeout() * 12).await?;
+    }
+    wait_for_mutations(store).await
 }
 
 /// `text` with every character a regular expression gives a meaning to escaped.

@@ -128,9 +128,10 @@ impl<'a> Jobs<'a> {
         grace: Duration,
     ) -> Result<Job, StoreError> {
         let rows = self
-            .rows("project_id = ? AND action = ? AND reference_id = ?", |query| {
-                query.bind(project_id).bind(DELETE_USER_DATA).bind(user_id)
-            })
+            .rows(
+                "project_id = ? AND action = ? AND reference_id = ?",
+                |query| query.bind(project_id).bind(DELETE_USER_DATA).bind(user_id),
+            )
             .await?;
         if let Some(scheduled) = Job::all_from_rows(rows)
             .into_iter()
@@ -145,9 +146,9 @@ impl<'a> Jobs<'a> {
                 .store
                 .run(|client| {
                     self.store
-                        .read_your_writes(client.query(
-                            "SELECT count() AS found FROM jobs WHERE job_id = ?",
-                        ))
+                        .read_your_writes(
+                            client.query("SELECT count() AS found FROM jobs WHERE job_id = ?"),
+                        )
                         .bind(candidate)
                         .fetch_one()
                 })

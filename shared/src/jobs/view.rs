@@ -316,7 +316,10 @@ mod tests {
         let job = Job::from_rows(&[scheduled()]).unwrap();
         assert!(job.is_cancellable(1_999));
         assert!(!job.is_cancellable(2_000));
-        assert!(!job.is_due(2_000, 10), "a cancellation may still be landing");
+        assert!(
+            !job.is_due(2_000, 10),
+            "a cancellation may still be landing"
+        );
         assert!(job.is_due(2_010, 10));
         let at_once = JobRow {
             start_at: 1_000,
