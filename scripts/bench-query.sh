@@ -21,6 +21,8 @@
 #      history (a cursor past its 900,000th session, reached with limit=1000
 #      pages, then the default page) and a page with start_date near its end, each
 #      by wrk at c=1; all beside the 100-session user's first page in the same run.
+#   5. User statistics (issue 11): the heavy user's and the 100-session user's, at
+#      c=1, service and the same SQL straight to ClickHouse.
 #
 # Needs ClickHouse up (scripts/services.sh start clickhouse) and wrk (apt-get
 # install wrk). Builds the release binaries first unless BENCH_NO_BUILD=1.
@@ -295,3 +297,31 @@ heavy user (1M sessions), service at c=1, beside the 100-session user first page
   before (whole-range SQL straight to ClickHouse, median of 5): {whole:.1f} ms""", file=sys.stderr)
 '
 printf '%s\n' "${results[@]}" "${heavy_runs[@]}" "$walk" | python3 -c "$HEAVY_SUMMARY"
+
+# 5. User statistics (issue 11): GET /users/:userId of the heavy user beside the
+# 100-session user's, service and the same SQL straight to ClickHouse, c=1.
+stats_runs=()
+for case in "stats-100 bench-100@example.com" "stats-heavy $HEAVY_USER"; do
+    read -r label user <<<"$case"
+    stats_sql=$(python3 - "$PROJECT_ID" "$user" <<'PY'
+import re, sys
+source = open("query/src/users.rs").read()
+sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
+sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
+project, user = sys.argv[1], sys.argv[2].replace("\\", "\\\\").replace("'", "\\'")
+print(sql.replace("?", project, 1).replace("?", f"'{user}'", 1))
+PY
+)
+    say "$label: $(curl -sf -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")"
+    stats_runs+=("$(wrk_run "$label" service 1 "$API/$(urlencode "$user")" "Authorization: $API_KEY")")
+    stats_runs+=("$(wrk_run "$label" clickhouse 1 "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE&default_format=RowBinary&query=$(urlencode "$stats_sql")")")
+done
+printf '%s\n' "${stats_runs[@]}"
+printf '%s\n' "${stats_runs[@]}" | python3 -c '
+import json, sys
+by = {(r["case"], r["target"]): r for r in map(json.loads, filter(str.strip, sys.stdin))}
+small, heavy = by[("stats-100", "service")]["p50_ms"], by[("stats-heavy", "service")]["p50_ms"]
+print(f"""
+user stats at c=1, p50: 100-session user {small:.2f} ms (ClickHouse alone {by[("stats-100", "clickhouse")]["p50_ms"]:.2f} ms),
+  1M-session user {heavy:.2f} ms (ClickHouse alone {by[("stats-heavy", "clickhouse")]["p50_ms"]:.2f} ms): {heavy / small:.1f}x (goal <= 2x)""", file=sys.stderr)
+'

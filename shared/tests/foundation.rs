@@ -260,6 +260,45 @@ async fn sessions_admin_matches_operations_md_field_for_field() {
         admin.fails(&["org", "create"]);
         admin.fails(&["project", "create", "--org", "x", "--name", "y"]);
         admin.fails(&["frobnicate"]);
+
+        // User deletion jobs: the API's job, listed newest first per project.
+        let project = chosen["projectId"].to_string();
+        let job = admin.ok(&["user", "delete", "--project", &project, "--user", "a@b.c"]);
+        assert_eq!(job["status"], "scheduled", "{engine}");
+        assert_eq!(job["referenceId"], "a@b.c");
+        assert_eq!(job["startAt"], job["createdAt"], "no grace by default");
+        let again = admin.ok(&["user", "delete", "--project", &project, "--user", "a@b.c"]);
+        assert_eq!(again["jobId"], job["jobId"], "{engine}: the scheduled one");
+        let later = admin.ok(&[
+            "user",
+            "delete",
+            "--project",
+            &project,
+            "--user",
+            "x",
+            "--grace-secs",
+            "60",
+        ]);
+        assert_eq!(
+            later["startAt"].as_i64().unwrap() - later["createdAt"].as_i64().unwrap(),
+            60_000
+        );
+        let listed = admin.ok(&["job", "list", "--project", &project]);
+        let ids: Vec<&Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| &job["jobId"])
+            .collect();
+        assert_eq!(ids, [&later["jobId"], &job["jobId"]], "{engine}");
+        let theirs = admin.ok(&["job", "list", "--project", &drawn["projectId"].to_string()]);
+        assert_eq!(theirs, serde_json::json!([]));
+        assert!(admin
+            .fails(&["user", "delete", "--project", "999", "--user", "a"])
+            .contains("project 999"));
+        assert!(admin
+            .fails(&["user", "delete", "--project", &project, "--user", ""])
+            .contains("user id"));
         db.drop_database().await;
     }
 }

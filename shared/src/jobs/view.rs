@@ -154,7 +154,7 @@ impl Job {
             .chunk_by(|a, b| a.job_id == b.job_id)
             .filter_map(Job::from_rows)
             .collect();
-        jobs.sort_by(|a, b| (b.created_at, b.job_id).cmp(&(a.created_at, a.job_id)));
+        jobs.sort_by_key(|job| std::cmp::Reverse((job.created_at, job.job_id)));
         jobs
     }
 
@@ -306,7 +306,7 @@ mod tests {
         let b = claim(&base, "b", 2_090);
         let renewal = a.changed(JobStatus::Running, 2_050, "c");
         assert_eq!(Job::claim_winner(&[a.clone(), b.clone()], 1), Some("b"));
-        assert_eq!(Job::claim_winner(&[a.clone()], 1), Some("a"));
+        assert_eq!(Job::claim_winner(std::slice::from_ref(&a), 1), Some("a"));
         assert_eq!(Job::claim_winner(&[a, b, renewal.clone()], 1), Some("c"));
         assert_eq!(Job::claim_winner(&[renewal], 2), None);
     }
