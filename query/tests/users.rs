@@ -11,7 +11,7 @@ use serde_json::Value;
 use sessions_query::Settings;
 use sessions_shared::jobs::runner::Attempt;
 use sessions_shared::jobs::{JobStatus, Jobs};
-use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
+use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, Target};
 
 /// Session ids of the histories (long, so that no other text contains them).
@@ -50,8 +50,22 @@ fn jobs_path(fixture: &Fixture) -> String {
     format!("/api/v1/{}/jobs", fixture.project.project_key)
 }
 
+/// Moves `session` from where `before` was written to its own key the way the worker
+/// does: in one INSERT, a tombstone under the old key and the live row, at
+/// `applied_events`.
+async fn move_session(fixture: &Fixture, before: &Session, session: &Session, applied_events: u64) {
+    fixture.insert_live(std::slice::from_ref(before), 1).await;
+    let tombstone = Session::tombstone(before.session_id, &before.key());
+    fixture
+        .insert(&[
+            SessionRecord::tombstone(&tombstone, applied_events, 1),
+            SessionRecord::live(session, false, applied_events, 1),
+        ])
+        .await;
+}
+
 /// A history with moves and versions: `alice` has three live sessions, one of which
-/// arrived from `bob` (tombstoned there) and one that moved its start; `bob` keeps
+/// arrived from `carol` (tombstoned there) and one that moved its start; `bob` keeps
 /// one session; `carol`'s only session left for `alice`.
 async fn write_history(fixture: &Fixture) {
     let project = fixture.project.project_id;
@@ -61,40 +75,12 @@ async fn write_history(fixture: &Fixture) {
     first.duration = 9_000; // a later version of the same session
     fixture.insert_live(&[first], 7).await;
     // Session 12 started at 5_000 and moved to 4_000 (a late session_start).
-    let old_key = SessionKey {
-        project_id: project,
-        user_id: "alice".into(),
-        start_ts: 5_000,
-    };
-    fixture
-        .insert_live(&[session(project, "alice", S12, 5_000)], 2)
-        .await;
-    let tombstone = Session::tombstone(S12, &old_key);
     let mut moved = session(project, "alice", S12, 4_000);
     moved.duration = 100;
-    fixture
-        .insert(&[
-            SessionRecord::tombstone(&tombstone, 4, 1),
-            SessionRecord::live(&moved, false, 4, 1),
-        ])
-        .await;
+    move_session(fixture, &session(project, "alice", S12, 5_000), &moved, 4).await;
     // Session 13 was carol's, now alice's.
-    fixture
-        .insert_live(&[session(project, "carol", S13, 2_000)], 1)
-        .await;
-    let carol_key = SessionKey {
-        project_id: project,
-        user_id: "carol".into(),
-        start_ts: 2_000,
-    };
-    let tombstone = Session::tombstone(S13, &carol_key);
     let arrived = session(project, "alice", S13, 2_000);
-    fixture
-        .insert(&[
-            SessionRecord::tombstone(&tombstone, 2, 1),
-            SessionRecord::live(&arrived, false, 2, 1),
-        ])
-        .await;
+    move_session(fixture, &session(project, "carol", S13, 2_000), &arrived, 2).await;
     fixture
         .insert_live(&[session(project, "bob", S21, 3_000)], 1)
         .await;
