@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{body_json, error_message, fetch_all_pages, session, Fixture};
 use serde_json::Value;
 use sessions_query::Settings;
-use sessions_shared::jobs::runner::Attempt;
+use sessions_shared::jobs::runner::{Attempt, JobRunner, RunnerSettings};
 use sessions_shared::jobs::{JobStatus, Jobs};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, Target};
@@ -256,6 +256,47 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
             .await;
         assert_eq!(response.status(), 409, "{engine}");
         assert_eq!(error_message(&response), "job cannot be cancelled");
+        // A cancelled job never runs: beside it, an uncancelled one whose grace ends at
+        // the same time runs (a runner with no start delay, so only cancellation
+        // tells the two apart).
+        let jobs = Jobs::new(&fixture.db.store);
+        let project = fixture.project.project_id;
+        let grace = Duration::from_millis(800);
+        let kept = jobs.schedule_deletion(project, "bob", grace).await.unwrap();
+        let gone = jobs
+            .schedule_deletion(project, "carol", grace)
+            .await
+            .unwrap();
+        let kept_path = format!("{}/{}", jobs_path(&fixture), kept.job_id);
+        let response = fixture
+            .request("DELETE", &kept_path, Some(&fixture.api_key))
+            .await;
+        assert_eq!(
+            body_json(&response)["data"]["status"],
+            "cancelled",
+            "{engine}"
+        );
+        tokio::time::sleep(grace).await;
+        let runner = JobRunner::new(
+            fixture.db.store.clone(),
+            RunnerSettings {
+                poll: Duration::from_millis(100),
+                lease: Duration::from_secs(5),
+                start_delay: Duration::ZERO,
+                settle: Duration::from_millis(100),
+            },
+        );
+        assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}: carol's only");
+        let kept = jobs.get(project, kept.job_id).await.unwrap().unwrap();
+        assert_eq!(kept.status, JobStatus::Cancelled, "{engine}");
+        let gone = jobs.get(project, gone.job_id).await.unwrap().unwrap();
+        assert_eq!(gone.status, JobStatus::Completed, "{engine}");
+        let bob = fixture.get(&user_path(&fixture, "bob")).await;
+        assert_eq!(
+            body_json(&bob)["data"]["sessionCount"],
+            1,
+            "{engine}: nothing deleted"
+        );
         // A new request schedules a new job (the cancelled one stays cancelled).
         let renewed = fixture
             .request("DELETE", &path, Some(&fixture.api_key))
