@@ -182,8 +182,9 @@ async fn methods_paths_and_operational_endpoints() {
         for unknown in [
             "/",
             "/api/v1",
-            "/api/v1/x/users/u",
+            "/api/v1/x/user/u",
             "/api/v1/x/users/u/sessions/extra",
+            "/api/v1/x/jobs/1/extra",
             "/nope?x=1",
         ] {
             let response = fixture.get(unknown).await;
