@@ -95,6 +95,7 @@ impl QueryService {
     /// This replica's job runner (tests drive it with `run_due`).
     pub fn job_runner(&self) -> JobRunner {
         JobRunner::new(self.state.store.clone(), self.runner.clone())
+            .counting_in(self.state.metrics.job_attempts.clone())
     }
 
     /// Reloads API keys and projects every `AUTH_REFRESH_MS`, starting now.

@@ -15,6 +15,9 @@ use warp::http::StatusCode;
 /// from the start, at 0, so rates and dashboards see it before the first failure).
 pub const CLICKHOUSE_ERROR_KINDS: &[&str] = &["timeout", "unavailable", "rejected", "malformed"];
 
+/// Every value of the `outcome` label of `query_job_attempts_total` (each from the start).
+pub const JOB_OUTCOMES: &[&str] = &["completed", "failed", "interrupted"];
+
 /// Every value of the `route` label.
 pub const ROUTES: &[&str] = &[
     "user_sessions",
@@ -34,6 +37,8 @@ pub struct Metrics {
     request_duration: HistogramVec,
     clickhouse_errors: IntCounterVec,
     auth_refresh_failures: IntCounter,
+    /// Attempts at jobs by this replica's runner, by how they ended.
+    pub job_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -69,7 +74,18 @@ impl Metrics {
             "query_auth_cache_refresh_failures_total",
             "Failed reloads of the API keys and projects",
         )?;
+        let job_attempts = IntCounterVec::new(
+            Opts::new(
+                "query_job_attempts_total",
+                "Jobs this replica's runner ran, by how the attempt ended: completed, failed, interrupted (resumed later)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in JOB_OUTCOMES {
+            job_attempts.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(job_attempts.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(clickhouse_errors.clone()))?;
         registry.register(Box::new(auth_refresh_failures.clone()))?;
@@ -78,6 +94,7 @@ impl Metrics {
             request_duration,
             clickhouse_errors,
             auth_refresh_failures,
+            job_attempts,
         })
     }
 

@@ -441,6 +441,18 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
             .await;
         assert_ne!(body_json(&response)["data"]["jobId"], job["jobId"]);
         assert_eq!(runner.run_due().await.unwrap(), 1, "{engine}");
+        let metrics = fixture.get("/metrics").await;
+        let metrics = std::str::from_utf8(metrics.body()).unwrap();
+        for (series, value) in [
+            (r#"query_job_attempts_total{outcome="completed"}"#, "2"),
+            (r#"query_job_attempts_total{outcome="failed"}"#, "0"),
+            (r#"query_job_attempts_total{outcome="interrupted"}"#, "0"),
+        ] {
+            assert!(
+                metrics.lines().any(|line| line == format!("{series} {value}")),
+                "{engine}: {series} {value}"
+            );
+        }
         fixture.finish().await;
     })
     .await;

@@ -57,6 +57,8 @@ pub struct JobRunner {
     store: Store,
     settings: RunnerSettings,
     id: String,
+    /// Counts attempts by outcome (`completed`, `failed`, `interrupted`), when given.
+    outcomes: Option<prometheus::IntCounterVec>,
 }
 
 impl JobRunner {
@@ -66,6 +68,20 @@ impl JobRunner {
             store,
             settings,
             id,
+            outcomes: None,
+        }
+    }
+
+    /// Counts every attempt this runner carries out in `outcomes`, labelled
+    /// `completed`, `failed` or `interrupted`.
+    pub fn counting_in(mut self, outcomes: prometheus::IntCounterVec) -> JobRunner {
+        self.outcomes = Some(outcomes);
+        self
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(outcomes) = &self.outcomes {
+            outcomes.with_label_values(&[outcome]).inc();
         }
     }
 
@@ -146,6 +162,7 @@ impl JobRunner {
         let end = match outcome {
             Ok(()) => claim.changed(JobStatus::Completed, now_ms(), &self.id),
             Err(error) if error.is_transient() => {
+                self.count("interrupted");
                 tracing::warn!(job_id = job.job_id, code = ?error.code(), "job interrupted; it resumes when its lease lapses");
                 return Err(error);
             }
@@ -159,6 +176,7 @@ impl JobRunner {
         };
         jobs.record(&end).await?;
         let status = JobStatus::parse(&end.status).expect("written above");
+        self.count(status.as_str());
         tracing::info!(job_id = job.job_id, status = status.as_str(), "job ended");
         Ok(Attempt::Finished(status))
     }
