@@ -89,6 +89,11 @@ pub fn routes(
         }))
 }
 
+/// A 200 answer `{"data": …}`.
+fn data_ok(data: impl serde::Serialize) -> Response {
+    json_response(StatusCode::OK, data_json(data))
+}
+
 /// Every API path, any method (a wrong method is answered 405 by the handler).
 pub fn api_route(
     state: Arc<AppState>,
@@ -157,7 +162,7 @@ async fn api(
                 .await
                 .map_err(|error| state.clickhouse_failed(&error, "listing jobs"))?;
             let views: Vec<JobJson<'_>> = jobs.iter().map(|job| job.api()).collect();
-            Ok(json_response(StatusCode::OK, data_json(views)))
+            Ok(data_ok(views))
         }
         ApiPath::Job {
             project_key,
@@ -184,7 +189,7 @@ async fn user_stats(
         .await
         .map_err(|error| state.clickhouse_failed(&error, "user stats"))?
         .ok_or(ApiError::UserNotFound)?;
-    Ok(json_response(StatusCode::OK, data_json(stats.api(user_id))))
+    Ok(data_ok(stats.api(user_id)))
 }
 
 #[instrument(skip_all)]
@@ -198,20 +203,20 @@ async fn delete_user(
         .await
         .map_err(|error| state.clickhouse_failed(&error, "scheduling a deletion"))?;
     tracing::info!(job_id = job.job_id, project_id, "user deletion scheduled");
-    Ok(json_response(StatusCode::OK, data_json(job.api())))
+    Ok(data_ok(job.api()))
 }
 
-#[instrument(skip_all, fields(job_id))]
+#[instrument(skip_all, fields(job_id = job_id))]
 async fn get_job(state: &AppState, project_id: u32, job_id: u64) -> Result<Response, ApiError> {
     let job = Jobs::new(&state.store)
         .get(project_id, job_id)
         .await
         .map_err(|error| state.clickhouse_failed(&error, "reading a job"))?
         .ok_or(ApiError::JobNotFound)?;
-    Ok(json_response(StatusCode::OK, data_json(job.api())))
+    Ok(data_ok(job.api()))
 }
 
-#[instrument(skip_all, fields(job_id))]
+#[instrument(skip_all, fields(job_id = job_id))]
 async fn cancel_job(state: &AppState, project_id: u32, job_id: u64) -> Result<Response, ApiError> {
     let outcome = Jobs::new(&state.store)
         .cancel(project_id, job_id)
@@ -220,7 +225,7 @@ async fn cancel_job(state: &AppState, project_id: u32, job_id: u64) -> Result<Re
     match outcome {
         Cancellation::Cancelled(job) => {
             tracing::info!(job_id, project_id, "job cancelled");
-            Ok(json_response(StatusCode::OK, data_json(job.api())))
+            Ok(data_ok(job.api()))
         }
         Cancellation::TooLate(_) => Err(ApiError::JobNotCancellable),
         Cancellation::NotFound => Err(ApiError::JobNotFound),
