@@ -24,10 +24,11 @@
 //! lost. Bad *input* never reaches here as an error: it is dead-lettered by the decoder.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
+use sessions_shared::clickhouse::{id_list, Row, RowWrite, Store, StoreError};
+use sessions_shared::clock::epoch_seconds;
 use sessions_shared::event::Rejection;
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_shared::useragent::AgentParser;
@@ -158,7 +159,7 @@ impl RejectedRecord {
             reason: rejection.reason.code(),
             detail: rejection.detail.clone(),
             payload: Self::truncate_payload(rejection.payload),
-            received_at: unix_seconds(),
+            received_at: epoch_seconds(),
         }
     }
 
@@ -176,17 +177,6 @@ impl RejectedRecord {
         }
         text[..end].to_owned()
     }
-}
-
-/// Session ids for an SQL `IN (…)`: integers we parsed, never text from a message.
-fn id_list(ids: impl Iterator<Item = u64>) -> String {
-    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
-}
-
-pub fn unix_seconds() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as u32)
 }
 
 pub struct Sink {
@@ -390,7 +380,7 @@ impl Sink {
         rejected: &[RejectedRecord],
     ) -> Result<(), SinkError> {
         let started = Instant::now();
-        let updated_at = unix_seconds();
+        let updated_at = epoch_seconds();
         let mut chunk_start = 0;
         let mut chunk_bytes = 0;
         for (position, item) in items.iter().enumerate() {

@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
 
-pub const MAX_USER_ID_BYTES: usize = 256;
+pub use sessions_shared::read_model::MAX_USER_ID_BYTES;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 

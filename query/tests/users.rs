@@ -141,7 +141,7 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
         let fixture = Fixture::new(engine, &target, label).await;
         write_history(&fixture).await;
         let path = user_path(&fixture, "alice%40example.com");
-        let before = sessions_shared::jobs::now_ms();
+        let before = sessions_shared::clock::epoch_millis();
         let response = fixture
             .request("DELETE", &path, Some(&fixture.api_key))
             .await;
@@ -449,7 +449,9 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
             (r#"query_job_attempts_total{outcome="interrupted"}"#, "0"),
         ] {
             assert!(
-                metrics.lines().any(|line| line == format!("{series} {value}")),
+                metrics
+                    .lines()
+                    .any(|line| line == format!("{series} {value}")),
                 "{engine}: {series} {value}"
             );
         }

@@ -115,6 +115,14 @@ pub fn parse_error_code(message: &str) -> Option<u32> {
     rest[..digits].parse().ok()
 }
 
+/// Ids for an SQL `IN (…)` or a list: integers, never text from a message or a client.
+pub fn id_list(ids: impl IntoIterator<Item = u64>) -> String {
+    ids.into_iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Where the tables live: one server, or a cluster (spec/cluster.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Layout {

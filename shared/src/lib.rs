@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod clickhouse;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod index_set;

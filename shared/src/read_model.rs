@@ -48,6 +48,9 @@ fn decimal_text_for_humans<S: Serializer>(id: &u64, serializer: S) -> Result<S::
     }
 }
 
+/// Longest `userId` the API takes (api.md), in bytes; the shortest is 1.
+pub const MAX_USER_ID_BYTES: usize = 256;
+
 /// Where a session's row sits in the read model's sort order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionKey {

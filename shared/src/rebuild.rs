@@ -11,7 +11,7 @@
 //! left alone, so running it twice is harmless. `migrate` is unaffected: every
 //! statement is `CREATE … IF NOT EXISTS`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -72,9 +72,7 @@ pub async fn rebuild_sessions(store: &Store) -> Result<Rebuilt, RebuildError> {
 
     // The migration's own statement, under a name of its own (and so, on a cluster,
     // a ZooKeeper path of its own).
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+    let stamp = crate::clock::epoch_seconds();
     let fresh = format!("sessions_rebuild_{stamp}");
     let sessions_sql = MIGRATIONS
         .iter()

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clickhouse::{Row, Store, StoreError};
+use crate::clock::epoch_millis;
 
 pub const API_KEY_LENGTH: usize = 40;
 pub const PROJECT_KEY_LENGTH: usize = 20;
@@ -86,12 +87,6 @@ fn validate_name(name: &str) -> Result<(), TenancyError> {
         )));
     }
     Ok(())
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[derive(Row, Deserialize)]
@@ -184,8 +179,13 @@ impl<'a> Tenancy<'a> {
 
     async fn insert_key(&self, org_id: u64) -> Result<String, TenancyError> {
         let api_key = random_alphanumeric(API_KEY_LENGTH);
-        self.write_key_row(&hash_api_key(&api_key), org_id, false, now_millis())
-            .await?;
+        self.write_key_row(
+            &hash_api_key(&api_key),
+            org_id,
+            false,
+            epoch_millis() as u64,
+        )
+        .await?;
         Ok(api_key)
     }
 
@@ -233,7 +233,7 @@ impl<'a> Tenancy<'a> {
         if current.is_revoked == 1 {
             return Ok(());
         }
-        let version = now_millis().max(current.latest_version + 1);
+        let version = (epoch_millis() as u64).max(current.latest_version + 1);
         self.write_key_row(&key_hash, current.key_org, true, version)
             .await
     }

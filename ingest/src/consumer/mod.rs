@@ -12,12 +12,14 @@
 //! The loop only drives I/O; what is pending and when to flush is decided by
 //! [`Pending`], which has its own tests.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use sessions_shared::clock::epoch_millis;
 use sessions_shared::event::{decode_message, Event};
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::Instant;
@@ -352,11 +354,7 @@ impl Worker {
             return Ok(());
         }
         let deleted = self.sink.deleted_among(&changed).await?;
-        if !deleted.is_empty() {
-            let dropped = self.aggregator.forget(&deleted);
-            self.metrics.deleted_sessions_dropped.inc_by(dropped as u64);
-            tracing::debug!(dropped, "events of deleted sessions dropped");
-        }
+        self.drop_deleted(&deleted);
         Ok(())
     }
 
@@ -371,18 +369,10 @@ impl Worker {
         let mut backoff = self.retry_backoff();
         loop {
             let erased = async {
-                let deleted: Vec<u64> = self
-                    .sink
-                    .deleted_among(written)
-                    .await?
-                    .into_iter()
-                    .collect();
-                self.sink.erase(&deleted).await?;
-                Ok::<_, SinkError>(
-                    deleted
-                        .into_iter()
-                        .collect::<std::collections::HashSet<u64>>(),
-                )
+                let deleted = self.sink.deleted_among(written).await?;
+                let ids: Vec<u64> = deleted.iter().copied().collect();
+                self.sink.erase(&ids).await?;
+                Ok(deleted)
             }
             .await;
             match erased {
@@ -392,9 +382,8 @@ impl Worker {
                             sessions = deleted.len(),
                             "a flush raced a deletion: its rows erased"
                         );
-                        let dropped = self.aggregator.forget(&deleted);
-                        self.metrics.deleted_sessions_dropped.inc_by(dropped as u64);
                     }
+                    self.drop_deleted(&deleted);
                     return Ok(());
                 }
                 Err(error) => {
@@ -405,15 +394,22 @@ impl Worker {
         }
     }
 
+    /// Forgets the sessions of `deleted` the worker holds, and counts them.
+    fn drop_deleted(&mut self, deleted: &HashSet<u64>) {
+        if deleted.is_empty() {
+            return;
+        }
+        let dropped = self.aggregator.forget(deleted);
+        self.metrics.deleted_sessions_dropped.inc_by(dropped as u64);
+        tracing::debug!(dropped, "deleted sessions dropped");
+    }
+
     /// The flush just written made every message processed since the last one
     /// queryable: one freshness observation per message, from its Kafka timestamp to now
     /// (a local histogram, so the shared one is touched once per flush).
     fn observe_freshness(&self) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since_epoch| since_epoch.as_millis() as i64);
         let freshness = self.metrics.freshness.local();
-        for age in self.pending.ages_at(now_ms) {
+        for age in self.pending.ages_at(epoch_millis()) {
             freshness.observe(age);
         }
         freshness.flush();

@@ -10,6 +10,7 @@ use sessions_shared::clickhouse::Store;
 use sessions_shared::config::ClickHouseSettings;
 use sessions_shared::jobs::Jobs;
 use sessions_shared::migrations::migrate;
+use sessions_shared::read_model::MAX_USER_ID_BYTES;
 use sessions_shared::rebuild::{rebuild_sessions, Rebuilt};
 use sessions_shared::tenancy::Tenancy;
 
@@ -171,8 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                     grace_secs,
                 },
         } => {
-            if user.is_empty() || user.len() > 256 {
-                anyhow::bail!("a user id is 1 to 256 bytes");
+            if user.is_empty() || user.len() > MAX_USER_ID_BYTES {
+                anyhow::bail!("a user id is 1 to {MAX_USER_ID_BYTES} bytes");
             }
             let projects = tenancy.list_projects(None).await?;
             if !projects.iter().any(|known| known.project_id == project) {

@@ -37,7 +37,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::clickhouse::{Layout, Store, StoreError};
+use crate::clickhouse::{id_list, Layout, Store, StoreError};
 use crate::migrations::run_ddl_within;
 
 /// Rows of `deleted_sessions` per INSERT.
@@ -51,6 +51,10 @@ const MUTATION_POLL: Duration = Duration::from_millis(200);
 const MUTATION_WAIT: Duration = Duration::from_secs(600);
 /// Rounds of erase-and-verify before the run gives up (transiently).
 const MAX_ROUNDS: u32 = 5;
+
+/// The time bound of a deletion's statements that read or rewrite all of a user's data
+/// (a million sessions), in request bounds.
+const LONG_REQUESTS: u32 = 12;
 
 /// The marker row of each table a deletion mutates (module header, step 3): session 0
 /// of project 0, every other column its default.
@@ -110,7 +114,7 @@ impl Deletion<'_> {
         tokio::time::sleep(self.settle).await;
         for round in 1..=MAX_ROUNDS {
             self.erase().await?;
-            self.wait_for_mutations().await?;
+            wait_for_mutations(self.store).await?;
             let left = self.leftovers().await?;
             if left == 0 {
                 return Ok(DeletionReport {
@@ -136,7 +140,7 @@ impl Deletion<'_> {
                    WHERE gone = 0";
         let ids: Vec<u64> = self
             .store
-            .run_for(self.store.timeout() * 12, |client| {
+            .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
                 self.store
                     .read_your_writes(client.query(sql))
                     .bind(self.project_id)
@@ -144,7 +148,7 @@ impl Deletion<'_> {
                     .fetch_all::<u64>()
             })
             .await?;
-        let deleted_at = crate::jobs::now_ms().div_euclid(1000) as u32;
+        let deleted_at = crate::clock::epoch_seconds();
         for chunk in ids.chunks(MARK_CHUNK) {
             self.store
                 .run_for(self.store.timeout() * 4, |client| {
@@ -219,7 +223,7 @@ impl Deletion<'_> {
         );
         let pattern = self.user_pattern();
         self.store
-            .run_for(self.store.timeout() * 12, |client| {
+            .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
                 self.store
                     .read_your_writes(client.query(&sql))
                     .bind(pattern.as_str())
@@ -229,42 +233,19 @@ impl Deletion<'_> {
             .await
     }
 
-    /// `ALTER TABLE <table's storage> [ON CLUSTER] DELETE WHERE <condition>`.
-    fn mutation(&self, table: &str, condition: &str) -> String {
-        let layout = self.store.layout();
-        format!(
-            "ALTER TABLE {}.{}{} DELETE WHERE {condition}",
-            self.store.database(),
-            layout.storage_table(table),
-            layout.on_cluster()
-        )
-    }
-
     /// Step 3: one mutation per table, and one per chunk of named dead letters.
     async fn erase(&self) -> Result<(), StoreError> {
-        let wait = self.store.timeout() * 12;
         for (table, condition) in self.conditions("IN") {
-            run_ddl_within(self.store, &self.mutation(table, &condition), wait).await?;
+            mutate(self.store, table, &condition).await?;
         }
         for chunk in self.dead_letters().await?.chunks(DEAD_LETTER_CHUNK) {
-            let keys = chunk
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let condition = format!("cityHash64(topic, `partition`, `offset`) IN ({keys})");
-            run_ddl_within(
-                self.store,
-                &self.mutation("rejected_events", &condition),
-                wait,
-            )
-            .await?;
+            let condition = format!(
+                "cityHash64(topic, `partition`, `offset`) IN ({})",
+                id_list(chunk.iter().copied())
+            );
+            mutate(self.store, "rejected_events", &condition).await?;
         }
         Ok(())
-    }
-
-    async fn wait_for_mutations(&self) -> Result<(), StoreError> {
-        wait_for_mutations(self.store).await
     }
 
     /// Step 4: rows the deletion must not leave, in all tables.
@@ -274,7 +255,7 @@ impl Deletion<'_> {
             let sql = format!("SELECT count() AS count FROM {table} WHERE {condition}");
             let found: Count = self
                 .store
-                .run_for(self.store.timeout() * 12, |client| {
+                .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
                     self.store.read_your_writes(client.query(&sql)).fetch_one()
                 })
                 .await?;
@@ -282,6 +263,19 @@ impl Deletion<'_> {
         }
         Ok(left + self.dead_letters().await?.len() as u64)
     }
+}
+
+/// `ALTER TABLE <table's storage> [ON CLUSTER] DELETE WHERE <condition>`, waiting for
+/// every node to create the mutation (not to finish it: [`wait_for_mutations`]).
+async fn mutate(store: &Store, table: &str, condition: &str) -> Result<(), StoreError> {
+    let layout = store.layout();
+    let statement = format!(
+        "ALTER TABLE {}.{}{} DELETE WHERE {condition}",
+        store.database(),
+        layout.storage_table(table),
+        layout.on_cluster()
+    );
+    run_ddl_within(store, &statement, store.timeout() * LONG_REQUESTS).await
 }
 
 /// On a cluster, a marker row into every table a deletion mutates, on every node
@@ -365,25 +359,14 @@ pub async fn erase_sessions(store: &Store, session_ids: &[u64]) -> Result<(), St
     if session_ids.is_empty() {
         return Ok(());
     }
-    let ids = session_ids
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let layout = store.layout();
+    let condition = format!("session_id IN ({})", id_list(session_ids.iter().copied()));
     for table in [
         "sessions",
         "session_keys",
         "session_state",
         "session_applied",
     ] {
-        let statement = format!(
-            "ALTER TABLE {}.{}{} DELETE WHERE session_id IN ({ids})",
-            store.database(),
-            layout.storage_table(table),
-            layout.on_cluster()
-        );
-        run_ddl_within(store, &statement, store.timeout() * 12).await?;
+        mutate(store, table, &condition).await?;
     }
     wait_for_mutations(store).await
 }

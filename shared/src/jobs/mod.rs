@@ -19,21 +19,15 @@ pub mod deletion;
 pub mod runner;
 pub mod view;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clickhouse::Row;
 use rand::Rng;
 use serde::Deserialize;
 
 use crate::clickhouse::{Query, Store, StoreError};
+use crate::clock::epoch_millis;
 pub use view::{Job, JobJson, JobRow, JobStatus, DELETE_USER_DATA};
-
-/// Epoch milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
-}
 
 /// What a cancellation request found.
 #[derive(Debug, PartialEq, Eq)]
@@ -139,7 +133,7 @@ impl<'a> Jobs<'a> {
         {
             return Ok(scheduled);
         }
-        let created_at = now_ms();
+        let created_at = epoch_millis();
         let job_id = loop {
             let candidate = (created_at as u64) << 10 | rand::thread_rng().gen_range(0..1024);
             let taken: Found = self
@@ -182,7 +176,7 @@ impl<'a> Jobs<'a> {
         let Some(job) = self.get(project_id, job_id).await? else {
             return Ok(Cancellation::NotFound);
         };
-        let now = now_ms();
+        let now = epoch_millis();
         if !job.is_cancellable(now) {
             return Ok(Cancellation::TooLate(job));
         }

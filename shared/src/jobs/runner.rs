@@ -23,8 +23,9 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::clickhouse::{Store, StoreError};
+use crate::clock::epoch_millis;
 use crate::jobs::deletion::Deletion;
-use crate::jobs::{now_ms, Job, JobRow, JobStatus, Jobs, DELETE_USER_DATA};
+use crate::jobs::{Job, JobRow, JobStatus, Jobs, DELETE_USER_DATA};
 use crate::shutdown::Shutdown;
 
 /// How long a claimer waits before reading who won: longer than a claim INSERT takes.
@@ -113,7 +114,7 @@ impl JobRunner {
 
     /// Takes every job due now, one after the other; how many this runner finished.
     pub async fn run_due(&self) -> Result<usize, StoreError> {
-        let now = now_ms();
+        let now = epoch_millis();
         let start_delay = self.settings.start_delay.as_millis() as i64;
         let due: Vec<Job> = Jobs::new(&self.store)
             .open()
@@ -160,7 +161,7 @@ impl JobRunner {
             }
         };
         let end = match outcome {
-            Ok(()) => claim.changed(JobStatus::Completed, now_ms(), &self.id),
+            Ok(()) => claim.changed(JobStatus::Completed, epoch_millis(), &self.id),
             Err(error) if error.is_transient() => {
                 self.count("interrupted");
                 tracing::warn!(job_id = job.job_id, code = ?error.code(), "job interrupted; it resumes when its lease lapses");
@@ -171,7 +172,7 @@ impl JobRunner {
                     Some(code) => format!("ClickHouse refused a deletion statement (code {code})"),
                     None => "ClickHouse refused a deletion statement".to_owned(),
                 },
-                ..claim.changed(JobStatus::Failed, now_ms(), &self.id)
+                ..claim.changed(JobStatus::Failed, epoch_millis(), &self.id)
             },
         };
         jobs.record(&end).await?;
@@ -210,7 +211,7 @@ impl JobRunner {
 
     /// A `running` row of `attempt` by this runner, leased from now.
     fn running_row(&self, base: &JobRow, attempt: u32) -> JobRow {
-        let now = now_ms();
+        let now = epoch_millis();
         JobRow {
             attempt,
             lease_until: now + self.settings.lease.as_millis() as i64,
