@@ -5,13 +5,15 @@
 //!
 //! Contract: [`run`] serves on a listener the caller bound (tests bind port 0) until
 //! `shutdown` completes, then stops accepting and lets in-flight requests finish. API
-//! keys and projects are reloaded in the background (see [`auth`]); a page costs a
-//! probe and a window query (see [`sessions`]). Every replica runs due jobs
+//! keys and projects are reloaded in the background (see [`auth`]); a page costs one
+//! ClickHouse request, or a probe and a window for a user too large for one (see
+//! [`sessions`]). Every replica runs due jobs
 //! (`sessions_shared::jobs::runner`: each job once, one outcome).
 
 pub mod auth;
 pub mod cursor;
 pub mod error;
+pub mod heavy_users;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -40,6 +42,7 @@ use auth::AuthCache;
 use cursor::CursorKey;
 use metrics::Metrics;
 use routes::AppState;
+use sessions::Pager;
 
 /// One service instance: its state and its own metrics registry.
 pub struct QueryService {
@@ -61,6 +64,7 @@ impl QueryService {
             store: Store::new(&settings.clickhouse)?,
             auth: Arc::new(AuthCache::default()),
             cursor_key,
+            pager: Pager::default(),
             metrics,
             deletion_grace: settings.deletion_grace,
         };

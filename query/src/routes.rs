@@ -8,7 +8,8 @@
 //! ClickHouse (503 when it is unreachable or too slow, 500 otherwise). Unknown paths
 //! are 404 with the same JSON error shape; operational routes are GET only.
 //!
-//! - `…/users/:userId/sessions`: a page (`sessions`: usually a probe and one window).
+//! - `…/users/:userId/sessions`: a page (`sessions`: one request, or a probe and a
+//!   window for a heavy user).
 //! - `GET …/users/:userId`: the user's statistics (`users`); 404 `user not found`.
 //! - `DELETE …/users/:userId`: schedules the deletion of the user's data (`Jobs`), or
 //!   returns the one still scheduled.
@@ -38,7 +39,7 @@ use crate::params::{
     decode_user_id, match_api_path, parse_job_id, parse_query, ApiPath, SessionsPath,
 };
 use crate::response::{data_json, next_link, page_json};
-use crate::sessions::{fetch_page, PageQuery};
+use crate::sessions::{PageQuery, Pager};
 use crate::users::fetch_user_stats;
 
 /// What every request handler shares.
@@ -46,6 +47,8 @@ pub struct AppState {
     pub store: Store,
     pub auth: Arc<AuthCache>,
     pub cursor_key: CursorKey,
+    /// Reads pages, remembering the users too large for one request.
+    pub pager: Pager,
     pub metrics: Metrics,
     /// `DELETION_GRACE_SECS`: from a deletion's scheduling to its start.
     pub deletion_grace: Duration,
@@ -266,7 +269,9 @@ async fn user_sessions(
         after,
         fetch: params.limit + 1,
     };
-    let mut sessions = fetch_page(&state.store, &query)
+    let mut sessions = state
+        .pager
+        .fetch_page(&state.store, &query)
         .await
         .map_err(|error| state.clickhouse_failed(&error, "sessions page"))?;
     let next_page = if sessions.len() > page_size {

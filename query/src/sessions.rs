@@ -9,10 +9,14 @@
 //! unsigned integer. Every value is bound with the client's `?` placeholders; the SQL
 //! text is assembled only from fixed fragments (`read_model::latest_sessions_sql`).
 //!
-//! # Windows
+//! # Three ways to one page
 //!
 //! Asking for that over all of a user's rows costs the whole user (a user with a
-//! million sessions: ~700 ms for any page). Instead a page is read from *windows* of
+//! million sessions: ~700 ms for any page). So the whole-range query runs only
+//! *bounded* (`max_rows_to_read`): ClickHouse refuses it from its primary index, before
+//! reading, when the user's range holds more than [`SCAN_MAX_ROWS`] rows. Most users
+//! are far smaller, and their page is that one request: the same statement a client
+//! would send, plus the bound. A larger user's page is read from *windows* of
 //! `start_ts` after the position, each a range of the primary key:
 //!
 //! 1. a **probe** reads the `start_ts` of at most `2 × need` rows at or after the
@@ -22,6 +26,13 @@
 //! 3. the page query runs on the window; when its live sessions fall short (rows of
 //!    tombstones and older versions), the next window starts after this one, with a
 //!    sample twice as large.
+//!
+//! The replica remembers such users (`heavy_users`) with the spacing of their rows
+//! that the probes measured; their next pages skip the bounded whole-range attempt
+//! and first try a window *guessed* from that spacing (again bounded), which holds
+//! the page in one request unless the user's rows changed a lot; when it falls short,
+//! probes and windows continue after it. Any range of `start_ts` gives exact sessions
+//! (below), so a guess can only cost more, never answer differently.
 //!
 //! **Why a window gives the same sessions as the whole range.** The worker keeps an
 //! invariant (ingest's `exactly_once`, step 4): whenever a session leaves a key
@@ -37,10 +48,13 @@
 //! `query/tests/windows.rs` holds this against the whole-range query on random
 //! histories.
 
+use std::time::Instant;
+
 use sessions_shared::clickhouse::{Query, Store, StoreError};
 use sessions_shared::read_model::{latest_sessions_sql, Session};
 
 use crate::cursor::Position;
+use crate::heavy_users::{Density, HeavyUsers};
 
 /// What one page asks for.
 #[derive(Clone, Copy, Debug)]
@@ -167,7 +181,7 @@ fn bind_filter(
 /// order by one thread (so that `LIMIT` stops the read early).
 pub fn probe_sql(query: &PageQuery<'_>, lower: &Lower) -> String {
     format!(
-        "SELECT start_ts FROM sessions WHERE {} LIMIT ?",
+        "SELECT start_ts FROM sessions WHERE {} LIMIT ? SETTINGS max_threads = 1",
         filter_sql(query, lower, false)
     )
 }
@@ -191,28 +205,153 @@ pub fn whole_range_sql(query: &PageQuery<'_>) -> String {
     )
 }
 
+/// `sql` refused by ClickHouse, before it reads anything, when its primary-key ranges
+/// hold more than `max_rows` rows (error [`TOO_MANY_ROWS`]). A clause of the statement
+/// rather than a request setting, so that it binds this statement only.
+pub fn bounded_sql(sql: &str, max_rows: u64) -> String {
+    format!("{sql} SETTINGS max_rows_to_read = {max_rows}, read_overflow_mode = 'throw'")
+}
+
+/// ClickHouse's code for a statement over its `max_rows_to_read`.
+pub const TOO_MANY_ROWS: u32 = 158;
+
+/// The rows one statement of a page may cover before the page is read another way:
+/// a few granules of 1,024 rows per part (`schemas/002_sessions.sql`).
+pub const SCAN_MAX_ROWS: u64 = 16_384;
+
 /// Runs [`whole_range_sql`] (tests compare windows with it).
 pub async fn fetch_whole_range(
     store: &Store,
     query: &PageQuery<'_>,
 ) -> Result<Vec<Session>, StoreError> {
-    let sql = whole_range_sql(query);
+    run_whole_range(store, query, &whole_range_sql(query)).await
+}
+
+async fn run_whole_range(
+    store: &Store,
+    query: &PageQuery<'_>,
+    sql: &str,
+) -> Result<Vec<Session>, StoreError> {
     let lower = query.after.map_or(Lower::Start, Lower::After);
     store
         .run(|client| {
-            bind_filter(client.query(&sql), query, &lower, None)
+            bind_filter(client.query(sql), query, &lower, None)
                 .bind(query.fetch)
                 .fetch_all::<Session>()
         })
         .await
 }
 
-/// One page (see the module header): windows after the position until `fetch`
-/// sessions are found or no row is left. Usually one probe and one window query.
-pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Session>, StoreError> {
+async fn run_window(
+    store: &Store,
+    query: &PageQuery<'_>,
+    lower: &Lower,
+    sql: &str,
+    end: i64,
+    need: usize,
+) -> Result<Vec<Session>, StoreError> {
+    store
+        .run(|client| {
+            bind_filter(client.query(sql), query, lower, Some(end))
+                .bind(need as u64)
+                .fetch_all::<Session>()
+        })
+        .await
+}
+
+/// Whether ClickHouse refused a bounded statement for its size.
+fn refused(error: &StoreError) -> bool {
+    error.code() == Some(TOO_MANY_ROWS)
+}
+
+/// Reads pages, choosing per user the cheapest of three exact ways (module header):
+/// - a user not known as heavy: the whole-range query itself, bounded to
+///   `scan_max_rows` (one request; refused before reading when the user is larger);
+/// - a heavy user whose density is known: a window guessed from it, bounded the same
+///   way (one request when it holds the page);
+/// - otherwise, or when that fell short: probes and windows.
+pub struct Pager {
+    heavy: HeavyUsers,
+    scan_max_rows: u64,
+}
+
+impl Default for Pager {
+    fn default() -> Self {
+        Pager::new(HeavyUsers::default(), SCAN_MAX_ROWS)
+    }
+}
+
+impl Pager {
+    pub fn new(heavy: HeavyUsers, scan_max_rows: u64) -> Pager {
+        Pager {
+            heavy,
+            scan_max_rows,
+        }
+    }
+
+    /// The replica's memory of heavy users (tests seed it).
+    pub fn heavy_users(&self) -> &HeavyUsers {
+        &self.heavy
+    }
+
+    /// One page: `fetch` sessions after the position, or every one left.
+    pub async fn fetch_page(
+        &self,
+        store: &Store,
+        query: &PageQuery<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let key = self.heavy.key(query.project_id, query.user_id);
+        let density = match self.heavy.get(key, Instant::now()) {
+            Some(density) => density,
+            None => {
+                let sql = bounded_sql(&whole_range_sql(query), self.scan_max_rows);
+                match run_whole_range(store, query, &sql).await {
+                    Err(error) if refused(&error) => Density::default(),
+                    answer => return answer,
+                }
+            }
+        };
+        let wanted = query.fetch as usize;
+        let mut sessions: Vec<Session> = Vec::with_capacity(wanted);
+        let mut lower = query.after.map_or(Lower::Start, Lower::After);
+        let guess = match lower {
+            Lower::After(after) => Some(after.start_ts),
+            _ => match (query.start_date, density.first_ts) {
+                (Some(start_date), Some(first)) => Some(start_date.max(first)),
+                (start_date, first) => start_date.or(first),
+            },
+        }
+        .and_then(|lower_ts| density.window_end(lower_ts, wanted * SAMPLE_PER_SESSION));
+        if let Some(end) = guess {
+            let sql = bounded_sql(&window_sql(query, &lower), self.scan_max_rows);
+            match run_window(store, query, &lower, &sql, end, wanted).await {
+                Ok(found) => {
+                    sessions.extend(found);
+                    if sessions.len() >= wanted {
+                        return Ok(sessions);
+                    }
+                    lower = Lower::Beyond(end);
+                }
+                Err(error) if refused(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let density = fetch_windows(store, query, lower, &mut sessions, density).await?;
+        self.heavy.remember(key, density, Instant::now());
+        Ok(sessions)
+    }
+}
+
+/// Probes and windows from `lower` until `fetch` sessions are found or no row is left
+/// (module header); returns the density the last full probe measured.
+async fn fetch_windows(
+    store: &Store,
+    query: &PageQuery<'_>,
+    mut lower: Lower,
+    sessions: &mut Vec<Session>,
+    mut density: Density,
+) -> Result<Density, StoreError> {
     let wanted = query.fetch as usize;
-    let mut sessions: Vec<Session> = Vec::with_capacity(wanted);
-    let mut lower = query.after.map_or(Lower::Start, Lower::After);
     let mut round = 0;
     while sessions.len() < wanted {
         let need = wanted - sessions.len();
@@ -222,29 +361,25 @@ pub async fn fetch_page(store: &Store, query: &PageQuery<'_>) -> Result<Vec<Sess
             .run(|client| {
                 bind_filter(client.query(&probe), query, &lower, None)
                     .bind(size as u64)
-                    .with_setting("max_threads", "1")
                     .fetch_all::<i64>()
             })
             .await?;
+        if sample.len() == size {
+            let from_start = lower == Lower::Start && query.start_date.is_none();
+            density = Density::from_sample(&sample, from_start, density);
+        }
         let Some(end) = WindowEnd::choose(sample, size, need) else {
             break;
         };
         let window = window_sql(query, &lower);
-        let found: Vec<Session> = store
-            .run(|client| {
-                bind_filter(client.query(&window), query, &lower, Some(end.start_ts))
-                    .bind(need as u64)
-                    .fetch_all::<Session>()
-            })
-            .await?;
-        sessions.extend(found);
+        sessions.extend(run_window(store, query, &lower, &window, end.start_ts, need).await?);
         if end.last {
             break;
         }
         lower = Lower::Beyond(end.start_ts);
         round += 1;
     }
-    Ok(sessions)
+    Ok(density)
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sessions_query::cursor::Position;
-use sessions_query::sessions::{fetch_page, fetch_whole_range, PageQuery};
+use std::time::Instant;
+
+use sessions_query::heavy_users::{Density, HeavyUsers};
+use sessions_query::sessions::{fetch_whole_range, PageQuery, Pager, SCAN_MAX_ROWS};
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
@@ -122,21 +125,66 @@ async fn write_history(db: &TestDatabase, project_id: u32, rng: &mut StdRng) -> 
     written
 }
 
+/// The ways a page can be read (`sessions` module header), each to be checked against
+/// the whole-range query.
+struct Pagers {
+    /// The service's: the bounded whole-range query, for these small users.
+    service: Pager,
+    /// Every statement refused as too large: every page through probes and windows.
+    windows: Pager,
+    /// Every user remembered as heavy with a random spacing of rows: every page
+    /// through a guessed window first, then probes and windows when it falls short.
+    guessed: Pager,
+}
+
+impl Pagers {
+    fn new(project_id: u32, rng: &mut StdRng) -> Pagers {
+        let guessed = Pager::new(HeavyUsers::default(), SCAN_MAX_ROWS);
+        for user in USERS {
+            let density = Density {
+                ms_per_row: [
+                    None,
+                    Some(0.0),
+                    Some(100.0),
+                    Some(1_000.0),
+                    Some(3_000.0),
+                    Some(1e12),
+                ][rng.gen_range(0..6)],
+                first_ts: rng.gen_bool(0.7).then(|| rng.gen_range(-1..12) * 1_000),
+            };
+            let key = guessed.heavy_users().key(project_id, user);
+            guessed.heavy_users().remember(key, density, Instant::now());
+        }
+        Pagers {
+            service: Pager::default(),
+            windows: Pager::new(HeavyUsers::default(), 1),
+            guessed,
+        }
+    }
+}
+
 /// Follows the cursors of one query to its end, comparing every page.
 async fn compare_pages(
     db: &TestDatabase,
+    pagers: &Pagers,
     mut query: PageQuery<'_>,
     seed: u64,
     engine: &str,
 ) -> usize {
     let mut pages = 0;
     loop {
-        let windows = fetch_page(&db.store, &query).await.unwrap();
         let whole = fetch_whole_range(&db.store, &query).await.unwrap();
-        assert_eq!(
-            windows, whole,
-            "{engine}, seed {seed}: page {pages} of {query:?} differs from the whole-range query"
-        );
+        for (way, pager) in [
+            ("service", &pagers.service),
+            ("windows", &pagers.windows),
+            ("guessed", &pagers.guessed),
+        ] {
+            let page = pager.fetch_page(&db.store, &query).await.unwrap();
+            assert_eq!(
+                page, whole,
+                "{engine}, seed {seed}: page {pages} of {query:?} read by {way} differs from the whole-range query"
+            );
+        }
         pages += 1;
         let page_size = query.fetch as usize - 1;
         if whole.len() <= page_size {
@@ -167,6 +215,7 @@ async fn run_seeds(engine: &'static str, db: &TestDatabase) -> (usize, usize) {
         let mut rng = StdRng::seed_from_u64(seed);
         let project_id = 100 + seed as u32;
         rows += write_history(db, project_id, &mut rng).await;
+        let pagers = Pagers::new(project_id, &mut rng);
         for user in USERS {
             let start_date = rng.gen_bool(0.3).then(|| rng.gen_range(0..6) * 1_000);
             let end_date = rng
@@ -180,7 +229,7 @@ async fn run_seeds(engine: &'static str, db: &TestDatabase) -> (usize, usize) {
                 after: None,
                 fetch: rng.gen_range(1..6) + 1,
             };
-            pages += compare_pages(db, query, seed, engine).await;
+            pages += compare_pages(db, &pagers, query, seed, engine).await;
         }
     }
     (rows, pages)
@@ -205,8 +254,9 @@ async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
     }
 }
 
-/// A user of 100,000 sessions in one part: the first page and one near the end, each
-/// equal to the whole-range query's.
+/// A user of 100,000 sessions: the first page and one near the end, each equal to the
+/// whole-range query's, read first through probes and windows (the user is too large
+/// for one bounded request, and the pager learns it), then through guessed windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_user_gets_the_whole_range_pages() {
     let heavy = 100_000;
@@ -238,8 +288,15 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
             }),
             ..first
         };
-        for query in [first, deep] {
-            let page = fetch_page(&db.store, &query).await.unwrap();
+        let pager = Pager::default();
+        let key = pager.heavy_users().key(7, "heavy");
+        for query in [first, deep, first, deep] {
+            let page = pager.fetch_page(&db.store, &query).await.unwrap();
+            let learned = pager.heavy_users().get(key, Instant::now());
+            assert!(
+                learned.is_some_and(|density| density.ms_per_row > Some(0.0)),
+                "{engine}: the pager knows the user as heavy, with its spacing: {learned:?}"
+            );
             assert_eq!(page.len(), 51, "{engine}");
             assert_eq!(
                 page,

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::config::ClickHouseSettings;
+use crate::config::{ClickHouseSettings, WireCompression};
 
 pub use clickhouse::query::Query;
+use clickhouse::Compression;
 pub use clickhouse::{Client, Row, RowWrite};
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +218,11 @@ impl Store {
                     .with_url(url)
                     .with_user(&settings.clickhouse_user)
                     .with_password(settings.clickhouse_password.expose())
-                    .with_validation(false);
+                    .with_validation(false)
+                    .with_compression(match settings.clickhouse_compression {
+                        WireCompression::Lz4 => Compression::Lz4,
+                        WireCompression::None => Compression::None,
+                    });
                 if let Layout::Cluster(cluster) = &layout {
                     // Writes through `Distributed` tables reach their shard before the
                     // INSERT returns, on `insert_quorum` replicas; the server gives up
