@@ -33,7 +33,9 @@
 # with BENCH_KEEP_DATA=1 reuses it if it holds the 10 M rows).
 #
 # Knobs (environment): BENCH_DURATION (10s), BENCH_CONNECTIONS ("1 16 64"),
-# BENCH_QUERY_PORT (18080), BENCH_ROWS (10000000), CLICKHOUSE_URL.
+# BENCH_QUERY_PORT (18080), BENCH_ROWS (10000000), BENCH_ROUNDS (5), CLICKHOUSE_URL;
+# BENCH_BASELINE_BIN: another sessions-query binary (an older build) served on the
+# next port and measured in the same rounds, for a before/after table from one run.
 # Output: a table on stderr, one JSON line per run on stdout.
 set -euo pipefail
 
@@ -56,6 +58,7 @@ export CLICKHOUSE_DATABASE=bench_query
 PROJECT_KEY=benchQueryProject001
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 SERVICE=bench-query-service # name under $RUN_DIR (pid file), see lib.sh
+BASELINE=bench-query-baseline
 
 # Loading and optimizing 10 M rows takes minutes.
 CH_MAX_TIME=600 # seconds per ClickHouse request (ch, lib.sh)
@@ -64,6 +67,7 @@ urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys
 
 cleanup() {
     terminate "$SERVICE" 10 >/dev/null 2>&1 || true
+    terminate "$BASELINE" 10 >/dev/null 2>&1 || true
     if [[ ${BENCH_KEEP_DATA:-0} != 1 ]]; then
         ch "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null 2>&1 || true
     fi
@@ -153,18 +157,32 @@ fi
 say "$(ch "SELECT count(), uniqExact(user_id) FROM $CLICKHOUSE_DATABASE.sessions FORMAT TSV" |
     awk '{ print $1 " rows, " $2 " users" }') in $CLICKHOUSE_DATABASE.sessions, active parts: $(ch "SELECT count() FROM system.parts WHERE database = '$CLICKHOUSE_DATABASE' AND table = 'sessions' AND active")"
 
+# wait_ready NAME API: until the service answers 200 (503 until its first snapshot of
+# keys and projects is loaded).
+wait_ready() {
+    local name=$1 api=$2 code i
+    for ((i = 0; ; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $API_KEY" \
+            "$api/bench-10%40example.com/sessions" || true)
+        [[ $code == 200 ]] && return
+        pid_of "$name" >/dev/null || { show_log "$LOG_DIR/$name.log"; die "$name exited"; }
+        ((i < 100)) || die "$name answers $code, not 200, after 10 s"
+        sleep 0.1
+    done
+}
 launch "$SERVICE" "$BIN/sessions-query" "$REPO" env QUERY_ADDR="127.0.0.1:$QUERY_PORT" \
     CLICKHOUSE_DATABASE="$CLICKHOUSE_DATABASE" RUST_LOG=warn "$BIN/sessions-query"
 API="http://127.0.0.1:$QUERY_PORT/api/v1/$PROJECT_KEY/users"
-# Ready once the first snapshot of keys and projects is loaded (503 until then).
-for ((i = 0; ; i++)); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $API_KEY" \
-        "$API/bench-10%40example.com/sessions" || true)
-    [[ $code == 200 ]] && break
-    pid_of "$SERVICE" >/dev/null || { show_log "$LOG_DIR/$SERVICE.log"; die "sessions-query exited"; }
-    ((i < 100)) || die "sessions-query answers $code, not 200, after 10 s"
-    sleep 0.1
-done
+wait_ready "$SERVICE" "$API"
+# An older build of the service (BENCH_BASELINE_BIN), for before/after in one run.
+BASELINE_API=
+if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
+    port_open "$((QUERY_PORT + 1))" && die "port $((QUERY_PORT + 1)) is taken; set BENCH_QUERY_PORT"
+    launch "$BASELINE" "$BENCH_BASELINE_BIN" "$REPO" env QUERY_ADDR="127.0.0.1:$((QUERY_PORT + 1))" \
+        CLICKHOUSE_DATABASE="$CLICKHOUSE_DATABASE" RUST_LOG=warn "$BENCH_BASELINE_BIN"
+    BASELINE_API="http://127.0.0.1:$((QUERY_PORT + 1))/api/v1/$PROJECT_KEY/users"
+    wait_ready "$BASELINE" "$BASELINE_API"
+fi
 
 # Parses wrk --latency output (stdin) into one JSON line.
 WRK_PARSER='
@@ -216,6 +234,10 @@ for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
             ((connections > 16)) && continue # see the whole-range side in step 4
             results+=("$(wrk_run "$label" service "$connections" "$service_url" "Authorization: $API_KEY")")
             say "${results[-1]}"
+            if [[ -n $BASELINE_API ]]; then
+                results+=("$(wrk_run "$label" baseline "$connections" "${service_url/$API/$BASELINE_API}" "Authorization: $API_KEY")")
+                say "${results[-1]}"
+            fi
         done
         continue
     fi
@@ -229,6 +251,10 @@ for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
             results+=("$(wrk_run "$label" clickhouse "$connections" "$direct_url")")
             say "round $round: ${results[-2]}"
             say "round $round: ${results[-1]}"
+            if [[ -n $BASELINE_API ]]; then
+                results+=("$(wrk_run "$label" baseline "$connections" "${service_url/$API/$BASELINE_API}" "Authorization: $API_KEY")")
+                say "round $round: ${results[-1]}"
+            fi
         done
     done
 done
@@ -260,6 +286,11 @@ for (case, c, target) in by:
         names[case], c, s["p50_ms"], s["p99_ms"], s["requests_per_second"], d["p50_ms"],
         d["p99_ms"], d["requests_per_second"], s["p99_ms"] / d["p99_ms"],
         s["requests_per_second"] / d["requests_per_second"]), file=sys.stderr)
+for (case, c, target) in by:
+    if target == "baseline":
+        b = {f: median(case, c, "baseline", f) for f in ("p50_ms", "p99_ms", "requests_per_second")}
+        print("%-18s %3d | baseline build: %9.2f / %9.2f ms %7.0f req/s" % (
+            names[case], c, b["p50_ms"], b["p99_ms"], b["requests_per_second"]), file=sys.stderr)
 '
 printf '%s\n' "${results[@]}" | python3 -c "$SUMMARY"
 
