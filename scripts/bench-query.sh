@@ -213,6 +213,23 @@ wrk_run() {
         python3 -c "$WRK_PARSER" "$label" "$target" "$connections"
 }
 
+# measure_services LABEL CONNECTIONS SERVICE_URL DIRECT_URL: one wrk run of the
+# service, then of DIRECT_URL (if any), then of the baseline build (if any), each
+# appended to results.
+measure_services() {
+    local label=$1 connections=$2 service_url=$3 direct_url=$4
+    results+=("$(wrk_run "$label" service "$connections" "$service_url" "Authorization: $API_KEY")")
+    say "${results[-1]}"
+    if [[ -n $direct_url ]]; then
+        results+=("$(wrk_run "$label" clickhouse "$connections" "$direct_url")")
+        say "${results[-1]}"
+    fi
+    if [[ -n $BASELINE_API ]]; then
+        results+=("$(wrk_run "$label" baseline "$connections" "${service_url/$API/$BASELINE_API}" "Authorization: $API_KEY")")
+        say "${results[-1]}"
+    fi
+}
+
 results=()
 # case: label user limit. Small users: ROUNDS alternating runs of the service and of
 # the statement it sends (page_sql: the whole-range SQL under the service's bound),
@@ -232,12 +249,7 @@ for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
         say "user $user, limit $limit: service returns $served sessions"
         for connections in $CONNECTIONS; do
             ((connections > 16)) && continue # see the whole-range side in step 4
-            results+=("$(wrk_run "$label" service "$connections" "$service_url" "Authorization: $API_KEY")")
-            say "${results[-1]}"
-            if [[ -n $BASELINE_API ]]; then
-                results+=("$(wrk_run "$label" baseline "$connections" "${service_url/$API/$BASELINE_API}" "Authorization: $API_KEY")")
-                say "${results[-1]}"
-            fi
+            measure_services "$label" "$connections" "$service_url" ""
         done
         continue
     fi
@@ -247,14 +259,7 @@ for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
     say "user $user, limit $limit: service returns $served sessions, ClickHouse $direct rows (page + 1 when more exist)"
     for connections in $CONNECTIONS; do
         for ((round = 1; round <= ROUNDS; round++)); do
-            results+=("$(wrk_run "$label" service "$connections" "$service_url" "Authorization: $API_KEY")")
-            results+=("$(wrk_run "$label" clickhouse "$connections" "$direct_url")")
-            say "round $round: ${results[-2]}"
-            say "round $round: ${results[-1]}"
-            if [[ -n $BASELINE_API ]]; then
-                results+=("$(wrk_run "$label" baseline "$connections" "${service_url/$API/$BASELINE_API}" "Authorization: $API_KEY")")
-                say "round $round: ${results[-1]}"
-            fi
+            measure_services "$label" "$connections" "$service_url" "$direct_url"
         done
     done
 done
