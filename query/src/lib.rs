@@ -64,7 +64,7 @@ impl QueryService {
             store: Store::new(&settings.clickhouse)?,
             auth: Arc::new(AuthCache::default()),
             cursor_key,
-            pager: Pager::default(),
+            pager: Pager::default().counting_in(metrics.page_statements.clone()),
             metrics,
             deletion_grace: settings.deletion_grace,
         };

@@ -18,6 +18,16 @@ pub const CLICKHOUSE_ERROR_KINDS: &[&str] = &["timeout", "unavailable", "rejecte
 /// Every value of the `outcome` label of `query_job_attempts_total` (each from the start).
 pub const JOB_OUTCOMES: &[&str] = &["completed", "failed", "interrupted"];
 
+/// Every value of the `kind` label of `query_page_statements_total` (each from the start):
+/// the ClickHouse statements pages cost (`sessions::Pager`).
+pub const PAGE_STATEMENTS: &[&str] = &[
+    "whole_range",
+    "refused",
+    "guessed_window",
+    "probe",
+    "window",
+];
+
 /// Every value of the `route` label.
 pub const ROUTES: &[&str] = &[
     "user_sessions",
@@ -39,6 +49,8 @@ pub struct Metrics {
     auth_refresh_failures: IntCounter,
     /// Attempts at jobs by this replica's runner, by how they ended.
     pub job_attempts: IntCounterVec,
+    /// ClickHouse statements run for pages, by kind.
+    pub page_statements: IntCounterVec,
 }
 
 impl Metrics {
@@ -84,8 +96,19 @@ impl Metrics {
         for outcome in JOB_OUTCOMES {
             job_attempts.with_label_values(&[outcome]);
         }
+        let page_statements = IntCounterVec::new(
+            Opts::new(
+                "query_page_statements_total",
+                "ClickHouse statements run for pages of sessions, by kind: whole_range (the page in one bounded request), refused (a bounded statement refused as too large), guessed_window, probe, window",
+            ),
+            &["kind"],
+        )?;
+        for kind in PAGE_STATEMENTS {
+            page_statements.with_label_values(&[kind]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(job_attempts.clone()))?;
+        registry.register(Box::new(page_statements.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(clickhouse_errors.clone()))?;
         registry.register(Box::new(auth_refresh_failures.clone()))?;
@@ -95,6 +118,7 @@ impl Metrics {
             clickhouse_errors,
             auth_refresh_failures,
             job_attempts,
+            page_statements,
         })
     }
 

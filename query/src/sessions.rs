@@ -50,6 +50,7 @@
 
 use std::time::Instant;
 
+use prometheus::IntCounterVec;
 use sessions_shared::clickhouse::{Query, Store, StoreError};
 use sessions_shared::read_model::{latest_sessions_sql, Session};
 
@@ -273,6 +274,8 @@ fn refused(error: &StoreError) -> bool {
 pub struct Pager {
     heavy: HeavyUsers,
     scan_max_rows: u64,
+    /// `query_page_statements_total`, by kind (`metrics::PAGE_STATEMENTS`).
+    statements: Option<IntCounterVec>,
 }
 
 impl Default for Pager {
@@ -286,6 +289,19 @@ impl Pager {
         Pager {
             heavy,
             scan_max_rows,
+            statements: None,
+        }
+    }
+
+    /// Counts the statements pages run, by kind, in `counter` (label `kind`).
+    pub fn counting_in(mut self, counter: IntCounterVec) -> Pager {
+        self.statements = Some(counter);
+        self
+    }
+
+    fn count(&self, kind: &'static str) {
+        if let Some(statements) = &self.statements {
+            statements.with_label_values(&[kind]).inc();
         }
     }
 
@@ -306,8 +322,14 @@ impl Pager {
             None => {
                 let sql = bounded_sql(&whole_range_sql(query), self.scan_max_rows);
                 match run_whole_range(store, query, &sql).await {
-                    Err(error) if refused(&error) => Density::default(),
-                    answer => return answer,
+                    Err(error) if refused(&error) => {
+                        self.count("refused");
+                        Density::default()
+                    }
+                    answer => {
+                        self.count("whole_range");
+                        return answer;
+                    }
                 }
             }
         };
@@ -326,60 +348,66 @@ impl Pager {
             let sql = bounded_sql(&window_sql(query, &lower), self.scan_max_rows);
             match run_window(store, query, &lower, &sql, end, wanted).await {
                 Ok(found) => {
+                    self.count("guessed_window");
                     sessions.extend(found);
                     if sessions.len() >= wanted {
                         return Ok(sessions);
                     }
                     lower = Lower::Beyond(end);
                 }
-                Err(error) if refused(&error) => {}
+                Err(error) if refused(&error) => self.count("refused"),
                 Err(error) => return Err(error),
             }
         }
-        let density = fetch_windows(store, query, lower, &mut sessions, density).await?;
+        let density = self
+            .fetch_windows(store, query, lower, &mut sessions, density)
+            .await?;
         self.heavy.remember(key, density, Instant::now());
         Ok(sessions)
     }
-}
 
-/// Probes and windows from `lower` until `fetch` sessions are found or no row is left
-/// (module header); returns the density the last full probe measured.
-async fn fetch_windows(
-    store: &Store,
-    query: &PageQuery<'_>,
-    mut lower: Lower,
-    sessions: &mut Vec<Session>,
-    mut density: Density,
-) -> Result<Density, StoreError> {
-    let wanted = query.fetch as usize;
-    let mut round = 0;
-    while sessions.len() < wanted {
-        let need = wanted - sessions.len();
-        let size = sample_size(need, round);
-        let probe = probe_sql(query, &lower);
-        let sample: Vec<i64> = store
-            .run(|client| {
-                bind_filter(client.query(&probe), query, &lower, None)
-                    .bind(size as u64)
-                    .fetch_all::<i64>()
-            })
-            .await?;
-        if sample.len() == size {
-            let from_start = lower == Lower::Start && query.start_date.is_none();
-            density = Density::from_sample(&sample, from_start, density);
+    /// Probes and windows from `lower` until `fetch` sessions are found or no row is
+    /// left (module header); returns the density the last full probe measured.
+    async fn fetch_windows(
+        &self,
+        store: &Store,
+        query: &PageQuery<'_>,
+        mut lower: Lower,
+        sessions: &mut Vec<Session>,
+        mut density: Density,
+    ) -> Result<Density, StoreError> {
+        let wanted = query.fetch as usize;
+        let mut round = 0;
+        while sessions.len() < wanted {
+            let need = wanted - sessions.len();
+            let size = sample_size(need, round);
+            let probe = probe_sql(query, &lower);
+            let sample: Vec<i64> = store
+                .run(|client| {
+                    bind_filter(client.query(&probe), query, &lower, None)
+                        .bind(size as u64)
+                        .fetch_all::<i64>()
+                })
+                .await?;
+            self.count("probe");
+            if sample.len() == size {
+                let from_start = lower == Lower::Start && query.start_date.is_none();
+                density = Density::from_sample(&sample, from_start, density);
+            }
+            let Some(end) = WindowEnd::choose(sample, size, need) else {
+                break;
+            };
+            let window = window_sql(query, &lower);
+            sessions.extend(run_window(store, query, &lower, &window, end.start_ts, need).await?);
+            self.count("window");
+            if end.last {
+                break;
+            }
+            lower = Lower::Beyond(end.start_ts);
+            round += 1;
         }
-        let Some(end) = WindowEnd::choose(sample, size, need) else {
-            break;
-        };
-        let window = window_sql(query, &lower);
-        sessions.extend(run_window(store, query, &lower, &window, end.start_ts, need).await?);
-        if end.last {
-            break;
-        }
-        lower = Lower::Beyond(end.start_ts);
-        round += 1;
+        Ok(density)
     }
-    Ok(density)
 }
 
 #[cfg(test)]

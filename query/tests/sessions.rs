@@ -62,6 +62,22 @@ async fn answers_the_seed_example_byte_for_byte() {
             let response = fixture.get(&path).await;
             assert_eq!(body_text(&response), r#"{"data":[]}"#, "{engine} {path}");
         }
+        // Four pages of small users: four statements, each the whole page.
+        let metrics = fixture.get("/metrics").await;
+        let metrics = body_text(&metrics);
+        for (kind, count) in [
+            ("whole_range", 4),
+            ("refused", 0),
+            ("guessed_window", 0),
+            ("probe", 0),
+            ("window", 0),
+        ] {
+            let series = format!(r#"query_page_statements_total{{kind="{kind}"}} {count}"#);
+            assert!(
+                metrics.lines().any(|line| line == series),
+                "{engine}: {series}"
+            );
+        }
         fixture.finish().await;
     }
 }

@@ -288,8 +288,15 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
             }),
             ..first
         };
-        let pager = Pager::default();
+        let statements = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("statements", "page statements"),
+            &["kind"],
+        )
+        .unwrap();
+        let pager = Pager::default().counting_in(statements.clone());
         let key = pager.heavy_users().key(7, "heavy");
+        let count = |kind: &str| statements.with_label_values(&[kind]).get();
+        let mut probes_after_first_page = None;
         for query in [first, deep, first, deep] {
             let page = pager.fetch_page(&db.store, &query).await.unwrap();
             let learned = pager.heavy_users().get(key, Instant::now());
@@ -297,6 +304,7 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
                 learned.is_some_and(|density| density.ms_per_row > Some(0.0)),
                 "{engine}: the pager knows the user as heavy, with its spacing: {learned:?}"
             );
+            probes_after_first_page.get_or_insert(count("probe"));
             assert_eq!(page.len(), 51, "{engine}");
             assert_eq!(
                 page,
@@ -304,6 +312,12 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
                 "{engine}"
             );
         }
+        // The first page found the user too large (refused once) and probed; every
+        // later page, the deep ones included, was one guessed window, no probe.
+        assert_eq!(count("whole_range"), 0, "{engine}");
+        assert_eq!(count("refused"), 1, "{engine}");
+        assert_eq!(count("guessed_window"), 3, "{engine}");
+        assert_eq!(Some(count("probe")), probes_after_first_page, "{engine}");
         db.drop_database().await;
     }
 }
