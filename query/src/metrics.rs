@@ -72,40 +72,28 @@ impl Metrics {
             ]),
             &["route"],
         )?;
-        let clickhouse_errors = IntCounterVec::new(
-            Opts::new(
-                "query_clickhouse_errors_total",
-                "Failed ClickHouse requests, by kind (timeout, unavailable, rejected, malformed)",
-            ),
-            &["kind"],
+        let clickhouse_errors = counter_of_each(
+            "query_clickhouse_errors_total",
+            "Failed ClickHouse requests, by kind (timeout, unavailable, rejected, malformed)",
+            "kind",
+            CLICKHOUSE_ERROR_KINDS,
         )?;
-        for kind in CLICKHOUSE_ERROR_KINDS {
-            clickhouse_errors.with_label_values(&[kind]);
-        }
         let auth_refresh_failures = IntCounter::new(
             "query_auth_cache_refresh_failures_total",
             "Failed reloads of the API keys and projects",
         )?;
-        let job_attempts = IntCounterVec::new(
-            Opts::new(
-                "query_job_attempts_total",
-                "Jobs this replica's runner ran, by how the attempt ended: completed, failed, interrupted (resumed later)",
-            ),
-            &["outcome"],
+        let job_attempts = counter_of_each(
+            "query_job_attempts_total",
+            "Jobs this replica's runner ran, by how the attempt ended: completed, failed, interrupted (resumed later)",
+            "outcome",
+            JOB_OUTCOMES,
         )?;
-        for outcome in JOB_OUTCOMES {
-            job_attempts.with_label_values(&[outcome]);
-        }
-        let page_statements = IntCounterVec::new(
-            Opts::new(
-                "query_page_statements_total",
-                "ClickHouse statements run for pages of sessions, by kind: whole_range (the page in one bounded request), refused (a bounded statement refused as too large), guessed_window, probe, window",
-            ),
-            &["kind"],
+        let page_statements = counter_of_each(
+            "query_page_statements_total",
+            "ClickHouse statements run for pages of sessions, by kind: whole_range (the page in one bounded request), refused (a bounded statement refused as too large), guessed_window, probe, window",
+            "kind",
+            PAGE_STATEMENTS,
         )?;
-        for kind in PAGE_STATEMENTS {
-            page_statements.with_label_values(&[kind]);
-        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(job_attempts.clone()))?;
         registry.register(Box::new(page_statements.clone()))?;
@@ -145,6 +133,21 @@ impl Metrics {
     pub fn observe_auth_refresh_failure(&self) {
         self.auth_refresh_failures.inc();
     }
+}
+
+/// A counter with one label whose every value exists from the start, at 0 (so rates
+/// and dashboards see each series before its first increment).
+fn counter_of_each(
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let counter = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    for value in values {
+        counter.with_label_values(&[value]);
+    }
+    Ok(counter)
 }
 
 /// The `route` label of a request path.
