@@ -43,6 +43,7 @@ use cursor::CursorKey;
 use metrics::Metrics;
 use routes::AppState;
 use sessions::Pager;
+use users::StatsReader;
 
 /// One service instance: its state and its own metrics registry.
 pub struct QueryService {
@@ -65,6 +66,10 @@ impl QueryService {
             auth: Arc::new(AuthCache::default()),
             cursor_key,
             pager: Pager::default().counting_in(metrics.page_statements.clone()),
+            stats: StatsReader::new(
+                usize::from(settings.heavy_stats_concurrency),
+                sessions::SCAN_MAX_ROWS,
+            ),
             metrics,
             deletion_grace: settings.deletion_grace,
         };

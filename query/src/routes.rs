@@ -40,7 +40,7 @@ use crate::params::{
 };
 use crate::response::{data_json, next_link, page_json};
 use crate::sessions::{PageQuery, Pager};
-use crate::users::fetch_user_stats;
+use crate::users::StatsReader;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -49,6 +49,8 @@ pub struct AppState {
     pub cursor_key: CursorKey,
     /// Reads pages, remembering the users too large for one request.
     pub pager: Pager,
+    /// Reads user statistics, heavy users' a few at a time.
+    pub stats: StatsReader,
     pub metrics: Metrics,
     /// `DELETION_GRACE_SECS`: from a deletion's scheduling to its start.
     pub deletion_grace: Duration,
@@ -188,7 +190,9 @@ async fn user_stats(
     project_id: u32,
     user_id: &str,
 ) -> Result<Response, ApiError> {
-    let stats = fetch_user_stats(&state.store, project_id, user_id)
+    let stats = state
+        .stats
+        .fetch(&state.store, project_id, user_id)
         .await
         .map_err(|error| state.clickhouse_failed(&error, "user stats"))?
         .ok_or(ApiError::UserNotFound)?;

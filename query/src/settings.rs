@@ -66,6 +66,11 @@ pub struct Settings {
     /// wake-ups between threads. Raise it on a dedicated host with many cores.
     #[arg(long = "query-threads", env = "QUERY_THREADS", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub query_threads: u16,
+    /// User statistics of heavy users (more than 16,384 stored rows, whose statement
+    /// costs in proportion to their sessions) run at most this many at a time on each
+    /// replica; the others wait up to CLICKHOUSE_TIMEOUT_MS for their turn, then 503.
+    #[arg(long = "heavy-stats-concurrency", env = "HEAVY_STATS_CONCURRENCY", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub heavy_stats_concurrency: u16,
 }
 
 impl Settings {
@@ -81,6 +86,7 @@ impl Settings {
             jobs_lease: Duration::from_millis(30_000),
             deletion_settle: Duration::from_millis(30_000),
             query_threads: 1,
+            heavy_stats_concurrency: 2,
         }
     }
 }

@@ -8,6 +8,9 @@
 
 use serde::Deserialize;
 use sessions_shared::clickhouse::{Row, Store, StoreError};
+use tokio::sync::Semaphore;
+
+use crate::sessions::{bounded_sql, TOO_MANY_ROWS};
 
 /// A user's statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Deserialize)]
@@ -24,20 +27,60 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
      argMax(deleted, version) AS s_deleted FROM sessions WHERE project_id = ? AND user_id = ? \
      GROUP BY session_id) WHERE s_deleted = 0";
 
-/// The user's statistics, `None` for a user without a live session.
-pub async fn fetch_user_stats(
+/// Reads users' statistics at a bounded cost per replica. The statement runs first
+/// bounded (`sessions::bounded_sql`): ClickHouse refuses it before reading when the
+/// user's rows exceed the bound. A heavy user's statement then runs whole (its cost
+/// grows with the user: ~0.25 µs of ClickHouse CPU per row), at most
+/// `HEAVY_STATS_CONCURRENCY` at a time on this replica; a request waits for its turn
+/// at most one request bound (`CLICKHOUSE_TIMEOUT_MS`), then fails as a timeout (503).
+/// So clients asking again and again for a bot's statistics cannot take every core of
+/// ClickHouse from the other users.
+pub struct StatsReader {
+    heavy: Semaphore,
+    scan_max_rows: u64,
+}
+
+impl StatsReader {
+    pub fn new(heavy_concurrency: usize, scan_max_rows: u64) -> StatsReader {
+        StatsReader {
+            heavy: Semaphore::new(heavy_concurrency.max(1)),
+            scan_max_rows,
+        }
+    }
+
+    /// The limit on heavy statements in flight (tests hold its permits).
+    pub fn heavy_limit(&self) -> &Semaphore {
+        &self.heavy
+    }
+
+    /// The user's statistics, `None` for a user without a live session.
+    pub async fn fetch(
+        &self,
+        store: &Store,
+        project_id: u32,
+        user_id: &str,
+    ) -> Result<Option<UserStats>, StoreError> {
+        let bounded = bounded_sql(USER_STATS_SQL, self.scan_max_rows);
+        match run_stats(store, &bounded, project_id, user_id).await {
+            Err(error) if error.code() == Some(TOO_MANY_ROWS) => {}
+            answer => return answer,
+        }
+        let _turn = tokio::time::timeout(store.timeout(), self.heavy.acquire())
+            .await
+            .map_err(|_| StoreError::Timeout(store.timeout()))?
+            .expect("the limit is never closed");
+        run_stats(store, USER_STATS_SQL, project_id, user_id).await
+    }
+}
+
+async fn run_stats(
     store: &Store,
+    sql: &str,
     project_id: u32,
     user_id: &str,
 ) -> Result<Option<UserStats>, StoreError> {
     let stats: UserStats = store
-        .run(|client| {
-            client
-                .query(USER_STATS_SQL)
-                .bind(project_id)
-                .bind(user_id)
-                .fetch_one()
-        })
+        .run(|client| client.query(sql).bind(project_id).bind(user_id).fetch_one())
         .await?;
     Ok((stats.session_count > 0).then_some(stats))
 }
