@@ -69,6 +69,7 @@ impl QueryService {
             stats: StatsReader::new(
                 usize::from(settings.heavy_stats_concurrency),
                 sessions::SCAN_MAX_ROWS,
+                settings.clickhouse.clickhouse_timeout,
             ),
             metrics,
             deletion_grace: settings.deletion_grace,

@@ -6,6 +6,8 @@
 //! `firstSeen` their smallest `startTs`, `lastSeen` their largest `startTs + duration`.
 //! `None` when the user has no live session. Values are bound, never spliced.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use sessions_shared::clickhouse::{Row, Store, StoreError};
 use tokio::sync::Semaphore;
@@ -38,13 +40,16 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
 pub struct StatsReader {
     heavy: Semaphore,
     scan_max_rows: u64,
+    /// The longest wait for a turn (the service's: one request bound).
+    turn_wait: Duration,
 }
 
 impl StatsReader {
-    pub fn new(heavy_concurrency: usize, scan_max_rows: u64) -> StatsReader {
+    pub fn new(heavy_concurrency: usize, scan_max_rows: u64, turn_wait: Duration) -> StatsReader {
         StatsReader {
             heavy: Semaphore::new(heavy_concurrency.max(1)),
             scan_max_rows,
+            turn_wait,
         }
     }
 
@@ -65,9 +70,9 @@ impl StatsReader {
             Err(error) if error.code() == Some(TOO_MANY_ROWS) => {}
             answer => return answer,
         }
-        let _turn = tokio::time::timeout(store.timeout(), self.heavy.acquire())
+        let _turn = tokio::time::timeout(self.turn_wait, self.heavy.acquire())
             .await
-            .map_err(|_| StoreError::Timeout(store.timeout()))?
+            .map_err(|_| StoreError::Timeout(self.turn_wait))?
             .expect("the limit is never closed");
         run_stats(store, USER_STATS_SQL, project_id, user_id).await
     }

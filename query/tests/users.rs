@@ -11,8 +11,7 @@ use serde_json::Value;
 use sessions_query::sessions::SCAN_MAX_ROWS;
 use sessions_query::users::StatsReader;
 use sessions_query::Settings;
-use sessions_shared::clickhouse::{Store, StoreError};
-use sessions_shared::config::ClickHouseSettings;
+use sessions_shared::clickhouse::StoreError;
 use sessions_shared::jobs::runner::{Attempt, JobRunner, RunnerSettings};
 use sessions_shared::jobs::{JobStatus, Jobs};
 use sessions_shared::read_model::{Session, SessionRecord};
@@ -138,8 +137,9 @@ async fn user_stats_agree_with_the_sessions_endpoint() {
         // the same; a heavy statement waits for its turn one request bound at most.
         let store = &fixture.db.store;
         let project_id = fixture.project.project_id;
-        let service_reader = StatsReader::new(2, SCAN_MAX_ROWS);
-        let heavy_reader = StatsReader::new(1, 1);
+        let service_reader = StatsReader::new(2, SCAN_MAX_ROWS, store.timeout());
+        let turn_wait = Duration::from_millis(200);
+        let heavy_reader = StatsReader::new(1, 1, turn_wait);
         for user in ["alice", "bob", "carol", "nobody"] {
             assert_eq!(
                 heavy_reader.fetch(store, project_id, user).await.unwrap(),
@@ -147,19 +147,14 @@ async fn user_stats_agree_with_the_sessions_endpoint() {
                 "{engine} {user}"
             );
         }
-        let short = Store::new(&ClickHouseSettings {
-            clickhouse_timeout: Duration::from_millis(300),
-            ..fixture.db.settings.clone()
-        })
-        .unwrap();
         let turn = heavy_reader.heavy_limit().acquire().await.unwrap();
-        let waited = heavy_reader.fetch(&short, project_id, "alice").await;
+        let waited = heavy_reader.fetch(store, project_id, "alice").await;
         assert!(
-            matches!(waited, Err(StoreError::Timeout(_))),
+            matches!(waited, Err(StoreError::Timeout(wait)) if wait == turn_wait),
             "{engine}: {waited:?}"
         );
         drop(turn);
-        let alice_stats = heavy_reader.fetch(&short, project_id, "alice").await;
+        let alice_stats = heavy_reader.fetch(store, project_id, "alice").await;
         assert_eq!(alice_stats.unwrap().unwrap().session_count, 3, "{engine}");
         fixture.finish().await;
     })
