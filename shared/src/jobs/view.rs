@@ -120,16 +120,43 @@ impl Job {
             .iter()
             .filter(|row| row.status().is_terminal())
             .min_by(|a, b| {
-                (a.updated_at, &a.runner, &a.status).cmp(&(b.updated_at, &b.runner, &b.status))
+                // Every field that can differ between a job's rows: a total order, so
+                // that the deciding row never depends on the order rows are read in.
+                (
+                    a.updated_at,
+                    &a.runner,
+                    &a.status,
+                    a.attempt,
+                    &a.errors,
+                    a.lease_until,
+                )
+                    .cmp(&(
+                        b.updated_at,
+                        &b.runner,
+                        &b.status,
+                        b.attempt,
+                        &b.errors,
+                        b.lease_until,
+                    ))
             })
             .or_else(|| {
                 rows.iter().max_by(|a, b| {
-                    (a.attempt, a.updated_at, a.status(), &a.runner).cmp(&(
-                        b.attempt,
-                        b.updated_at,
-                        b.status(),
-                        &b.runner,
-                    ))
+                    (
+                        a.attempt,
+                        a.updated_at,
+                        a.status(),
+                        &a.runner,
+                        a.lease_until,
+                        &a.errors,
+                    )
+                        .cmp(&(
+                            b.attempt,
+                            b.updated_at,
+                            b.status(),
+                            &b.runner,
+                            b.lease_until,
+                            &b.errors,
+                        ))
                 })
             })?;
         Some(Job {
@@ -345,6 +372,26 @@ mod tests {
         let jobs = Job::all_from_rows(vec![older, newer, same_time_higher_id]);
         let ids: Vec<u64> = jobs.iter().map(|job| job.job_id).collect();
         assert_eq!(ids, [3, 9, 7]);
+    }
+
+    #[test]
+    fn terminal_rows_that_differ_only_in_attempt_decide_the_same_way_in_any_order() {
+        // Found by the property below: a tie on (updatedAt, runner, status) was
+        // broken by the order the rows were read in.
+        let first = JobRow {
+            status: "completed".into(),
+            updated_at: 12,
+            runner: "a".into(),
+            ..scheduled()
+        };
+        let second = JobRow {
+            attempt: 1,
+            ..first.clone()
+        };
+        assert_eq!(
+            Job::from_rows(&[first.clone(), second.clone()]),
+            Job::from_rows(&[second, first])
+        );
     }
 
     fn any_row() -> impl Strategy<Value = JobRow> {
