@@ -261,7 +261,7 @@ async fn run_window(
 }
 
 /// Whether ClickHouse refused a bounded statement for its size.
-fn refused(error: &StoreError) -> bool {
+pub fn refused(error: &StoreError) -> bool {
     error.code() == Some(TOO_MANY_ROWS)
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sessions_shared::clickhouse::{Row, Store, StoreError};
 use tokio::sync::Semaphore;
 
-use crate::sessions::{bounded_sql, TOO_MANY_ROWS};
+use crate::sessions::{bounded_sql, refused};
 
 /// A user's statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Deserialize)]
@@ -67,7 +67,7 @@ impl StatsReader {
     ) -> Result<Option<UserStats>, StoreError> {
         let bounded = bounded_sql(USER_STATS_SQL, self.scan_max_rows);
         match run_stats(store, &bounded, project_id, user_id).await {
-            Err(error) if error.code() == Some(TOO_MANY_ROWS) => {}
+            Err(error) if refused(&error) => {}
             answer => return answer,
         }
         let _turn = tokio::time::timeout(self.turn_wait, self.heavy.acquire())
