@@ -15,11 +15,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let settings = Settings::parse();
     sessions_shared::telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(settings.query_threads))
-        .enable_all()
-        .build()
-    {
+    // One thread: everything on the thread that runs `main`, so that no wake-up
+    // crosses threads (the accepting task and the connections' tasks included).
+    let mut builder = match settings.query_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(threads));
+            builder
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sessions-query: cannot start its runtime: {error}");

@@ -2,26 +2,121 @@
 //!
 //! Contract: `{"data":[…]}` where each session has exactly the seed's fourteen fields in
 //! the seed's order, `sessionId` as a decimal string of the unsigned 64-bit id, text
-//! fields never null. Rows are serialized straight from the stored rows (no
-//! intermediate JSON values). The next-page link is a path-absolute URL repeating the
+//! fields never null. Each session is serialized as its row is decoded from
+//! ClickHouse's response, its text borrowed from that response ([`PageRows`]): no
+//! intermediate values, no copy per field. The next-page link is a path-absolute URL repeating the
 //! request's query (minus any old cursor) plus the new `cursor`.
+
+use std::fmt;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use serde::Serialize;
-use sessions_shared::read_model::Session;
+use sessions_shared::read_model::SessionRef;
 
-#[derive(Serialize)]
-struct Page<'a> {
-    data: &'a [Session],
+use crate::cursor::Position;
+
+/// What a page body starts with.
+const PAGE_START: &[u8] = br#"{"data":["#;
+
+/// A page's sessions, already in the body's JSON: each session is written out as its
+/// row is decoded (its text borrowed from ClickHouse's response), so a page holds one
+/// buffer, not a `String` per field. Keeps each session's position (for the cursor)
+/// and where its JSON ends (to drop the extra session fetched to learn whether a next
+/// page exists).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PageRows {
+    /// [`PAGE_START`], then the sessions separated by commas.
+    json: Vec<u8>,
+    /// Per session, in order: its position and the end of its JSON in `json`.
+    rows: Vec<(Position, usize)>,
 }
 
-/// `{"data":[…]}` for these sessions.
-pub fn page_json(sessions: &[Session]) -> Vec<u8> {
-    // Roughly 400 bytes a session with a typical user agent.
-    let mut body = Vec::with_capacity(16 + sessions.len() * 512);
-    serde_json::to_writer(&mut body, &Page { data: sessions })
-        .expect("serializing to memory cannot fail");
-    body
+impl PageRows {
+    /// Room for about `sessions` sessions (~400 bytes each with a typical user agent).
+    pub fn with_capacity(sessions: usize) -> PageRows {
+        let mut json = Vec::with_capacity(PAGE_START.len() + 2 + sessions.min(1 << 12) * 512);
+        json.extend_from_slice(PAGE_START);
+        PageRows {
+            json,
+            rows: Vec::with_capacity(sessions.min(1 << 12)),
+        }
+    }
+
+    /// Appends one session.
+    pub fn push(&mut self, session: &SessionRef<'_>) {
+        if !self.rows.is_empty() {
+            self.json.push(b',');
+        }
+        session.write_json(&mut self.json);
+        let position = Position {
+            start_ts: session.start_ts,
+            session_id: session.session_id,
+        };
+        self.rows.push((position, self.json.len()));
+    }
+
+    /// Appends every session of `other`, in order.
+    pub fn append(&mut self, other: PageRows) {
+        if other.rows.is_empty() {
+            return;
+        }
+        if !self.rows.is_empty() {
+            self.json.push(b',');
+        }
+        let shift = self.json.len() - PAGE_START.len();
+        self.json.extend_from_slice(&other.json[PAGE_START.len()..]);
+        self.rows.extend(
+            other
+                .rows
+                .into_iter()
+                .map(|(position, end)| (position, end + shift)),
+        );
+    }
+
+    /// Keeps the first `sessions` sessions.
+    pub fn truncate(&mut self, sessions: usize) {
+        if sessions >= self.rows.len() {
+            return;
+        }
+        let end = match sessions {
+            0 => PAGE_START.len(),
+            kept => self.rows[kept - 1].1,
+        };
+        self.json.truncate(end);
+        self.rows.truncate(sessions);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The position of session number `index` (0 first).
+    pub fn position(&self, index: usize) -> Option<Position> {
+        self.rows.get(index).map(|(position, _)| *position)
+    }
+
+    /// `{"data":[…]}`.
+    pub fn into_body(mut self) -> Vec<u8> {
+        self.json.extend_from_slice(b"]}");
+        self.json
+    }
+}
+
+impl fmt::Debug for PageRows {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PageRows")
+            .field("sessions", &self.rows.len())
+            .field(
+                "json",
+                &String::from_utf8_lossy(&self.json[PAGE_START.len()..]),
+            )
+            .finish()
+    }
 }
 
 #[derive(Serialize)]
@@ -75,6 +170,15 @@ pub fn next_link(project_key: &str, user_id: &str, kept_pairs: &[&str], cursor: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sessions_shared::read_model::Session;
+
+    fn page_json(sessions: &[Session]) -> Vec<u8> {
+        let mut rows = PageRows::with_capacity(sessions.len());
+        for session in sessions {
+            rows.push(&session.as_ref());
+        }
+        rows.into_body()
+    }
 
     fn seed_session(
         session_id: u64,
@@ -133,6 +237,44 @@ mod tests {
         let json = String::from_utf8(page_json(&[session])).unwrap();
         assert!(json.contains(r#""sessionId":"18446744073709551615""#));
         assert!(json.contains(r#""userId":"a\"b\\c\u0001""#));
+    }
+
+    fn rows_of(sessions: &[Session]) -> PageRows {
+        let mut rows = PageRows::with_capacity(sessions.len());
+        for session in sessions {
+            rows.push(&session.as_ref());
+        }
+        rows
+    }
+
+    #[test]
+    fn appended_and_truncated_rows_are_the_rows_written_at_once() {
+        let sessions: Vec<Session> = (0..5)
+            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
+            .collect();
+        for split in 0..=sessions.len() {
+            let mut joined = rows_of(&sessions[..split]);
+            joined.append(rows_of(&sessions[split..]));
+            assert_eq!(joined, rows_of(&sessions), "split at {split}");
+            for kept in 0..=sessions.len() + 1 {
+                let mut truncated = joined.clone();
+                truncated.truncate(kept);
+                let expected = &sessions[..kept.min(sessions.len())];
+                assert_eq!(truncated, rows_of(expected), "kept {kept}");
+                assert_eq!(truncated.len(), expected.len());
+                assert_eq!(truncated.clone().into_body(), page_json(expected));
+            }
+        }
+        let rows = rows_of(&sessions);
+        assert_eq!(
+            rows.position(4),
+            Some(Position {
+                start_ts: 1_004,
+                session_id: 4
+            })
+        );
+        assert_eq!(rows.position(5), None);
+        assert!(rows_of(&[]).is_empty());
     }
 
     #[test]

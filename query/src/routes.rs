@@ -31,14 +31,14 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::AuthCache;
-use crate::cursor::{CursorKey, CursorScope, Position};
+use crate::cursor::{CursorKey, CursorScope};
 use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_route;
 use crate::params::{
     decode_user_id, match_api_path, parse_job_id, parse_query, ApiPath, SessionsPath,
 };
-use crate::response::{data_json, next_link, page_json};
+use crate::response::{data_json, next_link};
 use crate::sessions::{PageQuery, Pager};
 use crate::users::StatsReader;
 
@@ -280,11 +280,9 @@ async fn user_sessions(
         .map_err(|error| state.clickhouse_failed(&error, "sessions page"))?;
     let next_page = if sessions.len() > page_size {
         sessions.truncate(page_size);
-        let last = sessions.last().expect("limit is at least 1");
-        let position = Position {
-            start_ts: last.start_ts,
-            session_id: last.session_id,
-        };
+        let position = sessions
+            .position(page_size - 1)
+            .expect("limit is at least 1");
         let cursor = state.cursor_key.encode(&scope, position);
         Some(next_link(
             path.project_key,
@@ -295,11 +293,11 @@ async fn user_sessions(
     } else {
         None
     };
-    let mut response = json_response(StatusCode::OK, page_json(&sessions));
+    tracing::debug!(sessions = sessions.len(), "answered");
+    let mut response = json_response(StatusCode::OK, sessions.into_body());
     if let Some(link) = next_page {
         let link = HeaderValue::from_str(&link).map_err(|_| ApiError::Internal)?;
         response.headers_mut().insert(header::LINK, link);
     }
-    tracing::debug!(sessions = sessions.len(), "answered");
     Ok(response)
 }

@@ -52,10 +52,11 @@ use std::time::Instant;
 
 use prometheus::IntCounterVec;
 use sessions_shared::clickhouse::{Query, Store, StoreError};
-use sessions_shared::read_model::{latest_sessions_sql, Session};
+use sessions_shared::read_model::{latest_sessions_sql, SessionRef};
 
 use crate::cursor::Position;
 use crate::heavy_users::{Density, HeavyUsers};
+use crate::response::PageRows;
 
 /// What one page asks for.
 #[derive(Clone, Copy, Debug)]
@@ -224,7 +225,7 @@ pub const SCAN_MAX_ROWS: u64 = 16_384;
 pub async fn fetch_whole_range(
     store: &Store,
     query: &PageQuery<'_>,
-) -> Result<Vec<Session>, StoreError> {
+) -> Result<PageRows, StoreError> {
     run_whole_range(store, query, &whole_range_sql(query)).await
 }
 
@@ -232,15 +233,24 @@ async fn run_whole_range(
     store: &Store,
     query: &PageQuery<'_>,
     sql: &str,
-) -> Result<Vec<Session>, StoreError> {
+) -> Result<PageRows, StoreError> {
     let lower = query.after.map_or(Lower::Start, Lower::After);
     store
         .run(|client| {
-            bind_filter(client.query(sql), query, &lower, None)
-                .bind(query.fetch)
-                .fetch_all::<Session>()
+            let request = bind_filter(client.query(sql), query, &lower, None).bind(query.fetch);
+            decode_page(request, query.fetch as usize)
         })
         .await
+}
+
+/// The sessions `request` answers, written out as they are decoded.
+async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
+    let mut cursor = request.fetch::<SessionRef<'static>>()?;
+    let mut page = PageRows::with_capacity(expected);
+    while let Some(session) = cursor.next().await? {
+        page.push(&session);
+    }
+    Ok(page)
 }
 
 async fn run_window(
@@ -250,12 +260,11 @@ async fn run_window(
     sql: &str,
     end: i64,
     need: usize,
-) -> Result<Vec<Session>, StoreError> {
+) -> Result<PageRows, StoreError> {
     store
         .run(|client| {
-            bind_filter(client.query(sql), query, lower, Some(end))
-                .bind(need as u64)
-                .fetch_all::<Session>()
+            let request = bind_filter(client.query(sql), query, lower, Some(end)).bind(need as u64);
+            decode_page(request, need)
         })
         .await
 }
@@ -315,7 +324,7 @@ impl Pager {
         &self,
         store: &Store,
         query: &PageQuery<'_>,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<PageRows, StoreError> {
         let key = self.heavy.key(query.project_id, query.user_id);
         let density = match self.heavy.get(key, Instant::now()) {
             Some(density) => density,
@@ -334,7 +343,7 @@ impl Pager {
             }
         };
         let wanted = query.fetch as usize;
-        let mut sessions: Vec<Session> = Vec::with_capacity(wanted);
+        let mut sessions = PageRows::with_capacity(wanted);
         let mut lower = query.after.map_or(Lower::Start, Lower::After);
         let guess = match lower {
             Lower::After(after) => Some(after.start_ts),
@@ -349,7 +358,7 @@ impl Pager {
             match run_window(store, query, &lower, &sql, end, wanted).await {
                 Ok(found) => {
                     self.count("guessed_window");
-                    sessions.extend(found);
+                    sessions.append(found);
                     if sessions.len() >= wanted {
                         return Ok(sessions);
                     }
@@ -373,7 +382,7 @@ impl Pager {
         store: &Store,
         query: &PageQuery<'_>,
         mut lower: Lower,
-        sessions: &mut Vec<Session>,
+        sessions: &mut PageRows,
         mut density: Density,
     ) -> Result<Density, StoreError> {
         let wanted = query.fetch as usize;
@@ -398,7 +407,7 @@ impl Pager {
                 break;
             };
             let window = window_sql(query, &lower);
-            sessions.extend(run_window(store, query, &lower, &window, end.start_ts, need).await?);
+            sessions.append(run_window(store, query, &lower, &window, end.start_ts, need).await?);
             self.count("window");
             if end.last {
                 break;

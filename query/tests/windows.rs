@@ -190,11 +190,7 @@ async fn compare_pages(
         if whole.len() <= page_size {
             return pages;
         }
-        let last = &whole[page_size - 1];
-        query.after = Some(Position {
-            start_ts: last.start_ts,
-            session_id: last.session_id,
-        });
+        query.after = whole.position(page_size - 1);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod event;
 pub mod index_set;
 pub mod jobs;
+pub mod json_text;
 pub mod migrations;
 pub mod ops_http;
 pub mod read_model;

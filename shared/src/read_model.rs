@@ -16,26 +16,99 @@
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::clickhouse::Row;
+use crate::json_text;
 
-/// One session as the API returns it (the seed's fourteen fields, in the seed's order).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
-#[serde(rename_all(serialize = "camelCase"))]
-pub struct Session {
-    pub project_id: u32,
+/// Declares the session's fields once, as two types: [`Session`] owns its text, and
+/// [`SessionRef`] borrows it (from a response buffer, as a page is decoded and
+/// written out without copying). Both have the same fields, in the same order, with
+/// the same serde attributes. `$json` is the field's JSON name for the fast writer
+/// (serde's `camelCase` of it: the tests hold the two writers equal). Kinds: `text` is `String` in one, `&str`
+/// in the other; `id` is a `u64` written to JSON as a decimal string; any other kind
+/// is that integer type.
+macro_rules! session_types {
+    ($($(#[$attribute:meta])* $field:ident $json:literal: $kind:tt,)*) => {
+        /// One session as the API returns it (the seed's fourteen fields, in the seed's
+        /// order).
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Row, Serialize, Deserialize)]
+        #[serde(rename_all(serialize = "camelCase"))]
+        pub struct Session {
+            $(
+                $(#[$attribute])*
+                pub $field: session_types!(@owned $kind),
+            )*
+        }
+
+        /// A [`Session`] whose text is borrowed: what a page decodes its rows into.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
+        #[serde(rename_all(serialize = "camelCase"), bound(deserialize = "'de: 'a"))]
+        pub struct SessionRef<'a> {
+            $(
+                $(#[$attribute])*
+                pub $field: session_types!(@borrowed 'a $kind),
+            )*
+        }
+
+        impl Session {
+            /// This session with its text borrowed.
+            pub fn as_ref(&self) -> SessionRef<'_> {
+                SessionRef { $($field: session_types!(@borrow self.$field, $kind),)* }
+            }
+        }
+
+        impl SessionRef<'_> {
+            /// This session with its text copied.
+            pub fn to_owned(&self) -> Session {
+                Session { $($field: session_types!(@own self.$field, $kind),)* }
+            }
+
+            /// Appends the API's JSON object of this session to `out`: the bytes
+            /// `serde_json` writes for it, written faster (`json_text`).
+            pub fn write_json(&self, out: &mut Vec<u8>) {
+                out.push(b'{');
+                $(
+                    out.extend_from_slice(concat!("\"", $json, "\":").as_bytes());
+                    session_types!(@json out, self.$field, $kind);
+                    out.push(b',');
+                )*
+                *out.last_mut().expect("a session has fields") = b'}';
+            }
+        }
+    };
+    (@owned text) => { String };
+    (@owned id) => { u64 };
+    (@owned $kind:ty) => { $kind };
+    (@borrowed $lifetime:lifetime text) => { &$lifetime str };
+    (@borrowed $lifetime:lifetime id) => { u64 };
+    (@borrowed $lifetime:lifetime $kind:ty) => { $kind };
+    (@borrow $value:expr, text) => { $value.as_str() };
+    (@borrow $value:expr, $kind:tt) => { $value };
+    (@own $value:expr, text) => { $value.to_owned() };
+    (@own $value:expr, $kind:tt) => { $value };
+    (@json $out:ident, $value:expr, text) => { json_text::write_string($out, $value) };
+    (@json $out:ident, $value:expr, id) => {{
+        $out.push(b'"');
+        json_text::write_integer($out, $value);
+        $out.push(b'"');
+    }};
+    (@json $out:ident, $value:expr, $kind:tt) => { json_text::write_integer($out, $value) };
+}
+
+session_types! {
+    project_id "projectId": u32,
     #[serde(serialize_with = "decimal_text_for_humans")]
-    pub session_id: u64,
-    pub user_uuid: String,
-    pub user_id: String,
-    pub user_agent: String,
-    pub user_os: String,
-    pub user_browser: String,
-    pub user_device: String,
-    pub user_country: String,
-    pub start_ts: i64,
-    pub duration: u64,
-    pub events_count: u32,
-    pub pages_count: u32,
-    pub errors_count: u32,
+    session_id "sessionId": id,
+    user_uuid "userUuid": text,
+    user_id "userId": text,
+    user_agent "userAgent": text,
+    user_os "userOs": text,
+    user_browser "userBrowser": text,
+    user_device "userDevice": text,
+    user_country "userCountry": text,
+    start_ts "startTs": i64,
+    duration "duration": u64,
+    events_count "eventsCount": u32,
+    pages_count "pagesCount": u32,
+    errors_count "errorsCount": u32,
 }
 
 /// The unsigned 64-bit id as a JSON string (it does not fit a JSON number exactly), and
@@ -257,6 +330,42 @@ mod tests {
         assert_eq!(columns, Session::COLUMNS);
         assert_eq!(Session::COLUMNS.len(), 14);
         assert!(!sql.contains("FINAL"));
+    }
+
+    proptest::prop_compose! {
+        fn any_session()(
+            numbers in proptest::prelude::any::<(u32, u64, i64, u64, u32, u32, u32)>(),
+            text in proptest::prelude::any::<[String; 7]>(),
+        ) -> Session {
+            let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] = text;
+            Session {
+                project_id: numbers.0,
+                session_id: numbers.1,
+                user_uuid,
+                user_id,
+                user_agent,
+                user_os,
+                user_browser,
+                user_device,
+                user_country,
+                start_ts: numbers.2,
+                duration: numbers.3,
+                events_count: numbers.4,
+                pages_count: numbers.5,
+                errors_count: numbers.6,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_json_is_serde_json_byte_for_byte(session in any_session()) {
+            let mut fast = Vec::new();
+            session.as_ref().write_json(&mut fast);
+            proptest::prop_assert_eq!(&fast, &serde_json::to_vec(&session).unwrap());
+            proptest::prop_assert_eq!(&fast, &serde_json::to_vec(&session.as_ref()).unwrap());
+            proptest::prop_assert_eq!(session.as_ref().to_owned(), session);
+        }
     }
 
     #[test]
