@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
-use sessions_shared::read_model::{Session, SessionRecord};
+use sessions_shared::read_model::{latest_sessions_sql, Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 /// Every text field holds its own column name; every number a different value.
@@ -84,6 +84,107 @@ async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
         }
 
         assert_eq!(db.live_sessions().await, vec![session], "{engine}");
+        db.drop_database().await;
+    }
+}
+
+/// The read SQL against its definition on random histories spread over several parts:
+/// per session, the matching row with the highest version wins, and a tombstone
+/// hides the session. Rows move between users and start times, versions are unique
+/// per session (as the worker writes them), rows arrive in any order.
+#[tokio::test]
+async fn the_read_takes_each_sessions_highest_matching_row() {
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    const USERS: [&str; 3] = ["u1", "u2", "u3"];
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "read_model_random")
+            .await
+            .expect(engine);
+        let mut rng = StdRng::seed_from_u64(7);
+        // (row, version, deleted)
+        let mut rows: Vec<(Session, u64, u8)> = Vec::new();
+        for session_id in 1..=150u64 {
+            let mut session = distinctive_session();
+            session.session_id = session_id;
+            let mut versions: Vec<u64> = (1..=12).collect();
+            versions.shuffle(&mut rng);
+            for version in versions.into_iter().take(rng.gen_range(1..=5)) {
+                session.user_id = USERS[rng.gen_range(0..USERS.len())].into();
+                session.start_ts = rng.gen_range(0..4) * 1_000;
+                session.duration = rng.gen_range(0..1_000);
+                rows.push((session.clone(), version, u8::from(rng.gen_bool(0.3))));
+            }
+        }
+        rows.shuffle(&mut rng);
+        for part in rows.chunks(rows.len() / 3 + 1) {
+            let records: Vec<SessionRecord<'_>> = part
+                .iter()
+                .map(|(session, version, deleted)| SessionRecord {
+                    session,
+                    ended: 0,
+                    version: *version,
+                    deleted: *deleted,
+                    updated_at: 1_700_000_000,
+                })
+                .collect();
+            db.insert::<SessionRecord<'_>>("sessions", &records).await;
+        }
+
+        // The definition, in memory: the highest matching row per session, if live.
+        let expected = |matches: &dyn Fn(&Session) -> bool| -> Vec<Session> {
+            let mut winners: std::collections::BTreeMap<u64, &(Session, u64, u8)> =
+                Default::default();
+            for row in rows.iter().filter(|(session, ..)| matches(session)) {
+                let winner = winners.entry(row.0.session_id).or_insert(row);
+                if row.1 > winner.1 {
+                    *winner = row;
+                }
+            }
+            let mut live: Vec<Session> = winners
+                .into_values()
+                .filter(|(_, _, deleted)| *deleted == 0)
+                .map(|(session, ..)| session.clone())
+                .collect();
+            live.sort_by_key(|session| (session.start_ts, session.session_id));
+            live
+        };
+        let read = |filter: String| {
+            let client = db.store.client();
+            async move {
+                client
+                    .query(&latest_sessions_sql(
+                        &filter,
+                        "ORDER BY s_start_ts, session_id",
+                    ))
+                    .fetch_all::<Session>()
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            read("1".into()).await,
+            expected(&|_| true),
+            "{engine}: all rows"
+        );
+        for user in USERS {
+            assert_eq!(
+                read(format!("user_id = '{user}'")).await,
+                expected(&|session| session.user_id == user),
+                "{engine}: user {user}"
+            );
+            assert_eq!(
+                read(format!(
+                    "user_id = '{user}' AND start_ts >= 1000 AND start_ts <= 2000"
+                ))
+                .await,
+                expected(&|session| session.user_id == user
+                    && (1_000..=2_000).contains(&session.start_ts)),
+                "{engine}: user {user}, a range of start_ts"
+            );
+        }
         db.drop_database().await;
     }
 }
