@@ -22,7 +22,10 @@ pub struct UserStats {
     pub last_seen: i64,
 }
 
-/// The statistics query: one pass over the user's rows (their key range).
+/// The statistics query: one pass over the user's rows (their key range). `argMax` per
+/// column rather than the pages' `LIMIT 1 BY` (`read_model::latest_sessions_sql`):
+/// over a heavy user's million rows the sort costs more than the hash table
+/// (BENCHMARKS.md §6).
 pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_ts) AS first_seen, \
      max(s_start_ts + toInt64(s_duration)) AS last_seen \
      FROM (SELECT argMax(start_ts, version) AS s_start_ts, argMax(duration, version) AS s_duration, \
