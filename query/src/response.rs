@@ -172,12 +172,16 @@ mod tests {
     use super::*;
     use sessions_shared::read_model::Session;
 
-    fn page_json(sessions: &[Session]) -> Vec<u8> {
+    fn rows_of(sessions: &[Session]) -> PageRows {
         let mut rows = PageRows::with_capacity(sessions.len());
         for session in sessions {
             rows.push(&session.as_ref());
         }
-        rows.into_body()
+        rows
+    }
+
+    fn page_json(sessions: &[Session]) -> Vec<u8> {
+        rows_of(sessions).into_body()
     }
 
     fn seed_session(
@@ -237,14 +241,6 @@ mod tests {
         let json = String::from_utf8(page_json(&[session])).unwrap();
         assert!(json.contains(r#""sessionId":"18446744073709551615""#));
         assert!(json.contains(r#""userId":"a\"b\\c\u0001""#));
-    }
-
-    fn rows_of(sessions: &[Session]) -> PageRows {
-        let mut rows = PageRows::with_capacity(sessions.len());
-        for session in sessions {
-            rows.push(&session.as_ref());
-        }
-        rows
     }
 
     #[test]

@@ -70,6 +70,13 @@ pub struct PageQuery<'a> {
     pub fetch: u32,
 }
 
+impl PageQuery<'_> {
+    /// Where the page starts: after the cursor's position, or at the beginning.
+    fn start(&self) -> Lower {
+        self.after.map_or(Lower::Start, Lower::After)
+    }
+}
+
 /// Where a window starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Lower {
@@ -200,9 +207,8 @@ pub fn window_sql(query: &PageQuery<'_>, lower: &Lower) -> String {
 /// The whole-range query (no window): what every window must agree with. Kept as the
 /// reference of the tests, and the statement a reader of this module can compare.
 pub fn whole_range_sql(query: &PageQuery<'_>) -> String {
-    let lower = query.after.map_or(Lower::Start, Lower::After);
     latest_sessions_sql(
-        &filter_sql(query, &lower, false),
+        &filter_sql(query, &query.start(), false),
         "ORDER BY s_start_ts, session_id LIMIT ?",
     )
 }
@@ -226,19 +232,32 @@ pub async fn fetch_whole_range(
     store: &Store,
     query: &PageQuery<'_>,
 ) -> Result<PageRows, StoreError> {
-    run_whole_range(store, query, &whole_range_sql(query)).await
+    let sql = whole_range_sql(query);
+    run_page(
+        store,
+        query,
+        &query.start(),
+        None,
+        &sql,
+        query.fetch as usize,
+    )
+    .await
 }
 
-async fn run_whole_range(
+/// Runs `sql`, a page statement over the rows from `lower` (up to `upper`, inclusive,
+/// when given), for its first `limit` live sessions.
+async fn run_page(
     store: &Store,
     query: &PageQuery<'_>,
+    lower: &Lower,
+    upper: Option<i64>,
     sql: &str,
+    limit: usize,
 ) -> Result<PageRows, StoreError> {
-    let lower = query.after.map_or(Lower::Start, Lower::After);
     store
         .run(|client| {
-            let request = bind_filter(client.query(sql), query, &lower, None).bind(query.fetch);
-            decode_page(request, query.fetch as usize)
+            let request = bind_filter(client.query(sql), query, lower, upper).bind(limit as u64);
+            decode_page(request, limit)
         })
         .await
 }
@@ -251,22 +270,6 @@ async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Resu
         page.push(&session);
     }
     Ok(page)
-}
-
-async fn run_window(
-    store: &Store,
-    query: &PageQuery<'_>,
-    lower: &Lower,
-    sql: &str,
-    end: i64,
-    need: usize,
-) -> Result<PageRows, StoreError> {
-    store
-        .run(|client| {
-            let request = bind_filter(client.query(sql), query, lower, Some(end)).bind(need as u64);
-            decode_page(request, need)
-        })
-        .await
 }
 
 /// Whether ClickHouse refused a bounded statement for its size.
@@ -326,11 +329,12 @@ impl Pager {
         query: &PageQuery<'_>,
     ) -> Result<PageRows, StoreError> {
         let key = self.heavy.key(query.project_id, query.user_id);
+        let wanted = query.fetch as usize;
         let density = match self.heavy.get(key, Instant::now()) {
             Some(density) => density,
             None => {
                 let sql = bounded_sql(&whole_range_sql(query), self.scan_max_rows);
-                match run_whole_range(store, query, &sql).await {
+                match run_page(store, query, &query.start(), None, &sql, wanted).await {
                     Err(error) if refused(&error) => {
                         self.count("refused");
                         Density::default()
@@ -342,9 +346,8 @@ impl Pager {
                 }
             }
         };
-        let wanted = query.fetch as usize;
         let mut sessions = PageRows::with_capacity(wanted);
-        let mut lower = query.after.map_or(Lower::Start, Lower::After);
+        let mut lower = query.start();
         let guess = match lower {
             Lower::After(after) => Some(after.start_ts),
             _ => match (query.start_date, density.first_ts) {
@@ -355,7 +358,7 @@ impl Pager {
         .and_then(|lower_ts| density.window_end(lower_ts, wanted * SAMPLE_PER_SESSION));
         if let Some(end) = guess {
             let sql = bounded_sql(&window_sql(query, &lower), self.scan_max_rows);
-            match run_window(store, query, &lower, &sql, end, wanted).await {
+            match run_page(store, query, &lower, Some(end), &sql, wanted).await {
                 Ok(found) => {
                     self.count("guessed_window");
                     sessions.append(found);
@@ -407,7 +410,8 @@ impl Pager {
                 break;
             };
             let window = window_sql(query, &lower);
-            sessions.append(run_window(store, query, &lower, &window, end.start_ts, need).await?);
+            sessions
+                .append(run_page(store, query, &lower, Some(end.start_ts), &window, need).await?);
             self.count("window");
             if end.last {
                 break;

@@ -56,8 +56,9 @@ macro_rules! session_types {
         }
 
         impl SessionRef<'_> {
-            /// This session with its text copied.
-            pub fn to_owned(&self) -> Session {
+            /// This session with its text copied (tests: `as_ref` keeps every field).
+            #[cfg(test)]
+            fn to_owned(self) -> Session {
                 Session { $($field: session_types!(@own self.$field, $kind),)* }
             }
 
