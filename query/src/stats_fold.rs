@@ -229,9 +229,9 @@ impl StatsFold {
     fn retract(&mut self, winner: Winner, replacement: Option<Winner>) {
         self.live -= 1;
         let first_lost = winner.start_ts == self.first_seen
-            && replacement.map_or(true, |new| new.start_ts != self.first_seen);
+            && replacement.is_none_or(|new| new.start_ts != self.first_seen);
         let last_lost = winner.end_ts == self.last_seen
-            && replacement.map_or(true, |new| new.end_ts != self.last_seen);
+            && replacement.is_none_or(|new| new.end_ts != self.last_seen);
         if first_lost || last_lost {
             self.extremes_stale = true;
         }
