@@ -23,6 +23,7 @@ pub mod sessions;
 pub mod settings;
 pub mod stats_fold;
 pub mod users;
+pub mod warm_stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,7 @@ impl QueryService {
                 usize::from(settings.heavy_stats_concurrency),
                 sessions::SCAN_MAX_ROWS,
                 settings.clickhouse.clickhouse_timeout,
+                settings.stats_cache_sessions,
             ),
             metrics,
             deletion_grace: settings.deletion_grace,

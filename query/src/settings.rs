@@ -71,6 +71,17 @@ pub struct Settings {
     /// replica; the others wait up to CLICKHOUSE_TIMEOUT_MS for their turn, then 503.
     #[arg(long = "heavy-stats-concurrency", env = "HEAVY_STATS_CONCURRENCY", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub heavy_stats_concurrency: u16,
+    /// Sessions of heavy users whose statistics this replica keeps warm, over all of
+    /// them (~70 bytes each at worst): a heavy user's first request reads its rows
+    /// once, the next ones only what was written since. 0 keeps none (every request of
+    /// a heavy user reads all its rows). Single server only: on a cluster every
+    /// request reads them.
+    #[arg(
+        long = "stats-cache-sessions",
+        env = "STATS_CACHE_SESSIONS",
+        default_value = "2000000"
+    )]
+    pub stats_cache_sessions: usize,
 }
 
 impl Settings {
@@ -87,6 +98,7 @@ impl Settings {
             deletion_settle: Duration::from_millis(30_000),
             query_threads: 1,
             heavy_stats_concurrency: 2,
+            stats_cache_sessions: 2_000_000,
         }
     }
 }

@@ -81,7 +81,13 @@ pub enum Plan {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
     generation: Option<String>,
+    /// Ranges of parts read whole: their blocks need no reading again.
     ranges: Vec<(i64, i64, u64)>,
+    /// Ranges of parts read but not seen active after the read (a merge or a mutation
+    /// replaced them meanwhile): their rows are in the fold, so a mutation or a gap over
+    /// them starts over as over `ranges`, but they are read again in their successor
+    /// (which then stands for them).
+    unconfirmed: Vec<(i64, i64, u64)>,
 }
 
 impl Coverage {
@@ -106,10 +112,9 @@ impl Coverage {
         next > max
     }
 
-    fn overlapping(&self, min: i64, max: i64) -> impl Iterator<Item = &(i64, i64, u64)> {
-        self.ranges
-            .iter()
-            .filter(move |(lo, hi, _)| *hi >= min && *lo <= max)
+    /// Every range whose rows are in the fold, read whole or not.
+    fn folded(&self) -> impl Iterator<Item = &(i64, i64, u64)> {
+        self.ranges.iter().chain(&self.unconfirmed)
     }
 }
 
@@ -146,30 +151,30 @@ impl StatsFold {
     /// What to read to answer for `listing`.
     pub fn plan(&self, listing: &Listing) -> Plan {
         let coverage = &self.coverage;
-        if coverage.generation.is_none() && coverage.ranges.is_empty() {
+        if coverage.generation.is_none() {
             return Plan::Read(listing.parts.clone());
         }
         if coverage.generation.as_deref() != Some(listing.generation.as_str()) {
             return Plan::StartOver;
         }
         let listed = Coverage {
-            generation: None,
             ranges: listing
                 .parts
                 .iter()
                 .map(|part| (part.min_block, part.max_block, part.data_version))
                 .collect(),
+            ..Coverage::default()
         };
         if coverage
-            .ranges
-            .iter()
+            .folded()
             .any(|(lo, hi, _)| !listed.covers(*lo, *hi))
         {
             return Plan::StartOver;
         }
         let mutated = listing.parts.iter().any(|part| {
             coverage
-                .overlapping(part.min_block, part.max_block)
+                .folded()
+                .filter(|(lo, hi, _)| *hi >= part.min_block && *lo <= part.max_block)
                 .any(|(_, _, read_at)| *read_at < part.data_version)
         });
         if mutated {
@@ -259,15 +264,18 @@ impl StatsFold {
                 after.generation == round.listing.generation && after.parts.contains(part)
             })
         };
-        let read: Vec<ListedPart> = round.to_read.iter().filter(still_active).cloned().collect();
-        let whole = read.len() == round.to_read.len();
-        self.mark_read(&round.listing, &read);
-        whole
+        let (read, unconfirmed): (Vec<ListedPart>, Vec<ListedPart>) = round
+            .to_read
+            .into_iter()
+            .partition(|part| still_active(&part));
+        self.mark_read(&round.listing, &read, &unconfirmed);
+        unconfirmed.is_empty()
     }
 
-    /// Records that `read` of `listing`'s parts were read whole, and that its other
-    /// parts were covered already (`plan` said so, or they are left uncovered).
-    fn mark_read(&mut self, listing: &Listing, read: &[ListedPart]) {
+    /// Records that `read` of `listing`'s parts were read whole and `unconfirmed` read
+    /// but maybe not whole, and that its other parts were covered already (`plan` said
+    /// so) or are left to read.
+    fn mark_read(&mut self, listing: &Listing, read: &[ListedPart], unconfirmed: &[ListedPart]) {
         let coverage = &mut self.coverage;
         // Covered parts stand for the ranges they cover (read at a data version at
         // least theirs: `plan` checked), which keeps the ranges as few as the parts.
@@ -280,9 +288,27 @@ impl StatsFold {
             .collect();
         ranges.sort_unstable();
         ranges.dedup();
+        let read_whole = Coverage {
+            ranges,
+            ..Coverage::default()
+        };
+        // An unconfirmed range stays until parts read whole cover it: their rows hold
+        // its winners (no mutation between, `plan` checked).
+        let unconfirmed = coverage
+            .unconfirmed
+            .iter()
+            .copied()
+            .chain(
+                unconfirmed
+                    .iter()
+                    .map(|part| (part.min_block, part.max_block, part.data_version)),
+            )
+            .filter(|(lo, hi, _)| !read_whole.covers(*lo, *hi))
+            .collect();
         *coverage = Coverage {
             generation: Some(listing.generation.clone()),
-            ranges,
+            unconfirmed,
+            ..read_whole
         };
     }
 

@@ -9,10 +9,11 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use sessions_shared::clickhouse::{Row, Store, StoreError};
+use sessions_shared::clickhouse::{Layout, Row, Store, StoreError};
 use tokio::sync::Semaphore;
 
 use crate::sessions::{bounded_sql, refused};
+use crate::warm_stats::{Warm, WarmStats};
 
 /// A user's statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Deserialize)]
@@ -34,31 +35,47 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
 
 /// Reads users' statistics at a bounded cost per replica. The statement runs first
 /// bounded (`sessions::bounded_sql`): ClickHouse refuses it before reading when the
-/// user's rows exceed the bound. A heavy user's statement then runs whole (its cost
-/// grows with the user: ~0.25 µs of ClickHouse CPU per row), at most
-/// `HEAVY_STATS_CONCURRENCY` at a time on this replica; a request waits for its turn
-/// at most one request bound (`CLICKHOUSE_TIMEOUT_MS`), then fails as a timeout (503).
-/// So clients asking again and again for a bot's statistics cannot take every core of
+/// user's rows exceed the bound. A heavy user's statistics then come from its fold
+/// (`warm_stats`: on one server, the first request reads the user's rows once and the
+/// next ones only the parts written since), or, on a cluster or for a user larger
+/// than the folds' budget, from the statement run whole (its cost grows with the user:
+/// ~0.25 µs of ClickHouse CPU per row). Heavy reads run at most
+/// `HEAVY_STATS_CONCURRENCY` at a time on this replica; a request waits for its turn at
+/// most one request bound (`CLICKHOUSE_TIMEOUT_MS`), then fails as a timeout (503). So
+/// clients asking again and again for a bot's statistics cannot take every core of
 /// ClickHouse from the other users.
 pub struct StatsReader {
     heavy: Semaphore,
     scan_max_rows: u64,
     /// The longest wait for a turn (the service's: one request bound).
     turn_wait: Duration,
+    warm: WarmStats,
 }
 
 impl StatsReader {
-    pub fn new(heavy_concurrency: usize, scan_max_rows: u64, turn_wait: Duration) -> StatsReader {
+    /// A reader keeping folds of at most `warm_budget` sessions (0: none).
+    pub fn new(
+        heavy_concurrency: usize,
+        scan_max_rows: u64,
+        turn_wait: Duration,
+        warm_budget: usize,
+    ) -> StatsReader {
         StatsReader {
             heavy: Semaphore::new(heavy_concurrency.max(1)),
             scan_max_rows,
             turn_wait,
+            warm: WarmStats::new(warm_budget),
         }
     }
 
     /// The limit on heavy statements in flight (tests hold its permits).
     pub fn heavy_limit(&self) -> &Semaphore {
         &self.heavy
+    }
+
+    /// The heavy users' folds.
+    pub fn warm(&self) -> &WarmStats {
+        &self.warm
     }
 
     /// The user's statistics, `None` for a user without a live session.
@@ -68,10 +85,22 @@ impl StatsReader {
         project_id: u32,
         user_id: &str,
     ) -> Result<Option<UserStats>, StoreError> {
-        let bounded = bounded_sql(USER_STATS_SQL, self.scan_max_rows);
-        match run_stats(store, &bounded, project_id, user_id).await {
-            Err(error) if refused(&error) => {}
-            answer => return answer,
+        let warm = self.warm.enabled() && matches!(store.layout(), Layout::SingleNode);
+        if !(warm && self.warm.holds(project_id, user_id)) {
+            let bounded = bounded_sql(USER_STATS_SQL, self.scan_max_rows);
+            match run_stats(store, &bounded, project_id, user_id).await {
+                Err(error) if refused(&error) => {}
+                answer => return answer,
+            }
+        }
+        if warm {
+            let answer = self
+                .warm
+                .answer(store, project_id, user_id, &self.heavy, self.turn_wait)
+                .await?;
+            if let Warm::Answer(stats) = answer {
+                return Ok(stats);
+            }
         }
         let _turn = tokio::time::timeout(self.turn_wait, self.heavy.acquire())
             .await

@@ -133,19 +133,24 @@ async fn user_stats_agree_with_the_sessions_endpoint() {
         let too_long = "x".repeat(257);
         let response = fixture.get(&user_path(&fixture, &too_long)).await;
         assert_eq!(response.status(), 400, "{engine}");
-        // Read as heavy users (every bounded statement refused), the statistics are
-        // the same; a heavy statement waits for its turn one request bound at most.
+        // Read as heavy users (every bounded statement refused), by the statement run
+        // whole or by folds, the statistics are the same; a heavy read waits for its
+        // turn one request bound at most.
         let store = &fixture.db.store;
         let project_id = fixture.project.project_id;
-        let service_reader = StatsReader::new(2, SCAN_MAX_ROWS, store.timeout());
+        let service_reader = StatsReader::new(2, SCAN_MAX_ROWS, store.timeout(), 0);
         let turn_wait = Duration::from_millis(200);
-        let heavy_reader = StatsReader::new(1, 1, turn_wait);
+        let heavy_reader = StatsReader::new(1, 1, turn_wait, 0);
+        let warm_reader = StatsReader::new(1, 1, turn_wait, 1_000);
         for user in ["alice", "bob", "carol", "nobody"] {
-            assert_eq!(
-                heavy_reader.fetch(store, project_id, user).await.unwrap(),
-                service_reader.fetch(store, project_id, user).await.unwrap(),
-                "{engine} {user}"
-            );
+            let expected = service_reader.fetch(store, project_id, user).await.unwrap();
+            for reader in [&heavy_reader, &warm_reader] {
+                assert_eq!(
+                    reader.fetch(store, project_id, user).await.unwrap(),
+                    expected,
+                    "{engine} {user}"
+                );
+            }
         }
         let turn = heavy_reader.heavy_limit().acquire().await.unwrap();
         let waited = heavy_reader.fetch(store, project_id, "alice").await;
@@ -156,9 +161,157 @@ async fn user_stats_agree_with_the_sessions_endpoint() {
         drop(turn);
         let alice_stats = heavy_reader.fetch(store, project_id, "alice").await;
         assert_eq!(alice_stats.unwrap().unwrap().session_count, 3, "{engine}");
+        // A fold with nothing new to read needs no turn; a fold's first read does.
+        let turn = warm_reader.heavy_limit().acquire().await.unwrap();
+        let warm_alice = warm_reader.fetch(store, project_id, "alice").await;
+        assert_eq!(warm_alice.unwrap().unwrap().session_count, 3, "{engine}");
+        drop(turn);
+        let cold_reader = StatsReader::new(1, 1, turn_wait, 1_000);
+        let _turn = cold_reader.heavy_limit().acquire().await.unwrap();
+        let waited = cold_reader.fetch(store, project_id, "alice").await;
+        assert!(
+            matches!(waited, Err(StoreError::Timeout(wait)) if wait == turn_wait),
+            "{engine}: {waited:?}"
+        );
         fixture.finish().await;
     })
     .await;
+}
+
+/// Waits until no mutation of the fixture's database is unfinished.
+async fn wait_for_mutations(fixture: &Fixture) {
+    let store = &fixture.db.store;
+    for _ in 0..600 {
+        let unfinished: u64 = store
+            .client()
+            .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
+            .bind(store.database())
+            .fetch_one()
+            .await
+            .unwrap();
+        if unfinished == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mutations did not finish");
+}
+
+/// A heavy user's statistics kept as a fold (`warm_stats`) answer as the statement
+/// does while the table takes inserts (new sessions, later versions, moves in and out),
+/// merges and deletions; a merge costs the fold no read, an insert only its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
+    on_every_engine("warm_stats", |engine, target, label| async move {
+        let fixture = Fixture::new(engine, &target, label).await;
+        let store = &fixture.db.store;
+        let project = fixture.project.project_id;
+        let statement = StatsReader::new(1, u64::MAX, store.timeout(), 0);
+        let warm = StatsReader::new(1, 1, store.timeout(), 10_000);
+        // Background merges stopped until the merge below: which parts the fold reads
+        // is then what the test says (a merge of a read part with one not yet read is
+        // read whole: the fold cannot tell their rows apart).
+        let merges = |verb: &'static str| async move {
+            let sql = format!("SYSTEM {verb} MERGES {}.sessions", store.database());
+            store.client().query(&sql).execute().await.unwrap();
+        };
+        merges("STOP").await;
+        let base = 7_302_000_000_000_000u64;
+        let heavy = |i: u64| {
+            let mut row = session(project, "heavy", base + i, 1_000 * i as i64);
+            row.duration = i * 3;
+            row
+        };
+        // Three parts of 200 sessions each.
+        for part in 0..3u64 {
+            let rows: Vec<Session> = (part * 200..(part + 1) * 200).map(heavy).collect();
+            fixture.insert_live(&rows, 1).await;
+        }
+        let check = |step: &'static str| {
+            let (statement, warm) = (&statement, &warm);
+            async move {
+                let expected = statement.fetch(store, project, "heavy").await.unwrap();
+                let folded = warm.fetch(store, project, "heavy").await.unwrap();
+                assert_eq!(folded, expected, "{engine}: {step}");
+                folded
+            }
+        };
+        let first = check("three inserts").await.unwrap();
+        assert_eq!(
+            (first.session_count, first.first_seen),
+            (600, 0),
+            "{engine}"
+        );
+        assert_eq!(warm.warm().rows_folded(), 600, "{engine}");
+        assert!(warm.warm().holds(project, "heavy"), "{engine}");
+        check("again, nothing new").await;
+        assert_eq!(
+            warm.warm().rows_folded(),
+            600,
+            "{engine}: nothing read again"
+        );
+
+        // Later versions (the last session grows), a session moved to another start, the
+        // first session moved to another user, and a session arriving from one.
+        let mut grown = heavy(599);
+        grown.duration = 1_000_000;
+        fixture.insert_live(&[grown], 5).await;
+        move_session(&fixture, &heavy(0), &session(project, "other", base, 0), 3).await;
+        move_session(&fixture, &heavy(10), &heavy_at(heavy(10), 650_000), 4).await;
+        let arrived = heavy_at(session(project, "heavy", base + 900, 0), 5);
+        move_session(
+            &fixture,
+            &session(project, "other", base + 900, 5),
+            &arrived,
+            2,
+        )
+        .await;
+        let after = check("versions and moves").await.unwrap();
+        assert_eq!(after.session_count, 600, "{engine}: one left, one arrived");
+        assert_eq!(after.first_seen, 5, "{engine}");
+        assert_eq!(after.last_seen, 599_000 + 1_000_000, "{engine}");
+        let read = warm.warm().rows_folded();
+        assert!(
+            read < 620,
+            "{engine}: only new parts read ({read} rows in all)"
+        );
+
+        // A merge of everything: covered, nothing read.
+        merges("START").await;
+        store
+            .client()
+            .query("OPTIMIZE TABLE sessions FINAL")
+            .execute()
+            .await
+            .unwrap();
+        check("merged").await;
+        assert_eq!(
+            warm.warm().rows_folded(),
+            read,
+            "{engine}: a merge is not read again"
+        );
+
+        // A deletion (a mutation): the fold starts over and loses the deleted sessions.
+        store
+            .client()
+            .query("ALTER TABLE sessions DELETE WHERE session_id % 7 = 0")
+            .execute()
+            .await
+            .unwrap();
+        wait_for_mutations(&fixture).await;
+        let deleted = check("after a deletion").await.unwrap();
+        assert!(deleted.session_count < 600, "{engine}: {deleted:?}");
+        fixture.insert_live(&[heavy(1_000)], 1).await;
+        check("an insert after the deletion").await;
+        fixture.finish().await;
+    })
+    .await;
+}
+
+/// `session` with another start.
+fn heavy_at(mut session: Session, start_ts: i64) -> Session {
+    session.start_ts = start_ts;
+    session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

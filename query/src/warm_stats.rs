@@ -1,0 +1,308 @@
+//! Heavy users' statistics kept warm on a replica: a [`StatsFold`] per user, refreshed
+//! on every request by reading only the parts written since (`stats_fold` says why that
+//! is exact), so that asking again for a million-session user costs one listing of the
+//! table's parts and the user's rows in new parts, not a pass over all of its rows.
+//!
+//! Contract: single-server mode only (on a cluster a user's parts live on two replicas
+//! that a request cannot pin; `users` reads those with the statement). Answers are the
+//! statement's (`users::USER_STATS_SQL`) as of the listing the last round began with.
+//! Memory is bounded: at most `budget` sessions held over all users (a session ~70 bytes
+//! at worst), the least recently asked for forgotten first, a user asked for nothing in
+//! `TTL` forgotten, and a user larger than the whole budget is not kept (its fold is
+//! dropped as soon as it outgrows it, and the statement answers). Reads of rows run one
+//! heavy turn at a time (`users::StatsReader`'s limit). Users are held under a keyed
+//! hash: nothing here names a user; session ids of a deleted user go at its next
+//! request (the deletion's mutation starts the fold over) or with the TTL.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sessions_shared::clickhouse::{bounded_by, Row, Store, StoreError};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+
+use crate::stats_fold::{FoldRow, ListedPart, Listing, StatsFold};
+use crate::users::UserStats;
+
+/// How long a user's fold is kept without being asked for.
+pub const TTL: Duration = Duration::from_secs(600);
+/// Rounds of one answer (each more than the first needs a merge that raced its reads).
+const ROUNDS: usize = 4;
+
+/// The active parts of `sessions`, each with the table's generation.
+const PARTS_SQL: &str = "SELECT name, min_block_number, max_block_number, data_version, \
+     ifNull((SELECT toString(metadata_modification_time) FROM system.tables \
+      WHERE database = ? AND name = 'sessions'), '') AS generation \
+     FROM system.parts WHERE database = ? AND table = 'sessions' AND active";
+
+#[derive(Row, Deserialize)]
+struct PartRow {
+    name: String,
+    min_block: i64,
+    max_block: i64,
+    data_version: u64,
+    generation: String,
+}
+
+/// The user's rows in some parts (the `_part` condition picks parts before reading).
+fn rows_sql(parts: usize) -> String {
+    let names = vec!["?"; parts].join(", ");
+    format!(
+        "SELECT session_id, version, deleted, start_ts, duration FROM sessions \
+         WHERE project_id = ? AND user_id = ? AND _part IN ({names})"
+    )
+}
+
+struct Held {
+    fold: Arc<AsyncMutex<StatsFold>>,
+    used: Instant,
+    sessions: usize,
+}
+
+/// Heavy users' folds on this replica.
+pub struct WarmStats {
+    hasher: std::collections::hash_map::RandomState,
+    held: Mutex<HashMap<u64, Held>>,
+    budget: usize,
+    ttl: Duration,
+    /// Rows folded since the start (how much the folds cost ClickHouse).
+    rows_folded: AtomicU64,
+}
+
+/// What the warm path made of a request.
+pub enum Warm {
+    /// The statistics (`None`: no live session).
+    Answer(Option<UserStats>),
+    /// The user is larger than the budget: ask the statement.
+    TooLarge,
+}
+
+impl WarmStats {
+    /// Folds of at most `budget` sessions in all (0: none is ever kept).
+    pub fn new(budget: usize) -> WarmStats {
+        WarmStats::with_ttl(budget, TTL)
+    }
+
+    pub fn with_ttl(budget: usize, ttl: Duration) -> WarmStats {
+        WarmStats {
+            hasher: Default::default(),
+            held: Mutex::new(HashMap::new()),
+            budget,
+            ttl,
+            rows_folded: AtomicU64::new(0),
+        }
+    }
+
+    /// Rows folded since the start.
+    pub fn rows_folded(&self) -> u64 {
+        self.rows_folded.load(Ordering::Relaxed)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.budget > 0
+    }
+
+    fn key(&self, project_id: u32, user_id: &str) -> u64 {
+        self.hasher.hash_one((project_id, user_id))
+    }
+
+    /// Whether a fold of this user is held (it is known to be heavy).
+    pub fn holds(&self, project_id: u32, user_id: &str) -> bool {
+        let key = self.key(project_id, user_id);
+        let mut held = self.held.lock().expect("warm stats lock");
+        self.forget_idle(&mut held, Instant::now());
+        held.contains_key(&key)
+    }
+
+    /// Sessions held over all users.
+    pub fn sessions(&self) -> usize {
+        let held = self.held.lock().expect("warm stats lock");
+        held.values().map(|held| held.sessions).sum()
+    }
+
+    fn forget_idle(&self, held: &mut HashMap<u64, Held>, now: Instant) {
+        held.retain(|_, held| now.saturating_duration_since(held.used) < self.ttl);
+    }
+
+    /// The user's statistics from its fold (made on first use), reading rows in turns
+    /// of `turns`, each waited for at most `turn_wait`.
+    pub async fn answer(
+        &self,
+        store: &Store,
+        project_id: u32,
+        user_id: &str,
+        turns: &Semaphore,
+        turn_wait: Duration,
+    ) -> Result<Warm, StoreError> {
+        let key = self.key(project_id, user_id);
+        let fold = {
+            let mut held = self.held.lock().expect("warm stats lock");
+            let entry = held.entry(key).or_insert_with(|| Held {
+                fold: Arc::default(),
+                used: Instant::now(),
+                sessions: 0,
+            });
+            entry.used = Instant::now();
+            Arc::clone(&entry.fold)
+        };
+        let mut fold = fold.lock().await;
+        let answer = match self
+            .refresh(&mut fold, store, project_id, user_id, turns, turn_wait)
+            .await
+        {
+            Ok(Warm::Answer(_)) if fold.sessions() > self.budget => Ok(Warm::TooLarge),
+            answer => answer,
+        };
+        let kept = matches!(answer, Ok(Warm::Answer(_)));
+        if !kept {
+            // Too large, or a failure left rows in the fold that no round accounts for
+            // (a request waiting on this fold must not build on them): start over.
+            fold.start_over();
+        }
+        let sessions = fold.sessions();
+        drop(fold);
+        let mut held = self.held.lock().expect("warm stats lock");
+        if kept {
+            if let Some(entry) = held.get_mut(&key) {
+                entry.sessions = sessions;
+                entry.used = Instant::now();
+            }
+            self.keep_within_budget(&mut held, key);
+        } else {
+            held.remove(&key);
+        }
+        answer
+    }
+
+    /// Forgets the least recently used folds but `keep` until all fit the budget.
+    fn keep_within_budget(&self, held: &mut HashMap<u64, Held>, keep: u64) {
+        self.forget_idle(held, Instant::now());
+        let mut total: usize = held.values().map(|held| held.sessions).sum();
+        while total > self.budget {
+            let oldest = held
+                .iter()
+                .filter(|(key, _)| **key != keep)
+                .min_by_key(|(_, held)| held.used)
+                .map(|(key, held)| (*key, held.sessions));
+            let Some((oldest, sessions)) = oldest else {
+                break;
+            };
+            held.remove(&oldest);
+            total -= sessions;
+        }
+    }
+
+    async fn refresh(
+        &self,
+        fold: &mut StatsFold,
+        store: &Store,
+        project_id: u32,
+        user_id: &str,
+        turns: &Semaphore,
+        turn_wait: Duration,
+    ) -> Result<Warm, StoreError> {
+        let mut listing = list_parts(store).await?;
+        for _ in 0..ROUNDS {
+            let round = fold.begin(listing);
+            if round.to_read.is_empty() {
+                fold.end(round, None);
+                return Ok(Warm::Answer(fold.stats().map(UserStats::from)));
+            }
+            let _turn = tokio::time::timeout(turn_wait, turns.acquire())
+                .await
+                .map_err(|_| StoreError::Timeout(turn_wait))?
+                .expect("the limit is never closed");
+            let read = read_rows(
+                store,
+                fold,
+                project_id,
+                user_id,
+                &round.to_read,
+                self.budget,
+            );
+            let (rows, whole) = read.await?;
+            self.rows_folded.fetch_add(rows, Ordering::Relaxed);
+            if !whole {
+                return Ok(Warm::TooLarge);
+            }
+            listing = list_parts(store).await?;
+            if fold.end(round, Some(&listing)) {
+                return Ok(Warm::Answer(fold.stats().map(UserStats::from)));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the sessions table's parts kept merging under {ROUNDS} reads of a user's statistics"
+        )))
+    }
+}
+
+async fn list_parts(store: &Store) -> Result<Listing, StoreError> {
+    let database = store.database();
+    let rows: Vec<PartRow> = store
+        .run(|client| {
+            client
+                .query(PARTS_SQL)
+                .bind(database)
+                .bind(database)
+                .fetch_all()
+        })
+        .await?;
+    Ok(Listing {
+        generation: rows
+            .first()
+            .map(|row| row.generation.clone())
+            .unwrap_or_default(),
+        parts: rows
+            .into_iter()
+            .map(|row| ListedPart {
+                name: row.name,
+                min_block: row.min_block,
+                max_block: row.max_block,
+                data_version: row.data_version,
+            })
+            .collect(),
+    })
+}
+
+/// Folds the user's rows of `parts`: how many, and false if it stopped because the fold
+/// outgrew `budget`.
+async fn read_rows(
+    store: &Store,
+    fold: &mut StatsFold,
+    project_id: u32,
+    user_id: &str,
+    parts: &[ListedPart],
+    budget: usize,
+) -> Result<(u64, bool), StoreError> {
+    let sql = rows_sql(parts.len());
+    let mut query = store.client().query(&sql).bind(project_id).bind(user_id);
+    for part in parts {
+        query = query.bind(part.name.as_str());
+    }
+    bounded_by(store.timeout(), async {
+        let mut cursor = query.fetch::<FoldRow>()?;
+        let mut rows = 0;
+        while let Some(row) = cursor.next().await? {
+            fold.fold(&row);
+            rows += 1;
+            if fold.sessions() > budget {
+                return Ok((rows, false));
+            }
+        }
+        Ok((rows, true))
+    })
+    .await
+}
+
+impl From<crate::stats_fold::Stats> for UserStats {
+    fn from((session_count, first_seen, last_seen): crate::stats_fold::Stats) -> Self {
+        UserStats {
+            session_count,
+            first_seen,
+            last_seen,
+        }
+    }
+}
