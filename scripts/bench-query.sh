@@ -24,7 +24,8 @@
 #      pages, then the default page) and a page with start_date near its end, each
 #      by wrk at c=1; all beside the 100-session user's first page in the same run.
 #   5. User statistics (issue 11): the heavy user's and the 100-session user's, at
-#      c=1, service and the same SQL straight to ClickHouse.
+#      c=1, service and the same SQL straight to ClickHouse; the time of each user's
+#      first request (the heavy user's fold reads all its rows then).
 #
 # Needs ClickHouse up (scripts/services.sh start clickhouse) and wrk (apt-get
 # install wrk). Builds the release binaries first unless BENCH_NO_BUILD=1.
@@ -392,7 +393,10 @@ project, user = sys.argv[1], sys.argv[2].replace("\\", "\\\\").replace("'", "\\'
 print(sql.replace("?", project, 1).replace("?", f"'{user}'", 1))
 PY
 )
-    say "$label: $(curl -sf -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")"
+    # The first request of a heavy user reads all its rows into the replica's fold
+    # (query/src/warm_stats.rs); wrk's runs then measure the folds kept warm.
+    first=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")
+    say "$label: $(curl -sf -H "Authorization: $API_KEY" "$API/$(urlencode "$user")") (first request: ${first} s)"
     stats_runs+=("$(wrk_run "$label" service 1 "$API/$(urlencode "$user")" "Authorization: $API_KEY")")
     stats_runs+=("$(wrk_run "$label" clickhouse 1 "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE&default_format=RowBinary&query=$(urlencode "$stats_sql")")")
 done

@@ -73,6 +73,10 @@ impl QueryService {
                 sessions::SCAN_MAX_ROWS,
                 settings.clickhouse.clickhouse_timeout,
                 settings.stats_cache_sessions,
+            )
+            .counting_in(
+                metrics.stats_fold_rows.clone(),
+                metrics.stats_fold_sessions.clone(),
             ),
             metrics,
             deletion_grace: settings.deletion_grace,

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use sessions_shared::clickhouse::StoreError;
 use warp::http::StatusCode;
 
@@ -51,6 +53,10 @@ pub struct Metrics {
     pub job_attempts: IntCounterVec,
     /// ClickHouse statements run for pages, by kind.
     pub page_statements: IntCounterVec,
+    /// Heavy users' rows read into this replica's statistics folds.
+    pub stats_fold_rows: IntCounter,
+    /// Sessions held in this replica's statistics folds.
+    pub stats_fold_sessions: IntGauge,
 }
 
 impl Metrics {
@@ -94,6 +100,16 @@ impl Metrics {
             "kind",
             PAGE_STATEMENTS,
         )?;
+        let stats_fold_rows = IntCounter::new(
+            "query_stats_fold_rows_total",
+            "Heavy users' rows read into this replica's statistics folds (a user's first request reads all of them, later ones only rows in parts not read yet)",
+        )?;
+        let stats_fold_sessions = IntGauge::new(
+            "query_stats_fold_sessions",
+            "Sessions held in this replica's statistics folds (at most STATS_CACHE_SESSIONS, plus folds being read)",
+        )?;
+        registry.register(Box::new(stats_fold_rows.clone()))?;
+        registry.register(Box::new(stats_fold_sessions.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(job_attempts.clone()))?;
         registry.register(Box::new(page_statements.clone()))?;
@@ -107,6 +123,8 @@ impl Metrics {
             auth_refresh_failures,
             job_attempts,
             page_statements,
+            stats_fold_rows,
+            stats_fold_sessions,
         })
     }
 

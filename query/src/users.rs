@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use sessions_shared::clickhouse::{Layout, Row, Store, StoreError};
 use tokio::sync::Semaphore;
@@ -65,6 +66,14 @@ impl StatsReader {
             scan_max_rows,
             turn_wait,
             warm: WarmStats::new(warm_budget),
+        }
+    }
+
+    /// Counts the folds' rows and sessions in these metrics.
+    pub fn counting_in(self, rows_folded: IntCounter, sessions_held: IntGauge) -> StatsReader {
+        StatsReader {
+            warm: self.warm.counting_in(rows_folded, sessions_held),
+            ..self
         }
     }
 

@@ -9,17 +9,17 @@
 //! Memory is bounded: at most `budget` sessions held over all users (a session ~70 bytes
 //! at worst), the least recently asked for forgotten first, a user asked for nothing in
 //! `TTL` forgotten, and a user larger than the whole budget is not kept (its fold is
-//! dropped as soon as it outgrows it, and the statement answers). Reads of rows run one
+//! dropped as soon as it outgrows it, and the statement answers it for the next `TTL`). Reads of rows run one
 //! heavy turn at a time (`users::StatsReader`'s limit). Users are held under a keyed
 //! hash: nothing here names a user; session ids of a deleted user go at its next
 //! request (the deletion's mutation starts the fold over) or with the TTL.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use sessions_shared::clickhouse::{bounded_by, Row, Store, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
@@ -29,6 +29,8 @@ use crate::users::UserStats;
 
 /// How long a user's fold is kept without being asked for.
 pub const TTL: Duration = Duration::from_secs(600);
+/// Users remembered as larger than the budget, at most.
+const TOO_LARGE_CAPACITY: usize = 10_000;
 /// Rounds of one answer (each more than the first needs a merge that raced its reads).
 const ROUNDS: usize = 4;
 
@@ -68,8 +70,13 @@ pub struct WarmStats {
     held: Mutex<HashMap<u64, Held>>,
     budget: usize,
     ttl: Duration,
-    /// Rows folded since the start (how much the folds cost ClickHouse).
-    rows_folded: AtomicU64,
+    /// Users found larger than the budget, with when: the statement answers them
+    /// until the TTL has passed (at most `TOO_LARGE_CAPACITY` remembered).
+    too_large: Mutex<HashMap<u64, Instant>>,
+    /// Rows folded (how much the folds cost ClickHouse).
+    rows_folded: IntCounter,
+    /// Sessions held.
+    sessions_held: IntGauge,
 }
 
 /// What the warm path made of a request.
@@ -92,13 +99,42 @@ impl WarmStats {
             held: Mutex::new(HashMap::new()),
             budget,
             ttl,
-            rows_folded: AtomicU64::new(0),
+            too_large: Mutex::default(),
+            rows_folded: IntCounter::new("rows_folded", "unregistered").expect("valid"),
+            sessions_held: IntGauge::new("sessions_held", "unregistered").expect("valid"),
+        }
+    }
+
+    /// Counts rows folded and sessions held in these metrics.
+    pub fn counting_in(self, rows_folded: IntCounter, sessions_held: IntGauge) -> WarmStats {
+        WarmStats {
+            rows_folded,
+            sessions_held,
+            ..self
         }
     }
 
     /// Rows folded since the start.
     pub fn rows_folded(&self) -> u64 {
-        self.rows_folded.load(Ordering::Relaxed)
+        self.rows_folded.get()
+    }
+
+    /// Whether the user was found larger than the budget within the TTL.
+    fn too_large(&self, key: u64, now: Instant) -> bool {
+        let too_large = self.too_large.lock().expect("warm stats lock");
+        too_large
+            .get(&key)
+            .is_some_and(|found| now.saturating_duration_since(*found) < self.ttl)
+    }
+
+    fn remember_too_large(&self, key: u64, now: Instant) {
+        let mut too_large = self.too_large.lock().expect("warm stats lock");
+        if too_large.len() >= TOO_LARGE_CAPACITY {
+            too_large.retain(|_, found| now.saturating_duration_since(*found) < self.ttl);
+        }
+        if too_large.len() < TOO_LARGE_CAPACITY {
+            too_large.insert(key, now);
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -138,6 +174,9 @@ impl WarmStats {
         turn_wait: Duration,
     ) -> Result<Warm, StoreError> {
         let key = self.key(project_id, user_id);
+        if self.too_large(key, Instant::now()) {
+            return Ok(Warm::TooLarge);
+        }
         let fold = {
             let mut held = self.held.lock().expect("warm stats lock");
             let entry = held.entry(key).or_insert_with(|| Held {
@@ -173,6 +212,12 @@ impl WarmStats {
             self.keep_within_budget(&mut held, key);
         } else {
             held.remove(&key);
+        }
+        self.sessions_held
+            .set(held.values().map(|held| held.sessions as i64).sum());
+        drop(held);
+        if matches!(answer, Ok(Warm::TooLarge)) {
+            self.remember_too_large(key, Instant::now());
         }
         answer
     }
@@ -224,7 +269,7 @@ impl WarmStats {
                 self.budget,
             );
             let (rows, whole) = read.await?;
-            self.rows_folded.fetch_add(rows, Ordering::Relaxed);
+            self.rows_folded.inc_by(rows);
             if !whole {
                 return Ok(Warm::TooLarge);
             }
@@ -304,5 +349,67 @@ impl From<crate::stats_fold::Stats> for UserStats {
             first_seen,
             last_seen,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(warm: &WarmStats, key: u64, sessions: usize, used: Instant) {
+        let mut held = warm.held.lock().unwrap();
+        held.insert(
+            key,
+            Held {
+                fold: Arc::default(),
+                used,
+                sessions,
+            },
+        );
+    }
+
+    fn keys(warm: &WarmStats) -> Vec<u64> {
+        let mut keys: Vec<u64> = warm.held.lock().unwrap().keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn the_least_recently_asked_go_first_but_never_the_one_just_answered() {
+        let warm = WarmStats::with_ttl(12, Duration::from_secs(60));
+        let t0 = Instant::now();
+        hold(&warm, 1, 5, t0);
+        hold(&warm, 2, 5, t0 + Duration::from_secs(1));
+        hold(&warm, 3, 5, t0 + Duration::from_secs(2));
+        warm.keep_within_budget(&mut warm.held.lock().unwrap(), 1);
+        assert_eq!(keys(&warm), vec![1, 3], "2 was the least recent but 1");
+        hold(&warm, 4, 20, t0 + Duration::from_secs(3));
+        warm.keep_within_budget(&mut warm.held.lock().unwrap(), 4);
+        assert_eq!(keys(&warm), vec![4], "alone over the budget: the others go");
+        assert_eq!(warm.sessions(), 20);
+    }
+
+    #[test]
+    fn idle_users_and_users_too_large_are_forgotten_after_the_ttl() {
+        let ttl = Duration::from_secs(1);
+        let warm = WarmStats::with_ttl(100, ttl);
+        let long_ago = Instant::now() - 2 * ttl;
+        hold(&warm, warm.key(1, "idle"), 5, long_ago);
+        hold(&warm, warm.key(1, "recent"), 5, Instant::now());
+        assert!(!warm.holds(1, "idle"));
+        assert!(warm.holds(1, "recent"));
+        assert!(!warm.holds(2, "recent"), "the project is part of the key");
+        let now = Instant::now();
+        warm.remember_too_large(7, now);
+        assert!(warm.too_large(7, now + ttl / 2));
+        assert!(!warm.too_large(7, now + ttl));
+        assert!(!warm.too_large(8, now));
+    }
+
+    #[test]
+    fn the_rows_statement_names_one_placeholder_per_part() {
+        let sql = rows_sql(3);
+        assert!(sql.ends_with("_part IN (?, ?, ?)"), "{sql}");
+        assert_eq!(sql.matches('?').count(), 5, "project, user and three parts");
     }
 }
