@@ -50,13 +50,15 @@ struct PartRow {
 }
 
 /// The user's rows in some parts (the `_part` condition picks parts before reading).
-fn rows_sql(parts: usize) -> String {
+fn rows_sql(columns: &str, parts: usize) -> String {
     let names = vec!["?"; parts].join(", ");
     format!(
-        "SELECT session_id, version, deleted, start_ts, duration FROM sessions \
+        "SELECT {columns} FROM sessions \
          WHERE project_id = ? AND user_id = ? AND _part IN ({names})"
     )
 }
+
+const FOLD_COLUMNS: &str = "session_id, version, deleted, start_ts, duration";
 
 struct Held {
     fold: Arc<AsyncMutex<StatsFold>>,
@@ -260,6 +262,10 @@ impl WarmStats {
                 .await
                 .map_err(|_| StoreError::Timeout(turn_wait))?
                 .expect("the limit is never closed");
+            if fold.sessions() == 0 {
+                let rows = count_rows(store, project_id, user_id, &round.to_read).await?;
+                fold.reserve(rows.min(self.budget as u64 + 1) as usize);
+            }
             let read = read_rows(
                 store,
                 fold,
@@ -312,6 +318,25 @@ async fn list_parts(store: &Store) -> Result<Listing, StoreError> {
     })
 }
 
+/// How many of the user's rows `parts` hold (~25 ms for a million on 18.16).
+async fn count_rows(
+    store: &Store,
+    project_id: u32,
+    user_id: &str,
+    parts: &[ListedPart],
+) -> Result<u64, StoreError> {
+    let sql = rows_sql("count()", parts.len());
+    store
+        .run(|client| {
+            let mut query = client.query(&sql).bind(project_id).bind(user_id);
+            for part in parts {
+                query = query.bind(part.name.as_str());
+            }
+            query.fetch_one::<u64>()
+        })
+        .await
+}
+
 /// Folds the user's rows of `parts`: how many, and false if it stopped because the fold
 /// outgrew `budget`.
 async fn read_rows(
@@ -322,7 +347,7 @@ async fn read_rows(
     parts: &[ListedPart],
     budget: usize,
 ) -> Result<(u64, bool), StoreError> {
-    let sql = rows_sql(parts.len());
+    let sql = rows_sql(FOLD_COLUMNS, parts.len());
     let mut query = store.client().query(&sql).bind(project_id).bind(user_id);
     for part in parts {
         query = query.bind(part.name.as_str());
@@ -408,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_rows_statement_names_one_placeholder_per_part() {
-        let sql = rows_sql(3);
+        let sql = rows_sql(FOLD_COLUMNS, 3);
         assert!(sql.ends_with("_part IN (?, ?, ?)"), "{sql}");
         assert_eq!(sql.matches('?').count(), 5, "project, user and three parts");
     }
