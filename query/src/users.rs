@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use sessions_shared::clickhouse::{Layout, Row, Store, StoreError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::sessions::{bounded_sql, refused};
 use crate::warm_stats::{Warm, WarmStats};
@@ -46,11 +46,26 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
 /// clients asking again and again for a bot's statistics cannot take every core of
 /// ClickHouse from the other users.
 pub struct StatsReader {
-    heavy: Semaphore,
+    heavy: HeavyTurns,
     scan_max_rows: u64,
-    /// The longest wait for a turn (the service's: one request bound).
-    turn_wait: Duration,
     warm: WarmStats,
+}
+
+/// Turns for reads of heavy users' rows: a few at a time, each waited for at most
+/// `wait` (the service's: one request bound).
+pub struct HeavyTurns {
+    limit: Semaphore,
+    wait: Duration,
+}
+
+impl HeavyTurns {
+    /// Waits for a turn; a timeout (503) past `wait`.
+    pub async fn take(&self) -> Result<SemaphorePermit<'_>, StoreError> {
+        let turn = tokio::time::timeout(self.wait, self.limit.acquire())
+            .await
+            .map_err(|_| StoreError::Timeout(self.wait))?;
+        Ok(turn.expect("the limit is never closed"))
+    }
 }
 
 impl StatsReader {
@@ -62,9 +77,11 @@ impl StatsReader {
         warm_budget: usize,
     ) -> StatsReader {
         StatsReader {
-            heavy: Semaphore::new(heavy_concurrency.max(1)),
+            heavy: HeavyTurns {
+                limit: Semaphore::new(heavy_concurrency.max(1)),
+                wait: turn_wait,
+            },
             scan_max_rows,
-            turn_wait,
             warm: WarmStats::new(warm_budget),
         }
     }
@@ -79,7 +96,7 @@ impl StatsReader {
 
     /// The limit on heavy statements in flight (tests hold its permits).
     pub fn heavy_limit(&self) -> &Semaphore {
-        &self.heavy
+        &self.heavy.limit
     }
 
     /// The heavy users' folds.
@@ -105,16 +122,13 @@ impl StatsReader {
         if warm {
             let answer = self
                 .warm
-                .answer(store, project_id, user_id, &self.heavy, self.turn_wait)
+                .answer(store, project_id, user_id, &self.heavy)
                 .await?;
             if let Warm::Answer(stats) = answer {
                 return Ok(stats);
             }
         }
-        let _turn = tokio::time::timeout(self.turn_wait, self.heavy.acquire())
-            .await
-            .map_err(|_| StoreError::Timeout(self.turn_wait))?
-            .expect("the limit is never closed");
+        let _turn = self.heavy.take().await?;
         run_stats(store, USER_STATS_SQL, project_id, user_id).await
     }
 }

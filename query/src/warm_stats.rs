@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 use sessions_shared::clickhouse::{bounded_by, Row, Store, StoreError};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::sync::Mutex as AsyncMutex;
 
 use crate::stats_fold::{FoldRow, ListedPart, Listing, StatsFold};
-use crate::users::UserStats;
+use crate::users::{HeavyTurns, UserStats};
 
 /// How long a user's fold is kept without being asked for.
 pub const TTL: Duration = Duration::from_secs(600);
@@ -165,15 +165,14 @@ impl WarmStats {
         held.retain(|_, held| now.saturating_duration_since(held.used) < self.ttl);
     }
 
-    /// The user's statistics from its fold (made on first use), reading rows in turns
-    /// of `turns`, each waited for at most `turn_wait`.
+    /// The user's statistics from its fold (made on first use), reading rows in
+    /// `turns`.
     pub async fn answer(
         &self,
         store: &Store,
         project_id: u32,
         user_id: &str,
-        turns: &Semaphore,
-        turn_wait: Duration,
+        turns: &HeavyTurns,
     ) -> Result<Warm, StoreError> {
         let key = self.key(project_id, user_id);
         if self.too_large(key, Instant::now()) {
@@ -191,7 +190,7 @@ impl WarmStats {
         };
         let mut fold = fold.lock().await;
         let answer = match self
-            .refresh(&mut fold, store, project_id, user_id, turns, turn_wait)
+            .refresh(&mut fold, store, project_id, user_id, turns)
             .await
         {
             Ok(Warm::Answer(_)) if fold.sessions() > self.budget => Ok(Warm::TooLarge),
@@ -248,8 +247,7 @@ impl WarmStats {
         store: &Store,
         project_id: u32,
         user_id: &str,
-        turns: &Semaphore,
-        turn_wait: Duration,
+        turns: &HeavyTurns,
     ) -> Result<Warm, StoreError> {
         let mut listing = list_parts(store).await?;
         for _ in 0..ROUNDS {
@@ -258,10 +256,7 @@ impl WarmStats {
                 fold.end(round, None);
                 return Ok(Warm::Answer(fold.stats().map(UserStats::from)));
             }
-            let _turn = tokio::time::timeout(turn_wait, turns.acquire())
-                .await
-                .map_err(|_| StoreError::Timeout(turn_wait))?
-                .expect("the limit is never closed");
+            let _turn = turns.take().await?;
             if fold.sessions() == 0 {
                 let rows = count_rows(store, project_id, user_id, &round.to_read).await?;
                 fold.reserve(rows.min(self.budget as u64 + 1) as usize);
