@@ -6,13 +6,14 @@
 //! Contract: single-server mode only (on a cluster a user's parts live on two replicas
 //! that a request cannot pin; `users` reads those with the statement). Answers are the
 //! statement's (`users::USER_STATS_SQL`) as of the listing the last round began with.
-//! Memory is bounded: at most `budget` sessions held over all users (a session ~70 bytes
-//! at worst), the least recently asked for forgotten first, a user asked for nothing in
-//! `TTL` forgotten, and a user larger than the whole budget is not kept (its fold is
-//! dropped as soon as it outgrows it, and the statement answers it for the next `TTL`). Reads of rows run one
-//! heavy turn at a time (`users::StatsReader`'s limit). Users are held under a keyed
-//! hash: nothing here names a user; session ids of a deleted user go at its next
-//! request (the deletion's mutation starts the fold over) or with the TTL.
+//! Memory is bounded: at most `budget` sessions held over all users (~50-95 bytes
+//! each), plus the folds being read (each stopped past `budget`); the least recently
+//! asked for go first, a user asked for nothing in `TTL` is forgotten, and a user
+//! larger than the whole budget is not kept (its fold is dropped as soon as it outgrows
+//! it, and the statement answers it for the next `TTL`). Each read of rows takes a
+//! heavy turn (`users::HeavyTurns`). Users are held under a keyed hash: nothing here
+//! names a user; session ids of a deleted user go at its next request (the deletion's
+//! mutation starts the fold over) or with the TTL.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -87,6 +88,8 @@ pub enum Warm {
     Answer(Option<UserStats>),
     /// The user is larger than the budget: ask the statement.
     TooLarge,
+    /// The table's parts kept merging away under the fold's reads: ask the statement.
+    Unsettled,
 }
 
 impl WarmStats {
@@ -198,8 +201,9 @@ impl WarmStats {
         };
         let kept = matches!(answer, Ok(Warm::Answer(_)));
         if !kept {
-            // Too large, or a failure left rows in the fold that no round accounts for
-            // (a request waiting on this fold must not build on them): start over.
+            // Too large, unsettled, or a failure left rows in the fold that no round
+            // accounts for (a request waiting on this fold must not build on them):
+            // start over.
             fold.start_over();
         }
         let sessions = fold.sessions();
@@ -279,9 +283,7 @@ impl WarmStats {
                 return Ok(Warm::Answer(fold.stats().map(UserStats::from)));
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "the sessions table's parts kept merging under {ROUNDS} reads of a user's statistics"
-        )))
+        Ok(Warm::Unsettled)
     }
 }
 
