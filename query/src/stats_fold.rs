@@ -2,8 +2,9 @@
 //! asking again reads only what was written since (pure: no I/O; `warm_stats` drives it).
 //!
 //! Contract. A [`StatsFold`] holds, per session, the highest-`version` row seen among
-//! the user's rows (ties keep the first seen: the statement's `argMax` is as arbitrary)
-//! and the statistics of those winners (live count, smallest `start_ts`, largest
+//! the user's rows (ties keep the first seen, as arbitrary as the statement's `argMax`;
+//! the worker writes equal versions of a session only as equal rows) and the
+//! statistics of those winners (live count, smallest `start_ts`, largest
 //! `start_ts + duration`). Folding a row twice, or rows in any order, gives the same
 //! fold. It also records which block numbers of the table its rows came from
 //! ([`Coverage`]), so that a listing of the table's active parts tells what is left to
