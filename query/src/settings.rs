@@ -66,9 +66,10 @@ pub struct Settings {
     /// wake-ups between threads. Raise it on a dedicated host with many cores.
     #[arg(long = "query-threads", env = "QUERY_THREADS", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub query_threads: u16,
-    /// User statistics of heavy users (more than 16,384 stored rows, whose statement
-    /// costs in proportion to their sessions) run at most this many at a time on each
-    /// replica; the others wait up to CLICKHOUSE_TIMEOUT_MS for their turn, then 503.
+    /// Reads of heavy users' rows for their statistics (users of more than 16,384
+    /// stored rows: a fold's reads of new parts, or the statement, whose cost grows
+    /// with the user) run at most this many at a time on each replica; the others wait
+    /// up to CLICKHOUSE_TIMEOUT_MS for their turn, then 503.
     #[arg(long = "heavy-stats-concurrency", env = "HEAVY_STATS_CONCURRENCY", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub heavy_stats_concurrency: u16,
     /// Sessions of heavy users whose statistics this replica keeps warm, over all of
