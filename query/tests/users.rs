@@ -268,6 +268,24 @@ async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
             600,
             "{engine}: nothing read again"
         );
+        // A user larger than the budget: its fold stops past it, the statement answers,
+        // and the next request goes straight to the statement.
+        let small_budget = StatsReader::new(1, 1, store.timeout(), 100);
+        let expected = statement.fetch(store, project, "heavy").await.unwrap();
+        for attempt in ["first", "second"] {
+            let answer = small_budget.fetch(store, project, "heavy").await.unwrap();
+            assert_eq!(
+                answer, expected,
+                "{engine}: {attempt} request over the budget"
+            );
+            assert!(!small_budget.warm().holds(project, "heavy"), "{engine}");
+            assert_eq!(small_budget.warm().sessions(), 0, "{engine}");
+            assert_eq!(
+                small_budget.warm().rows_folded(),
+                101,
+                "{engine}: stopped at the 101st session, then not read again"
+            );
+        }
 
         // Later versions (the last session grows), a session moved to another start, the
         // first session moved to another user, and a session arriving from one.
