@@ -62,10 +62,11 @@ impl Density {
     }
 }
 
-/// The replica's memory of heavy users.
-pub struct HeavyUsers {
+/// The replica's memory of heavy users: what it learned of each (`V`: the spacing of
+/// their rows for pages; nothing but the fact for `warm_stats`' users too large to fold).
+pub struct HeavyUsers<V = Density> {
     hasher: std::collections::hash_map::RandomState,
-    entries: Mutex<HashMap<u64, (Density, Instant)>>,
+    entries: Mutex<HashMap<u64, (V, Instant)>>,
     capacity: usize,
     ttl: Duration,
 }
@@ -81,8 +82,8 @@ impl Default for HeavyUsers {
     }
 }
 
-impl HeavyUsers {
-    pub fn new(capacity: usize, ttl: Duration) -> HeavyUsers {
+impl<V: Copy> HeavyUsers<V> {
+    pub fn new(capacity: usize, ttl: Duration) -> HeavyUsers<V> {
         HeavyUsers {
             hasher: Default::default(),
             entries: Mutex::new(HashMap::new()),
@@ -97,17 +98,17 @@ impl HeavyUsers {
     }
 
     /// What is known of the user, if it is heavy and was learned within the TTL.
-    pub fn get(&self, key: u64, now: Instant) -> Option<Density> {
+    pub fn get(&self, key: u64, now: Instant) -> Option<V> {
         let entries = self.entries.lock().expect("heavy users lock");
         entries
             .get(&key)
             .filter(|(_, learned)| now.saturating_duration_since(*learned) < self.ttl)
-            .map(|(density, _)| *density)
+            .map(|(learned, _)| *learned)
     }
 
     /// Learns (or re-learns) a heavy user. When full, the expired go first, then the
     /// one learned longest ago.
-    pub fn remember(&self, key: u64, density: Density, now: Instant) {
+    pub fn remember(&self, key: u64, learned: V, now: Instant) {
         let mut entries = self.entries.lock().expect("heavy users lock");
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.retain(|_, (_, learned)| now.saturating_duration_since(*learned) < self.ttl);
@@ -121,7 +122,7 @@ impl HeavyUsers {
                 }
             }
         }
-        entries.insert(key, (density, now));
+        entries.insert(key, (learned, now));
     }
 
     pub fn len(&self) -> usize {

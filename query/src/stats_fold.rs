@@ -44,6 +44,13 @@ pub struct ListedPart {
     pub data_version: u64,
 }
 
+impl ListedPart {
+    /// Its blocks and data version, as a [`Coverage`] range.
+    fn range(&self) -> (i64, i64, u64) {
+        (self.min_block, self.max_block, self.data_version)
+    }
+}
+
 /// The table's active parts at one moment, and which table that is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -98,7 +105,7 @@ impl Coverage {
         let mut sorted: Vec<_> = self
             .ranges
             .iter()
-            .filter(|(lo, hi, _)| *hi >= min && *lo <= max)
+            .filter(|range| overlaps(range, min, max))
             .collect();
         sorted.sort_unstable();
         for (lo, hi, _) in sorted {
@@ -117,6 +124,11 @@ impl Coverage {
     fn folded(&self) -> impl Iterator<Item = &(i64, i64, u64)> {
         self.ranges.iter().chain(&self.unconfirmed)
     }
+}
+
+/// Whether a range shares a block with `min..=max`.
+fn overlaps(&(lo, hi, _): &(i64, i64, u64), min: i64, max: i64) -> bool {
+    hi >= min && lo <= max
 }
 
 /// One session's winning row among the user's rows.
@@ -166,11 +178,7 @@ impl StatsFold {
             return Plan::StartOver;
         }
         let listed = Coverage {
-            ranges: listing
-                .parts
-                .iter()
-                .map(|part| (part.min_block, part.max_block, part.data_version))
-                .collect(),
+            ranges: listing.parts.iter().map(ListedPart::range).collect(),
             ..Coverage::default()
         };
         if coverage
@@ -182,7 +190,7 @@ impl StatsFold {
         let mutated = listing.parts.iter().any(|part| {
             coverage
                 .folded()
-                .filter(|(lo, hi, _)| *hi >= part.min_block && *lo <= part.max_block)
+                .filter(|range| overlaps(range, part.min_block, part.max_block))
                 .any(|(_, _, read_at)| *read_at < part.data_version)
         });
         if mutated {
@@ -292,7 +300,7 @@ impl StatsFold {
             .iter()
             .filter(|part| coverage.covers(part.min_block, part.max_block))
             .chain(read)
-            .map(|part| (part.min_block, part.max_block, part.data_version))
+            .map(ListedPart::range)
             .collect();
         ranges.sort_unstable();
         ranges.dedup();
@@ -306,11 +314,7 @@ impl StatsFold {
             .unconfirmed
             .iter()
             .copied()
-            .chain(
-                unconfirmed
-                    .iter()
-                    .map(|part| (part.min_block, part.max_block, part.data_version)),
-            )
+            .chain(unconfirmed.iter().map(ListedPart::range))
             .filter(|(lo, hi, _)| !read_whole.covers(*lo, *hi))
             .collect();
         *coverage = Coverage {

@@ -16,22 +16,20 @@
 //! mutation starts the fold over) or with the TTL.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
-use sessions_shared::clickhouse::{bounded_by, Row, Store, StoreError};
+use sessions_shared::clickhouse::{bounded_by, Client, Query, Row, Store, StoreError};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::heavy_users::{self, HeavyUsers};
 use crate::stats_fold::{FoldRow, ListedPart, Listing, StatsFold};
 use crate::users::{HeavyTurns, UserStats};
 
 /// How long a user's fold is kept without being asked for.
 pub const TTL: Duration = Duration::from_secs(600);
-/// Users remembered as larger than the budget, at most.
-const TOO_LARGE_CAPACITY: usize = 10_000;
 /// Rounds of one answer (each more than the first needs a merge that raced its reads).
 const ROUNDS: usize = 4;
 
@@ -59,6 +57,23 @@ fn rows_sql(columns: &str, parts: usize) -> String {
     )
 }
 
+/// [`rows_sql`] with its values bound.
+fn rows_query(
+    client: &Client,
+    columns: &str,
+    project_id: u32,
+    user_id: &str,
+    parts: &[ListedPart],
+) -> Query {
+    let query = client
+        .query(&rows_sql(columns, parts.len()))
+        .bind(project_id)
+        .bind(user_id);
+    parts
+        .iter()
+        .fold(query, |query, part| query.bind(part.name.as_str()))
+}
+
 const FOLD_COLUMNS: &str = "session_id, version, deleted, start_ts, duration";
 
 struct Held {
@@ -69,13 +84,12 @@ struct Held {
 
 /// Heavy users' folds on this replica.
 pub struct WarmStats {
-    hasher: std::collections::hash_map::RandomState,
     held: Mutex<HashMap<u64, Held>>,
     budget: usize,
     ttl: Duration,
-    /// Users found larger than the budget, with when: the statement answers them
-    /// until the TTL has passed (at most `TOO_LARGE_CAPACITY` remembered).
-    too_large: Mutex<HashMap<u64, Instant>>,
+    /// Users found larger than the budget: the statement answers them until the TTL
+    /// has passed. Its keyed hash is the one of `held` too.
+    too_large: HeavyUsers<()>,
     /// Rows folded (how much the folds cost ClickHouse).
     rows_folded: IntCounter,
     /// Sessions held.
@@ -100,11 +114,10 @@ impl WarmStats {
 
     pub fn with_ttl(budget: usize, ttl: Duration) -> WarmStats {
         WarmStats {
-            hasher: Default::default(),
             held: Mutex::new(HashMap::new()),
             budget,
             ttl,
-            too_large: Mutex::default(),
+            too_large: HeavyUsers::new(heavy_users::CAPACITY, ttl),
             rows_folded: IntCounter::new("rows_folded", "unregistered").expect("valid"),
             sessions_held: IntGauge::new("sessions_held", "unregistered").expect("valid"),
         }
@@ -124,30 +137,12 @@ impl WarmStats {
         self.rows_folded.get()
     }
 
-    /// Whether the user was found larger than the budget within the TTL.
-    fn too_large(&self, key: u64, now: Instant) -> bool {
-        let too_large = self.too_large.lock().expect("warm stats lock");
-        too_large
-            .get(&key)
-            .is_some_and(|found| now.saturating_duration_since(*found) < self.ttl)
-    }
-
-    fn remember_too_large(&self, key: u64, now: Instant) {
-        let mut too_large = self.too_large.lock().expect("warm stats lock");
-        if too_large.len() >= TOO_LARGE_CAPACITY {
-            too_large.retain(|_, found| now.saturating_duration_since(*found) < self.ttl);
-        }
-        if too_large.len() < TOO_LARGE_CAPACITY {
-            too_large.insert(key, now);
-        }
-    }
-
     pub fn enabled(&self) -> bool {
         self.budget > 0
     }
 
     fn key(&self, project_id: u32, user_id: &str) -> u64 {
-        self.hasher.hash_one((project_id, user_id))
+        self.too_large.key(project_id, user_id)
     }
 
     /// Whether a fold of this user is held (it is known to be heavy).
@@ -161,7 +156,7 @@ impl WarmStats {
     /// Sessions held over all users.
     pub fn sessions(&self) -> usize {
         let held = self.held.lock().expect("warm stats lock");
-        held.values().map(|held| held.sessions).sum()
+        total_sessions(&held)
     }
 
     fn forget_idle(&self, held: &mut HashMap<u64, Held>, now: Instant) {
@@ -178,7 +173,7 @@ impl WarmStats {
         turns: &HeavyTurns,
     ) -> Result<Warm, StoreError> {
         let key = self.key(project_id, user_id);
-        if self.too_large(key, Instant::now()) {
+        if self.too_large.get(key, Instant::now()).is_some() {
             return Ok(Warm::TooLarge);
         }
         let fold = {
@@ -218,11 +213,10 @@ impl WarmStats {
         } else {
             held.remove(&key);
         }
-        self.sessions_held
-            .set(held.values().map(|held| held.sessions as i64).sum());
+        self.sessions_held.set(total_sessions(&held) as i64);
         drop(held);
         if matches!(answer, Ok(Warm::TooLarge)) {
-            self.remember_too_large(key, Instant::now());
+            self.too_large.remember(key, (), Instant::now());
         }
         answer
     }
@@ -230,7 +224,7 @@ impl WarmStats {
     /// Forgets the least recently used folds but `keep` until all fit the budget.
     fn keep_within_budget(&self, held: &mut HashMap<u64, Held>, keep: u64) {
         self.forget_idle(held, Instant::now());
-        let mut total: usize = held.values().map(|held| held.sessions).sum();
+        let mut total = total_sessions(held);
         while total > self.budget {
             let oldest = held
                 .iter()
@@ -287,6 +281,10 @@ impl WarmStats {
     }
 }
 
+fn total_sessions(held: &HashMap<u64, Held>) -> usize {
+    held.values().map(|held| held.sessions).sum()
+}
+
 async fn list_parts(store: &Store) -> Result<Listing, StoreError> {
     let database = store.database();
     let rows: Vec<PartRow> = store
@@ -322,15 +320,8 @@ async fn count_rows(
     user_id: &str,
     parts: &[ListedPart],
 ) -> Result<u64, StoreError> {
-    let sql = rows_sql("count()", parts.len());
     store
-        .run(|client| {
-            let mut query = client.query(&sql).bind(project_id).bind(user_id);
-            for part in parts {
-                query = query.bind(part.name.as_str());
-            }
-            query.fetch_one::<u64>()
-        })
+        .run(|client| rows_query(client, "count()", project_id, user_id, parts).fetch_one::<u64>())
         .await
 }
 
@@ -344,11 +335,9 @@ async fn read_rows(
     parts: &[ListedPart],
     budget: usize,
 ) -> Result<(u64, bool), StoreError> {
-    let sql = rows_sql(FOLD_COLUMNS, parts.len());
-    let mut query = store.client().query(&sql).bind(project_id).bind(user_id);
-    for part in parts {
-        query = query.bind(part.name.as_str());
-    }
+    // Not `Store::run`: its request may run twice, and rows go into the fold as they
+    // come. One server, so no other node to fail over to.
+    let query = rows_query(store.client(), FOLD_COLUMNS, project_id, user_id, parts);
     bounded_by(store.timeout(), async {
         let mut cursor = query.fetch::<FoldRow>()?;
         let mut rows = 0;
@@ -422,10 +411,10 @@ mod tests {
         assert!(warm.holds(1, "recent"));
         assert!(!warm.holds(2, "recent"), "the project is part of the key");
         let now = Instant::now();
-        warm.remember_too_large(7, now);
-        assert!(warm.too_large(7, now + ttl / 2));
-        assert!(!warm.too_large(7, now + ttl));
-        assert!(!warm.too_large(8, now));
+        warm.too_large.remember(7, (), now);
+        assert!(warm.too_large.get(7, now + ttl / 2).is_some());
+        assert!(warm.too_large.get(7, now + ttl).is_none());
+        assert!(warm.too_large.get(8, now).is_none());
     }
 
     #[test]
