@@ -20,6 +20,17 @@ export CLICKHOUSE_HTTP_PORT TANSU_PORT CHDB_SHIM_PORT
 
 bash scripts/install-deps.sh
 
+# The build needs ~4 GB under the target directory and the services' data a
+# few more; a disk that fills up mid-link shows only as `ld ... Bus error`.
+# Say so before that happens (a warning: the build may still fit).
+MIN_FREE_GB=${MIN_FREE_GB:-8}
+target_dir=${CARGO_TARGET_DIR:-$REPO/target}
+mkdir -p "$target_dir"
+free_gb=$(df -P -BG "$target_dir" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
+if [[ -n $free_gb && $free_gb -lt $MIN_FREE_GB ]]; then
+    say "WARNING: ${free_gb} GB free under $target_dir, the build and the services need ~${MIN_FREE_GB} GB; a full disk fails the link step with a Bus error"
+fi
+
 started=()
 cleanup() {
     local index
