@@ -25,7 +25,7 @@ use sessions_shared::clickhouse::{Store, StoreError};
 use sessions_shared::jobs::{Cancellation, JobJson, Jobs};
 use sessions_shared::ops_http::{health_route, metrics_route, ready_route};
 use tracing::instrument;
-use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -110,20 +110,25 @@ pub fn api_route(
         }
     });
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    // The one header the API reads (not a clone of them all).
+    let authorization = warp::header::value("authorization")
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
     api_path
         .and(warp::method())
-        .and(warp::header::headers_cloned())
+        .and(authorization)
         .and(raw_query)
         .and(with_state(state))
         .then(
             |path: FullPath,
              method: Method,
-             headers: HeaderMap,
+             authorization: Option<HeaderValue>,
              raw_query: String,
              state: Arc<AppState>| async move {
                 let path = match_api_path(path.as_str()).expect("matched by the filter");
-                let authorization = headers
-                    .get(header::AUTHORIZATION)
+                let authorization = authorization
+                    .as_ref()
                     .and_then(|value| value.to_str().ok());
                 api(&state, &method, path, authorization, &raw_query)
                     .await

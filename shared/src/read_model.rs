@@ -13,6 +13,8 @@
 //! Readers keep, per `session_id`, the row with the highest version among the rows that
 //! match their filter, and drop the session when that row is a tombstone.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::clickhouse::Row;
@@ -240,13 +242,24 @@ impl<'a> SessionRecord<'a> {
 /// session_id` per column, and 5x cheaper than `FINAL`. Its columns are aliased
 /// `s_<column>` (what `order_and_limit` names).
 pub fn latest_sessions_sql(filter: &str, order_and_limit: &str) -> String {
-    let winning = |column: &str| match column {
-        "session_id" => column.to_owned(),
-        other => format!("s_{other}"),
-    };
+    let (outer, inner) = &*WINNING_COLUMNS;
+    format!(
+        "SELECT {outer} FROM (SELECT session_id, {inner} FROM sessions WHERE {filter} \
+         ORDER BY session_id, version DESC LIMIT 1 BY session_id) \
+         WHERE s_deleted = 0 {order_and_limit}"
+    )
+}
+
+/// The column lists of [`latest_sessions_sql`], built once (every page request builds
+/// its statement): the outer `SELECT`'s [`Session`] columns, and the inner one's
+/// aliases `<column> AS s_<column>` (`deleted` included, `session_id` kept as is).
+static WINNING_COLUMNS: LazyLock<(String, String)> = LazyLock::new(|| {
     let outer: Vec<String> = Session::COLUMNS
         .iter()
-        .map(|column| winning(column))
+        .map(|column| match *column {
+            "session_id" => (*column).to_owned(),
+            other => format!("s_{other}"),
+        })
         .collect();
     let inner: Vec<String> = Session::COLUMNS
         .iter()
@@ -254,14 +267,8 @@ pub fn latest_sessions_sql(filter: &str, order_and_limit: &str) -> String {
         .filter(|column| **column != "session_id")
         .map(|column| format!("{column} AS s_{column}"))
         .collect();
-    format!(
-        "SELECT {} FROM (SELECT session_id, {} FROM sessions WHERE {filter} \
-         ORDER BY session_id, version DESC LIMIT 1 BY session_id) \
-         WHERE s_deleted = 0 {order_and_limit}",
-        outer.join(", "),
-        inner.join(", "),
-    )
-}
+    (outer.join(", "), inner.join(", "))
+});
 
 /// The live sessions of the whole table, ordered by session id: what tests compare with
 /// a reference.

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# What bounds the service's overhead (issue 10, BENCHMARKS.md §6): one page's
+# statement sent by wrk, in alternating rounds, to
+#   clickhouse  ClickHouse itself (the statement in the URL),
+#   relay       query/examples/tcp_relay.rs: one more hop, bytes copied, nothing parsed,
+#   floor       query/examples/stack_floor.rs: warp + the clickhouse client answering
+#               with the statement's RowBinary bytes (the service's stack, none of its code),
+#   service     target/release/sessions-query, the same page through the API,
+#   baseline    BENCH_BASELINE_BIN, another sessions-query build (optional),
+# each round at every BENCH_CONNECTIONS; medians of p50, p99, requests/s, and the
+# CPU time per request of each process in between (from /proc/<pid>/stat).
+#
+# Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1)
+# and the release builds: cargo build --release -p sessions-query --bins
+#   --example page_sql --example tcp_relay --example stack_floor
+# Knobs: BENCH_USER (bench-100@example.com), BENCH_LIMIT (50), BENCH_ROUNDS (5),
+# BENCH_DURATION (5s), BENCH_CONNECTIONS ("1 16"), BENCH_BASELINE_BIN.
+# Output: the table on stderr, one JSON line per run on stdout.
+set -euo pipefail
+
+SCRIPT_NAME=bench-floor.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+USER_ID=${BENCH_USER:-bench-100@example.com}
+LIMIT=${BENCH_LIMIT:-50}
+ROUNDS=${BENCH_ROUNDS:-5}
+DURATION=${BENCH_DURATION:-5s}
+CONNECTIONS=${BENCH_CONNECTIONS:-1 16}
+CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+DATABASE=bench_query
+PROJECT_KEY=benchQueryProject001
+PROJECT_ID=1
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+KEY_FILE=$REPO/.local/bench-query.key
+
+command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
+ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL"
+[[ -f $KEY_FILE ]] || die "no $KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
+for binary in sessions-query examples/page_sql examples/tcp_relay examples/stack_floor; do
+    [[ -x $BIN/$binary ]] || die "$BIN/$binary is missing (cargo build --release, see the header)"
+done
+for port in 18080 18081 18123 18124; do
+    port_open "$port" && die "port $port is taken"
+done
+API_KEY=$(<"$KEY_FILE")
+urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+clickhouse_addr=${CLICKHOUSE_URL#http://}
+
+sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$USER_ID" "$LIMIT")
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+start() { "$@" >/dev/null 2>&1 & pids+=($!); }
+start "$BIN/examples/tcp_relay" 127.0.0.1:18123 "$clickhouse_addr"
+relay_pid=$!
+start "$BIN/examples/stack_floor" 127.0.0.1:18124 "$CLICKHOUSE_URL" "$DATABASE" "$sql"
+floor_pid=$!
+start env QUERY_ADDR=127.0.0.1:18080 CLICKHOUSE_URL="$CLICKHOUSE_URL" CLICKHOUSE_DATABASE=$DATABASE \
+    RUST_LOG=warn "$BIN/sessions-query"
+service_pid=$!
+targets="clickhouse relay floor service"
+if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
+    start env QUERY_ADDR=127.0.0.1:18081 CLICKHOUSE_URL="$CLICKHOUSE_URL" CLICKHOUSE_DATABASE=$DATABASE \
+        RUST_LOG=warn "$BENCH_BASELINE_BIN"
+    baseline_pid=$!
+    targets="$targets baseline"
+fi
+for port in 18080 18123 18124 ${BENCH_BASELINE_BIN:+18081}; do
+    for _ in $(seq 100); do port_open "$port" && break; sleep 0.1; done
+    port_open "$port" || die "nothing listens on $port"
+done
+
+query="?database=$DATABASE&default_format=RowBinary&query=$(urlencode "$sql")"
+page="/api/v1/$PROJECT_KEY/users/$(urlencode "$USER_ID")/sessions?limit=$LIMIT"
+url_of() {
+    case $1 in
+    clickhouse) echo "$CLICKHOUSE_URL/$query" ;;
+    relay) echo "http://127.0.0.1:18123/$query" ;;
+    floor) echo "http://127.0.0.1:18124/" ;;
+    service) echo "http://127.0.0.1:18080$page" ;;
+    baseline) echo "http://127.0.0.1:18081$page" ;;
+    esac
+}
+pid_of() {
+    case $1 in
+    relay) echo "$relay_pid" ;; floor) echo "$floor_pid" ;;
+    service) echo "$service_pid" ;; baseline) echo "$baseline_pid" ;; *) echo "" ;;
+    esac
+}
+# The API key for the service's builds only (ClickHouse would take it for a login).
+auth_of() { case $1 in service | baseline) echo "Authorization: $API_KEY" ;; *) echo "X-Bench: 1" ;; esac; }
+cpu_ticks() { [[ -n $1 ]] && awk '{ print $14 + $15 }' "/proc/$1/stat" || echo 0; }
+for target in $targets; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "$(auth_of "$target")" "$(url_of "$target")")
+    [[ $code == 200 ]] || die "$target answers $code"
+done
+
+# One wrk output (stdin) and its process's CPU ticks into one JSON line.
+PARSE_RUN='
+import json, re, sys
+target, connections, round_, ticks, hz = sys.argv[1:6]
+text = sys.stdin.read()
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(json.dumps({
+    "target": target, "c": int(connections), "round": int(round_),
+    "p50_ms": ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
+    "p99_ms": ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
+    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+    "cpu_ms_per_request": None if target == "clickhouse"
+        else int(ticks) * 1000.0 / int(hz) / max(requests, 1),
+    "non_2xx": int(errors.group(1)) if errors else 0,
+}))
+'
+# The runs (stdin) into the table of medians, ratios against ClickHouse's.
+SUMMARIZE='
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.stdin]
+print("| c | target | p50 ms | p99 ms | req/s | CPU ms/request | p99 ratio | req/s ratio |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for c in sorted({run["c"] for run in runs}):
+    rows = {}
+    for target in dict.fromkeys(run["target"] for run in runs):
+        chosen = [run for run in runs if run["c"] == c and run["target"] == target]
+        cpu = [run["cpu_ms_per_request"] for run in chosen if run["cpu_ms_per_request"] is not None]
+        rows[target] = [statistics.median(r[key] for r in chosen) for key in ("p50_ms", "p99_ms", "rps")]
+        rows[target].append(statistics.median(cpu) if cpu else None)
+    base = rows["clickhouse"]
+    for target, (p50, p99, rps, cpu) in rows.items():
+        cpu_text = "" if cpu is None else f"{cpu:.3f}"
+        print(f"| {c} | {target} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {cpu_text} | "
+              f"{p99 / base[1]:.2f}x | {rps / base[2]:.2f}x |")
+'
+runs_file=$(mktemp)
+trap 'cleanup; rm -f "$runs_file"' EXIT
+ticks_per_second=$(getconf CLK_TCK)
+for round in $(seq "$ROUNDS"); do
+    for connections in $CONNECTIONS; do
+        for target in $targets; do
+            pid=$(pid_of "$target")
+            before=$(cpu_ticks "$pid")
+            output=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \
+                -H "$(auth_of "$target")" "$(url_of "$target")")
+            after=$(cpu_ticks "$pid")
+            python3 -c "$PARSE_RUN" "$target" "$connections" "$round" "$((after - before))" \
+                "$ticks_per_second" <<<"$output"
+        done
+    done
+done | tee "$runs_file"
+python3 -c "$SUMMARIZE" <"$runs_file" >&2
