@@ -43,9 +43,10 @@ pub struct CursorScope<'a> {
 #[error("the cursor is malformed, was altered, or belongs to another query")]
 pub struct InvalidCursor;
 
-/// The HMAC key; never printed.
+/// The HMAC, keyed once (its inner and outer pads are computed at construction, not
+/// per cursor); never printed.
 #[derive(Clone)]
-pub struct CursorKey(Vec<u8>);
+pub struct CursorKey(HmacSha256);
 
 impl std::fmt::Debug for CursorKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,11 +56,11 @@ impl std::fmt::Debug for CursorKey {
 
 impl CursorKey {
     pub fn new(secret: &[u8]) -> CursorKey {
-        CursorKey(secret.to_vec())
+        CursorKey(HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"))
     }
 
     fn mac(&self, scope: &CursorScope<'_>, position: Position) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        let mut mac = self.0.clone();
         mac.update(DOMAIN);
         // Length prefixes and presence tags keep the encoding unambiguous.
         for text in [scope.project_key, scope.user_id] {

@@ -5,10 +5,11 @@
 //! [`ROUTES`], `status` an HTTP status code, `kind` a ClickHouse error class. No key,
 //! project or user id ever becomes a label.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use sessions_shared::clickhouse::StoreError;
 use warp::http::StatusCode;
@@ -47,6 +48,8 @@ pub const ROUTES: &[&str] = &[
 pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    /// Per route, in [`ROUTES`]' order, the series every request of it touches.
+    route_series: Arc<[RouteSeries]>,
     clickhouse_errors: IntCounterVec,
     auth_refresh_failures: IntCounter,
     /// Attempts at jobs by this replica's runner, by how they ended.
@@ -119,6 +122,7 @@ impl Metrics {
         Ok(Metrics {
             requests,
             request_duration,
+            route_series: ROUTES.iter().map(|_| RouteSeries::default()).collect(),
             clickhouse_errors,
             auth_refresh_failures,
             job_attempts,
@@ -130,12 +134,27 @@ impl Metrics {
 
     pub fn observe_request(&self, path: &str, status: StatusCode, elapsed: Duration) {
         let route = route_label(path);
-        self.requests
-            .with_label_values(&[route, status.as_str()])
-            .inc();
-        self.request_duration
-            .with_label_values(&[route])
+        let Some(series) = ROUTES
+            .iter()
+            .position(|known| *known == route)
+            .map(|index| &self.route_series[index])
+        else {
+            return;
+        };
+        series
+            .duration
+            .get_or_init(|| self.request_duration.with_label_values(&[route]))
             .observe(elapsed.as_secs_f64());
+        if status == StatusCode::OK {
+            series
+                .ok
+                .get_or_init(|| self.requests.with_label_values(&[route, "200"]))
+                .inc();
+        } else {
+            self.requests
+                .with_label_values(&[route, status.as_str()])
+                .inc();
+        }
     }
 
     pub fn observe_clickhouse_error(&self, error: &StoreError) {
@@ -151,6 +170,15 @@ impl Metrics {
     pub fn observe_auth_refresh_failure(&self) {
         self.auth_refresh_failures.inc();
     }
+}
+
+/// One route's duration histogram and count of 200 answers, each resolved from its
+/// vector on first use: a lookup by label values hashes them and takes a lock, and
+/// every request observes both. A series still appears only once observed.
+#[derive(Default)]
+struct RouteSeries {
+    duration: OnceLock<Histogram>,
+    ok: OnceLock<IntCounter>,
 }
 
 /// A counter with one label whose every value exists from the start, at 0 (so rates

@@ -50,12 +50,13 @@
 
 use std::time::Instant;
 
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use sessions_shared::clickhouse::{Query, Store, StoreError};
 use sessions_shared::read_model::{latest_sessions_sql, SessionRef};
 
 use crate::cursor::Position;
 use crate::heavy_users::{Density, HeavyUsers};
+use crate::metrics::PAGE_STATEMENTS;
 use crate::response::PageRows;
 
 /// What one page asks for.
@@ -286,8 +287,9 @@ pub fn refused(error: &StoreError) -> bool {
 pub struct Pager {
     heavy: HeavyUsers,
     scan_max_rows: u64,
-    /// `query_page_statements_total`, by kind (`metrics::PAGE_STATEMENTS`).
-    statements: Option<IntCounterVec>,
+    /// `query_page_statements_total`'s series, one per kind in
+    /// `metrics::PAGE_STATEMENTS`' order (resolved once: every page counts one).
+    statements: Vec<IntCounter>,
 }
 
 impl Default for Pager {
@@ -301,19 +303,24 @@ impl Pager {
         Pager {
             heavy,
             scan_max_rows,
-            statements: None,
+            statements: Vec::new(),
         }
     }
 
     /// Counts the statements pages run, by kind, in `counter` (label `kind`).
     pub fn counting_in(mut self, counter: IntCounterVec) -> Pager {
-        self.statements = Some(counter);
+        self.statements = PAGE_STATEMENTS
+            .iter()
+            .map(|kind| counter.with_label_values(&[kind]))
+            .collect();
         self
     }
 
+    /// Counts one statement of `kind` (one of `metrics::PAGE_STATEMENTS`).
     fn count(&self, kind: &'static str) {
-        if let Some(statements) = &self.statements {
-            statements.with_label_values(&[kind]).inc();
+        let known = PAGE_STATEMENTS.iter().position(|known| *known == kind);
+        if let Some(counter) = known.and_then(|index| self.statements.get(index)) {
+            counter.inc();
         }
     }
 
