@@ -8,6 +8,7 @@
 //! request's query (minus any old cursor) plus the new `cursor`.
 
 use std::fmt;
+use std::str::Utf8Error;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use serde::Serialize;
@@ -42,17 +43,18 @@ impl PageRows {
         }
     }
 
-    /// Appends one session.
-    pub fn push(&mut self, session: &SessionRef<'_>) {
+    /// Appends one session; its text not UTF-8 is an error (the page is not answered).
+    pub fn push(&mut self, session: &SessionRef<'_>) -> Result<(), Utf8Error> {
         if !self.rows.is_empty() {
             self.json.push(b',');
         }
-        session.write_json(&mut self.json);
+        session.write_json(&mut self.json)?;
         let position = Position {
             start_ts: session.start_ts,
             session_id: session.session_id,
         };
         self.rows.push((position, self.json.len()));
+        Ok(())
     }
 
     /// Appends every session of `other`, in order.
@@ -175,7 +177,7 @@ mod tests {
     fn rows_of(sessions: &[Session]) -> PageRows {
         let mut rows = PageRows::with_capacity(sessions.len());
         for session in sessions {
-            rows.push(&session.as_ref());
+            rows.push(&session.as_ref()).unwrap();
         }
         rows
     }

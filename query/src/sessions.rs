@@ -268,7 +268,7 @@ async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Resu
     let mut cursor = request.fetch::<SessionRef<'static>>()?;
     let mut page = PageRows::with_capacity(expected);
     while let Some(session) = cursor.next().await? {
-        page.push(&session);
+        page.push(&session)?;
     }
     Ok(page)
 }

@@ -6,23 +6,44 @@
 //! escaped with a backslash, `\b \f \n \r \t` short, every other byte below 0x20 as
 //! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. It scans
 //! eight bytes at a time and copies runs that need no escape whole; user agents, the
-//! longest text of a session, almost never hold a byte to escape. Property-tested
-//! against `serde_json` on arbitrary strings.
+//! longest text of a session, almost never hold a byte to escape, and a string's last
+//! bytes are tested as one word too. [`write_utf8`] writes the same for bytes not yet
+//! known to be UTF-8 (a page's text, borrowed from ClickHouse's answer), checking them
+//! in the same pass: text that is not UTF-8 is an error, never written as JSON.
+//! Property-tested against `serde_json` on arbitrary strings and bytes.
+
+use std::str::Utf8Error;
 
 /// `"value"`, escaped.
 pub fn write_string(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
+    write_escaped(out, value.as_bytes(), true).expect("a str is UTF-8");
+}
+
+/// `"text"`, escaped, for text that should be UTF-8 but was not checked (a borrowed
+/// ClickHouse `String`): checked in the same pass, so an all-ASCII text (most of a
+/// page's) is read once. Not UTF-8: an error, with `out` left partly written.
+pub fn write_utf8(out: &mut Vec<u8>, text: &[u8]) -> Result<(), Utf8Error> {
+    write_escaped(out, text, false)
+}
+
+/// The scan behind both writers. `checked`: `bytes` is known to be UTF-8; otherwise
+/// the first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
+/// before `at` was in a word tested before and is ASCII, so `at` is a character
+/// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> Result<(), Utf8Error> {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut copied = 0; // bytes[..copied] are written
     let mut at = 0;
     while at < bytes.len() {
-        if let Some(word) = bytes.get(at..at + 8) {
-            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            if !needs_escape(word) {
-                at += 8;
-                continue;
-            }
+        let word = word_at(bytes, at);
+        if !checked && word & HIGHS != 0 {
+            std::str::from_utf8(&bytes[at..])?;
+            checked = true;
+        }
+        if !needs_escape(word) {
+            at += 8;
+            continue;
         }
         // A byte to escape is among the next eight (or fewer, at the end): bytewise.
         let end = (at + 8).min(bytes.len());
@@ -38,6 +59,26 @@ pub fn write_string(out: &mut Vec<u8>, value: &str) {
     }
     out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
+    Ok(())
+}
+
+/// Eight bytes that hold `bytes[at..]`'s next eight, or all of them when fewer are
+/// left, so that a string's end is tested a word at a time too: the string's last
+/// eight bytes when it has eight (those before `at` were tested already, so a byte
+/// among them that needs escaping only sends the tail bytewise), else the rest padded
+/// with spaces (which need none).
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    if let Some(word) = bytes[at..].first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    if let Some(last) = bytes.last_chunk::<8>() {
+        return u64::from_le_bytes(*last);
+    }
+    let mut padded = [b' '; 8];
+    for (slot, byte) in padded.iter_mut().zip(&bytes[at..]) {
+        *slot = *byte;
+    }
+    u64::from_le_bytes(padded)
 }
 
 /// An integer in decimal.
@@ -128,6 +169,41 @@ mod tests {
     }
 
     #[test]
+    fn an_escape_anywhere_in_strings_of_every_length_near_a_word() {
+        for length in 0..=24 {
+            for position in 0..length {
+                for special in ['"', '\\', '\n', '\u{1}'] {
+                    let value: String = (0..length)
+                        .map(|index| if index == position { special } else { 'x' })
+                        .collect();
+                    assert_eq!(
+                        written(&value),
+                        serde_json::to_string(&value).unwrap(),
+                        "{value:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unchecked_text_is_written_as_its_str_or_refused_when_not_utf8() {
+        let mut text = b"Mozilla/5.0 (X11; Linux x86_64) \"quoted\" \xc3\xa9t\xc3\xa9".to_vec();
+        let mut out = Vec::new();
+        write_utf8(&mut out, &text).unwrap();
+        assert_eq!(out, written(std::str::from_utf8(&text).unwrap()).into_bytes());
+        for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc3("] {
+            for at in [0, 3, 7, 8, 9, text.len()] {
+                let mut spoiled = text.clone();
+                spoiled.splice(at..at, bad.iter().copied());
+                assert!(write_utf8(&mut Vec::new(), &spoiled).is_err(), "{spoiled:?}");
+            }
+        }
+        text.truncate(3);
+        assert!(write_utf8(&mut Vec::new(), &text).is_ok());
+    }
+
+    #[test]
     fn the_word_test_finds_each_escaped_byte_in_every_lane() {
         for lane in 0..8 {
             for byte in 0..=255u8 {
@@ -157,6 +233,28 @@ mod tests {
         ) {
             let value: String = value.into_iter().collect();
             prop_assert_eq!(written(&value), serde_json::to_string(&value).unwrap());
+        }
+
+        #[test]
+        fn any_bytes_are_written_when_utf8_and_refused_otherwise(
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+            text in any::<String>(),
+            cut in 0usize..64,
+        ) {
+            for candidate in [bytes.clone(), text.as_bytes().to_vec(), {
+                let mut cut_text = text.as_bytes().to_vec();
+                cut_text.truncate(cut.min(cut_text.len()));
+                cut_text
+            }] {
+                let mut out = Vec::new();
+                match std::str::from_utf8(&candidate) {
+                    Ok(value) => {
+                        write_utf8(&mut out, &candidate).unwrap();
+                        prop_assert_eq!(out, serde_json::to_vec(value).unwrap());
+                    }
+                    Err(_) => prop_assert!(write_utf8(&mut out, &candidate).is_err()),
+                }
+            }
         }
 
         #[test]
