@@ -127,9 +127,7 @@ pub fn api_route(
              raw_query: String,
              state: Arc<AppState>| async move {
                 let path = match_api_path(path.as_str()).expect("matched by the filter");
-                let authorization = authorization
-                    .as_ref()
-                    .and_then(|value| value.to_str().ok());
+                let authorization = authorization.as_ref().and_then(|value| value.to_str().ok());
                 api(&state, &method, path, authorization, &raw_query)
                     .await
                     .unwrap_or_else(ApiError::into_response)

@@ -191,12 +191,18 @@ mod tests {
         let mut text = b"Mozilla/5.0 (X11; Linux x86_64) \"quoted\" \xc3\xa9t\xc3\xa9".to_vec();
         let mut out = Vec::new();
         write_utf8(&mut out, &text).unwrap();
-        assert_eq!(out, written(std::str::from_utf8(&text).unwrap()).into_bytes());
+        assert_eq!(
+            out,
+            written(std::str::from_utf8(&text).unwrap()).into_bytes()
+        );
         for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc3("] {
             for at in [0, 3, 7, 8, 9, text.len()] {
                 let mut spoiled = text.clone();
                 spoiled.splice(at..at, bad.iter().copied());
-                assert!(write_utf8(&mut Vec::new(), &spoiled).is_err(), "{spoiled:?}");
+                assert!(
+                    write_utf8(&mut Vec::new(), &spoiled).is_err(),
+                    "{spoiled:?}"
+                );
             }
         }
         text.truncate(3);
