@@ -7,8 +7,9 @@
 #               with the statement's RowBinary bytes (the service's stack, none of its code),
 #   service     target/release/sessions-query, the same page through the API,
 #   baseline    BENCH_BASELINE_BIN, another sessions-query build (optional),
-# each round at every BENCH_CONNECTIONS; medians of p50, p99, requests/s, and the
-# CPU time per request of each process in between (from /proc/<pid>/stat).
+# each round at every BENCH_CONNECTIONS, each round in an order rotated by one;
+# medians of p50, p99, requests/s, and the CPU time per request of each process in
+# between (from /proc/<pid>/stat).
 #
 # Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1)
 # and the release builds: cargo build --release -p sessions-query --bins
@@ -141,7 +142,11 @@ trap 'cleanup; rm -f "$runs_file"' EXIT
 ticks_per_second=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
     for connections in $CONNECTIONS; do
-        for target in $targets; do
+        # Each round starts one target later, so that no target always runs right
+        # after the same other one.
+        read -ra order <<<"$targets"
+        for ((index = 0; index < ${#order[@]}; index++)); do
+            target=${order[(index + round) % ${#order[@]}]}
             pid=$(pid_of "$target")
             before=$(cpu_ticks "$pid")
             output=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \

@@ -139,6 +139,13 @@ impl Metrics {
             .position(|known| *known == route)
             .map(|index| &self.route_series[index])
         else {
+            // Not one of ROUTES (`route_labels_are_a_closed_set` says it is): the slow way.
+            self.request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
+            self.requests
+                .with_label_values(&[route, status.as_str()])
+                .inc();
             return;
         };
         series
