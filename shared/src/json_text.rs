@@ -1,36 +1,28 @@
 //! JSON text written straight into a byte buffer, for the hot path of a page: every
 //! session's fields go through here (`read_model::SessionRef::write_json`).
 //!
-//! Contract: [`write_string`] writes exactly what `serde_json` writes for the same
-//! `&str` (the page's bytes do not depend on which writer produced them): `"` and `\`
+//! Contract: [`write_utf8`] writes exactly what `serde_json` writes for the same text
+//! as a `&str` (the page's bytes do not depend on which writer produced them): `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` short, every other byte below 0x20 as
 //! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. It scans
 //! eight bytes at a time and copies runs that need no escape whole; user agents, the
 //! longest text of a session, almost never hold a byte to escape, and a string's last
-//! bytes are tested as one word too. [`write_utf8`] writes the same for bytes not yet
-//! known to be UTF-8 (a page's text, borrowed from ClickHouse's answer), checking them
-//! in the same pass: text that is not UTF-8 is an error, never written as JSON.
-//! Property-tested against `serde_json` on arbitrary strings and bytes.
+//! bytes are tested as one word too. The text comes as bytes not yet known to be UTF-8
+//! (a page's text, borrowed from ClickHouse's answer) and is checked in the same pass:
+//! text that is not UTF-8 is an error, never written as JSON. Property-tested against
+//! `serde_json` on arbitrary strings and bytes.
 
 use std::str::Utf8Error;
-
-/// `"value"`, escaped.
-pub fn write_string(out: &mut Vec<u8>, value: &str) {
-    write_escaped(out, value.as_bytes(), true).expect("a str is UTF-8");
-}
 
 /// `"text"`, escaped, for text that should be UTF-8 but was not checked (a borrowed
 /// ClickHouse `String`): checked in the same pass, so an all-ASCII text (most of a
 /// page's) is read once. Not UTF-8: an error, with `out` left partly written.
-pub fn write_utf8(out: &mut Vec<u8>, text: &[u8]) -> Result<(), Utf8Error> {
-    write_escaped(out, text, false)
-}
-
-/// The scan behind both writers. `checked`: `bytes` is known to be UTF-8; otherwise
-/// the first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
+///
+/// The first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
 /// before `at` was in a word tested before and is ASCII, so `at` is a character
 /// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> Result<(), Utf8Error> {
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    let mut checked = false;
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut copied = 0; // bytes[..copied] are written
@@ -143,7 +135,7 @@ mod tests {
 
     fn written(value: &str) -> String {
         let mut out = Vec::new();
-        write_string(&mut out, value);
+        write_utf8(&mut out, value.as_bytes()).expect("a str is UTF-8");
         String::from_utf8(out).expect("escaping keeps UTF-8")
     }
 
@@ -193,7 +185,7 @@ mod tests {
         write_utf8(&mut out, &text).unwrap();
         assert_eq!(
             out,
-            written(std::str::from_utf8(&text).unwrap()).into_bytes()
+            serde_json::to_vec(std::str::from_utf8(&text).unwrap()).unwrap()
         );
         for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc3("] {
             for at in [0, 3, 7, 8, 9, text.len()] {
