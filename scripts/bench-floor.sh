@@ -46,7 +46,6 @@ for port in 18080 18081 18123 18124; do
     port_open "$port" && die "port $port is taken"
 done
 API_KEY=$(<"$KEY_FILE")
-urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 clickhouse_addr=${CLICKHOUSE_URL#http://}
 
 sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$USER_ID" "$LIMIT")
@@ -98,25 +97,16 @@ for target in $targets; do
     [[ $code == 200 ]] || die "$target answers $code"
 done
 
-# One wrk output (stdin) and its process's CPU ticks into one JSON line.
-PARSE_RUN='
-import json, re, sys
-target, connections, round_, ticks, hz = sys.argv[1:6]
-text = sys.stdin.read()
-def ms(value):
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-requests = int(re.search(r"(\d+) requests in", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(json.dumps({
-    "target": target, "c": int(connections), "round": int(round_),
-    "p50_ms": ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
-    "p99_ms": ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
-    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-    "cpu_ms_per_request": None if target == "clickhouse"
-        else int(ticks) * 1000.0 / int(hz) / max(requests, 1),
-    "non_2xx": int(errors.group(1)) if errors else 0,
-}))
+# A run's JSON line (stdin, WRK_PARSER's) with its round and its process's CPU time
+# per request (none for ClickHouse, whose CPU is not read).
+ADD_CPU='
+import json, sys
+run = json.loads(sys.stdin.read())
+round_, ticks, hz = (int(arg) for arg in sys.argv[1:4])
+run["round"] = round_
+run["cpu_ms_per_request"] = None if run["target"] == "clickhouse" \
+    else ticks * 1000.0 / hz / max(run["requests"], 1)
+print(json.dumps(run))
 '
 # The runs (stdin) into the table of medians, ratios against ClickHouse's.
 SUMMARIZE='
@@ -124,12 +114,12 @@ import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
 print("| c | target | p50 ms | p99 ms | req/s | CPU ms/request | p99 ratio | req/s ratio |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for c in sorted({run["c"] for run in runs}):
+for c in sorted({run["connections"] for run in runs}):
     rows = {}
     for target in dict.fromkeys(run["target"] for run in runs):
-        chosen = [run for run in runs if run["c"] == c and run["target"] == target]
+        chosen = [run for run in runs if run["connections"] == c and run["target"] == target]
         cpu = [run["cpu_ms_per_request"] for run in chosen if run["cpu_ms_per_request"] is not None]
-        rows[target] = [statistics.median(r[key] for r in chosen) for key in ("p50_ms", "p99_ms", "rps")]
+        rows[target] = [statistics.median(r[key] for r in chosen) for key in ("p50_ms", "p99_ms", "requests_per_second")]
         rows[target].append(statistics.median(cpu) if cpu else None)
     base = rows["clickhouse"]
     for target, (p50, p99, rps, cpu) in rows.items():
@@ -149,11 +139,11 @@ for round in $(seq "$ROUNDS"); do
             target=${order[(index + round) % ${#order[@]}]}
             pid=$(pid_of "$target")
             before=$(cpu_ticks "$pid")
-            output=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \
-                -H "$(auth_of "$target")" "$(url_of "$target")")
+            run=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \
+                -H "$(auth_of "$target")" "$(url_of "$target")" |
+                python3 -c "$WRK_PARSER" "$USER_ID limit=$LIMIT" "$target" "$connections")
             after=$(cpu_ticks "$pid")
-            python3 -c "$PARSE_RUN" "$target" "$connections" "$round" "$((after - before))" \
-                "$ticks_per_second" <<<"$output"
+            python3 -c "$ADD_CPU" "$round" "$((after - before))" "$ticks_per_second" <<<"$run"
         done
     done
 done | tee "$runs_file"

@@ -64,8 +64,6 @@ BASELINE=bench-query-baseline
 # Loading and optimizing 10 M rows takes minutes.
 CH_MAX_TIME=600 # seconds per ClickHouse request (ch, lib.sh)
 
-urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
-
 cleanup() {
     terminate "$SERVICE" 10 >/dev/null 2>&1 || true
     terminate "$BASELINE" 10 >/dev/null 2>&1 || true
@@ -185,26 +183,9 @@ if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
     wait_ready "$BASELINE" "$BASELINE_API"
 fi
 
-# Parses wrk --latency output (stdin) into one JSON line.
-WRK_PARSER='
-import json, re, sys
-label, target, connections = sys.argv[1], sys.argv[2], int(sys.argv[3])
-text = sys.stdin.read()
-def ms(value):
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
-latency = dict((p, ms(v)) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", text, re.M))
-latency = {"50": latency.get("50", 0.0), "99": latency.get("99", 0.0)}  # none answered: 0
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-errors = re.search(r"Socket errors: (.*)", text)
-print(json.dumps({"case": label, "target": target, "connections": connections,
-    "p50_ms": round(latency["50"], 3), "p99_ms": round(latency["99"], 3),
-    "requests_per_second": round(rps, 1), "non_2xx": int(bad.group(1)) if bad else 0,
-    "socket_errors": errors.group(1) if errors else ""}))
-'
 
-# wrk_run LABEL TARGET CONNECTIONS URL [HEADER]: one run; prints a JSON line.
+# wrk_run LABEL TARGET CONNECTIONS URL [HEADER]: one run; prints a JSON line
+# (lib.sh's WRK_PARSER).
 wrk_run() {
     local label=$1 target=$2 connections=$3 url=$4 header=${5:-}
     local threads=$((connections < 2 ? connections : 2))
