@@ -9,13 +9,16 @@
 #   baseline    BENCH_BASELINE_BIN, another sessions-query build (optional),
 # each round at every BENCH_CONNECTIONS, each round in an order rotated by one;
 # medians of p50, p99, requests/s, and the CPU time per request of each process in
-# between (from /proc/<pid>/stat).
+# between and of ClickHouse's server (from /proc/<pid>/stat; ClickHouse's pid from
+# BENCH_CLICKHOUSE_PID or the one scripts/services.sh started, when it is local).
 #
 # Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1)
 # and the release builds: cargo build --release -p sessions-query --bins
 #   --example page_sql --example tcp_relay --example stack_floor
 # Knobs: BENCH_USER (bench-100@example.com), BENCH_LIMIT (50), BENCH_ROUNDS (5),
-# BENCH_DURATION (5s), BENCH_CONNECTIONS ("1 16"), BENCH_BASELINE_BIN.
+# BENCH_DURATION (5s), BENCH_CONNECTIONS ("1 16"), BENCH_BASELINE_BIN,
+# BENCH_COMPRESSION (lz4): CLICKHOUSE_COMPRESSION of the floor and of the services,
+# BENCH_BASELINE_COMPRESSION (BENCH_COMPRESSION): the baseline's.
 # Output: the table on stderr, one JSON line per run on stdout.
 set -euo pipefail
 
@@ -30,6 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-1 16}
 CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+export CLICKHOUSE_COMPRESSION=${BENCH_COMPRESSION:-lz4}
 DATABASE=bench_query
 PROJECT_KEY=benchQueryProject001
 PROJECT_ID=1
@@ -46,6 +50,9 @@ for port in 18080 18081 18123 18124; do
     port_open "$port" && die "port $port is taken"
 done
 API_KEY=$(<"$KEY_FILE")
+clickhouse_pid=${BENCH_CLICKHOUSE_PID:-$(cat "$REPO/.local/run/clickhouse.pid" 2>/dev/null || true)}
+[[ -n $clickhouse_pid && -r /proc/$clickhouse_pid/stat ]] || clickhouse_pid=""
+
 clickhouse_addr=${CLICKHOUSE_URL#http://}
 
 sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$USER_ID" "$LIMIT")
@@ -63,6 +70,7 @@ service_pid=$!
 targets="clickhouse relay floor service"
 if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
     start env QUERY_ADDR=127.0.0.1:18081 CLICKHOUSE_URL="$CLICKHOUSE_URL" CLICKHOUSE_DATABASE=$DATABASE \
+        CLICKHOUSE_COMPRESSION="${BENCH_BASELINE_COMPRESSION:-$CLICKHOUSE_COMPRESSION}" \
         RUST_LOG=warn "$BENCH_BASELINE_BIN"
     baseline_pid=$!
     targets="$targets baseline"
@@ -97,34 +105,38 @@ for target in $targets; do
     [[ $code == 200 ]] || die "$target answers $code"
 done
 
-# A run's JSON line (stdin, WRK_PARSER's) with its round and its process's CPU time
-# per request (none for ClickHouse, whose CPU is not read).
+# A run's JSON line (stdin, WRK_PARSER's) with its round, its process's CPU time per
+# request (none for ClickHouse itself) and ClickHouse's (none when its pid is unknown).
 ADD_CPU='
 import json, sys
 run = json.loads(sys.stdin.read())
-round_, ticks, hz = (int(arg) for arg in sys.argv[1:4])
+round_, ticks, clickhouse_ticks, hz = (int(arg) for arg in sys.argv[1:5])
+per_request = lambda t: t * 1000.0 / hz / max(run["requests"], 1)
 run["round"] = round_
-run["cpu_ms_per_request"] = None if run["target"] == "clickhouse" \
-    else ticks * 1000.0 / hz / max(run["requests"], 1)
+run["cpu_ms_per_request"] = None if run["target"] == "clickhouse" else per_request(ticks)
+run["clickhouse_cpu_ms_per_request"] = per_request(clickhouse_ticks) if sys.argv[5] else None
 print(json.dumps(run))
 '
 # The runs (stdin) into the table of medians, ratios against ClickHouse's.
 SUMMARIZE='
 import json, statistics, sys
 runs = [json.loads(line) for line in sys.stdin]
-print("| c | target | p50 ms | p99 ms | req/s | CPU ms/request | p99 ratio | req/s ratio |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+def median_of(chosen, key):
+    values = [run[key] for run in chosen if run.get(key) is not None]
+    return statistics.median(values) if values else None
+text = lambda value: "" if value is None else f"{value:.3f}"
+print("| c | target | p50 ms | p99 ms | req/s | CPU ms/request | ClickHouse CPU ms/request | p99 ratio | req/s ratio |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for c in sorted({run["connections"] for run in runs}):
     rows = {}
     for target in dict.fromkeys(run["target"] for run in runs):
         chosen = [run for run in runs if run["connections"] == c and run["target"] == target]
-        cpu = [run["cpu_ms_per_request"] for run in chosen if run["cpu_ms_per_request"] is not None]
-        rows[target] = [statistics.median(r[key] for r in chosen) for key in ("p50_ms", "p99_ms", "requests_per_second")]
-        rows[target].append(statistics.median(cpu) if cpu else None)
+        rows[target] = [median_of(chosen, key) for key in
+                        ("p50_ms", "p99_ms", "requests_per_second", "cpu_ms_per_request",
+                         "clickhouse_cpu_ms_per_request")]
     base = rows["clickhouse"]
-    for target, (p50, p99, rps, cpu) in rows.items():
-        cpu_text = "" if cpu is None else f"{cpu:.3f}"
-        print(f"| {c} | {target} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {cpu_text} | "
+    for target, (p50, p99, rps, cpu, clickhouse_cpu) in rows.items():
+        print(f"| {c} | {target} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {text(cpu)} | {text(clickhouse_cpu)} | "
               f"{p99 / base[1]:.2f}x | {rps / base[2]:.2f}x |")
 '
 runs_file=$(mktemp)
@@ -138,12 +150,13 @@ for round in $(seq "$ROUNDS"); do
         for ((index = 0; index < ${#order[@]}; index++)); do
             target=${order[(index + round) % ${#order[@]}]}
             pid=$(pid_of "$target")
-            before=$(cpu_ticks "$pid")
+            before=$(cpu_ticks "$pid") clickhouse_before=$(cpu_ticks "$clickhouse_pid")
             run=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \
                 -H "$(auth_of "$target")" "$(url_of "$target")" |
                 python3 -c "$WRK_PARSER" "$USER_ID limit=$LIMIT" "$target" "$connections")
-            after=$(cpu_ticks "$pid")
-            python3 -c "$ADD_CPU" "$round" "$((after - before))" "$ticks_per_second" <<<"$run"
+            after=$(cpu_ticks "$pid") clickhouse_after=$(cpu_ticks "$clickhouse_pid")
+            python3 -c "$ADD_CPU" "$round" "$((after - before))" \
+                "$((clickhouse_after - clickhouse_before))" "$ticks_per_second" "$clickhouse_pid" <<<"$run"
         done
     done
 done | tee "$runs_file"

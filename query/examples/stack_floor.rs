@@ -1,7 +1,8 @@
 //! The floor of the service's own stack, for the query benchmark: warp on one
 //! current-thread runtime (as `sessions-query` with `QUERY_THREADS=1`, mimalloc too)
 //! answering every request by sending one fixed statement through the `clickhouse`
-//! client (lz4, as the service) and replying with its RowBinary bytes as they came.
+//! client (lz4 as the service's default, or none with `CLICKHOUSE_COMPRESSION=none`)
+//! and replying with its RowBinary bytes as they came.
 //! No authorization, SQL building, decoding, JSON, cursor or metrics: what is left of
 //! the service's cost per request when all of its own code is gone (BENCHMARKS.md §6).
 //!
@@ -29,11 +30,16 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: stack_floor LISTEN_ADDR CLICKHOUSE_URL DATABASE SQL");
     };
     let listen: SocketAddr = listen.parse()?;
+    let compression = match std::env::var("CLICKHOUSE_COMPRESSION").as_deref() {
+        Ok("none") => Compression::None,
+        Ok("lz4") | Err(_) => Compression::Lz4,
+        Ok(other) => anyhow::bail!("CLICKHOUSE_COMPRESSION must be lz4 or none, not {other:?}"),
+    };
     let client = Client::default()
         .with_url(url)
         .with_database(database)
         .with_validation(false)
-        .with_compression(Compression::Lz4);
+        .with_compression(compression);
     let statement: Arc<str> = Arc::from(sql.as_str());
     let route = warp::any().then(move || {
         let client = client.clone();
