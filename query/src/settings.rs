@@ -75,8 +75,8 @@ pub struct Settings {
     /// Sessions of heavy users whose statistics this replica keeps warm, over all of
     /// them (~70 bytes each at worst): a heavy user's first request reads its rows
     /// once, the next ones only what was written since. 0 keeps none (every request of
-    /// a heavy user reads all its rows). Single server only: on a cluster every
-    /// request reads them.
+    /// a heavy user reads all its rows). On a cluster a fold reads the first node of
+    /// `CLICKHOUSE_URL` holding the user's rows.
     #[arg(
         long = "stats-cache-sessions",
         env = "STATS_CACHE_SESSIONS",

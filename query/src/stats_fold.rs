@@ -12,7 +12,10 @@
 //!
 //! Why a fold over parts is exact. A MergeTree part holds the rows of a contiguous range
 //! of insert block numbers and never changes; the table's active parts partition the
-//! blocks written so far. What happens to a block's rows afterwards:
+//! blocks written so far (on one replica of a replicated table, the blocks it has: a
+//! part it still lacks is read when it arrives; names and blocks are the same on
+//! every replica, the replication log deciding merges and mutations, but a fold must
+//! list and read one replica). What happens to a block's rows afterwards:
 //! - a merge drops, at one key, rows of a lower (or equal) version than another row of
 //!   that key: never a session's winner, so a fold that saw the dropped rows is still
 //!   right (merged parts are recognised by their block range and not read again);

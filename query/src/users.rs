@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
-use sessions_shared::clickhouse::{Layout, Row, Store, StoreError};
+use sessions_shared::clickhouse::{Row, Store, StoreError};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::sessions::{bounded_sql, refused};
@@ -37,10 +37,11 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
 /// Reads users' statistics at a bounded cost per replica. The statement runs first
 /// bounded (`sessions::bounded_sql`): ClickHouse refuses it before reading when the
 /// user's rows exceed the bound. A heavy user's statistics then come from its fold
-/// (`warm_stats`: on one server, the first request reads the user's rows once and the
-/// next ones only the parts written since), or, on a cluster or for a user larger
-/// than the folds' budget, from the statement run whole (its cost grows with the user:
-/// ~0.25 µs of ClickHouse CPU per row). Heavy reads run at most
+/// (`warm_stats`: the first request reads the user's rows once and the next ones only
+/// the parts written since; on a cluster, on one replica of the user's shard), or, for
+/// a user larger than the folds' budget or a cluster whose listed nodes cannot serve a
+/// fold, from the statement run whole (its cost grows with the user: ~0.25 µs of
+/// ClickHouse CPU per row). Heavy reads run at most
 /// `HEAVY_STATS_CONCURRENCY` at a time on this replica; a request waits for its turn at
 /// most one request bound (`CLICKHOUSE_TIMEOUT_MS`), then fails as a timeout (503). So
 /// clients asking again and again for a bot's statistics cannot take every core of
@@ -111,7 +112,7 @@ impl StatsReader {
         project_id: u32,
         user_id: &str,
     ) -> Result<Option<UserStats>, StoreError> {
-        let warm = self.warm.enabled() && matches!(store.layout(), Layout::SingleNode);
+        let warm = self.warm.enabled();
         if !(warm && self.warm.holds(project_id, user_id)) {
             let bounded = bounded_sql(USER_STATS_SQL, self.scan_max_rows);
             match run_stats(store, &bounded, project_id, user_id).await {

@@ -3,10 +3,12 @@
 //! is exact), so that asking again for a million-session user costs one listing of the
 //! table's parts and the user's rows in new parts, not a pass over all of its rows.
 //!
-//! Contract: single-server mode only (on a cluster a user's parts live on two replicas
-//! that a request cannot pin; `users` reads those with the statement). Answers are the
-//! statement's (`users::USER_STATS_SQL`) as of the listing the last round began with.
-//! Memory is bounded: at most `budget` sessions held over all users (~50-95 bytes
+//! Contract: answers are the statement's (`users::USER_STATS_SQL`) as of the listing
+//! the last round began with, on the one node the fold reads (`replica`: on a cluster
+//! one replica of the user's shard, whose answers are that replica's, as a page's are
+//! the replica's it reaches). A cluster node that refuses, or lost ZooKeeper, drops
+//! the fold and the statement answers (it fails over); so it does when no listed node
+//! holds the user. Memory is bounded: at most `budget` sessions held over all users (~50-95 bytes
 //! each), plus the folds being read (each stopped past `budget`); the least recently
 //! asked for go first, a user asked for nothing in `TTL` is forgotten, and a user
 //! larger than the whole budget is not kept (its fold is dropped as soon as it outgrows
@@ -20,66 +22,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
-use serde::Deserialize;
-use sessions_shared::clickhouse::{bounded_by, Client, Query, Row, Store, StoreError};
+use sessions_shared::clickhouse::{Store, StoreError};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::heavy_users::{self, HeavyUsers};
-use crate::stats_fold::{FoldRow, ListedPart, Listing, StatsFold};
+use crate::stats_fold::StatsFold;
 use crate::users::{HeavyTurns, UserStats};
+
+mod replica;
+
+use replica::{falls_over, Replica};
 
 /// How long a user's fold is kept without being asked for.
 pub const TTL: Duration = Duration::from_secs(600);
 /// Rounds of one answer (each more than the first needs a merge that raced its reads).
 const ROUNDS: usize = 4;
 
-/// The active parts of `sessions`, each with the table's generation.
-const PARTS_SQL: &str = "SELECT name, min_block_number, max_block_number, data_version, \
-     ifNull((SELECT toString(metadata_modification_time) FROM system.tables \
-      WHERE database = ? AND name = 'sessions'), '') AS generation \
-     FROM system.parts WHERE database = ? AND table = 'sessions' AND active";
-
-#[derive(Row, Deserialize)]
-struct PartRow {
-    name: String,
-    min_block: i64,
-    max_block: i64,
-    data_version: u64,
-    generation: String,
-}
-
-/// The user's rows in some parts (the `_part` condition picks parts before reading).
-fn rows_sql(columns: &str, parts: usize) -> String {
-    let names = vec!["?"; parts].join(", ");
-    format!(
-        "SELECT {columns} FROM sessions \
-         WHERE project_id = ? AND user_id = ? AND _part IN ({names})"
-    )
-}
-
-/// [`rows_sql`] with its values bound.
-fn rows_query(
-    client: &Client,
-    columns: &str,
-    project_id: u32,
-    user_id: &str,
-    parts: &[ListedPart],
-) -> Query {
-    let query = client
-        .query(&rows_sql(columns, parts.len()))
-        .bind(project_id)
-        .bind(user_id);
-    parts
-        .iter()
-        .fold(query, |query, part| query.bind(part.name.as_str()))
-}
-
-const FOLD_COLUMNS: &str = "session_id, version, deleted, start_ts, duration";
-
 struct Held {
-    fold: Arc<AsyncMutex<StatsFold>>,
+    fold: Arc<AsyncMutex<UserFold>>,
     used: Instant,
     sessions: usize,
+}
+
+/// A user's fold and the node it reads (found on its first round).
+#[derive(Default)]
+struct UserFold {
+    fold: StatsFold,
+    node: Option<usize>,
 }
 
 /// Heavy users' folds on this replica.
@@ -104,6 +73,9 @@ pub enum Warm {
     TooLarge,
     /// The table's parts kept merging away under the fold's reads: ask the statement.
     Unsettled,
+    /// On a cluster, no node of `CLICKHOUSE_URL` holds the user's rows, or the one the
+    /// fold read refused or lost ZooKeeper: ask the statement (it fails over).
+    Unpinned,
 }
 
 impl WarmStats {
@@ -186,23 +158,24 @@ impl WarmStats {
             entry.used = Instant::now();
             Arc::clone(&entry.fold)
         };
-        let mut fold = fold.lock().await;
+        let mut user = fold.lock().await;
         let answer = match self
-            .refresh(&mut fold, store, project_id, user_id, turns)
+            .refresh(&mut user, store, project_id, user_id, turns)
             .await
         {
-            Ok(Warm::Answer(_)) if fold.sessions() > self.budget => Ok(Warm::TooLarge),
+            Ok(Warm::Answer(_)) if user.fold.sessions() > self.budget => Ok(Warm::TooLarge),
+            Err(error) if falls_over(store, &error) => Ok(Warm::Unpinned),
             answer => answer,
         };
         let kept = matches!(answer, Ok(Warm::Answer(_)));
         if !kept {
-            // Too large, unsettled, or a failure left rows in the fold that no round
-            // accounts for (a request waiting on this fold must not build on them):
-            // start over.
-            fold.start_over();
+            // Too large, unsettled, unpinned, or a failure left rows in the fold that no
+            // round accounts for (a request waiting on this fold must not build on
+            // them): start over, on whichever node holds the user next time.
+            *user = UserFold::default();
         }
-        let sessions = fold.sessions();
-        drop(fold);
+        let sessions = user.fold.sessions();
+        drop(user);
         let mut held = self.held.lock().expect("warm stats lock");
         if kept {
             if let Some(entry) = held.get_mut(&key) {
@@ -241,13 +214,24 @@ impl WarmStats {
 
     async fn refresh(
         &self,
-        fold: &mut StatsFold,
+        user: &mut UserFold,
         store: &Store,
         project_id: u32,
         user_id: &str,
         turns: &HeavyTurns,
     ) -> Result<Warm, StoreError> {
-        let mut listing = list_parts(store).await?;
+        let replica = match user.node {
+            Some(node) => Replica::on_node(store, node),
+            None => match Replica::holding(store, project_id, user_id).await? {
+                Some(replica) => {
+                    user.node = Some(replica.node());
+                    replica
+                }
+                None => return Ok(Warm::Unpinned),
+            },
+        };
+        let fold = &mut user.fold;
+        let mut listing = replica.list_parts().await?;
         for _ in 0..ROUNDS {
             let round = fold.begin(listing);
             if round.to_read.is_empty() {
@@ -256,23 +240,19 @@ impl WarmStats {
             }
             let _turn = turns.take().await?;
             if fold.sessions() == 0 {
-                let rows = count_rows(store, project_id, user_id, &round.to_read).await?;
+                let rows = replica
+                    .count_rows(project_id, user_id, &round.to_read)
+                    .await?;
                 fold.reserve(rows.min(self.budget as u64 + 1) as usize);
             }
-            let read = read_rows(
-                store,
-                fold,
-                project_id,
-                user_id,
-                &round.to_read,
-                self.budget,
-            );
-            let (rows, whole) = read.await?;
+            let (rows, whole) = replica
+                .read_rows(fold, project_id, user_id, &round.to_read, self.budget)
+                .await?;
             self.rows_folded.inc_by(rows);
             if !whole {
                 return Ok(Warm::TooLarge);
             }
-            listing = list_parts(store).await?;
+            listing = replica.list_parts().await?;
             if fold.end(round, Some(&listing)) {
                 return Ok(Warm::Answer(fold.stats().map(UserStats::from)));
             }
@@ -283,74 +263,6 @@ impl WarmStats {
 
 fn total_sessions(held: &HashMap<u64, Held>) -> usize {
     held.values().map(|held| held.sessions).sum()
-}
-
-async fn list_parts(store: &Store) -> Result<Listing, StoreError> {
-    let database = store.database();
-    let rows: Vec<PartRow> = store
-        .run(|client| {
-            client
-                .query(PARTS_SQL)
-                .bind(database)
-                .bind(database)
-                .fetch_all()
-        })
-        .await?;
-    Ok(Listing {
-        generation: rows
-            .first()
-            .map(|row| row.generation.clone())
-            .unwrap_or_default(),
-        parts: rows
-            .into_iter()
-            .map(|row| ListedPart {
-                name: row.name,
-                min_block: row.min_block,
-                max_block: row.max_block,
-                data_version: row.data_version,
-            })
-            .collect(),
-    })
-}
-
-/// How many of the user's rows `parts` hold (~25 ms for a million on 18.16).
-async fn count_rows(
-    store: &Store,
-    project_id: u32,
-    user_id: &str,
-    parts: &[ListedPart],
-) -> Result<u64, StoreError> {
-    store
-        .run(|client| rows_query(client, "count()", project_id, user_id, parts).fetch_one::<u64>())
-        .await
-}
-
-/// Folds the user's rows of `parts`: how many, and false if it stopped because the fold
-/// outgrew `budget`.
-async fn read_rows(
-    store: &Store,
-    fold: &mut StatsFold,
-    project_id: u32,
-    user_id: &str,
-    parts: &[ListedPart],
-    budget: usize,
-) -> Result<(u64, bool), StoreError> {
-    // Not `Store::run`: its request may run twice, and rows go into the fold as they
-    // come. One server, so no other node to fail over to.
-    let query = rows_query(store.client(), FOLD_COLUMNS, project_id, user_id, parts);
-    bounded_by(store.timeout(), async {
-        let mut cursor = query.fetch::<FoldRow>()?;
-        let mut rows = 0;
-        while let Some(row) = cursor.next().await? {
-            fold.fold(&row);
-            rows += 1;
-            if fold.sessions() > budget {
-                return Ok((rows, false));
-            }
-        }
-        Ok((rows, true))
-    })
-    .await
 }
 
 impl From<crate::stats_fold::Stats> for UserStats {
@@ -415,12 +327,5 @@ mod tests {
         assert!(warm.too_large.get(7, now + ttl / 2).is_some());
         assert!(warm.too_large.get(7, now + ttl).is_none());
         assert!(warm.too_large.get(8, now).is_none());
-    }
-
-    #[test]
-    fn the_rows_statement_names_one_placeholder_per_part() {
-        let sql = rows_sql(FOLD_COLUMNS, 3);
-        assert!(sql.ends_with("_part IN (?, ?, ?)"), "{sql}");
-        assert_eq!(sql.matches('?').count(), 5, "project, user and three parts");
     }
 }

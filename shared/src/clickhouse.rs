@@ -320,12 +320,33 @@ impl Store {
         Fut: Future<Output = clickhouse::error::Result<T>>,
     {
         let mut failures = Vec::new();
-        for node in self.nodes.iter() {
-            if let Err(error) = bounded_by(self.timeout, request(&node.client)).await {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Err(error) = self.run_on_node(index, &request).await {
                 failures.push((node.shown_as.clone(), error));
             }
         }
         failures
+    }
+
+    /// How many nodes `CLICKHOUSE_URL` lists (one on a single server).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The client of node `index` (in `CLICKHOUSE_URL`'s order) on the configured
+    /// database, for a request built once that must reach that node (a streamed read).
+    pub fn node_client(&self, index: usize) -> &Client {
+        &self.nodes[index % self.nodes.len()].client
+    }
+
+    /// One request on node `index` under the time bound, with no failover (reads that
+    /// must see one replica's parts).
+    pub async fn run_on_node<T, F, Fut>(&self, index: usize, request: F) -> Result<T, StoreError>
+    where
+        F: Fn(&Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        bounded_by(self.timeout, request(self.node_client(index))).await
     }
 
     /// `SELECT 1`: is a node there and answering?
