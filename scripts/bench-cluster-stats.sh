@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# A heavy user's statistics on the local cluster (issue 10's rule for user stats;
+# BENCHMARKS.md §7): a fresh database on the cluster gets a 100-session user and one
+# user of BENCH_HEAVY_ROWS (1,000,000) sessions, written through the Distributed
+# table; then sessions-query on the cluster answers GET /users/:userId for both, at
+# c=1, beside the statistics statement sent straight to a node:
+#   - the heavy user's first request (its fold reads all its rows on one replica),
+#   - p50 of BENCH_REQUESTS (200) requests of each user after it,
+#   - p50 of the statement (10 runs) for the heavy user.
+# Needs the cluster up (scripts/services.sh start cluster) and the release builds
+# (cargo build --release -p sessions-query -p sessions-shared --bins). Measures and
+# prints one JSON line; asserts nothing about timing. Drops the database at the end.
+# Knobs: BENCH_HEAVY_ROWS, BENCH_REQUESTS, BENCH_QUERY_PORT (18091), BENCH_QUERY_BIN
+# (another sessions-query build, e.g. one from before a change).
+set -euo pipefail
+
+SCRIPT_NAME=bench-cluster-stats.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+HEAVY_ROWS=${BENCH_HEAVY_ROWS:-1000000}
+REQUESTS=${BENCH_REQUESTS:-200}
+PORT=${BENCH_QUERY_PORT:-18091}
+export CLICKHOUSE_CLUSTER=${CLICKHOUSE_CLUSTER:-sessions_cluster}
+export CLICKHOUSE_URL=${CLICKHOUSE_CLUSTER_URL:-http://127.0.0.1:8131,http://127.0.0.1:8132,http://127.0.0.1:8133,http://127.0.0.1:8134}
+export CLICKHOUSE_DATABASE=bench_cluster_stats
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+QUERY=bench-cluster-stats-query
+QUERY_BIN=${BENCH_QUERY_BIN:-$BIN/sessions-query}
+
+ping_ok "${CLICKHOUSE_URL%%,*}/ping" || die "the cluster is not up (scripts/services.sh start cluster)"
+for binary in "$QUERY_BIN" "$BIN/sessions-admin"; do
+    [[ -x $binary ]] || die "$binary is missing (cargo build --release)"
+done
+port_open "$PORT" && die "port $PORT is taken"
+cleanup() {
+    terminate "$QUERY" 10 >/dev/null 2>&1 || true
+    CH_MAX_TIME=90 ch "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE ON CLUSTER $CLICKHOUSE_CLUSTER" >/dev/null || true
+}
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN/sessions-admin" migrate >/dev/null
+org=$("$BIN/sessions-admin" org create --name bench)
+api_key=$(json_get apiKey <<<"$org")
+project_key=benchClusterStats001
+project_id=$("$BIN/sessions-admin" project create --org "$(json_get orgId <<<"$org")" \
+    --name bench --key "$project_key" | json_get projectId)
+
+say "writing 100 + $HEAVY_ROWS sessions through the Distributed table"
+# Columns in the table's order (schemas/002_sessions.sql).
+insert_user() { # USER ROWS FIRST_SESSION_ID
+    CH_MAX_TIME=600 ch "INSERT INTO $CLICKHOUSE_DATABASE.sessions
+        SELECT toUInt32($project_id), '$1', toInt64(1700000000000 + number * 31),
+            toUInt64($3 + number), toUInt64(1), toUInt8(0),
+            lower(hex(toUInt64(intHash64(number)))), 'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0',
+            'Ubuntu', 'Firefox', '', 'DE', toUInt64(intHash32(number) % 3600000),
+            toUInt32(number % 97), toUInt32(number % 31), toUInt32(number % 5), toUInt8(1), now()
+        FROM numbers($2)
+        SETTINGS insert_distributed_sync = 1" >/dev/null
+}
+insert_user bench-100@example.com 100 6000000000000000
+insert_user bench-heavy@example.com "$HEAVY_ROWS" 6100000000000000
+
+launch "$QUERY" "$QUERY_BIN" "$REPO" env QUERY_ADDR="127.0.0.1:$PORT" RUST_LOG=warn "$QUERY_BIN"
+for _ in $(seq 300); do
+    http_ok "http://127.0.0.1:$PORT/readyz" && break
+    sleep 0.1
+done
+http_ok "http://127.0.0.1:$PORT/readyz" || die "sessions-query did not get ready"
+
+statement=$(python3 - "$project_id" bench-heavy@example.com <<'PY'
+import re, sys
+source = open("query/src/users.rs").read()
+sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
+sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
+print(sql.replace("?", sys.argv[1], 1).replace("?", f"'{sys.argv[2]}'", 1))
+PY
+)
+python3 - "http://127.0.0.1:$PORT/api/v1/$project_key/users" "$api_key" "$REQUESTS" \
+    "${CLICKHOUSE_URL%%,*}" "$CLICKHOUSE_DATABASE" "$statement" "$HEAVY_ROWS" <<'PY'
+import http.client, json, statistics, sys, time, urllib.parse
+base, key, requests, node, database, statement, heavy_rows = sys.argv[1:8]
+service = urllib.parse.urlsplit(base)
+connection = http.client.HTTPConnection(service.netloc)
+def stats(user):
+    started = time.perf_counter()
+    connection.request("GET", f"{service.path}/{urllib.parse.quote(user, safe='')}",
+                       headers={"Authorization": key})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 200, body
+    return time.perf_counter() - started, body["data"]
+heavy_first, heavy_data = stats("bench-heavy@example.com")
+assert heavy_data["sessionCount"] == int(heavy_rows), heavy_data
+runs = {user: sorted(stats(user)[0] for _ in range(int(requests)))
+        for user in ("bench-100@example.com", "bench-heavy@example.com")}
+clickhouse = http.client.HTTPConnection(urllib.parse.urlsplit(node).netloc)
+def statement_time():
+    started = time.perf_counter()
+    clickhouse.request("POST", f"/?database={database}", body=statement)
+    response = clickhouse.getresponse()
+    response.read()
+    assert response.status == 200
+    return time.perf_counter() - started
+whole = statistics.median(statement_time() for _ in range(10))
+small = statistics.median(runs["bench-100@example.com"]) * 1000
+heavy = statistics.median(runs["bench-heavy@example.com"]) * 1000
+print(json.dumps({"heavyRows": int(heavy_rows), "heavyFirstRequestMs": round(heavy_first * 1000, 1),
+                  "smallP50Ms": round(small, 2), "heavyP50Ms": round(heavy, 2),
+                  "ratio": round(heavy / small, 2), "heavyStatementP50Ms": round(whole * 1000, 1)}))
+PY
