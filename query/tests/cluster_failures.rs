@@ -7,7 +7,9 @@
 //! - the node named first in `CLICKHOUSE_URL` is SIGKILLed, restarted later;
 //!
 //! and every user's sessions come back exactly through the API afterwards, without
-//! restarting any service. Skipped without a cluster (`CLICKHOUSE_CLUSTER_URL`) or the
+//! restarting any service. Also: the node a heavy user's statistics fold reads is
+//! SIGKILLed, and the statistics keep coming (from the statement, then from a fold on
+//! the other replica). Skipped without a cluster (`CLICKHOUSE_CLUSTER_URL`) or the
 //! services script (`SESSIONS_SERVICES_SCRIPT`); `scripts/test.sh` sets both.
 
 mod common;
@@ -20,7 +22,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::Value;
+use sessions_query::users::StatsReader;
 use sessions_shared::clickhouse::{bounded_by, Row};
+use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::{cluster_target, Target};
 use sessions_testkit::http::http_get;
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
@@ -594,5 +598,73 @@ async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_f
 
     stop_ingest.send(true).unwrap();
     ingest.await.unwrap().unwrap();
+    fixture.finish().await;
+}
+
+/// A heavy user's statistics come from a fold on one replica of its shard: when that
+/// node is SIGKILLed the statement answers (through another node), the next request
+/// folds the other replica, and every answer is the statement's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folds_node_killed_the_statistics_come_from_another() {
+    let Some(turn) = take_cluster().await else {
+        return;
+    };
+    let fixture = common::Fixture::new("cluster-18.16", &turn.target, "fold_node").await;
+    let store = &fixture.db.store;
+    let project = fixture.project.project_id;
+    let rows: Vec<Session> = (0..300)
+        .map(|i| {
+            common::session(
+                project,
+                "heavy",
+                7_304_000_000_000_000 + i,
+                1_000 * i as i64,
+            )
+        })
+        .collect();
+    fixture.insert_live(&rows, 1).await;
+    let statement = StatsReader::new(1, u64::MAX, store.timeout(), 0);
+    let expected = statement.fetch(store, project, "heavy").await.unwrap();
+    assert_eq!(expected.map(|stats| stats.session_count), Some(300));
+    let warm = StatsReader::new(1, 1, store.timeout(), 10_000);
+    assert_eq!(warm.fetch(store, project, "heavy").await.unwrap(), expected);
+    assert_eq!(warm.warm().rows_folded(), 300);
+
+    // The fold reads the first node of CLICKHOUSE_URL holding the user (the nodes are
+    // listed in the order of NODES).
+    let mut pinned = None;
+    for (index, name) in NODES.iter().enumerate() {
+        let rows: u64 = store
+            .run_on_node(index, |client| {
+                client
+                    .query("SELECT count() FROM sessions_local WHERE user_id = 'heavy'")
+                    .fetch_one()
+            })
+            .await
+            .unwrap();
+        if rows > 0 {
+            pinned = Some(*name);
+            break;
+        }
+    }
+    let pinned = pinned.expect("a node holds the user");
+    node("kill9", pinned);
+    let after_kill = warm.fetch(store, project, "heavy").await;
+    assert_eq!(
+        after_kill.unwrap(),
+        expected,
+        "the statement, through another node"
+    );
+    assert!(!warm.warm().holds(project, "heavy"), "the fold is dropped");
+    assert_eq!(warm.warm().rows_folded(), 300);
+    let refolded = warm.fetch(store, project, "heavy").await;
+    assert_eq!(refolded.unwrap(), expected, "a fold on the other replica");
+    assert!(warm.warm().holds(project, "heavy"));
+    assert_eq!(
+        warm.warm().rows_folded(),
+        600,
+        "the other replica read once"
+    );
+    node("start", pinned);
     fixture.finish().await;
 }
