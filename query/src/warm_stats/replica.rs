@@ -81,9 +81,8 @@ impl<'a> Replica<'a> {
         if matches!(store.layout(), Layout::SingleNode) {
             return Ok(Some(Replica::on_node(store, 0)));
         }
+        let sql = HOLDS_USER_SQL.replace("{table}", &store.layout().storage_table("sessions"));
         for node in 0..store.node_count() {
-            let replica = Replica::on_node(store, node);
-            let sql = HOLDS_USER_SQL.replace("{table}", &replica.table);
             let holds = store
                 .run_on_node(node, |client| {
                     client
@@ -94,7 +93,7 @@ impl<'a> Replica<'a> {
                 })
                 .await;
             match holds {
-                Ok(1) => return Ok(Some(replica)),
+                Ok(1) => return Ok(Some(Replica::on_node(store, node))),
                 Ok(_) => {}
                 Err(error) if falls_over(store, &error) => {}
                 Err(error) => return Err(error),
