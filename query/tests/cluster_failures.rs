@@ -632,22 +632,11 @@ async fn a_folds_node_killed_the_statistics_come_from_another() {
 
     // The fold reads the first node of CLICKHOUSE_URL holding the user (the nodes are
     // listed in the order of NODES).
-    let mut pinned = None;
-    for (index, name) in NODES.iter().enumerate() {
-        let rows: u64 = store
-            .run_on_node(index, |client| {
-                client
-                    .query("SELECT count() FROM sessions_local WHERE user_id = 'heavy'")
-                    .fetch_one()
-            })
-            .await
-            .unwrap();
-        if rows > 0 {
-            pinned = Some(*name);
-            break;
-        }
-    }
-    let pinned = pinned.expect("a node holds the user");
+    let holding = common::nodes_holding(store, "heavy").await;
+    let pinned = NODES[holding
+        .iter()
+        .position(|holds| *holds)
+        .expect("a node holds the user")];
     node("kill9", pinned);
     let after_kill = warm.fetch(store, project, "heavy").await;
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{body_json, error_message, fetch_all_pages, session, Fixture};
+use common::{body_json, error_message, fetch_all_pages, nodes_holding, session, Fixture};
 use serde_json::Value;
 use sessions_query::sessions::SCAN_MAX_ROWS;
 use sessions_query::users::StatsReader;
@@ -383,18 +383,11 @@ async fn a_fold_on_a_cluster_reads_a_listed_node_of_the_users_shard() {
     assert_eq!(expected.map(|stats| stats.session_count), Some(300));
 
     let urls = &fixture.db.settings.clickhouse_url;
-    let mut holding = Vec::new();
-    for (node, url) in urls.iter().enumerate() {
-        let rows: u64 = store
-            .run_on_node(node, |client| {
-                client
-                    .query("SELECT count() FROM sessions_local WHERE user_id = 'heavy'")
-                    .fetch_one()
-            })
-            .await
-            .unwrap();
-        holding.push((url.clone(), rows > 0));
-    }
+    let holding: Vec<(String, bool)> = urls
+        .iter()
+        .cloned()
+        .zip(nodes_holding(store, "heavy").await)
+        .collect();
     assert!(holding.iter().any(|(_, holds)| *holds), "{holding:?}");
     assert!(holding.iter().any(|(_, holds)| !*holds), "{holding:?}");
     let store_of = |urls: Vec<String>| {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sessions_query::{QueryService, Settings};
+use sessions_shared::clickhouse::Store;
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_shared::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
@@ -115,6 +116,25 @@ impl Fixture {
     pub async fn finish(self) {
         self.db.drop_database().await;
     }
+}
+
+/// On a cluster, whether each node of `CLICKHOUSE_URL` (in its order) holds rows of
+/// `user_id` in its shard-local `sessions_local`.
+pub async fn nodes_holding(store: &Store, user_id: &str) -> Vec<bool> {
+    let mut holding = Vec::new();
+    for node in 0..store.node_count() {
+        let rows: u64 = store
+            .run_on_node(node, |client| {
+                client
+                    .query("SELECT count() FROM sessions_local WHERE user_id = ?")
+                    .bind(user_id)
+                    .fetch_one()
+            })
+            .await
+            .unwrap();
+        holding.push(rows > 0);
+    }
+    holding
 }
 
 /// A session shaped like the seed's examples.
