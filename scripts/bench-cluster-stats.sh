@@ -50,16 +50,9 @@ project_id=$("$BIN/sessions-admin" project create --org "$(json_get orgId <<<"$o
     --name bench --key "$project_key" | json_get projectId)
 
 say "writing 100 + $HEAVY_ROWS sessions through the Distributed table"
-# Columns in the table's order (schemas/002_sessions.sql).
 insert_user() { # USER ROWS FIRST_SESSION_ID
-    CH_MAX_TIME=600 ch "INSERT INTO $CLICKHOUSE_DATABASE.sessions
-        SELECT toUInt32($project_id), '$1', toInt64(1700000000000 + number * 31),
-            toUInt64($3 + number), toUInt64(1), toUInt8(0),
-            lower(hex(toUInt64(intHash64(number)))), 'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0',
-            'Ubuntu', 'Firefox', '', 'DE', toUInt64(intHash32(number) % 3600000),
-            toUInt32(number % 97), toUInt32(number % 31), toUInt32(number % 5), toUInt8(1), now()
-        FROM numbers($2)
-        SETTINGS insert_distributed_sync = 1" >/dev/null
+    CH_MAX_TIME=600 ch "$(one_user_sessions_sql "$CLICKHOUSE_DATABASE" "$project_id" "$1" "$2" \
+        1700000000000 "$3") SETTINGS insert_distributed_sync = 1" >/dev/null
 }
 insert_user bench-100@example.com 100 6000000000000000
 insert_user bench-heavy@example.com "$HEAVY_ROWS" 6100000000000000
@@ -71,40 +64,30 @@ for _ in $(seq 300); do
 done
 http_ok "http://127.0.0.1:$PORT/readyz" || die "sessions-query did not get ready"
 
-statement=$(python3 - "$project_id" bench-heavy@example.com <<'PY'
-import re, sys
-source = open("query/src/users.rs").read()
-sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
-sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
-print(sql.replace("?", sys.argv[1], 1).replace("?", f"'{sys.argv[2]}'", 1))
-PY
-)
+statement=$(user_stats_sql "$project_id" bench-heavy@example.com)
 python3 - "http://127.0.0.1:$PORT/api/v1/$project_key/users" "$api_key" "$REQUESTS" \
     "${CLICKHOUSE_URL%%,*}" "$CLICKHOUSE_DATABASE" "$statement" "$HEAVY_ROWS" <<'PY'
 import http.client, json, statistics, sys, time, urllib.parse
 base, key, requests, node, database, statement, heavy_rows = sys.argv[1:8]
 service = urllib.parse.urlsplit(base)
 connection = http.client.HTTPConnection(service.netloc)
-def stats(user):
+def get(user, tail=""):
+    """GET the user's resource (+ tail): its time in seconds and its data."""
     started = time.perf_counter()
-    connection.request("GET", f"{service.path}/{urllib.parse.quote(user, safe='')}",
+    connection.request("GET", f"{service.path}/{urllib.parse.quote(user, safe='')}{tail}",
                        headers={"Authorization": key})
     response = connection.getresponse()
     body = json.loads(response.read())
     assert response.status == 200, body
     return time.perf_counter() - started, body["data"]
-heavy_first, heavy_data = stats("bench-heavy@example.com")
+heavy_first, heavy_data = get("bench-heavy@example.com")
 assert heavy_data["sessionCount"] == int(heavy_rows), heavy_data
 users = ("bench-100@example.com", "bench-heavy@example.com")
-runs = {user: [stats(user)[0] for _ in range(int(requests))] for user in users}
+runs = {user: [get(user)[0] for _ in range(int(requests))] for user in users}
 def first_page(user):
-    started = time.perf_counter()
-    connection.request("GET", f"{service.path}/{urllib.parse.quote(user, safe='')}/sessions?limit=50",
-                       headers={"Authorization": key})
-    response = connection.getresponse()
-    body = json.loads(response.read())
-    assert response.status == 200 and len(body["data"]) == 50, response.status
-    return time.perf_counter() - started
+    seconds, sessions = get(user, "/sessions?limit=50")
+    assert len(sessions) == 50, len(sessions)
+    return seconds
 pages = {user: statistics.median(first_page(user) for _ in range(int(requests))) * 1000
          for user in users}
 clickhouse = http.client.HTTPConnection(urllib.parse.urlsplit(node).netloc)

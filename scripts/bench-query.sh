@@ -134,13 +134,8 @@ else
             now()
         FROM numbers($ROWS)" >/dev/null
     # The heavy user: one session every 31 ms, the same columns otherwise.
-    ch "INSERT INTO $CLICKHOUSE_DATABASE.sessions
-        SELECT toUInt32($PROJECT_ID), '$HEAVY_USER', toInt64($HEAVY_FIRST_TS + number * 31),
-            toUInt64(5000000000000000 + number), toUInt64(1), toUInt8(0),
-            lower(hex(toUInt64(intHash64(number)))), 'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0',
-            'Ubuntu', 'Firefox', '', 'DE', toUInt64(intHash32(number) % 3600000),
-            toUInt32(number % 97), toUInt32(number % 31), toUInt32(number % 5), toUInt8(1), now()
-        FROM numbers($HEAVY_ROWS)" >/dev/null
+    ch "$(one_user_sessions_sql "$CLICKHOUSE_DATABASE" "$PROJECT_ID" "$HEAVY_USER" \
+        "$HEAVY_ROWS" "$HEAVY_FIRST_TS" 5000000000000000)" >/dev/null
     load_seconds=$(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")
     say "loaded in ${load_seconds}s; OPTIMIZE TABLE ... FINAL (one part, no merges while measuring)"
     t0=$EPOCHREALTIME
@@ -365,15 +360,7 @@ printf '%s\n' "${results[@]}" "${heavy_runs[@]}" "$walk" | python3 -c "$HEAVY_SU
 stats_runs=()
 for case in "stats-100 bench-100@example.com" "stats-heavy $HEAVY_USER"; do
     read -r label user <<<"$case"
-    stats_sql=$(python3 - "$PROJECT_ID" "$user" <<'PY'
-import re, sys
-source = open("query/src/users.rs").read()
-sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
-sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
-project, user = sys.argv[1], sys.argv[2].replace("\\", "\\\\").replace("'", "\\'")
-print(sql.replace("?", project, 1).replace("?", f"'{user}'", 1))
-PY
-)
+    stats_sql=$(user_stats_sql "$PROJECT_ID" "$user")
     # The first request of a heavy user reads all its rows into the replica's fold
     # (query/src/warm_stats.rs); wrk's runs then measure the folds kept warm.
     first=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")

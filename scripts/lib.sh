@@ -94,6 +94,34 @@ kill9() {
     rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.match"
 }
 
+# user_stats_sql PROJECT_ID USER_ID: the user statistics statement of
+# query/src/users.rs (USER_STATS_SQL), read from the source, values inlined (the
+# user id quoted): what the service sends, for ClickHouse alone in the benchmarks.
+user_stats_sql() {
+    python3 - "$1" "$2" "$REPO/query/src/users.rs" <<'PY'
+import re, sys
+source = open(sys.argv[3]).read()
+sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
+sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
+project, user = sys.argv[1], sys.argv[2].replace("\\", "\\\\").replace("'", "\\'")
+print(sql.replace("?", project, 1).replace("?", f"'{user}'", 1))
+PY
+}
+
+# one_user_sessions_sql DATABASE PROJECT_ID USER_ID ROWS FIRST_TS FIRST_SESSION_ID:
+# an INSERT of ROWS sessions of one user into DATABASE.sessions, one every 31 ms
+# from FIRST_TS, ids counting up from FIRST_SESSION_ID, the same other columns
+# (in the table's order, schemas/002_sessions.sql).
+one_user_sessions_sql() {
+    echo "INSERT INTO $1.sessions
+        SELECT toUInt32($2), '$3', toInt64($5 + number * 31),
+            toUInt64($6 + number), toUInt64(1), toUInt8(0),
+            lower(hex(toUInt64(intHash64(number)))), 'Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:89.0) Gecko/20100101 Firefox/89.0',
+            'Ubuntu', 'Firefox', '', 'DE', toUInt64(intHash32(number) % 3600000),
+            toUInt32(number % 97), toUInt32(number % 31), toUInt32(number % 5), toUInt8(1), now()
+        FROM numbers($4)"
+}
+
 # urlencode TEXT: TEXT percent-encoded as one URL component.
 urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 
