@@ -1,7 +1,7 @@
-//! A user deleted while their sessions still receive events (spec/api-users.md), on a
-//! single server and on the local cluster: the worker process is SIGKILLed while the
-//! job runs, events of the deleted sessions (re-sent originals and new indexes) are
-//! produced during and after the job, and afterwards
+//! A user deleted while their sessions still receive events (spec/api-users.md), on
+//! every engine (18.16, the current engine, the local cluster): the worker process is
+//! SIGKILLed while the job runs, events of the deleted sessions (re-sent originals and
+//! new indexes) are produced during and after the job, and afterwards
 //! - no endpoint shows the user or those sessions, and a direct search of every table
 //!   finds the user id only in `jobs` and the session ids only in `deleted_sessions`;
 //! - every other user's sessions are exact, and each user's statistics equal the
@@ -21,7 +21,7 @@ use serde_json::Value;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_shared::tenancy::Tenancy;
-use sessions_testkit::clickhouse::layouts;
+use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 
 struct ChildGuard(std::process::Child);
@@ -160,7 +160,7 @@ fn expect_stats(sessions: &[Session]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
-    for (engine, target) in layouts() {
+    for (engine, target) in clickhouse_engines() {
         let started = Instant::now();
         let fixture = Fixture::new(&target, "erasure", 4).await;
         let tenancy = Tenancy::new(fixture.store());
