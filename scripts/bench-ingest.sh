@@ -18,7 +18,9 @@
 #      BENCH_LIVE_RATE messages/s (10000, below the broker's ceiling here), and
 #      the quantiles of ingest_freshness_seconds (Kafka timestamp to the flush
 #      that made the event queryable) are computed from the worker's /metrics
-#      buckets once every session is served, minus the warm-up's observations.
+#      buckets once every session is served, minus the warm-up's observations;
+#      likewise ingest_receive_delay_seconds (Kafka timestamp to the worker's
+#      receipt: the share before the worker).
 #
 # Needs ClickHouse and the broker up (scripts/services.sh start clickhouse tansu).
 # Builds the release binaries first unless BENCH_NO_BUILD=1. Measures and
@@ -28,7 +30,8 @@
 #
 # Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
 # BENCH_USERS (4000), BENCH_SEED (42), BENCH_METRICS_PORT (9191),
-# BENCH_LIVE_RATE (10000; 0 skips step 4), KAFKA_BROKERS,
+# BENCH_LIVE_RATE (10000; 0 skips step 4), BENCH_FRESHNESS_ONLY=1 (step 4 alone,
+# its JSON on stdout), KAFKA_BROKERS,
 # CLICKHOUSE_URL, CLICKHOUSE_CLUSTER (cluster mode: CLICKHOUSE_URL lists the
 # nodes; the query counts are then the first node's), BENCH_KEEP_DATABASE=NAME
 # (use that database name and keep it, for scripts/bench-cluster.sh), and the
@@ -113,10 +116,10 @@ wait_served() {
     done
 }
 
-# freshness_buckets: the worker's `le count` pairs of ingest_freshness_seconds.
-freshness_buckets() {
+# histogram_buckets NAME: the worker's `le count` pairs of the histogram NAME.
+histogram_buckets() {
     curl -sf --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" |
-        sed -n 's/^ingest_freshness_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'
+        sed -n "s/^$1_bucket{le=\"\([^\"]*\)\"} \([0-9]*\)\$/\1 \2/p"
 }
 trap cleanup EXIT
 
@@ -129,6 +132,8 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     cargo build --release --quiet --bins
     cargo build --release --quiet -p sessions-ingest --example bare_consumer
 fi
+[[ -x $BIN/sessions-ingest && -x $BIN/sessions-producer ]] ||
+    die "no release binaries in $BIN (build them, or set CARGO_TARGET_DIR to where they are)"
 
 # measure_freshness: step 4; prints the freshness quantiles as JSON.
 measure_freshness() {
@@ -141,14 +146,19 @@ measure_freshness() {
     warmup_messages=$(json_get messages <<<"$warmup")
     wait_served "${DATABASE}_live" 1 "$warmup_messages"
     sleep 0.5 # the flush's observations follow its writes
-    baseline=$(freshness_buckets)
+    baseline=$(histogram_buckets ingest_freshness_seconds)
+    baseline_receipt=$(histogram_buckets ingest_receive_delay_seconds)
+    baseline_write=$(histogram_buckets ingest_clickhouse_insert_duration_seconds)
     live=$("$BIN/sessions-producer" --topic "$live_topic" --sessions "$SESSIONS" \
         --events-per-session "$EVENTS_PER_SESSION" --users "$USERS" --seed "$SEED" \
         --rate "$LIVE_RATE" 2>/dev/null)
     say "live producer: $live"
-    wait_served "${DATABASE}_live" $((SESSIONS + 1)) $((MESSAGES + warmup_messages))
+    wait_served "${DATABASE}_live" $((SESSIONS + 1)) \
+        $(($(json_get messages <<<"$live") + warmup_messages))
     sleep 0.5
-    python3 - "$baseline" "$(freshness_buckets)" <<'EOF'
+    python3 - "$baseline" "$(histogram_buckets ingest_freshness_seconds)" \
+        "$baseline_receipt" "$(histogram_buckets ingest_receive_delay_seconds)" \
+        "$baseline_write" "$(histogram_buckets ingest_clickhouse_insert_duration_seconds)" <<'EOF'
 import json, math, sys
 
 def buckets(text):
@@ -168,18 +178,32 @@ def quantile(q, counts):
         lower_bound, lower_count = upper_bound, count
     return lower_bound
 
-before, after = buckets(sys.argv[1]), buckets(sys.argv[2])
-counts = [(le, count - previous) for (le, count), (_, previous) in zip(after, before)]
-total = counts[-1][1]
-result = {"observations": total, "p50": round(quantile(0.5, counts), 3),
-          "p99": round(quantile(0.99, counts), 3)}
-for le, count in counts:
-    if le in (1.0, 2.0):
-        result[f"within{le:g}s"] = round(count / total, 4)
+def summary(before, after):
+    """Quantiles of the observations made between two scrapes of one histogram."""
+    before, after = buckets(before), buckets(after)
+    counts = [(le, count - previous) for (le, count), (_, previous) in zip(after, before)]
+    total = counts[-1][1]
+    result = {"observations": total, "p50": round(quantile(0.5, counts), 3),
+              "p99": round(quantile(0.99, counts), 3)}
+    for le, count in counts:
+        if le in (1.0, 2.0):
+            result[f"within{le:g}s"] = round(count / max(total, 1), 4)
+    return result
+
+result = summary(sys.argv[1], sys.argv[2])
+# The share before the worker: from the message's timestamp to its receipt.
+result["receiveDelay"] = summary(sys.argv[3], sys.argv[4])
+# The flushes' writes (one observation per flush, not per message).
+result["flushWrite"] = summary(sys.argv[5], sys.argv[6])
 print(json.dumps(result))
 EOF
     terminate "$WORKER" 30 >/dev/null 2>&1
 }
+
+if [[ ${BENCH_FRESHNESS_ONLY:-0} == 1 ]]; then
+    measure_freshness
+    exit 0
+fi
 
 say "filling topic $TOPIC: $SESSIONS sessions x ~$EVENTS_PER_SESSION events, $USERS users"
 produced=$("$BIN/sessions-producer" --topic "$TOPIC" --create-topic --partitions 4 \

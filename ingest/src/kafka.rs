@@ -264,6 +264,10 @@ pub fn create_consumer(
         .set("queued.max.messages.kbytes", fetch_queue_kbytes.to_string())
         .set("fetch.max.bytes", (fetch_queue_kbytes << 10).to_string())
         .set("topic.metadata.refresh.interval.ms", "10000")
+        .set(
+            "fetch.wait.max.ms",
+            settings.kafka_fetch_wait_ms.to_string(),
+        )
         .create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&settings.kafka_topic])?;
     Ok(consumer)

@@ -29,6 +29,7 @@ use std::time::Duration;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::time::Instant;
 
+use crate::metrics::age_seconds;
 use crate::sink::RejectedRecord;
 
 /// Parked messages (of sessions being loaded) that trigger a load at once.
@@ -57,7 +58,11 @@ pub struct Pending {
     /// Messages fetched while writes fail, processed once a flush succeeds.
     held_back: Vec<OwnedMessage>,
     rejected: Vec<RejectedRecord>,
+    /// When the first message since the last flush was processed.
     unflushed_since: Option<Instant>,
+    /// When the last flush started, and how long it took (see `flush_due_by_time`).
+    last_flush_started: Option<Instant>,
+    last_flush_took: Duration,
     unflushed_bytes: usize,
     /// Bytes held by parked and held-back messages and dead letters.
     held_bytes: usize,
@@ -118,9 +123,7 @@ impl Pending {
     pub fn ages_at(&self, now_ms: i64) -> impl Iterator<Item = f64> + '_ {
         self.message_timestamps
             .iter()
-            .map(move |&(_, timestamp_ms)| {
-                now_ms.saturating_sub(timestamp_ms).max(0) as f64 / 1000.0
-            })
+            .map(move |&(_, timestamp_ms)| age_seconds(now_ms, timestamp_ms))
     }
 
     pub fn reject(&mut self, record: RejectedRecord) {
@@ -188,15 +191,50 @@ impl Pending {
             || self.held_bytes >= policy.max_held_bytes
             || changed_sessions >= policy.max_sessions
             || self.unflushed_bytes >= policy.max_bytes
-            || self
-                .unflushed_since
-                .is_some_and(|since| now >= since + policy.interval)
+            || self.flush_due_by_time(policy).is_some_and(|due| now >= due)
+    }
+
+    /// When unflushed input makes a flush due by time alone. Input never waits longer
+    /// than an interval for its flush to start (`FLUSH_INTERVAL_MS`); within that
+    /// bound, the flush starts
+    /// - an interval after the last flush started, so a flush's own duration does not
+    ///   add to the wait of the input processed after it (the worker does not read
+    ///   while it writes);
+    /// - but not before the last flush's duration has passed since it ended, so that
+    ///   time-triggered flushes take at most half of the worker's time when writes are
+    ///   slow or the worker is catching up (each flush costs a fixed part);
+    /// - and not before there is input.
+    ///
+    /// Before the first flush: an interval after the first input, so that a backlog
+    /// replayed at start-up is batched too.
+    fn flush_due_by_time(&self, policy: &FlushPolicy) -> Option<Instant> {
+        let since = self.unflushed_since?;
+        let at_the_latest = since + policy.interval;
+        Some(match self.last_flush_started {
+            Some(started) => {
+                let period = policy.interval.max(2 * self.last_flush_took);
+                at_the_latest.min(since.max(started + period))
+            }
+            None => at_the_latest,
+        })
+    }
+
+    /// Records that a flush starts now.
+    pub fn flush_started(&mut self, now: Instant) {
+        self.last_flush_started = Some(now);
+    }
+
+    /// Records that the flush started last ended now.
+    pub fn flush_ended(&mut self, now: Instant) {
+        if let Some(started) = self.last_flush_started {
+            self.last_flush_took = now.saturating_duration_since(started);
+        }
     }
 
     /// The earliest instant at which a load or a flush falls due by time alone (`now`
     /// when held-back messages wait for a flush).
     pub fn next_deadline(&self, policy: &FlushPolicy, now: Instant) -> Option<Instant> {
-        let flush = self.unflushed_since.map(|since| since + policy.interval);
+        let flush = self.flush_due_by_time(policy);
         let load = self.parked_since.map(|since| since + COLD_BATCH_DELAY);
         let held_back = self.holds_back().then_some(now);
         flush.into_iter().chain(load).chain(held_back).min()
@@ -349,6 +387,77 @@ mod tests {
             pending.offsets_to_commit(),
             [(0, 2)],
             "kept until committed"
+        );
+    }
+
+    #[test]
+    fn a_flushs_duration_does_not_delay_the_next_one_and_flushes_keep_their_interval() {
+        let start = Instant::now();
+        let mut pending = Pending::new();
+        pending.processed(0, 0, 1, None, start);
+        // The first flush starts at `start`, and takes 200 ms.
+        pending.flush_started(start);
+        pending.flushed();
+        let written = start + Duration::from_millis(200);
+        pending.flush_ended(written);
+        pending.processed(0, 1, 1, None, written);
+        assert_eq!(
+            pending.next_deadline(&POLICY, written),
+            Some(start + POLICY.interval),
+            "an interval after the last flush started, not after the input"
+        );
+        assert!(!pending.flush_due(
+            1,
+            &POLICY,
+            start + POLICY.interval - Duration::from_millis(1)
+        ));
+        assert!(pending.flush_due(1, &POLICY, start + POLICY.interval));
+        // Input after a quiet spell is due at once: the last flush started long ago.
+        pending.flush_started(start + POLICY.interval);
+        pending.flushed();
+        pending.flush_ended(start + POLICY.interval + Duration::from_millis(100));
+        let later = start + Duration::from_secs(60);
+        assert!(!pending.flush_due(0, &POLICY, later), "nothing to flush");
+        pending.processed(0, 2, 1, None, later);
+        assert_eq!(pending.next_deadline(&POLICY, later), Some(later));
+        assert!(pending.flush_due(1, &POLICY, later));
+    }
+
+    #[test]
+    fn slow_flushes_leave_the_worker_as_much_time_to_read_and_no_input_waits_longer() {
+        let start = Instant::now();
+        let mut pending = Pending::new();
+        // A 400 ms flush (interval 500 ms): the next is due 400 ms after it ended.
+        pending.flush_started(start);
+        pending.flushed();
+        let ended = start + Duration::from_millis(400);
+        pending.flush_ended(ended);
+        pending.processed(0, 0, 1, None, ended);
+        assert_eq!(
+            pending.next_deadline(&POLICY, ended),
+            Some(start + Duration::from_millis(800))
+        );
+        // A 2 s flush: input processed after it still waits one interval at most.
+        pending.flush_started(ended);
+        pending.flushed();
+        let ended = ended + Duration::from_secs(2);
+        pending.flush_ended(ended);
+        let input = ended + Duration::from_millis(10);
+        pending.processed(0, 1, 1, None, input);
+        assert_eq!(
+            pending.next_deadline(&POLICY, input),
+            Some(input + POLICY.interval)
+        );
+    }
+
+    #[test]
+    fn before_the_first_flush_input_waits_an_interval() {
+        let start = Instant::now();
+        let mut pending = Pending::new();
+        pending.processed(0, 0, 1, None, start);
+        assert_eq!(
+            pending.next_deadline(&POLICY, start),
+            Some(start + POLICY.interval)
         );
     }
 

@@ -29,6 +29,11 @@ pub struct IngestSettings {
     pub kafka_heartbeat_interval_ms: u32,
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value = "300000")]
     pub kafka_max_poll_interval_ms: u32,
+    /// Longest time the broker may hold a fetch that has nothing new to return
+    /// (librdkafka's `fetch.wait.max.ms`, whose own default of 500 ms would add up to
+    /// that much to every event's freshness on a broker that holds fetches that long).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value = "50")]
+    pub kafka_fetch_wait_ms: u32,
     /// The producers' partitioner (librdkafka's name): decides each session's home
     /// partition, where its events are applied; events arriving elsewhere are forwarded.
     #[arg(long, env = "KAFKA_PARTITIONER", default_value = "murmur2_random")]
@@ -38,7 +43,8 @@ pub struct IngestSettings {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "INGEST_METRICS_ADDR", default_value = "127.0.0.1:9091")]
     pub metrics_addr: SocketAddr,
-    /// Longest time an event waits in memory before it is written.
+    /// Longest time an event waits in memory before its flush starts (when flushes
+    /// fall due by time: `Pending::flush_due_by_time`).
     #[arg(long, env = "FLUSH_INTERVAL_MS", default_value = "500", value_parser = parse_positive_millis)]
     pub flush_interval: Duration,
     /// Flush once this many sessions changed.

@@ -29,7 +29,7 @@ use crate::aggregator::Aggregator;
 use crate::forward::{Forwarder, Router};
 use crate::kafka::{self, KafkaConsumer};
 use crate::memory::MemoryBudget;
-use crate::metrics::IngestMetrics;
+use crate::metrics::{age_seconds, IngestMetrics};
 use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
 use crate::sink::{RejectedRecord, Sink, SinkError};
@@ -189,6 +189,10 @@ impl Worker {
     /// Decodes one message and applies it, or parks it until its sessions are loaded;
     /// queues it behind held-back messages if there are any (fetch order is kept).
     fn accept(&mut self, message: &BorrowedMessage<'_>) {
+        if let Some(timestamp_ms) = message.timestamp().to_millis() {
+            let delay = age_seconds(epoch_millis(), timestamp_ms);
+            self.metrics.receive_delay.observe(delay);
+        }
         if self.pending.holds_back() {
             self.pending.hold_back(message.detach());
             return;
@@ -295,6 +299,7 @@ impl Worker {
     /// Writes everything changed, then commits the processed offsets.
     #[instrument(skip_all, fields(sessions = self.aggregator.dirty_count()))]
     async fn flush(&mut self) -> Result<(), WorkerError> {
+        self.pending.flush_started(Instant::now());
         self.resolve_parked().await?;
         let mut backoff = self.retry_backoff();
         let mut written: Vec<u64> = Vec::new();
@@ -333,6 +338,7 @@ impl Worker {
         // Nothing is committed for a partition revoked while the flush was written.
         self.forget_revoked();
         self.commit();
+        self.pending.flush_ended(Instant::now());
         kafka::set_fetching(&self.consumer, true);
         for message in self.pending.take_held_back() {
             self.process(
