@@ -390,16 +390,21 @@ mod tests {
         );
     }
 
+    /// A flush that starts at `started` and takes `took`.
+    fn flush(pending: &mut Pending, started: Instant, took: Duration) {
+        pending.flush_started(started);
+        pending.flushed();
+        pending.flush_ended(started + took);
+    }
+
     #[test]
     fn a_flushs_duration_does_not_delay_the_next_one_and_flushes_keep_their_interval() {
         let start = Instant::now();
         let mut pending = Pending::new();
         pending.processed(0, 0, 1, None, start);
         // The first flush starts at `start`, and takes 200 ms.
-        pending.flush_started(start);
-        pending.flushed();
+        flush(&mut pending, start, Duration::from_millis(200));
         let written = start + Duration::from_millis(200);
-        pending.flush_ended(written);
         pending.processed(0, 1, 1, None, written);
         assert_eq!(
             pending.next_deadline(&POLICY, written),
@@ -413,9 +418,11 @@ mod tests {
         ));
         assert!(pending.flush_due(1, &POLICY, start + POLICY.interval));
         // Input after a quiet spell is due at once: the last flush started long ago.
-        pending.flush_started(start + POLICY.interval);
-        pending.flushed();
-        pending.flush_ended(start + POLICY.interval + Duration::from_millis(100));
+        flush(
+            &mut pending,
+            start + POLICY.interval,
+            Duration::from_millis(100),
+        );
         let later = start + Duration::from_secs(60);
         assert!(!pending.flush_due(0, &POLICY, later), "nothing to flush");
         pending.processed(0, 2, 1, None, later);
@@ -428,21 +435,16 @@ mod tests {
         let start = Instant::now();
         let mut pending = Pending::new();
         // A 400 ms flush (interval 500 ms): the next is due 400 ms after it ended.
-        pending.flush_started(start);
-        pending.flushed();
+        flush(&mut pending, start, Duration::from_millis(400));
         let ended = start + Duration::from_millis(400);
-        pending.flush_ended(ended);
         pending.processed(0, 0, 1, None, ended);
         assert_eq!(
             pending.next_deadline(&POLICY, ended),
             Some(start + Duration::from_millis(800))
         );
         // A 2 s flush: input processed after it still waits one interval at most.
-        pending.flush_started(ended);
-        pending.flushed();
-        let ended = ended + Duration::from_secs(2);
-        pending.flush_ended(ended);
-        let input = ended + Duration::from_millis(10);
+        flush(&mut pending, ended, Duration::from_secs(2));
+        let input = ended + Duration::from_secs(2) + Duration::from_millis(10);
         pending.processed(0, 1, 1, None, input);
         assert_eq!(
             pending.next_deadline(&POLICY, input),
