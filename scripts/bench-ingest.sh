@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# End-to-end ingest benchmark (issue 5; results in BENCHMARKS.md).
+# End-to-end ingest benchmark on Apache Kafka (results in BENCHMARKS.md).
 #
 #   1. A fresh topic (unique name, 4 partitions) is filled with the standard
 #      seeded workload: 20,000 sessions x ~50 events, 4,000 users, ~5% duplicates
 #      (target/release/sessions-producer).
-#   2. The broker's ceiling: a bare rdkafka consumer (ingest/examples/bare_consumer.rs,
-#      fresh group, no processing) drains the topic; time from subscribe to the
-#      last message.
+#   2. The floor: a bare rdkafka consumer (ingest/examples/bare_consumer.rs, fresh
+#      group, the worker's fetch settings, no processing) drains the topic; time
+#      from subscribe to the last message, and its CPU time. What the broker and
+#      librdkafka deliver on this machine: the worker's throughput against it is
+#      the worker's own cost.
 #   3. target/release/sessions-ingest, fresh group, fresh ClickHouse database,
 #      drains the same topic; time from process start until ClickHouse serves
 #      every session with every event applied (the live rows' versions add up
@@ -15,17 +17,22 @@
 #      from the server's system.events (minus this script's own polls).
 #   4. Freshness: a second worker runs on a second fresh topic and database; once
 #      it consumes (one warm-up session), the same workload is produced live at
-#      BENCH_LIVE_RATE messages/s (10000, below the broker's ceiling here), and
+#      BENCH_LIVE_RATE messages/s (10000), and
 #      the quantiles of ingest_freshness_seconds (Kafka timestamp to the flush
 #      that made the event queryable) are computed from the worker's /metrics
 #      buckets once every session is served, minus the warm-up's observations;
 #      likewise ingest_receive_delay_seconds (Kafka timestamp to the worker's
 #      receipt: the share before the worker).
+#   5. Rebalance pause (ingest/examples/rebalance_pause.rs): for each group
+#      protocol (eager, cooperative, consumer), the longest stop of a partition
+#      that keeps its owner while a second member joins, under 2,000 msg/s.
+#      BENCH_REBALANCE=0 skips it.
 #
-# Needs ClickHouse and the broker up (scripts/services.sh start clickhouse tansu).
+# Needs ClickHouse and the broker up (scripts/services.sh start clickhouse kafka).
 # Builds the release binaries first unless BENCH_NO_BUILD=1. Measures and
 # prints; asserts nothing about timing. Cleans up: stops the worker, drops the
-# bench database; leaves the uniquely named topic (tansu cannot delete just one).
+# bench database; leaves the uniquely named topics (the test bed's broker keeps
+# a day of data).
 # Output: a human summary on stderr, one JSON line on stdout.
 #
 # Knobs (environment): BENCH_SESSIONS (20000), BENCH_EVENTS_PER_SESSION (50),
@@ -67,8 +74,6 @@ ch_events() { # ch_events: "SelectQuery InsertQuery" counters of the server
         tr '\t' ' '
 }
 
-# The topic is left on the broker: tansu 0.6's `topic delete` removes every topic
-# (seen on the test bed), which would take the demo's topic with it.
 cleanup() {
     terminate "$WORKER" 30 >/dev/null 2>&1 || true
     [[ -n ${BENCH_KEEP_DATABASE:-} ]] ||
@@ -124,13 +129,13 @@ histogram_buckets() {
 trap cleanup EXIT
 
 ping_ok "${CLICKHOUSE_URL%%,*}/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
-port_open "${KAFKA_BROKERS##*:}" || die "no broker at $KAFKA_BROKERS (scripts/services.sh start tansu)"
+port_open "${KAFKA_BROKERS##*:}" || die "no broker at $KAFKA_BROKERS (scripts/services.sh start kafka)"
 port_open "$METRICS_PORT" && die "port $METRICS_PORT is taken; set BENCH_METRICS_PORT"
 
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     say "building release binaries"
     cargo build --release --quiet --bins
-    cargo build --release --quiet -p sessions-ingest --example bare_consumer
+    cargo build --release --quiet -p sessions-ingest --example bare_consumer --example rebalance_pause
 fi
 [[ -x $BIN/sessions-ingest && -x $BIN/sessions-producer ]] ||
     die "no release binaries in $BIN (build them, or set CARGO_TARGET_DIR to where they are)"
@@ -214,7 +219,7 @@ EVENTS=$(json_get events <<<"$produced")
 BYTES=$(json_get bytes <<<"$produced")
 say "producer: $produced"
 
-say "ceiling: bare consumer draining $MESSAGES messages"
+say "floor: bare consumer draining $MESSAGES messages"
 bare=$("$BIN/examples/bare_consumer" "$TOPIC" "$MESSAGES")
 BARE_SECONDS=$(json_get secondsFromSubscribe <<<"$bare")
 BARE_CPU=$(json_get cpuSeconds <<<"$bare")
@@ -244,10 +249,17 @@ FRESHNESS=null
 # In a subshell: the drain's numbers above (applied, polls, consumed_at) stay.
 ((LIVE_RATE > 0)) && FRESHNESS=$(measure_freshness)
 
+REBALANCE=null
+if [[ ${BENCH_REBALANCE:-1} != 0 ]]; then
+    say "rebalance pause: a member joins under 2,000 msg/s, for each group protocol"
+    REBALANCE=$("$BIN/examples/rebalance_pause" 2000 | python3 -c 'import json, sys; print(json.dumps([json.loads(l) for l in sys.stdin if l.strip()]))')
+fi
+
 python3 - "$MESSAGES" "$EVENTS" "$BYTES" "$BARE_SECONDS" "$started" "$consumed_at" "$finished" \
     "$peak_rss_kib" "$rows_sessions" "$rows_state" "$rows_rejected" "$flushes" "$applied" \
     "$duplicates" "$consumed_events" "$((selects_after - selects_before - polls - 2))" \
-    "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" "$FRESHNESS" "$LIVE_RATE" <<'EOF'
+    "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" "$FRESHNESS" "$LIVE_RATE" \
+    "$REBALANCE" <<'EOF'
 import json, sys
 (messages, events, size, bare_s, started, consumed_at, finished, rss_kib, rows_sessions,
  rows_state, rows_rejected, flushes, applied, duplicates, consumed_events, selects,
@@ -255,6 +267,7 @@ import json, sys
 topic = sys.argv[18]
 bare_cpu, worker_cpu, rows_keys = (float(x) for x in sys.argv[19:22])
 freshness, live_rate = json.loads(sys.argv[22]), int(sys.argv[23])
+rebalance = json.loads(sys.argv[24])
 worker_s = (finished - started) / 1000
 result = {
     "topic": topic,
@@ -266,7 +279,7 @@ result = {
     "workerSecondsUntilConsumed": round((consumed_at - started) / 1000, 2),
     "workerMessagesPerSecond": round(messages / worker_s),
     "workerEventsPerSecond": round(events / worker_s),
-    "fractionOfCeiling": round(bare_s / worker_s, 3),
+    "workerToBareThroughput": round(bare_s / worker_s, 3),
     "peakRssMiB": round(rss_kib / 1024, 1),
     "eventsConsumed": int(consumed_events), "eventsApplied": int(applied),
     "eventsDuplicate": int(duplicates),
@@ -278,14 +291,16 @@ result = {
     "flushes": int(flushes),
     "clickhouseSelects": int(selects), "clickhouseInserts": int(inserts),
     "freshnessAtLiveRate": freshness, "liveRateMessagesPerSecond": live_rate,
+    "rebalancePause": rebalance,
 }
 print(json.dumps(result))
 print(f"""
 bare consumer : {messages:,.0f} messages in {bare_s:.2f} s = {messages / bare_s:,.0f} msg/s ({events / bare_s:,.0f} events/s)
 sessions-ingest: {messages:,.0f} messages in {worker_s:.2f} s = {messages / worker_s:,.0f} msg/s ({events / worker_s:,.0f} events/s), all consumed at {(consumed_at - started) / 1000:.2f} s
-fraction of the ceiling: {bare_s / worker_s:.1%}   peak RSS {rss_kib / 1024:.0f} MiB
+worker / bare consumer throughput: {bare_s / worker_s:.1%}   peak RSS {rss_kib / 1024:.0f} MiB
 CPU seconds per million events: worker {worker_cpu / events * 1e6:.2f}, bare consumer {bare_cpu / events * 1e6:.2f}
 rows written per event: {(rows_sessions + rows_state + rows_rejected) / events:.4f} (sessions {rows_sessions:.0f}, session_state {rows_state:.0f}, rejected {rows_rejected:.0f}; {flushes:.0f} flushes)
 ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT
-freshness at {live_rate:,} msg/s live: {freshness}""", file=sys.stderr)
+freshness at {live_rate:,} msg/s live: {freshness}
+rebalance pause of unmoved partitions: {rebalance}""", file=sys.stderr)
 EOF

@@ -2,7 +2,7 @@
 # Quick start: the whole system on loopback, with demo traffic.
 #
 #   scripts/demo.sh          install what is missing, build release binaries,
-#                            start ClickHouse and tansu (unless already up),
+#                            start ClickHouse and Apache Kafka (unless already up),
 #                            sessions-ingest and sessions-query, create a demo
 #                            organization and project, send demo traffic, wait
 #                            until the API serves it, and print a curl with its
@@ -46,20 +46,16 @@ DEMO_ENV=$STATE_DIR/demo.env
 # Backing services this script started (and so may stop), one name a line.
 DEMO_STARTED=$RUN_DIR/demo.started
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
-TANSU_PORT=${TANSU_PORT:-9092}
-export CLICKHOUSE_HTTP_PORT TANSU_PORT
+KAFKA_PORT=${KAFKA_PORT:-9092}
+export CLICKHOUSE_HTTP_PORT KAFKA_PORT
 export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
-export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
+export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export KAFKA_TOPIC
 export QUERY_ADDR="127.0.0.1:$QUERY_PORT"
 export INGEST_METRICS_ADDR="127.0.0.1:$INGEST_METRICS_PORT"
 export RUST_LOG=${RUST_LOG:-info}
 
 seconds_since() { python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1000:.1f}")' "$1" "$(now_ms)"; }
-
-tansu_bin() {
-    if [[ -n ${TANSU_BIN:-} ]]; then echo "$TANSU_BIN"; else command -v tansu || echo "$HOME/.cargo/bin/tansu"; fi
-}
 
 # ---------------------------------------------------------------- stop/status
 
@@ -74,7 +70,7 @@ stop_demo() {
         rm -f "$DEMO_STARTED"
     fi
     local others=()
-    for svc in clickhouse tansu; do
+    for svc in clickhouse kafka; do
         bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1 && others+=("$svc")
     done
     if [[ ${#others[@]} -gt 0 ]]; then
@@ -85,7 +81,7 @@ stop_demo() {
 
 status_demo() {
     local name pid
-    bash "$SERVICES_SH" status clickhouse tansu || true
+    bash "$SERVICES_SH" status clickhouse kafka || true
     for name in ingest query; do
         if pid=$(pid_of "$name"); then echo "$name: up (pid $pid)"; else echo "$name: down"; fi
     done
@@ -93,11 +89,11 @@ status_demo() {
 
 # ---------------------------------------------------------------- start
 
-# start_services: start ClickHouse and tansu unless up; remember which we started.
+# start_services: start ClickHouse and Kafka unless up; remember which we started.
 start_services() {
     local svc
     mkdir -p "$RUN_DIR"
-    for svc in clickhouse tansu; do
+    for svc in clickhouse kafka; do
         if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
             bash "$SERVICES_SH" start "$svc"
             echo "$svc" >>"$DEMO_STARTED"
@@ -132,16 +128,11 @@ start_app() {
     die "$name not ready at $url after 60 s"
 }
 
+# ensure_topic: the demo topic, created if missing (the broker does not create
+# topics on first use).
 ensure_topic() {
-    local tansu
-    tansu=$(tansu_bin)
-    if timeout 10 "$tansu" topic list --broker "tcp://$KAFKA_BROKERS" 2>/dev/null |
-        grep -qF -- "\"name\":\"$KAFKA_TOPIC\""; then
-        return 0
-    fi
-    say "creating topic $KAFKA_TOPIC ($TOPIC_PARTITIONS partitions)"
-    "$tansu" topic create "$KAFKA_TOPIC" --partitions "$TOPIC_PARTITIONS" \
-        --broker "tcp://$KAFKA_BROKERS" >/dev/null
+    "$BIN/sessions-producer" --create-topic --partitions "$TOPIC_PARTITIONS" --sessions 0 >/dev/null ||
+        die "cannot create topic $KAFKA_TOPIC on $KAFKA_BROKERS"
 }
 
 # Sets DEMO_ORG_ID, DEMO_API_KEY, DEMO_PROJECT_ID, DEMO_START_TS; reuses .local/demo.env.
@@ -200,7 +191,7 @@ up() {
     local t0 t_build t_start
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
     command -v python3 >/dev/null || die "python3 not found"
-    bash scripts/install-deps.sh
+    INSTALL_DEPS_FOR=demo bash scripts/install-deps.sh
 
     t0=$(now_ms)
     say "cargo build --release --bins (several minutes the first time)"

@@ -3,7 +3,10 @@
 # the tests, and nothing that is already there:
 #
 #   clickhouse-server, clickhouse-client  (apt; ClickHouse 18.16 in Debian 12)
-#   tansu 0.6.0                           (cargo install, ~9 min on 2 cores)
+#   Apache Kafka 4.x                      (Maven Central: the jars pinned in
+#                                          scripts/kafka/pom.xml, into .local/kafka/lib;
+#                                          ~45 MB, seconds; java and mvn from apt
+#                                          if missing)
 #   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
 #   schemathesis                          (pip, in .local/schemathesis; the
 #                                          API contract fuzzer of the tests)
@@ -23,7 +26,6 @@ SCRIPT_NAME=install-deps.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 # Pinned: the fuzzer's CLI flags and its data generation change between
 # versions, and a seeded run reproduces only on the same version.
 SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
@@ -117,13 +119,25 @@ install_prometheus() {
     apt_install_no_start prometheus prometheus
 }
 
-install_tansu() {
-    if command -v tansu >/dev/null || [[ -x $HOME/.cargo/bin/tansu ]]; then
+# Apache Kafka: the broker's jars and their dependencies, resolved by Maven from
+# scripts/kafka/pom.xml into .local/kafka/lib. A stamp (the POM's checksum) makes a
+# second run a no-op, and a changed POM fetch again.
+install_kafka() {
+    local lib=$STATE_DIR/kafka/lib stamp want
+    command -v java >/dev/null || apt_install default-jre-headless
+    want=$(sha256sum "$REPO/scripts/kafka/pom.xml" | cut -d' ' -f1)
+    stamp=$lib/.pom.sha256
+    if [[ -f $stamp && $(<"$stamp") == "$want" ]] && compgen -G "$lib/kafka_2.13-*.jar" >/dev/null; then
         return 0
     fi
-    command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
-    say "cargo install tansu $TANSU_VERSION (about 9 minutes on 2 cores)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql >&2
+    command -v mvn >/dev/null || apt_install maven
+    say "mvn dependency:copy-dependencies (Apache Kafka, scripts/kafka/pom.xml) into $lib"
+    rm -rf "$lib"
+    mkdir -p "$lib"
+    mvn -q -B -f "$REPO/scripts/kafka/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$lib" >&2 ||
+        die "cannot fetch Apache Kafka with Maven"
+    echo "$want" >"$stamp"
 }
 
 # pip into the current python3 unless it is Debian's externally managed one;
@@ -196,17 +210,20 @@ install_pyyaml() {
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v flock >/dev/null || missing+=(util-linux)
-if ! command -v tansu >/dev/null && [[ ! -x $HOME/.cargo/bin/tansu ]]; then
-    command -v cc >/dev/null || missing+=(build-essential)
-    command -v pkg-config >/dev/null || missing+=(pkg-config)
-fi
+# rdkafka builds its librdkafka from source.
+command -v cc >/dev/null || missing+=(build-essential)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 [[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}"
 
+# What the demo runs (INSTALL_DEPS_FOR=demo): ClickHouse and the broker. The rest
+# only the tests use.
 install_clickhouse
-install_prometheus
-install_chdb
-install_schemathesis
-install_zookeeper
-install_pyyaml
-install_tansu
+install_kafka
+if [[ ${INSTALL_DEPS_FOR:-tests} == tests ]]; then
+    install_prometheus
+    install_chdb
+    install_schemathesis
+    install_zookeeper
+    install_pyyaml
+fi
 say "dependencies present"

@@ -3,9 +3,17 @@
 #
 #   clickhouse  ClickHouse 18.16 (Debian package)   http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (8123)
 #                                                    native TCP 127.0.0.1:$CLICKHOUSE_TCP_PORT (19000)
-#   tansu       Kafka-protocol broker, sqlite store  127.0.0.1:$TANSU_PORT (9092)
+#   kafka       Apache Kafka 4.x, one KRaft node     127.0.0.1:$KAFKA_PORT (9092)
+#                                                    (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, 9093)
 #   chdb        current ClickHouse engine (chDB) behind ../shared/tools/chdb-http-shim.py
 #                                                    http://127.0.0.1:$CHDB_SHIM_PORT (8124)
+#
+# the three-broker Kafka cluster (`kafka-cluster` names all three):
+#
+#   kafka-b1 kafka-b2 kafka-b3
+#               Apache Kafka 4.x, three KRaft nodes (each broker and controller),
+#               replication factor 3, min.insync.replicas 2: 127.0.0.1:9201..9203,
+#               controllers 9301..9303 ($KAFKA_CLUSTER_BASE, $KAFKA_CLUSTER_CONTROLLER_BASE)
 #
 # and the local ClickHouse cluster (`cluster` names all five, started in order):
 #
@@ -18,7 +26,7 @@
 # Usage: scripts/services.sh start|stop|restart|status|kill9 [SERVICE ...]
 #        scripts/services.sh reset      stop what we started, delete .local/ state
 #
-# With no service named, clickhouse, tansu and chdb. State (data, logs, pid files) lives under
+# With no service named, clickhouse, kafka and chdb. State (data, logs, pid files) lives under
 # $SESSIONS_STATE_DIR (default: <repo>/.local). `start` is idempotent; if a
 # port is already served by something answering like the service, that server
 # is used as is and never stopped by this script. `stop` and `kill9` signal
@@ -32,7 +40,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
 CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-19000}
-TANSU_PORT=${TANSU_PORT:-9092}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_CLUSTER_BASE=${KAFKA_CLUSTER_BASE:-9200}
+KAFKA_CLUSTER_CONTROLLER_BASE=${KAFKA_CLUSTER_CONTROLLER_BASE:-9300}
+# The broker's JVM heap: fixed, small enough beside ClickHouse and the cluster.
+KAFKA_HEAP=${KAFKA_HEAP:-1g}
+KAFKA_CLUSTER_HEAP=${KAFKA_CLUSTER_HEAP:-512m}
 CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
 CHDB_SHIM=${CHDB_SHIM:-$(cd "$REPO/.." && pwd)/shared/tools/chdb-http-shim.py}
 START_TIMEOUT=${SERVICES_START_TIMEOUT:-30}
@@ -41,7 +55,8 @@ CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
 CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
 CLUSTER_TCP_BASE=${CLUSTER_TCP_BASE:-19100}
 CLUSTER_INTERSERVER_BASE=${CLUSTER_INTERSERVER_BASE:-19200}
-ALL_SERVICES=(clickhouse tansu chdb)
+ALL_SERVICES=(clickhouse kafka chdb)
+KAFKA_CLUSTER_NODES=(kafka-b1 kafka-b2 kafka-b3)
 CLUSTER_NODES=(ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2)
 CLUSTER_SERVICES=(zookeeper "${CLUSTER_NODES[@]}")
 
@@ -62,18 +77,6 @@ clickhouse_cmd() {
         echo /usr/sbin/clickhouse-server
     elif [[ -x /usr/bin/clickhouse ]]; then
         echo "/usr/bin/clickhouse server"
-    else
-        return 1
-    fi
-}
-
-tansu_bin() {
-    if [[ -n ${TANSU_BIN:-} ]]; then
-        echo "$TANSU_BIN"
-    elif command -v tansu >/dev/null; then
-        command -v tansu
-    elif [[ -x $HOME/.cargo/bin/tansu ]]; then
-        echo "$HOME/.cargo/bin/tansu"
     else
         return 1
     fi
@@ -107,13 +110,10 @@ ready() {
         [[ $answer == *"Mode: "* ]]
         ;;
     chdb) ping_ok "http://127.0.0.1:$CHDB_SHIM_PORT/ping" ;;
-    tansu)
-        local bin
-        # `tansu topic list` retries while nothing listens: check the port first.
-        port_open "$TANSU_PORT" || return 1
-        if bin=$(tansu_bin); then
-            timeout 5 "$bin" topic list --broker "tcp://127.0.0.1:$TANSU_PORT" >/dev/null 2>&1
-        fi
+    kafka | kafka-b?)
+        # A broker opens its client port once it serves: one Metadata request.
+        port_open "$(port_of "$1")" || return 1
+        python3 "$REPO/scripts/kafka/broker_ready.py" "$(port_of "$1")" >/dev/null
         ;;
     esac
 }
@@ -123,7 +123,8 @@ port_of() {
     clickhouse) echo "$CLICKHOUSE_HTTP_PORT" ;;
     ch-s?-r?) echo $((CLUSTER_HTTP_BASE + $(node_number "$1"))) ;;
     zookeeper) echo "$ZOOKEEPER_PORT" ;;
-    tansu) echo "$TANSU_PORT" ;;
+    kafka) echo "$KAFKA_PORT" ;;
+    kafka-b?) echo $((KAFKA_CLUSTER_BASE + ${1:7:1})) ;;
     chdb) echo "$CHDB_SHIM_PORT" ;;
     esac
 }
@@ -177,16 +178,62 @@ launch_cluster_node() {
     launch "$node" "$dir/config.xml" "$dir" $cmd --config-file="$dir/config.xml"
 }
 
-launch_tansu() {
-    local bin dir=$STATE_DIR/tansu
-    bin=$(tansu_bin) || die "tansu not found (run scripts/install-deps.sh)"
-    mkdir -p "$dir"
-    # The sqlite path is relative to the working directory: run inside $dir.
-    RUST_LOG=${TANSU_RUST_LOG:-warn} launch tansu "tcp://127.0.0.1:$TANSU_PORT" "$dir" \
-        "$bin" broker \
-        --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-        --storage-engine "sqlite://tansu.db"
+# kafka_lib: the folder of the broker's jars (scripts/install-deps.sh fetches them).
+kafka_lib() {
+    local lib=${KAFKA_LIB:-$STATE_DIR/kafka/lib}
+    compgen -G "$lib/kafka_2.13-*.jar" >/dev/null ||
+        die "Apache Kafka not found in $lib (run scripts/install-deps.sh)"
+    echo "$lib"
+}
+
+# launch_kafka_node NAME NODE_ID PORT CONTROLLER_PORT VOTERS REPLICATION MIN_ISR HEAP
+# CLUSTER_ID_FILE: one KRaft node (broker and controller); formats its storage on
+# the first start with the cluster id in CLUSTER_ID_FILE (made once, shared by the
+# nodes of one cluster).
+launch_kafka_node() {
+    local name=$1 node_id=$2 port=$3 controller_port=$4 voters=$5 replication=$6
+    local min_isr=$7 heap=$8 id_file=$9 lib dir=$STATE_DIR/$1 cluster_id
+    lib=$(kafka_lib)
+    command -v java >/dev/null || die "java not found (run scripts/install-deps.sh)"
+    mkdir -p "$dir/data"
+    sed -e "s#@STATE@#$dir#g" -e "s#@NODE_ID@#$node_id#g" -e "s#@PORT@#$port#g" \
+        -e "s#@CONTROLLER_PORT@#$controller_port#g" -e "s#@VOTERS@#$voters#g" \
+        -e "s#@REPLICATION@#$replication#g" -e "s#@MIN_ISR@#$min_isr#g" \
+        "$REPO/scripts/kafka/server.properties.in" >"$dir/server.properties"
+    if [[ ! -f $dir/data/meta.properties ]]; then
+        if [[ ! -s $id_file ]]; then
+            java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$id_file"
+        fi
+        cluster_id=$(<"$id_file")
+        say "formatting $name's storage (cluster $cluster_id)"
+        java -cp "$lib/*" -Dlog4j2.configurationFile="$REPO/scripts/kafka/log4j2.yaml" \
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+            >>"$LOG_DIR/$name.log" 2>&1 || die "cannot format $name's storage (see $LOG_DIR/$name.log)"
+    fi
+    launch "$name" "kafka.Kafka $dir/server.properties" "$dir" \
+        java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$REPO/scripts/kafka/log4j2.yaml" \
+        -cp "$lib/*" kafka.Kafka "$dir/server.properties"
+}
+
+launch_kafka() {
+    mkdir -p "$STATE_DIR/kafka"
+    launch_kafka_node kafka 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" \
+        "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" 1 1 "$KAFKA_HEAP" "$STATE_DIR/kafka/cluster.id"
+}
+
+# One node of the three-broker cluster. Its controllers need a majority (2 of 3)
+# to elect a leader, so `start kafka-cluster` launches all three before waiting.
+launch_kafka_cluster_node() {
+    local name=$1 number=${1:7:1} voters="" i
+    for i in 1 2 3; do
+        voters+="$i@127.0.0.1:$((KAFKA_CLUSTER_CONTROLLER_BASE + i)),"
+    done
+    mkdir -p "$STATE_DIR/kafka"
+    launch_kafka_node "$name" "$number" "$((KAFKA_CLUSTER_BASE + number))" \
+        "$((KAFKA_CLUSTER_CONTROLLER_BASE + number))" "${voters%,}" 3 2 \
+        "$KAFKA_CLUSTER_HEAP" "$STATE_DIR/kafka/cluster-3.id"
 }
 
 launch_chdb() {
@@ -198,6 +245,34 @@ launch_chdb() {
 }
 
 # ---------------------------------------------------------------- commands
+
+# launch_service SVC: starts SVC, which is down, without waiting for it.
+launch_service() {
+    local svc=$1 port
+    port=$(port_of "$svc")
+    if port_open "$port"; then
+        die "port 127.0.0.1:$port is taken by something that does not answer like $svc; set another port (see scripts/services.sh)"
+    fi
+    case $svc in
+    ch-s?-r?) launch_cluster_node "$svc" ;;
+    kafka-b?) launch_kafka_cluster_node "$svc" ;;
+    *) "launch_$svc" ;;
+    esac
+    say "$svc starting (pid $(<"$RUN_DIR/$svc.pid"), port $port, log $LOG_DIR/$svc.log)"
+}
+
+# launch_kafka_cluster_nodes SVC...: launches the named Kafka cluster nodes that are
+# down, all at once (a lone controller of three waits for a majority for ever).
+launch_kafka_cluster_nodes() {
+    local svc
+    for svc in "$@"; do
+        [[ $svc == kafka-b? ]] || continue
+        pid_of "$svc" >/dev/null && continue
+        rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
+        ready "$svc" && continue
+        launch_service "$svc"
+    done
+}
 
 start_one() {
     local svc=$1 pid port t0 i
@@ -213,15 +288,8 @@ start_one() {
             say "note: $svc port $port is already served by a process not started by this script; using it (it will not be stopped by this script)"
             return 0
         fi
-        if port_open "$port"; then
-            die "port 127.0.0.1:$port is taken by something that does not answer like $svc; set another port (see scripts/services.sh)"
-        fi
-        case $svc in
-        ch-s?-r?) launch_cluster_node "$svc" ;;
-        *) "launch_$svc" ;;
-        esac
+        launch_service "$svc"
         pid=$(<"$RUN_DIR/$svc.pid")
-        say "$svc starting (pid $pid, port $port, log $LOG_DIR/$svc.log)"
     fi
     t0=${EPOCHREALTIME/./}
     for ((i = 0; i < START_TIMEOUT * 10; i++)); do
@@ -291,6 +359,8 @@ main() {
     for svc in "$@"; do
         if [[ $svc == cluster ]]; then
             services+=("${CLUSTER_SERVICES[@]}")
+        elif [[ $svc == kafka-cluster ]]; then
+            services+=("${KAFKA_CLUSTER_NODES[@]}")
         else
             services+=("$svc")
         fi
@@ -298,7 +368,7 @@ main() {
     [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
     for svc in "${services[@]}"; do
         case $svc in
-        clickhouse | tansu | chdb | zookeeper | ch-s[12]-r[12]) ;;
+        clickhouse | kafka | chdb | zookeeper | ch-s[12]-r[12] | kafka-b[123]) ;;
         *) say "unknown service: $svc"; usage ;;
         esac
     done
@@ -309,16 +379,23 @@ main() {
     flock -w 120 9 || die "another services.sh is still running"
 
     case $cmd in
-    start) for svc in "${services[@]}"; do start_one "$svc"; done ;;
+    start)
+        launch_kafka_cluster_nodes "${services[@]}"
+        for svc in "${services[@]}"; do start_one "$svc"; done
+        ;;
     # Stop in reverse: the cluster's nodes before its ZooKeeper.
     stop) for ((i = ${#services[@]} - 1; i >= 0; i--)); do stop_one "${services[i]}"; done ;;
     restart) for svc in "${services[@]}"; do stop_one "$svc"; start_one "$svc"; done ;;
     kill9) for svc in "${services[@]}"; do kill9 "$svc"; done ;;
     status) for svc in "${services[@]}"; do status_one "$svc" || rc=1; done ;;
     reset)
-        for svc in "${ALL_SERVICES[@]}" "${CLUSTER_NODES[@]}" zookeeper; do stop_one "$svc"; done
-        # Keep the chDB virtualenv (a 180 MB download), if install-deps made one.
-        find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name venv ! -name run -exec rm -rf {} +
+        for svc in "${ALL_SERVICES[@]}" "${KAFKA_CLUSTER_NODES[@]}" "${CLUSTER_NODES[@]}" zookeeper; do
+            stop_one "$svc"
+        done
+        # Keep the downloads: the virtualenvs and the broker's jars.
+        find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name venv ! -name schemathesis \
+            ! -name run ! -name kafka -exec rm -rf {} +
+        find "$STATE_DIR/kafka" -mindepth 1 -maxdepth 1 ! -name lib -exec rm -rf {} + 2>/dev/null || true
         say "state under $STATE_DIR deleted"
         ;;
     -h | --help | help) usage 0 ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, starts the local services
-# that are not already up (ClickHouse 18.16, tansu, the chDB shim), runs
+# that are not already up (ClickHouse 18.16, Apache Kafka, the chDB shim, the
+# three-broker Kafka cluster, the ClickHouse cluster on ZooKeeper), runs
 # `cargo test --workspace` against them, and on exit stops exactly the
 # services it started. Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh -p sessions-ingest -- --nocapture
@@ -14,9 +15,10 @@ cd "$REPO"
 
 SERVICES_SH=$REPO/scripts/services.sh
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
-TANSU_PORT=${TANSU_PORT:-9092}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CLUSTER_BASE=${KAFKA_CLUSTER_BASE:-9200}
 CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
-export CLICKHOUSE_HTTP_PORT TANSU_PORT CHDB_SHIM_PORT
+export CLICKHOUSE_HTTP_PORT KAFKA_PORT KAFKA_CLUSTER_BASE CHDB_SHIM_PORT
 
 bash scripts/install-deps.sh
 
@@ -53,18 +55,25 @@ trap cleanup EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
-# The single server, the broker, the current engine, and the local cluster
-# (ZooKeeper first, then its four ClickHouse nodes).
-for svc in clickhouse tansu chdb zookeeper ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2; do
-    if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
-        started+=("$svc")
-    fi
-    bash "$SERVICES_SH" start "$svc"
+# The single server, the broker, the current engine, the three-broker Kafka
+# cluster (its nodes launched together: they elect a controller among themselves),
+# and the local ClickHouse cluster (ZooKeeper first, then its four nodes).
+for group in clickhouse kafka chdb "kafka-b1 kafka-b2 kafka-b3" zookeeper \
+    ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2; do
+    for svc in $group; do
+        if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
+            started+=("$svc")
+        fi
+    done
+    # shellcheck disable=SC2086 # a group is several names
+    bash "$SERVICES_SH" start $group
 done
 
 export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
 export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_SHIM_PORT"
-export KAFKA_BROKERS="127.0.0.1:$TANSU_PORT"
+export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+# The three-broker cluster, for the broker-loss tests.
+export KAFKA_CLUSTER_BROKERS="127.0.0.1:$((KAFKA_CLUSTER_BASE + 1)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 2)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 3))"
 export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
 CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
 # The tests' name for it: not CLICKHOUSE_CLUSTER, which every binary a test starts

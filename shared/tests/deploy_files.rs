@@ -31,7 +31,7 @@ fn python(script: &str) {
 /// The checks every compose file passes: dependencies and mounted files exist (XML
 /// and YAML ones parse), and the query service refuses to start without a secret.
 const COMMON_CHECKS: &str = r#"
-import os, sys, json
+import os, re, sys, json
 import xml.dom.minidom as minidom
 try:
     import yaml
@@ -62,6 +62,10 @@ fn the_compose_file_provisions_prometheus_and_grafana() {
         "{COMMON_CHECKS}{}",
         r#"
 services = load("docker-compose.yml")
+kafka_version = re.search(r"<kafka.version>(.*?)</kafka.version>", open("scripts/kafka/pom.xml").read()).group(1)
+# The compose files run the Kafka release the scripts and tests run.
+assert services["kafka"]["image"] == f"apache/kafka:{kafka_version}", services["kafka"]["image"]
+assert services["kafka-init"]["image"] == services["kafka"]["image"]
 prometheus = yaml.safe_load(open("deploy/prometheus/prometheus.docker.yml"))
 targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in prometheus["scrape_configs"]}
 assert targets == {"sessions-ingest": ["ingest:9091"], "sessions-query": ["query:8080"]}, targets
@@ -86,6 +90,8 @@ fn the_cluster_compose_file_and_its_configs_hang_together() {
         "{COMMON_CHECKS}{}",
         r#"
 services = load("docker-compose.cluster.yml")
+kafka_version = re.search(r"<kafka.version>(.*?)</kafka.version>", open("scripts/kafka/pom.xml").read()).group(1)
+assert services["kafka"]["image"] == f"apache/kafka:{kafka_version}", services["kafka"]["image"]
 nodes = ["ch-s1-r1", "ch-s1-r2", "ch-s2-r1", "ch-s2-r2"]
 assert set(nodes) | {"keeper", "kafka", "migrate", "ingest", "query"} <= set(services), sorted(services)
 for node in nodes:
