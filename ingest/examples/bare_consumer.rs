@@ -1,4 +1,4 @@
-//! The broker's ceiling for the end-to-end ingest bench: a bare rdkafka consumer that
+//! The floor of the end-to-end ingest bench: a bare rdkafka consumer that
 //! drains a topic with a fresh group and does nothing with the messages (no decoding,
 //! no commits), so its rate is what the broker and librdkafka deliver on this machine.
 //!

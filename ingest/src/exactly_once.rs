@@ -41,6 +41,27 @@
 //!    along a home partition's log, so a late write of an older state never replaces a
 //!    newer one.
 //!
+//!    - *Incremental assignment* (`KAFKA_GROUP_PROTOCOL` `cooperative` or `consumer`,
+//!      the default being cooperative-sticky): a rebalance revokes only the partitions
+//!      that change owner, and the worker keeps reading, flushing and committing the
+//!      others. Nothing above needs every partition revoked at once: what is dropped,
+//!      replayed and committed is kept per partition (`Aggregator::drop_partitions`,
+//!      `Pending::forget_partitions`, `Forwarder::forget_partitions`; a session lives
+//!      in its home partition only, so dropping a partition's sessions touches no
+//!      other's). The callbacks run inside a poll of the loop, never during a flush:
+//!      a flush under way when the broker decides a revocation completes first, and
+//!      its commit carries only partitions still owned (`forget_revoked` runs after
+//!      the write and before the commit). The broker gives a revoked partition to its
+//!      new owner only after this member has acknowledged the revocation (its next
+//!      poll: the classic protocol's second join round, KIP-848's member epoch), so the
+//!      new owner's loads start after every write of this member for that partition
+//!      that was acknowledged. A member that lost its partitions without being asked
+//!      (session expired, a long ClickHouse outage past `max.poll.interval.ms`) may
+//!      still write late: that is the former owner's late write above, which versions
+//!      and (7) absorb. The worker never assumes a partition's offsets restart at a
+//!      rebalance: an assigned partition resumes from its committed offset, whoever
+//!      committed it last.
+//!
 //! 6. **On a cluster, a load still sees every acknowledged flush.** Steps (2) to (4)
 //!    rest on "a load sees every write acknowledged before it". In cluster mode
 //!    (`CLICKHOUSE_CLUSTER`) every write goes through a `Distributed` table with

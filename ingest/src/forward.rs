@@ -163,7 +163,10 @@ impl Forwarder {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.kafka_brokers)
             .set("client.id", "sessions-ingest-forwarder")
+            // Every in-sync replica has a forward before it counts as acknowledged, and
+            // a retry across a leader change cannot write it twice or out of order.
             .set("acks", "all")
+            .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "60000")
             // Room for a message of the contract's largest size and its framing; the

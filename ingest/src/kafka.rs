@@ -7,13 +7,20 @@
 //! context during the poll that serves it, and taken by the loop before it writes or
 //! commits anything again ([`RebalanceContext::take_revoked`]).
 //!
+//! Assignment is incremental by default (`KAFKA_GROUP_PROTOCOL`: cooperative-sticky,
+//! or KIP-848's consumer protocol): a rebalance revokes only the partitions that
+//! change owner, and the callbacks name just those. The context keeps the assignment
+//! as a set (assigned ones added, revoked ones removed), which holds for the eager
+//! protocol too (it revokes everything before it assigns anew).
+//!
 //! Fetch state is reconciled on every assignment: librdkafka keeps a partition's pause
 //! flag across revoke and assign, so the context applies the worker's wish (fetch, or
 //! pause while writes fail) to each partition as it is assigned, and
 //! [`set_fetching`] applies it to the whole assignment. No partition stays paused
 //! after the cause is gone, and none assigned during an outage is fetched.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,13 +35,17 @@ use sessions_shared::backoff::Backoff;
 use sessions_shared::shutdown::Shutdown;
 
 use crate::memory::MemoryBudget;
-use crate::settings::IngestSettings;
+use crate::settings::{GroupProtocol, IngestSettings};
 
 /// Records partitions revoked by a rebalance, for the loop to forget, and applies the
 /// worker's fetch state to partitions as they are assigned.
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    /// The partitions assigned here now.
+    assigned: Mutex<BTreeSet<i32>>,
+    /// Callbacks served so far: the loop looks at the rest only when this moved.
+    rebalances: AtomicU64,
     /// Whether the worker wants fetching paused (writes are failing).
     fetching_paused: AtomicBool,
 }
@@ -43,6 +54,16 @@ impl RebalanceContext {
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
+    }
+
+    /// How many assignments and revocations were served so far.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
+
+    /// How many partitions are assigned here now.
+    pub fn assigned_count(&self) -> usize {
+        self.assigned.lock().expect("assigned lock").len()
     }
 
     pub fn fetching_paused(&self) -> bool {
@@ -61,13 +82,21 @@ impl ConsumerContext for RebalanceContext {
             Rebalance::Revoke(list) => {
                 let revoked = partitions(list);
                 tracing::info!(?revoked, "partitions revoked");
+                let mut assigned = self.assigned.lock().expect("assigned lock");
+                for partition in &revoked {
+                    assigned.remove(partition);
+                }
                 self.revoked.lock().expect("revoked lock").extend(revoked);
             }
             Rebalance::Assign(list) => {
-                tracing::info!(assigned = ?partitions(list), "partitions assigned");
+                let added = partitions(list);
+                tracing::info!(assigned = ?added, "partitions assigned");
+                self.assigned.lock().expect("assigned lock").extend(added);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
+        // After the lists: a loop that sees the count move sees them.
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -240,7 +269,8 @@ pub fn create_consumer(
     budget: &MemoryBudget,
 ) -> anyhow::Result<KafkaConsumer> {
     let fetch_queue_kbytes = budget.fetch_queue_kbytes;
-    let consumer: KafkaConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", &settings.kafka_group)
         .set("client.id", "sessions-ingest")
@@ -248,14 +278,6 @@ pub fn create_consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            settings.kafka_session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            settings.kafka_heartbeat_interval_ms.to_string(),
-        )
         .set(
             "max.poll.interval.ms",
             settings.kafka_max_poll_interval_ms.to_string(),
@@ -267,10 +289,36 @@ pub fn create_consumer(
         .set(
             "fetch.wait.max.ms",
             settings.kafka_fetch_wait_ms.to_string(),
-        )
-        .create_with_context(RebalanceContext::default())?;
+        );
+    set_group_protocol(&mut config, settings);
+    let consumer: KafkaConsumer = config.create_with_context(RebalanceContext::default())?;
     consumer.subscribe(&[&settings.kafka_topic])?;
     Ok(consumer)
+}
+
+/// The group protocol's settings. The classic protocols take the member's session
+/// timeout and heartbeat; KIP-848 refuses them (the broker sets both).
+fn set_group_protocol(config: &mut ClientConfig, settings: &IngestSettings) {
+    let classic = |config: &mut ClientConfig, strategy: &str| {
+        config
+            .set("group.protocol", "classic")
+            .set("partition.assignment.strategy", strategy)
+            .set(
+                "session.timeout.ms",
+                settings.kafka_session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                settings.kafka_heartbeat_interval_ms.to_string(),
+            );
+    };
+    match settings.kafka_group_protocol {
+        GroupProtocol::Cooperative => classic(config, "cooperative-sticky"),
+        GroupProtocol::Eager => classic(config, "range"),
+        GroupProtocol::Consumer => {
+            config.set("group.protocol", "consumer");
+        }
+    }
 }
 
 #[cfg(test)]

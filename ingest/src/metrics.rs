@@ -32,6 +32,8 @@ pub struct IngestMetrics {
     pub insert_failures: IntCounter,
     pub commit_failures: IntCounter,
     pub consumer_lag: IntGaugeVec,
+    pub partitions_assigned: IntGauge,
+    pub partitions_revoked: IntCounter,
     pub sessions_in_memory: IntGauge,
     pub session_memory_bytes: IntGauge,
     pub sessions_loaded: IntCounter,
@@ -169,6 +171,14 @@ impl IngestMetrics {
         registry
             .register(Box::new(consumer_lag.clone()))
             .expect("metric registered once");
+        let partitions_assigned = gauge(
+            "ingest_partitions_assigned",
+            "Partitions of the topic assigned to this worker",
+        );
+        let partitions_revoked = counter(
+            "ingest_partitions_revoked_total",
+            "Partitions revoked from this worker by rebalances (their unwritten input is dropped and replayed by the next owner)",
+        );
         let sessions_in_memory = gauge("ingest_sessions_in_memory", "Sessions held in memory");
         let session_memory_bytes = gauge(
             "ingest_session_memory_bytes",
@@ -200,6 +210,8 @@ impl IngestMetrics {
             insert_failures,
             commit_failures,
             consumer_lag,
+            partitions_assigned,
+            partitions_revoked,
             sessions_in_memory,
             session_memory_bytes,
             sessions_loaded,

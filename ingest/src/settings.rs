@@ -9,6 +9,17 @@ use sessions_shared::config::{parse_positive_millis, parse_seconds, ClickHouseSe
 use crate::memory::parse_memory_limit;
 use crate::partitioner::Partitioner;
 
+/// The consumer group protocol and assignment (`KAFKA_GROUP_PROTOCOL`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// Classic protocol, `cooperative-sticky` assignor: incremental.
+    Cooperative,
+    /// Classic protocol, `range` assignor: stop-the-world.
+    Eager,
+    /// KIP-848 consumer protocol (`group.protocol=consumer`): incremental, server-side.
+    Consumer,
+}
+
 #[derive(clap::Parser, Clone, Debug)]
 #[command(
     name = "sessions-ingest",
@@ -22,9 +33,17 @@ pub struct IngestSettings {
     pub kafka_topic: String,
     #[arg(long, env = "KAFKA_GROUP", default_value = "sessions-ingest")]
     pub kafka_group: String,
-    /// Kafka group session timeout; keep it a multiple of the heartbeat interval.
+    /// How the consumer group hands partitions out: `cooperative` (classic protocol,
+    /// cooperative-sticky: a rebalance revokes only the partitions that change
+    /// owner), `eager` (classic protocol, range: every rebalance revokes every
+    /// partition) or `consumer` (KIP-848, the broker assigns incrementally; the
+    /// session timeout and heartbeat are the broker's settings).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", default_value = "cooperative")]
+    pub kafka_group_protocol: GroupProtocol,
+    /// Kafka group session timeout (classic protocols only).
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value = "30000")]
     pub kafka_session_timeout_ms: u32,
+    /// Kafka group heartbeat interval (classic protocols only).
     #[arg(long, env = "KAFKA_HEARTBEAT_INTERVAL_MS", default_value = "3000")]
     pub kafka_heartbeat_interval_ms: u32,
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value = "300000")]

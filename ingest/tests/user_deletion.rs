@@ -7,9 +7,7 @@
 //! - every other user's sessions are exact, and each user's statistics equal the
 //!   reference computed from the seeded stream;
 //! - a session of the same user id first seen after the job is kept.
-//!
-//! (Its own test binary: consumer-group tests run one at a time, as the local broker
-//! handles a killed member slowly.)
+
 
 mod common;
 
@@ -257,9 +255,6 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
         fixture
             .produce(&new_indexes(&workload, &victim_sessions, 501))
             .await;
-        // The local broker hands a killed member's partitions over after its session
-        // timeout (shared/testbed.md).
-        tokio::time::sleep(Duration::from_secs(7)).await;
         let mut worker = ChildGuard(fixture.spawn_process(&[]));
         tokio::time::timeout(Duration::from_secs(120), running)
             .await

@@ -5,6 +5,7 @@
 //! - one replica of every shard is SIGKILLed, restarted later;
 //! - a whole shard is stopped, restarted later;
 //! - the node named first in `CLICKHOUSE_URL` is SIGKILLed, restarted later;
+//! - ZooKeeper is stopped for 30 s (replicated tables turn read-only), started again;
 //!
 //! and every user's sessions come back exactly through the API afterwards, without
 //! restarting any service. Also: the node a heavy user's statistics fold reads is
@@ -176,6 +177,18 @@ impl Scenario {
             })
             .await
             .unwrap_or(0)
+    }
+
+    /// The worker's failed ClickHouse inserts so far (each one retried).
+    async fn insert_failures(&self) -> f64 {
+        let page = http_get(self.worker_addr, "/metrics", &[])
+            .await
+            .expect("worker /metrics")
+            .body;
+        page.lines()
+            .filter(|line| line.starts_with("ingest_clickhouse_insert_failures_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The worker's `/readyz` status (it pings ClickHouse through its store).
@@ -373,6 +386,56 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
         after.map(|(_, status)| *status),
         Some(200),
         "the API recovered"
+    );
+}
+
+/// Starts ZooKeeper again when dropped, even if the scenario fails midway.
+struct RestartZooKeeperOnDrop;
+impl Drop for RestartZooKeeperOnDrop {
+    fn drop(&mut self) {
+        node("start", "zookeeper");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
+    let Some(turn) = take_cluster().await else {
+        return;
+    };
+    let target = &turn.target;
+    let scenario = Scenario::start(target, "zookeeper_down", 33).await;
+    let failures_before = scenario.insert_failures().await;
+
+    let zookeeper = RestartZooKeeperOnDrop;
+    node("stop", "zookeeper");
+    let down_from = Instant::now();
+    scenario.produce_part(1).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let down_until = Instant::now();
+    drop(zookeeper); // started again
+    let failures_during = scenario.insert_failures().await - failures_before;
+    scenario.produce_part(2).await;
+    scenario.wait_until_exact(Duration::from_secs(180)).await;
+
+    let answers = scenario.finish().await;
+    let during: Vec<u16> = answers
+        .iter()
+        .filter(|(at, _)| *at > down_from && *at < down_until)
+        .map(|(_, status)| *status)
+        .collect();
+    assert!(
+        during.len() > 100,
+        "pages were read during the outage ({})",
+        during.len()
+    );
+    assert!(
+        during.iter().all(|status| *status == 200),
+        "without ZooKeeper every page is still answered: {:?}",
+        failures(&answers)
+    );
+    assert!(
+        failures_during > 0.0,
+        "the worker's writes failed (and were retried) while ZooKeeper was down"
     );
 }
 

@@ -9,12 +9,24 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// Creates `topic` with `partitions` partitions; an existing topic is fine.
+/// Creates `topic` with `partitions` partitions; an existing topic is fine. On a
+/// cluster of three brokers or more the topic has three replicas and takes a write
+/// once two have it (`min.insync.replicas=2`); on fewer, one replica.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let broker_count = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?
+        .brokers()
+        .len();
+    let replicated = broker_count >= 3;
+    let replication = if replicated { 3 } else { 1 };
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if replicated {
+        new_topic = new_topic.set("min.insync.replicas", "2");
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&new_topic], &options).await? {
         match result {
@@ -41,6 +53,10 @@ pub fn create_producer_with(brokers: &str, partitioner: &str) -> anyhow::Result<
     config
         .set("bootstrap.servers", brokers)
         .set("partitioner", partitioner)
+        // Acknowledged means on every in-sync replica, and retries across a leader
+        // change neither duplicate nor reorder.
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .set("queue.buffering.max.messages", "1000000")

@@ -64,6 +64,8 @@ pub struct Worker {
     forwarder: Forwarder,
     /// The topic's partition count, from the broker's metadata (0 until known).
     partition_count: Arc<AtomicU32>,
+    /// The consumer context's rebalance count when the loop last looked.
+    rebalances_seen: u64,
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
@@ -97,6 +99,7 @@ impl Worker {
             pending: Pending::new(),
             forwarder,
             partition_count: Arc::new(AtomicU32::new(0)),
+            rebalances_seen: 0,
             shutdown,
             shutdown_deadline: None,
         }

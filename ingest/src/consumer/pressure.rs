@@ -82,10 +82,20 @@ impl Worker {
 
     /// Forgets what was read from partitions revoked by a rebalance (see contract 5).
     pub(super) fn forget_revoked(&mut self) {
-        let revoked = self.consumer.context().take_revoked();
+        let context = self.consumer.context();
+        let rebalances = context.rebalances();
+        if rebalances == self.rebalances_seen {
+            return;
+        }
+        self.rebalances_seen = rebalances;
+        let revoked = context.take_revoked();
+        self.metrics
+            .partitions_assigned
+            .set(context.assigned_count() as i64);
         if revoked.is_empty() {
             return;
         }
+        self.metrics.partitions_revoked.inc_by(revoked.len() as u64);
         let dropped = self.aggregator.drop_partitions(&revoked);
         self.pending.forget_partitions(&revoked);
         self.forwarder.forget_partitions(&revoked);

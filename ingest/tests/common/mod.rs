@@ -25,6 +25,12 @@ pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The three-broker Kafka cluster (`scripts/services.sh start kafka-cluster`).
+pub fn cluster_brokers() -> String {
+    std::env::var("KAFKA_CLUSTER_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203".into())
+}
+
 #[allow(unused_imports)]
 pub use sessions_testkit::clickhouse::legacy_target;
 
@@ -33,13 +39,25 @@ pub struct Fixture {
     pub db: TestDatabase,
     pub topic: String,
     pub group: String,
+    /// The brokers its topic is on.
+    pub brokers: String,
 }
 
 impl Fixture {
     pub async fn new(target: &Target, label: &str, partitions: i32) -> Fixture {
+        Fixture::on_brokers(&brokers(), target, label, partitions).await
+    }
+
+    /// A fixture whose topic is on `brokers`.
+    pub async fn on_brokers(
+        brokers: &str,
+        target: &Target,
+        label: &str,
+        partitions: i32,
+    ) -> Fixture {
         let suffix: u32 = rand::thread_rng().gen();
         let topic = format!("t-{label}-{suffix:08x}");
-        create_topic(&brokers(), &topic, partitions)
+        create_topic(brokers, &topic, partitions)
             .await
             .expect("create topic");
         let db = TestDatabase::create(target, label)
@@ -49,6 +67,7 @@ impl Fixture {
             db,
             group: format!("{topic}-group"),
             topic,
+            brokers: brokers.to_owned(),
         }
     }
 
@@ -73,7 +92,7 @@ impl Fixture {
     fn flags(&self) -> Vec<(&'static str, String)> {
         let mut flags = self.db.settings.to_flags();
         flags.extend([
-            ("--kafka-brokers", brokers()),
+            ("--kafka-brokers", self.brokers.clone()),
             ("--kafka-topic", self.topic.clone()),
             ("--kafka-group", self.group.clone()),
             ("--kafka-session-timeout-ms", "6000".into()),
@@ -131,7 +150,7 @@ impl Fixture {
         &self,
         messages: impl IntoIterator<Item = (Option<&'a str>, &'a [u8])>,
     ) {
-        let producer = create_producer(&brokers()).expect("producer");
+        let producer = create_producer(&self.brokers).expect("producer");
         produce_all(&producer, &self.topic, messages)
             .await
             .expect("produce");
@@ -142,14 +161,57 @@ impl Fixture {
     }
 }
 
-/// `services.sh ACTION clickhouse` (the outage tests; `SESSIONS_SERVICES_SCRIPT` names it).
+/// Produces `messages` to `topic` on `brokers` in 100 paced batches over about
+/// `spread` (events flowing while a test changes something); a batch whose delivery
+/// fails (a broker lost mid-send) is sent again until all of it is acknowledged, so
+/// on return every message is on the broker (some perhaps twice: the worker drops
+/// copies). Returns how many batches were sent again.
+pub fn produce_throughout(
+    brokers: String,
+    topic: String,
+    messages: Vec<PlannedMessage>,
+    spread: Duration,
+) -> JoinHandle<usize> {
+    tokio::spawn(async move {
+        let producer = create_producer(&brokers).expect("producer");
+        let batches = 100;
+        let batch_size = messages.len().div_ceil(batches).max(1);
+        let pause = spread / batches as u32;
+        let mut resent = 0;
+        for batch in messages.chunks(batch_size) {
+            loop {
+                match produce_all(&producer, &topic, batch.iter().map(key_and_payload)).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        eprintln!("a batch was not acknowledged ({error}); sending it again");
+                        resent += 1;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+        resent
+    })
+}
+
+fn key_and_payload(message: &PlannedMessage) -> (Option<&str>, &[u8]) {
+    (Some(message.key.as_str()), message.payload.as_slice())
+}
+
+/// `services.sh ACTION clickhouse` (the outage tests).
 pub fn clickhouse_service(action: &str) {
+    service(action, "clickhouse");
+}
+
+/// `services.sh ACTION SERVICE` (the fault tests; `SESSIONS_SERVICES_SCRIPT` names it).
+pub fn service(action: &str, service: &str) {
     let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
     let status = Command::new("bash")
-        .args([script.as_str(), action, "clickhouse"])
+        .args([script.as_str(), action, service])
         .status()
         .unwrap();
-    assert!(status.success(), "services.sh {action} clickhouse");
+    assert!(status.success(), "services.sh {action} {service}");
 }
 
 /// Starts ClickHouse again when dropped, even if the test fails midway.
