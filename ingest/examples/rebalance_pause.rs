@@ -8,7 +8,8 @@
 //! protocol (eager, cooperative, consumer): consumer A, built by the worker's own
 //! `create_consumer` (the same settings), reads alone until it owns every partition and
 //! has read for 3 s; then B joins with the same settings. Over the next 12 s it records
-//! each partition's longest gap between two messages received by A, and reports for
+//! each partition's longest wait of A for a new message (one past the newest it had:
+//! messages read again after a revocation are no progress), and reports for
 //! the partitions A owns before and after (unmoved): the longest gap, beside the
 //! longest gap of any partition in the 3 s before B joined (the steady state), and when
 //! B received its first message. Prints one JSON line per protocol.
@@ -30,18 +31,26 @@ const PARTITIONS: i32 = 4;
 const STEADY: Duration = Duration::from_secs(3);
 const AFTER_JOIN: Duration = Duration::from_secs(12);
 
-/// Receipts of one consumer: per partition, the last receipt and the longest gap since
-/// the window opened.
+/// Progress of one consumer: per partition, the newest message (by its Kafka offset),
+/// when it came, and the longest wait for a newer one since the window opened. A
+/// message at or below the newest offset (read again after a revocation: nothing
+/// here commits) is no progress.
 #[derive(Default)]
 struct Receipts {
+    newest: BTreeMap<i32, i64>,
     last: BTreeMap<i32, Instant>,
     longest_gap: BTreeMap<i32, Duration>,
     first: Option<Instant>,
 }
 
 impl Receipts {
-    fn record(&mut self, partition: i32, now: Instant) {
+    fn record(&mut self, partition: i32, offset: i64, now: Instant) {
         self.first.get_or_insert(now);
+        let newest = self.newest.entry(partition).or_insert(-1);
+        if offset <= *newest {
+            return;
+        }
+        *newest = offset;
         if let Some(last) = self.last.insert(partition, now) {
             let gap = self.longest_gap.entry(partition).or_default();
             *gap = (*gap).max(now - last);
@@ -79,11 +88,11 @@ fn spawn_reader(
     tokio::spawn(async move {
         loop {
             if let Ok(message) = consumer.recv().await {
-                let partition = message.partition();
+                let (partition, offset) = (message.partition(), message.offset());
                 receipts
                     .lock()
                     .expect("receipts")
-                    .record(partition, Instant::now());
+                    .record(partition, offset, Instant::now());
             }
         }
     })
