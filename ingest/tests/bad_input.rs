@@ -63,16 +63,25 @@ async fn bad_input_is_dead_lettered_counted_and_never_stops_the_worker() {
     for (_, reason) in &bad {
         *expected_reasons.entry(reason.to_string()).or_default() += 1;
     }
-    let dead_letters: Vec<DeadLetter> = fixture
-        .store()
-        .client()
-        .query(
-            "SELECT topic, `partition`, `offset`, element, reason, detail, toUInt64(length(payload)) AS payload_bytes \
-             FROM rejected_events FINAL ORDER BY `partition`, `offset`, element",
-        )
-        .fetch_all()
-        .await
-        .unwrap();
+    // A flush writes its dead letters after its sessions: wait for them too.
+    let expected_count: usize = expected_reasons.values().sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dead_letters = loop {
+        let dead_letters: Vec<DeadLetter> = fixture
+            .store()
+            .client()
+            .query(
+                "SELECT topic, `partition`, `offset`, element, reason, detail, toUInt64(length(payload)) AS payload_bytes \
+                 FROM rejected_events FINAL ORDER BY `partition`, `offset`, element",
+            )
+            .fetch_all()
+            .await
+            .unwrap();
+        if dead_letters.len() >= expected_count || std::time::Instant::now() > deadline {
+            break dead_letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for letter in &dead_letters {
         *reasons.entry(letter.reason.clone()).or_default() += 1;

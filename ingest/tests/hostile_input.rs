@@ -241,16 +241,24 @@ async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
     assert_eq!(sessions[&9_003].events_count, 1);
     assert_eq!(sessions[&9_004].start_ts, 31_536_000_000);
 
-    let dead_letters: DeadLetters = fixture
-        .store()
-        .client()
-        .query(
-            "SELECT toUInt64(max(rows)) AS most FROM (SELECT partition, offset, count() AS rows \
-             FROM rejected_events FINAL GROUP BY partition, offset)",
-        )
-        .fetch_one()
-        .await
-        .unwrap();
+    // A flush writes its dead letters after its sessions: wait for them too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dead_letters = loop {
+        let dead_letters: DeadLetters = fixture
+            .store()
+            .client()
+            .query(
+                "SELECT toUInt64(max(rows)) AS most FROM (SELECT partition, offset, count() AS rows \
+                 FROM rejected_events FINAL GROUP BY partition, offset)",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        if dead_letters.most >= 101 || std::time::Instant::now() > deadline {
+            break dead_letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
         dead_letters.most <= 101,
         "{} dead letters for one message",
