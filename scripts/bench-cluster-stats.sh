@@ -10,7 +10,8 @@
 #   - GET /users/:userId/sessions: p50 of BENCH_REQUESTS first pages (limit 50) of
 #     each user.
 # Needs the cluster up (scripts/services.sh start cluster) and the release builds
-# (cargo build --release -p sessions-query -p sessions-shared --bins). Measures and
+# (cargo build --release -p sessions-query -p sessions-shared --bins, and
+# --example statement_sql). Measures and
 # prints one JSON line; asserts nothing about timing. Drops the database at the end.
 # Knobs: BENCH_HEAVY_ROWS, BENCH_REQUESTS, BENCH_QUERY_PORT (18091), BENCH_QUERY_BIN
 # (another sessions-query build, e.g. one from before a change).
@@ -32,7 +33,7 @@ QUERY=bench-cluster-stats-query
 QUERY_BIN=${BENCH_QUERY_BIN:-$BIN/sessions-query}
 
 ping_ok "${CLICKHOUSE_URL%%,*}/ping" || die "the cluster is not up (scripts/services.sh start cluster)"
-for binary in "$QUERY_BIN" "$BIN/sessions-admin"; do
+for binary in "$QUERY_BIN" "$BIN/sessions-admin" "$BIN/examples/statement_sql"; do
     [[ -x $binary ]] || die "$binary is missing (cargo build --release)"
 done
 port_open "$PORT" && die "port $PORT is taken"
@@ -64,7 +65,7 @@ for _ in $(seq 300); do
 done
 http_ok "http://127.0.0.1:$PORT/readyz" || die "sessions-query did not get ready"
 
-statement=$(user_stats_sql "$project_id" bench-heavy@example.com)
+statement=$("$BIN/examples/statement_sql" user-stats "$project_id" bench-heavy@example.com)
 python3 - "http://127.0.0.1:$PORT/api/v1/$project_key/users" "$api_key" "$REQUESTS" \
     "${CLICKHOUSE_URL%%,*}" "$CLICKHOUSE_DATABASE" "$statement" "$HEAVY_ROWS" <<'PY'
 import http.client, json, statistics, sys, time, urllib.parse

@@ -14,7 +14,7 @@
 #
 # Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1)
 # and the release builds: cargo build --release -p sessions-query --bins
-#   --example page_sql --example tcp_relay --example stack_floor
+#   --example statement_sql --example tcp_relay --example stack_floor
 # Knobs: BENCH_USER (bench-100@example.com), BENCH_LIMIT (50), BENCH_ROUNDS (5),
 # BENCH_DURATION (5s), BENCH_CONNECTIONS ("1 16"), BENCH_BASELINE_BIN,
 # BENCH_COMPRESSION (lz4): CLICKHOUSE_COMPRESSION of the floor and of the services,
@@ -43,7 +43,7 @@ KEY_FILE=$REPO/.local/bench-query.key
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
 ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL"
 [[ -f $KEY_FILE ]] || die "no $KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
-for binary in sessions-query examples/page_sql examples/tcp_relay examples/stack_floor; do
+for binary in sessions-query examples/statement_sql examples/tcp_relay examples/stack_floor; do
     [[ -x $BIN/$binary ]] || die "$BIN/$binary is missing (cargo build --release, see the header)"
 done
 for port in 18080 18081 18123 18124; do
@@ -55,7 +55,7 @@ clickhouse_pid=${BENCH_CLICKHOUSE_PID:-$(cat "$REPO/.local/run/clickhouse.pid" 2
 
 clickhouse_addr=${CLICKHOUSE_URL#http://}
 
-sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$USER_ID" "$LIMIT")
+sql=$("$BIN/examples/statement_sql" page "$PROJECT_ID" "$USER_ID" "$LIMIT")
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT

@@ -122,10 +122,7 @@ wait_served() {
 }
 
 # histogram_buckets NAME: the worker's `le count` pairs of the histogram NAME.
-histogram_buckets() {
-    curl -sf --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" |
-        sed -n "s/^$1_bucket{le=\"\([^\"]*\)\"} \([0-9]*\)\$/\1 \2/p"
-}
+histogram_buckets() { metric_histogram "http://127.0.0.1:$METRICS_PORT/metrics" "$1"; }
 trap cleanup EXIT
 
 ping_ok "${CLICKHOUSE_URL%%,*}/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL (scripts/services.sh start clickhouse)"
@@ -161,47 +158,14 @@ measure_freshness() {
     wait_served "${DATABASE}_live" $((SESSIONS + 1)) \
         $(($(json_get messages <<<"$live") + warmup_messages))
     sleep 0.5
-    python3 - "$baseline" "$(histogram_buckets ingest_freshness_seconds)" \
-        "$baseline_receipt" "$(histogram_buckets ingest_receive_delay_seconds)" \
-        "$baseline_write" "$(histogram_buckets ingest_clickhouse_insert_duration_seconds)" <<'EOF'
-import json, math, sys
-
-def buckets(text):
-    pairs = [line.split() for line in text.splitlines() if line.strip()]
-    return [(math.inf if le == "+Inf" else float(le), int(count)) for le, count in pairs]
-
-def quantile(q, counts):
-    """Prometheus' histogram_quantile: linear within the bucket that holds rank q."""
-    rank = q * counts[-1][1]
-    lower_bound, lower_count = 0.0, 0
-    for upper_bound, count in counts:
-        if count >= rank:
-            if math.isinf(upper_bound):
-                return lower_bound
-            share = (rank - lower_count) / max(count - lower_count, 1)
-            return lower_bound + (upper_bound - lower_bound) * share
-        lower_bound, lower_count = upper_bound, count
-    return lower_bound
-
-def summary(before, after):
-    """Quantiles of the observations made between two scrapes of one histogram."""
-    before, after = buckets(before), buckets(after)
-    counts = [(le, count - previous) for (le, count), (_, previous) in zip(after, before)]
-    total = counts[-1][1]
-    result = {"observations": total, "p50": round(quantile(0.5, counts), 3),
-              "p99": round(quantile(0.99, counts), 3)}
-    for le, count in counts:
-        if le in (1.0, 2.0):
-            result[f"within{le:g}s"] = round(count / max(total, 1), 4)
-    return result
-
-result = summary(sys.argv[1], sys.argv[2])
-# The share before the worker: from the message's timestamp to its receipt.
-result["receiveDelay"] = summary(sys.argv[3], sys.argv[4])
-# The flushes' writes (one observation per flush, not per message).
-result["flushWrite"] = summary(sys.argv[5], sys.argv[6])
-print(json.dumps(result))
-EOF
+    local freshness receipt write
+    freshness=$(python3 scripts/histogram_summary.py "$baseline" "$(histogram_buckets ingest_freshness_seconds)")
+    # The share before the worker: from the message's timestamp to its receipt.
+    receipt=$(python3 scripts/histogram_summary.py "$baseline_receipt" "$(histogram_buckets ingest_receive_delay_seconds)")
+    # The flushes' writes (one observation per flush, not per message).
+    write=$(python3 scripts/histogram_summary.py "$baseline_write" "$(histogram_buckets ingest_clickhouse_insert_duration_seconds)")
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r["receiveDelay"] = json.loads(sys.argv[2]); r["flushWrite"] = json.loads(sys.argv[3]); print(json.dumps(r))' \
+        "$freshness" "$receipt" "$write"
     terminate "$WORKER" 30 >/dev/null 2>&1
 }
 

@@ -14,7 +14,7 @@
 #      the 10-, 100- and 1,500-session users with the default page (limit 50), and
 #      for the 1,500-session user with limit=1000: BENCH_ROUNDS (5) alternating runs
 #      of the service and of the statement it sends for that page, straight to
-#      ClickHouse's HTTP interface (GET /?query=..., query/examples/page_sql.rs prints
+#      ClickHouse's HTTP interface (GET /?query=..., query/examples/statement_sql.rs prints
 #      it with its values inlined: the whole-range SQL under the service's bound),
 #      summarised by medians. The heavy user: the service only (its page is read
 #      through windows, not one statement), at most 16 connections.
@@ -80,7 +80,7 @@ port_open "$QUERY_PORT" && die "port $QUERY_PORT is taken; set BENCH_QUERY_PORT"
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     say "building release binaries"
     cargo build --release --quiet --bins
-    cargo build --release --quiet -p sessions-query --example page_sql
+    cargo build --release --quiet -p sessions-query --example statement_sql
 fi
 
 existing=$(ch "SELECT count() FROM system.tables WHERE database = '$CLICKHOUSE_DATABASE' AND name = 'sessions'")
@@ -209,14 +209,14 @@ measure_services() {
 
 results=()
 # case: label user limit. Small users: ROUNDS alternating runs of the service and of
-# the statement it sends (page_sql: the whole-range SQL under the service's bound),
+# the statement it sends (statement_sql page: the whole-range SQL under the service's bound),
 # summarised by their medians. The heavy user: one run of the service; beside it the
 # unbounded whole-range SQL (the query before windows) at c=1 only, five requests.
 for case in "10 bench-10@example.com 50" "100 bench-100@example.com 50" \
     "1000 bench-1000@example.com 50" "1000-limit1000 bench-1000@example.com 1000" \
     "heavy $HEAVY_USER 50"; do
     read -r label user limit <<<"$case"
-    sql=$("$BIN/examples/page_sql" "$PROJECT_ID" "$user" "$limit")
+    sql=$("$BIN/examples/statement_sql" page "$PROJECT_ID" "$user" "$limit")
     service_url="$API/$(urlencode "$user")/sessions"
     [[ $limit != 50 ]] && service_url="$service_url?limit=$limit"
     direct_url="$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE&default_format=RowBinary&query=$(urlencode "$sql")"
@@ -301,7 +301,7 @@ late_url="$heavy_url?start_date=$((HEAVY_FIRST_TS + 990000 * 31))"
 heavy_runs=()
 # The heavy user's whole-range SQL (the query before windows): too slow for wrk's
 # runs; five requests one after another, the median.
-heavy_sql=$("$BIN/examples/page_sql" --unbounded "$PROJECT_ID" "$HEAVY_USER" 50)
+heavy_sql=$("$BIN/examples/statement_sql" page --unbounded "$PROJECT_ID" "$HEAVY_USER" 50)
 whole_ms=$(for _ in 1 2 3 4 5; do
     curl -sfS -o /dev/null -w '%{time_total}\n' "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE" \
         --data-binary "$heavy_sql FORMAT RowBinary"
@@ -360,7 +360,7 @@ printf '%s\n' "${results[@]}" "${heavy_runs[@]}" "$walk" | python3 -c "$HEAVY_SU
 stats_runs=()
 for case in "stats-100 bench-100@example.com" "stats-heavy $HEAVY_USER"; do
     read -r label user <<<"$case"
-    stats_sql=$(user_stats_sql "$PROJECT_ID" "$user")
+    stats_sql=$("$BIN/examples/statement_sql" user-stats "$PROJECT_ID" "$user")
     # The first request of a heavy user reads all its rows into the replica's fold
     # (query/src/warm_stats.rs); wrk's runs then measure the folds kept warm.
     first=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")

@@ -7,7 +7,7 @@
 #                                          scripts/kafka/pom.xml, into .local/kafka/lib;
 #                                          ~45 MB, seconds; java and mvn from apt
 #                                          if missing)
-#   chdb + lz4 Python packages            (pip, ~180 MB; for the chDB shim)
+#   chdb + lz4 Python packages            (pip, ~180 MB; for scripts/chdb_server.py)
 #   schemathesis                          (pip, in .local/schemathesis; the
 #                                          API contract fuzzer of the tests)
 #   prometheus, promtool                  (apt; Prometheus 2.42 in Debian 12,

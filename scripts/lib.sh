@@ -94,20 +94,6 @@ kill9() {
     rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.match"
 }
 
-# user_stats_sql PROJECT_ID USER_ID: the user statistics statement of
-# query/src/users.rs (USER_STATS_SQL), read from the source, values inlined (the
-# user id quoted): what the service sends, for ClickHouse alone in the benchmarks.
-user_stats_sql() {
-    python3 - "$1" "$2" "$REPO/query/src/users.rs" <<'PY'
-import re, sys
-source = open(sys.argv[3]).read()
-sql = re.search(r'USER_STATS_SQL: &str = "(.*?)";', source, re.S).group(1)
-sql = " ".join(part.strip().rstrip("\\").strip() for part in sql.splitlines())
-project, user = sys.argv[1], sys.argv[2].replace("\\", "\\\\").replace("'", "\\'")
-print(sql.replace("?", project, 1).replace("?", f"'{user}'", 1))
-PY
-}
-
 # one_user_sessions_sql DATABASE PROJECT_ID USER_ID ROWS FIRST_TS FIRST_SESSION_ID:
 # an INSERT of ROWS sessions of one user into DATABASE.sessions, one every 31 ms
 # from FIRST_TS, ids counting up from FIRST_SESSION_ID, the same other columns
@@ -146,6 +132,12 @@ print(json.dumps({"case": label, "target": target, "connections": connections,
     "non_2xx": int(bad.group(1)) if bad else 0,
     "socket_errors": errors.group(1) if errors else ""}))
 '
+
+# metric_histogram URL NAME: the `le count` pairs of the histogram NAME on the
+# Prometheus page at URL (for scripts/histogram_summary.py).
+metric_histogram() {
+    curl -sf --max-time 2 "$1" | sed -n "s/^$2_bucket{le=\"\([^\"]*\)\"} \([0-9]*\)\$/\1 \2/p"
+}
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {

@@ -5,8 +5,8 @@
 #                                                    native TCP 127.0.0.1:$CLICKHOUSE_TCP_PORT (19000)
 #   kafka       Apache Kafka 4.x, one KRaft node     127.0.0.1:$KAFKA_PORT (9092)
 #                                                    (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, 9093)
-#   chdb        current ClickHouse engine (chDB) behind ../shared/tools/chdb-http-shim.py
-#                                                    http://127.0.0.1:$CHDB_SHIM_PORT (8124)
+#   chdb        current ClickHouse engine (chDB) behind scripts/chdb_server.py
+#                                                    http://127.0.0.1:$CHDB_PORT (8124)
 #
 # the three-broker Kafka cluster (`kafka-cluster` names all three):
 #
@@ -47,8 +47,8 @@ KAFKA_CLUSTER_CONTROLLER_BASE=${KAFKA_CLUSTER_CONTROLLER_BASE:-9300}
 # The broker's JVM heap: fixed, small enough beside ClickHouse and the cluster.
 KAFKA_HEAP=${KAFKA_HEAP:-1g}
 KAFKA_CLUSTER_HEAP=${KAFKA_CLUSTER_HEAP:-512m}
-CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
-CHDB_SHIM=${CHDB_SHIM:-$(cd "$REPO/.." && pwd)/shared/tools/chdb-http-shim.py}
+CHDB_PORT=${CHDB_PORT:-8124}
+CHDB_SERVER=$REPO/scripts/chdb_server.py
 START_TIMEOUT=${SERVICES_START_TIMEOUT:-30}
 ZOOKEEPER_PORT=${ZOOKEEPER_PORT:-12181}
 CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
@@ -109,7 +109,7 @@ ready() {
             timeout 2 cat <&3) 2>/dev/null || return 1
         [[ $answer == *"Mode: "* ]]
         ;;
-    chdb) ping_ok "http://127.0.0.1:$CHDB_SHIM_PORT/ping" ;;
+    chdb) ping_ok "http://127.0.0.1:$CHDB_PORT/ping" ;;
     kafka | kafka-b?)
         # A broker opens its client port once it serves: one Metadata request.
         port_open "$(port_of "$1")" || return 1
@@ -125,7 +125,7 @@ port_of() {
     zookeeper) echo "$ZOOKEEPER_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
     kafka-b?) echo $((KAFKA_CLUSTER_BASE + ${1:7:1})) ;;
-    chdb) echo "$CHDB_SHIM_PORT" ;;
+    chdb) echo "$CHDB_PORT" ;;
     esac
 }
 
@@ -238,10 +238,9 @@ launch_kafka_cluster_node() {
 
 launch_chdb() {
     local py dir=$STATE_DIR/chdb
-    [[ -f $CHDB_SHIM ]] || die "chDB shim not found at $CHDB_SHIM (set CHDB_SHIM)"
     py=$(chdb_python) || die "python3 not found"
     mkdir -p "$dir"
-    launch chdb "chdb-http-shim" "$dir" "$py" "$CHDB_SHIM" "$CHDB_SHIM_PORT" "$dir/data"
+    launch chdb "chdb_server.py" "$dir" "$py" "$CHDB_SERVER" "$CHDB_PORT" "$dir/data"
 }
 
 # ---------------------------------------------------------------- commands

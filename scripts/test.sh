@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, starts the local services
-# that are not already up (ClickHouse 18.16, Apache Kafka, the chDB shim, the
+# that are not already up (ClickHouse 18.16, Apache Kafka, chDB (scripts/chdb_server.py), the
 # three-broker Kafka cluster, the ClickHouse cluster on ZooKeeper), runs
 # `cargo test --workspace` against them, and on exit stops exactly the
 # services it started. Extra arguments go to `cargo test`, e.g.
@@ -17,8 +17,8 @@ SERVICES_SH=$REPO/scripts/services.sh
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CLUSTER_BASE=${KAFKA_CLUSTER_BASE:-9200}
-CHDB_SHIM_PORT=${CHDB_SHIM_PORT:-8124}
-export CLICKHOUSE_HTTP_PORT KAFKA_PORT KAFKA_CLUSTER_BASE CHDB_SHIM_PORT
+CHDB_PORT=${CHDB_PORT:-8124}
+export CLICKHOUSE_HTTP_PORT KAFKA_PORT KAFKA_CLUSTER_BASE CHDB_PORT
 
 bash scripts/install-deps.sh
 
@@ -70,7 +70,7 @@ for group in clickhouse kafka chdb "kafka-b1 kafka-b2 kafka-b3" zookeeper \
 done
 
 export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
-export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_SHIM_PORT"
+export CLICKHOUSE_MODERN_URL="http://127.0.0.1:$CHDB_PORT"
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 # The three-broker cluster, for the broker-loss tests.
 export KAFKA_CLUSTER_BROKERS="127.0.0.1:$((KAFKA_CLUSTER_BASE + 1)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 2)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 3))"

@@ -7,7 +7,7 @@
 //! the service's cost per request when all of its own code is gone (BENCHMARKS.md §6).
 //!
 //!     cargo run --release -p sessions-query --example stack_floor -- \
-//!         127.0.0.1:18124 http://127.0.0.1:8123 bench_query "$(page_sql 1 bench-100@example.com 50)"
+//!         127.0.0.1:18124 http://127.0.0.1:8123 bench_query "$(statement_sql page 1 bench-100@example.com 50)"
 //!
 //! then `wrk -c1|-c16 -d5s --latency http://127.0.0.1:18124/`, alternating with wrk
 //! straight to ClickHouse, through `tcp_relay`, and the service's page of that user.

@@ -7,7 +7,7 @@
 //!     cargo run --release -p sessions-query --example tcp_relay -- 127.0.0.1:18123 127.0.0.1:8123
 //!
 //! With `scripts/bench-query.sh`'s data kept (`BENCH_KEEP_DATA=1`) and its service
-//! running, the statement from `page_sql` (e.g. `page_sql 1 bench-100@example.com 50`),
+//! running, the statement from `statement_sql` (e.g. `statement_sql page 1 bench-100@example.com 50`),
 //! URL-encoded, is sent by `wrk -c1|-c16 -d5s --latency` to
 //! `http://127.0.0.1:8123/?database=bench_query&default_format=RowBinary&query=…` and
 //! to the same path on port 18123, alternating with the service's page of that user.

@@ -2,7 +2,7 @@
 
 Loaded through SCHEMATHESIS_HOOKS by contract_fuzzing.rs. A positive test case (one
 whose every parameter matches its schema) is made valid by the whole contract
-(shared/spec/api.md), so that `positive_data_acceptance` tests what the API promises:
+(docs/api.md), so that `positive_data_acceptance` tests what the API promises:
 
 - `cursor` is a token the service signs and hands out in `Link` headers, bound to its
   query: a generated one is never valid, so positive cases go without one;

@@ -12,7 +12,7 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-/// Runs a Python check (python3 is a dependency of the test bed: the chDB shim).
+/// Runs a Python check (python3 is a dependency of the test bed: the chDB server).
 fn python(script: &str) {
     let output = Command::new("python3")
         .arg("-c")

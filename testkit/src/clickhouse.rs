@@ -3,7 +3,7 @@
 //!
 //! Tests run against every engine the environment names: `CLICKHOUSE_URL` (the real
 //! ClickHouse 18.16 server, default `http://127.0.0.1:8123`), `CLICKHOUSE_MODERN_URL`
-//! (a current engine behind the chDB HTTP shim, default `http://127.0.0.1:8124`) and,
+//! (a current engine behind `scripts/chdb_server.py`, default `http://127.0.0.1:8124`) and,
 //! when `CLICKHOUSE_CLUSTER_URL` lists its nodes, the local cluster named by
 //! `CLICKHOUSE_CLUSTER_NAME` (default `sessions_cluster`). Each test gets its own database,
 //! dropped by [`TestDatabase::drop_database`].
