@@ -8,11 +8,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{
-    metric_value, produce_throughout, wait_for_sessions, Fixture, InProcessWorker,
-};
+use common::{metric_value, produce_throughout, wait_for_sessions, Fixture, InProcessWorker};
+use sessions_testkit::http::http_get;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 const PARTITIONS: i32 = 6;
@@ -26,40 +26,49 @@ impl Drop for ChildGuard {
     }
 }
 
-/// `(assigned now, revoked so far)` of an in-process worker.
-async fn partitions(worker: &InProcessWorker) -> (i64, i64) {
-    let page = worker.metrics().await;
+/// `(assigned now, revoked so far)` of the worker whose metrics are at `addr`
+/// (`(0, 0)` while it does not answer: not started yet, or gone).
+async fn partitions(addr: SocketAddr) -> (i64, i64) {
+    let Ok(answer) = http_get(addr, "/metrics", &[]).await else {
+        return (0, 0);
+    };
     (
-        metric_value(&page, "ingest_partitions_assigned") as i64,
-        metric_value(&page, "ingest_partitions_revoked_total") as i64,
+        metric_value(&answer.body, "ingest_partitions_assigned") as i64,
+        metric_value(&answer.body, "ingest_partitions_revoked_total") as i64,
     )
 }
 
-/// Polls until `done(assigned A, assigned B or 0)` holds, or panics after `timeout`.
+/// Polls until `done` holds for the partitions assigned to the workers at `members`
+/// (in that order), or panics after `timeout`.
 async fn wait_for_assignment(
     what: &str,
-    a: &InProcessWorker,
-    b: Option<&InProcessWorker>,
+    members: &[SocketAddr],
     timeout: Duration,
-    done: impl Fn(i64, i64) -> bool,
+    done: impl Fn(&[i64]) -> bool,
 ) {
     let started = Instant::now();
     loop {
-        let (assigned_a, _) = partitions(a).await;
-        let assigned_b = match b {
-            Some(b) => partitions(b).await.0,
-            None => 0,
-        };
-        if done(assigned_a, assigned_b) {
-            eprintln!("{what}: A owns {assigned_a}, B {assigned_b} after {:?}", started.elapsed());
+        let mut assigned = Vec::new();
+        for member in members {
+            assigned.push(partitions(*member).await.0);
+        }
+        if done(&assigned) {
+            eprintln!("{what}: {assigned:?} after {:?}", started.elapsed());
             return;
         }
         assert!(
             started.elapsed() < timeout,
-            "{what}: not reached within {timeout:?} (A owns {assigned_a}, B {assigned_b})"
+            "{what}: not reached within {timeout:?} (assigned: {assigned:?})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A free loopback address for a worker process's metrics.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
 }
 
 async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
@@ -79,33 +88,37 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
         Duration::from_secs(45),
     );
     let flags = ["--kafka-group-protocol", protocol];
-    let a = InProcessWorker::start(fixture.settings(&flags)).await;
     let all = i64::from(PARTITIONS);
-    wait_for_assignment("A alone", &a, None, Duration::from_secs(30), |a, _| a == all).await;
-    let (_, revoked_at_start) = partitions(&a).await;
-    assert_eq!(revoked_at_start, 0, "nothing revoked from a first member");
+    let sum = |assigned: &[i64]| assigned.iter().sum::<i64>();
+
+    let a = InProcessWorker::start(fixture.settings(&flags)).await;
+    let a_addr = a.metrics_addr;
+    wait_for_assignment("A alone", &[a_addr], Duration::from_secs(30), |n| n[0] == all).await;
+    assert_eq!(partitions(a_addr).await.1, 0, "nothing revoked from a first member");
 
     // B joins: A gives up exactly what B gets, and keeps the rest unrevoked.
     let b = InProcessWorker::start(fixture.settings(&flags)).await;
-    wait_for_assignment("B joined", &a, Some(&b), Duration::from_secs(60), |a, b| {
-        b > 0 && a + b == all
+    let b_addr = b.metrics_addr;
+    wait_for_assignment("B joined", &[a_addr, b_addr], Duration::from_secs(60), |n| {
+        n[1] > 0 && sum(n) == all
     })
     .await;
-    let (a_owns, a_revoked) = partitions(&a).await;
-    assert_eq!(
-        a_revoked,
-        all - a_owns,
-        "A lost only the partitions B took"
-    );
+    let (a_owns, a_revoked) = partitions(a_addr).await;
+    assert_eq!(a_revoked, all - a_owns, "A lost only the partitions B took");
 
     // C joins (a process): A and B give up only what C gets.
-    let mut c = ChildGuard(fixture.spawn_process(&flags));
-    wait_for_assignment("C joined", &a, Some(&b), Duration::from_secs(60), |a, b| {
-        a > 0 && b > 0 && a + b < all
+    let c_addr = free_addr();
+    let c_metrics = c_addr.to_string();
+    let mut c_flags = flags.to_vec();
+    c_flags.extend(["--metrics-addr", c_metrics.as_str()]);
+    let mut c = ChildGuard(fixture.spawn_process(&c_flags));
+    wait_for_assignment("C joined", &[a_addr, b_addr, c_addr], Duration::from_secs(60), |n| {
+        n.iter().all(|count| *count > 0) && sum(n) == all
     })
     .await;
-    let (a_owns_with_c, a_revoked_with_c) = partitions(&a).await;
-    let (b_owns_with_c, b_revoked_with_c) = partitions(&b).await;
+    let (a_owns_with_c, a_revoked_with_c) = partitions(a_addr).await;
+    let (b_owns_with_c, b_revoked_with_c) = partitions(b_addr).await;
+    let (c_owns, c_revoked) = partitions(c_addr).await;
     assert_eq!(
         a_revoked_with_c - a_revoked,
         a_owns - a_owns_with_c,
@@ -116,21 +129,25 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
         all - a_owns - b_owns_with_c,
         "B lost only the partitions C took"
     );
+    assert_eq!(c_revoked, 0, "nothing revoked from the newcomer");
 
-    // B leaves cleanly: its partitions go to A and C, nothing is revoked from A.
+    // B leaves cleanly: its partitions go to A and C, nothing is revoked from either.
     b.stop().await;
-    wait_for_assignment("B left", &a, None, Duration::from_secs(60), |a, _| {
-        a > a_owns_with_c
+    wait_for_assignment("B left", &[a_addr, c_addr], Duration::from_secs(60), |n| {
+        sum(n) == all
     })
     .await;
-    assert_eq!(partitions(&a).await.1, a_revoked_with_c, "nothing revoked from A when B left");
+    assert_eq!(partitions(a_addr).await.1, a_revoked_with_c, "nothing revoked from A when B left");
+    let (c_owns_after_b, c_revoked_after_b) = partitions(c_addr).await;
+    assert_eq!(c_revoked_after_b, 0, "nothing revoked from C when B left");
+    assert!(c_owns_after_b >= c_owns, "C kept what it had");
 
     // C is SIGKILLed: once its session times out, A owns everything, still without
     // losing a partition it had.
     c.0.kill().expect("SIGKILL");
     c.0.wait().unwrap();
-    wait_for_assignment("C killed", &a, None, Duration::from_secs(60), |a, _| a == all).await;
-    assert_eq!(partitions(&a).await.1, a_revoked_with_c, "nothing revoked from A when C died");
+    wait_for_assignment("C killed", &[a_addr], Duration::from_secs(60), |n| n[0] == all).await;
+    assert_eq!(partitions(a_addr).await.1, a_revoked_with_c, "nothing revoked from A when C died");
 
     producing.await.expect("producer");
     wait_for_sessions(fixture.store(), &workload.expected_rows(), Duration::from_secs(120)).await;
