@@ -10,8 +10,8 @@
 #      of the workload, at 1 and at 8 concurrent clients (a Python client, the same
 #      for both), p50 and p99.
 #
-# Needs ClickHouse, tansu and the cluster up (scripts/services.sh start
-# clickhouse tansu cluster). Measures and prints; asserts nothing about timing.
+# Needs ClickHouse, Kafka and the cluster up (scripts/services.sh start
+# clickhouse kafka cluster). Measures and prints; asserts nothing about timing.
 # Drops both databases at the end. Knobs: BENCH_SESSIONS (20000),
 # BENCH_EVENTS_PER_SESSION (50), BENCH_USERS (4000), BENCH_REQUESTS (400 per
 # concurrency), BENCH_QUERY_PORT (18090).
