@@ -10,9 +10,12 @@
 #   2. after a third of that time worker B joins the group;
 #   3. once the producer is done and every session is served, the script reports
 #      from A's /metrics what the join cost A: partitions revoked from it,
-#      sessions it reloaded from ClickHouse, events it read twice (replayed from
-#      the last commit after a revocation), and its freshness (Kafka timestamp to
-#      queryable) from B's start to the end, beside its freshness before B.
+#      sessions it reloaded from ClickHouse, the messages read twice by A and B
+#      together (replayed from a last commit after a revocation: consumed minus
+#      produced, the workload having no duplicate messages), A's refused offset
+#      commits (a rebalance refuses the generation it interrupts), and A's freshness
+#      (Kafka timestamp to queryable) from B's start on, beside its freshness
+#      before B.
 # A partition that keeps its owner keeps its sessions in memory and is never
 # replayed under an incremental protocol; under eager every partition is.
 #
@@ -74,12 +77,12 @@ metric() { metric_sample "http://127.0.0.1:$1/metrics" "$2"; }
 
 measure() {
     local protocol=$1 topic=bench-rebalance-$RUN_ID-$1 database=bench_rebalance_${RUN_ID}_$1
-    local producer_pid before_b revoked_before loaded_before duplicate_before i messages
+    local producer_pid before_b revoked_before loaded_before i messages
     local produced=$STATE_DIR/bench-rebalance-producer.json
     databases+=("$database")
     "$BIN/sessions-producer" --topic "$topic" --create-topic --partitions 4 --sessions 0 >/dev/null
     start_worker bench-rebalance-a "$PORT_A" "$topic" "$database" "$protocol"
-    # No duplicates in the workload: every event A reads twice is a replay.
+    # No duplicate messages in the workload: a message read twice is a replay.
     "$BIN/sessions-producer" --topic "$topic" --sessions "$SESSIONS" --events-per-session 50 \
         --users 1000 --seed 7 --duplicate-rate 0 --rate "$RATE" >"$produced" 2>/dev/null &
     producer_pid=$!
@@ -87,7 +90,6 @@ measure() {
     before_b=$(metric_histogram "http://127.0.0.1:$PORT_A/metrics" ingest_freshness_seconds)
     revoked_before=$(metric "$PORT_A" ingest_partitions_revoked_total)
     loaded_before=$(metric "$PORT_A" ingest_sessions_loaded_total)
-    duplicate_before=$(metric "$PORT_A" ingest_events_duplicate_total)
     say "$protocol: worker B joins"
     start_worker bench-rebalance-b "$PORT_B" "$topic" "$database" "$protocol"
     wait "$producer_pid"
@@ -104,13 +106,14 @@ measure() {
         "$(($(metric "$PORT_A" ingest_partitions_revoked_total) - revoked_before))" \
         "$(metric "$PORT_A" ingest_partitions_assigned)" \
         "$(($(metric "$PORT_A" ingest_sessions_loaded_total) - loaded_before))" \
-        "$(($(metric "$PORT_A" ingest_events_duplicate_total) - duplicate_before))" <<'EOF'
+        "$(($(metric "$PORT_A" ingest_messages_consumed_total) + $(metric "$PORT_B" ingest_messages_consumed_total) - messages))" \
+        "$(metric "$PORT_A" ingest_kafka_commit_failures_total)" <<'EOF'
 import json, sys
 protocol, before, after = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-revoked, kept, reloaded, duplicates = (int(x) for x in sys.argv[4:8])
+revoked, kept, reloaded, read_twice, commit_failures = (int(x) for x in sys.argv[4:9])
 print(json.dumps({"protocol": protocol, "partitionsRevokedFromA": revoked,
     "partitionsAKept": kept, "sessionsReloadedByA": reloaded,
-    "eventsReadAgainByA": duplicates, "freshnessOfABeforeB": before,
+    "messagesReadTwice": read_twice, "commitFailuresOfA": commit_failures, "freshnessOfABeforeB": before,
     "freshnessOfAFromBOn": after}))
 EOF
     terminate bench-rebalance-b 30 >/dev/null 2>&1

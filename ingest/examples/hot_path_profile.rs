@@ -13,7 +13,7 @@
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
 use sessions_ingest::partitioner::Partitioner;
-use sessions_shared::event::decode_message;
+use sessions_events::event::decode_message;
 use sessions_testkit::workload::Workload;
 
 fn main() {

@@ -4,7 +4,7 @@
 //! resident-set growth. Run: `cargo run --release -p sessions-ingest --example session_memory`.
 
 use sessions_ingest::aggregator::Aggregator;
-use sessions_shared::event::decode_message;
+use sessions_events::event::decode_message;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn resident_bytes() -> usize {

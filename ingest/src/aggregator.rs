@@ -19,9 +19,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sessions_shared::event::Event;
+use sessions_events::event::Event;
 use sessions_shared::read_model::SessionKey;
-use sessions_shared::session::{Applied, SessionState};
+use sessions_events::session::{Applied, SessionState};
 use tokio::time::Instant;
 
 use crate::durable_state::{self, AppliedWrite, Chained};
@@ -430,7 +430,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessions_shared::event::EventKind;
+    use sessions_events::event::EventKind;
     use std::borrow::Cow;
 
     fn event(session_id: u64, index: u64, timestamp: i64, kind: EventKind) -> Event<'static> {

@@ -28,9 +28,9 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sessions_shared::index_set::IndexSet;
+use sessions_events::index_set::IndexSet;
 use sessions_shared::read_model::SessionKey;
-use sessions_shared::session::SessionState;
+use sessions_events::session::SessionState;
 
 use crate::aggregator::PersistedSession;
 

@@ -3,7 +3,7 @@
 //! The argument the worker's code rests on; each step names the code that keeps it.
 //!
 //! 1. **A session's state is a function of the set of its distinct events.**
-//!    `SessionState` (`sessions_shared::session`) picks by `index` or folds order-free,
+//!    `SessionState` (`sessions_events::session`) picks by `index` or folds order-free,
 //!    and drops an index it has already applied. Order, batching and repetition (a
 //!    producer's duplicate, a redelivery) cannot change it.
 //! 2. **The state carries its own deduplication.** The durable state of a session
@@ -13,8 +13,10 @@
 //!    already counted in the durable state is recognised as a duplicate.
 //! 3. **Offsets are committed only after the rows that include them are durable.**
 //!    A flush writes every session changed since the last flush and every dead letter,
-//!    then commits, per partition, the offset after the last message processed
-//!    (`consumer`, `pending`). A crash before the commit replays from the last commit:
+//!    then stores, per partition, the offset after the last message processed
+//!    (`consumer`, `pending`), which librdkafka commits in the background, before it
+//!    hands a revoked partition over, and at close (`kafka`: only stored offsets are
+//!    ever committed). A crash before the commit replays from the last commit:
 //!    by (2) and (1) the replay rebuilds the same states and rewrites the same rows
 //!    (idempotent: same versions, ReplacingMergeTree). Nothing is lost, because nothing
 //!    is committed before it is written; nothing is double counted, because replays

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use sessions_shared::event::{encode_event, Event, MAX_MESSAGE_BYTES};
+use sessions_events::event::{encode_event, Event, MAX_MESSAGE_BYTES};
 
 use crate::partitioner::Partitioner;
 use crate::settings::IngestSettings;
@@ -290,7 +290,7 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessions_shared::event::EventKind;
+    use sessions_events::event::EventKind;
 
     fn page(session_id: u64, index: u64) -> Event<'static> {
         Event {
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn forwards_are_cut_into_messages_the_home_accepts() {
-        use sessions_shared::event::decode_message;
+        use sessions_events::event::decode_message;
         let big_user = "u".repeat(300_000);
         let events: Vec<Event<'static>> = (0..10)
             .map(|index| Event {

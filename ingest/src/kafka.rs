@@ -1,9 +1,14 @@
 //! The worker's Kafka consumer: its configuration, and the rebalance context that
 //! tells the loop which partitions were revoked.
 //!
-//! Contract: offsets are never committed automatically nor stored by librdkafka
-//! (`enable.auto.commit` and `enable.auto.offset.store` are off); the loop commits
-//! after the rows that include them are durable. A revocation is recorded in the
+//! Contract: librdkafka never stores an offset by itself (`enable.auto.offset.store`
+//! is off); the loop stores a partition's next offset only once the rows that include
+//! its messages are durable ([`store_offsets`]), and librdkafka commits what is stored,
+//! in the background every [`AUTO_COMMIT_INTERVAL_MS`], before it hands a revoked
+//! partition over, and when the consumer closes. So a commit never waits in the loop:
+//! a synchronous commit while the group rebalances waits for the rebalance (seen:
+//! 2.5 s under cooperative-sticky, then refused), and every partition would stop for
+//! it. Failed commits are counted by the context's commit callback. A revocation is recorded in the
 //! context during the poll that serves it, and taken by the loop before it writes or
 //! commits anything again ([`RebalanceContext::take_revoked`]).
 //!
@@ -29,7 +34,7 @@ use prometheus::IntGaugeVec;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sessions_shared::backoff::Backoff;
 use sessions_shared::shutdown::Shutdown;
@@ -46,6 +51,8 @@ pub struct RebalanceContext {
     assigned: Mutex<BTreeSet<i32>>,
     /// Callbacks served so far: the loop looks at the rest only when this moved.
     rebalances: AtomicU64,
+    /// Offset commits that failed, as the broker answered them (asynchronously).
+    commit_failures: AtomicU64,
     /// Whether the worker wants fetching paused (writes are failing).
     fetching_paused: AtomicBool,
 }
@@ -59,6 +66,11 @@ impl RebalanceContext {
     /// How many assignments and revocations were served so far.
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::SeqCst)
+    }
+
+    /// How many offset commits have failed so far.
+    pub fn commit_failures(&self) -> u64 {
+        self.commit_failures.load(Ordering::Relaxed)
     }
 
     /// How many partitions are assigned here now.
@@ -99,6 +111,22 @@ impl ConsumerContext for RebalanceContext {
         self.rebalances.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Counts a failed commit of stored offsets: the request's error, or the
+    /// partitions' (librdkafka reports a refused generation per partition, with no
+    /// request error). The offsets stay stored and go with the next commit; a crash
+    /// before that only means a longer replay.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let refused = offsets
+            .elements()
+            .iter()
+            .filter(|element| element.error().is_err())
+            .count();
+        if result.is_err() || refused > 0 {
+            self.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?result, refused, "offset commit failed; the next one carries them");
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(assigned) = rebalance else {
             return;
@@ -121,13 +149,27 @@ impl ConsumerContext for RebalanceContext {
 
 pub type KafkaConsumer = StreamConsumer<RebalanceContext>;
 
-/// Commits `(partition, next offset)` pairs of `topic`, synchronously.
-pub fn commit(consumer: &KafkaConsumer, topic: &str, offsets: &[(i32, i64)]) -> KafkaResult<()> {
+/// How often librdkafka commits the stored offsets.
+pub const AUTO_COMMIT_INTERVAL_MS: u32 = 1000;
+
+/// Stores `(partition, next offset)` pairs of `topic` for librdkafka to commit. A
+/// partition no longer assigned here is refused (its new owner replays it).
+pub fn store_offsets(consumer: &KafkaConsumer, topic: &str, offsets: &[(i32, i64)]) -> KafkaResult<()> {
     let mut list = TopicPartitionList::new();
     for (partition, next_offset) in offsets {
         list.add_partition_offset(topic, *partition, Offset::Offset(*next_offset))?;
     }
-    consumer.commit(&list, CommitMode::Sync)
+    consumer.store_offsets(&list)
+}
+
+/// Commits the stored offsets and waits for the broker's answer (the last commit
+/// before leaving the group).
+pub fn commit_stored(consumer: &KafkaConsumer) -> KafkaResult<()> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last commit.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        other => other,
+    }
 }
 
 /// Pauses (`fetching == false`) or resumes the whole current assignment, and every
@@ -274,7 +316,8 @@ pub fn create_consumer(
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", &settings.kafka_group)
         .set("client.id", "sessions-ingest")
-        .set("enable.auto.commit", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS.to_string())
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")

@@ -12,7 +12,7 @@
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use sessions_shared::event::RejectReason;
+use sessions_events::event::RejectReason;
 
 #[derive(Clone)]
 pub struct IngestMetrics {

@@ -3,7 +3,7 @@
 //! contract (those JSON Schema can express) do not; the decoder agrees with it.
 
 use serde_json::Value;
-use sessions_shared::event::decode_message;
+use sessions_events::event::decode_message;
 use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
 
 fn validator() -> jsonschema::Validator {

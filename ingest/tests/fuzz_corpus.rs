@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use sessions_shared::event::MAX_MESSAGE_BYTES;
+use sessions_events::event::MAX_MESSAGE_BYTES;
 use sessions_testkit::fuzz_check::{self, CheckReport, PeakAlloc};
 
 #[global_allocator]

@@ -450,7 +450,7 @@ pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'st
     ];
     let mut too_large =
         br#"{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"page","pad":""#.to_vec();
-    too_large.resize(sessions_shared::event::MAX_MESSAGE_BYTES + 10, b'x');
+    too_large.resize(sessions_events::event::MAX_MESSAGE_BYTES + 10, b'x');
     too_large.extend_from_slice(b"\"}");
     messages.push((too_large, "too_large"));
     let batch_bad: &[(Value, &'static str)] = &[
@@ -474,9 +474,9 @@ pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessions_shared::event::decode_message;
-    use sessions_shared::session::SessionState;
-    use sessions_shared::useragent::AgentParser;
+    use sessions_events::event::decode_message;
+    use sessions_events::session::SessionState;
+    use sessions_events::useragent::AgentParser;
 
     #[test]
     fn agents_have_the_families_uap_core_gives_them() {

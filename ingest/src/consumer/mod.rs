@@ -20,7 +20,7 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use sessions_shared::clock::epoch_millis;
-use sessions_shared::event::{decode_message, Event};
+use sessions_events::event::{decode_message, Event};
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::Instant;
 use tracing::instrument;
@@ -66,6 +66,8 @@ pub struct Worker {
     partition_count: Arc<AtomicU32>,
     /// The consumer context's rebalance count when the loop last looked.
     rebalances_seen: u64,
+    /// The consumer context's commit failures already in the metric.
+    commit_failures_seen: u64,
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
@@ -100,6 +102,7 @@ impl Worker {
             forwarder,
             partition_count: Arc::new(AtomicU32::new(0)),
             rebalances_seen: 0,
+            commit_failures_seen: 0,
             shutdown,
             shutdown_deadline: None,
         }
@@ -431,18 +434,32 @@ impl Worker {
         self.router().split(decoded.events, message.partition()).0
     }
 
+    /// Stores the offsets the last flush made durable, for librdkafka to commit (see
+    /// `kafka`); when shutting down, commits them and waits.
     fn commit(&mut self) {
+        self.count_commit_failures();
         let offsets = self.pending.offsets_to_commit();
-        if offsets.is_empty() {
-            return;
-        }
-        match kafka::commit(&self.consumer, &self.settings.kafka_topic, &offsets) {
-            Ok(()) => self.pending.committed(),
-            Err(error) => {
-                // Kept for the next commit; a crash now only means a replay.
-                self.metrics.commit_failures.inc();
-                tracing::warn!(%error, "offset commit failed; will retry with the next flush");
+        if !offsets.is_empty() {
+            match kafka::store_offsets(&self.consumer, &self.settings.kafka_topic, &offsets) {
+                Ok(()) => self.pending.committed(),
+                // A partition revoked since the flush: its new owner replays it.
+                Err(error) => tracing::debug!(%error, "offsets not stored"),
             }
         }
+        if self.shutting_down() {
+            if let Err(error) = kafka::commit_stored(&self.consumer) {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(%error, "final offset commit failed; the next owner replays from the last one");
+            }
+        }
+    }
+
+    /// Adds the commits the broker refused since the last call to the metric.
+    fn count_commit_failures(&mut self) {
+        let failures = self.consumer.context().commit_failures();
+        self.metrics
+            .commit_failures
+            .inc_by(failures.saturating_sub(self.commit_failures_seen));
+        self.commit_failures_seen = failures;
     }
 }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use proptest::prelude::*;
-use sessions_shared::event::{Event, EventKind};
+use sessions_events::event::{Event, EventKind};
 
 use super::*;
 

@@ -1,8 +1,8 @@
 //! `userOs` / `userBrowser` / `userDevice` derived from a `userAgent` string.
 //!
 //! Uses the `uaparser` crate with uap-core's `regexes.yaml` (Apache-2.0, shipped in the
-//! `uaparser` 0.6.4 package and kept in `shared/data/`), so it works offline. Family
-//! names are uap-core's (`Mac OS X`, `Chrome`). Desktops have device "" (spec/events.md,
+//! `uaparser` 0.6.4 package and kept in `events/data/`), so it works offline. Family
+//! names are uap-core's (`Mac OS X`, `Chrome`). Desktops have device "" (docs/events.md,
 //! as in the seed's example): uap-core names a desktop's device `Other` (Windows, Linux,
 //! ChromeOS) or `Mac`, and both are reported as "".
 //!

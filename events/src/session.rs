@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 use crate::index_set::IndexSet;
-use crate::read_model::{Session, SessionKey};
+use sessions_shared::read_model::{Session, SessionKey};
 
 /// What applying one event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
