@@ -260,36 +260,31 @@ launch_service() {
     say "$svc starting (pid $(<"$RUN_DIR/$svc.pid"), port $port, log $LOG_DIR/$svc.log)"
 }
 
-# launch_kafka_cluster_nodes SVC...: launches the named Kafka cluster nodes that are
-# down, all at once (a lone controller of three waits for a majority for ever).
-launch_kafka_cluster_nodes() {
-    local svc
-    for svc in "$@"; do
-        [[ $svc == kafka-b? ]] || continue
-        pid_of "$svc" >/dev/null && continue
-        rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
-        ready "$svc" && continue
-        launch_service "$svc"
-    done
+# launch_if_down SVC: launches SVC unless a process of ours runs it, or its port
+# already answers like it (a server not started here: used as is, never stopped by
+# this script). Does not wait for it.
+launch_if_down() {
+    local svc=$1
+    pid_of "$svc" >/dev/null && return 0
+    rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
+    if ready "$svc"; then
+        say "note: $svc port $(port_of "$svc") is already served by a process not started by this script; using it (it will not be stopped by this script)"
+        return 0
+    fi
+    launch_service "$svc"
 }
 
 start_one() {
     local svc=$1 pid port t0 i
     port=$(port_of "$svc")
-    if pid=$(pid_of "$svc"); then
-        if ready "$svc"; then
-            say "$svc already running (pid $pid, port $port)"
-            return 0
-        fi
-    else
-        rm -f "$RUN_DIR/$svc.pid" "$RUN_DIR/$svc.match"
-        if ready "$svc"; then
-            say "note: $svc port $port is already served by a process not started by this script; using it (it will not be stopped by this script)"
-            return 0
-        fi
-        launch_service "$svc"
-        pid=$(<"$RUN_DIR/$svc.pid")
+    if pid=$(pid_of "$svc") && ready "$svc"; then
+        say "$svc already running (pid $pid, port $port)"
+        return 0
     fi
+    launch_if_down "$svc"
+    # No pid file: a server not started here serves the port.
+    [[ -f $RUN_DIR/$svc.pid ]] || return 0
+    pid=$(<"$RUN_DIR/$svc.pid")
     t0=${EPOCHREALTIME/./}
     for ((i = 0; i < START_TIMEOUT * 10; i++)); do
         if ready "$svc"; then
@@ -379,7 +374,11 @@ main() {
 
     case $cmd in
     start)
-        launch_kafka_cluster_nodes "${services[@]}"
+        # The Kafka cluster's nodes all at once: a lone controller of three waits
+        # for a majority for ever.
+        for svc in "${services[@]}"; do
+            [[ $svc != kafka-b? ]] || launch_if_down "$svc"
+        done
         for svc in "${services[@]}"; do start_one "$svc"; done
         ;;
     # Stop in reverse: the cluster's nodes before its ZooKeeper.

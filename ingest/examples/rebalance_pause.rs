@@ -24,6 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use sessions_ingest::kafka::{create_consumer, KafkaConsumer};
 use sessions_ingest::memory::MemoryBudget;
+use sessions_ingest::metrics::IngestMetrics;
 use sessions_ingest::IngestSettings;
 use sessions_testkit::kafka::{create_producer, create_topic};
 
@@ -77,7 +78,11 @@ fn consumer(brokers: &str, topic: &str, group: &str, protocol: &str) -> anyhow::
         "--kafka-session-timeout-ms",
         "6000",
     ])?;
-    create_consumer(&settings, &MemoryBudget::new(settings.memory_limit))
+    create_consumer(
+        &settings,
+        &MemoryBudget::new(settings.memory_limit),
+        &IngestMetrics::new(),
+    )
 }
 
 /// Reads `consumer`, recording receipts, until the task is aborted.

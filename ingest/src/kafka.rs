@@ -8,9 +8,11 @@
 //! partition over, and when the consumer closes. So a commit never waits in the loop:
 //! a synchronous commit while the group rebalances waits for the rebalance (seen:
 //! 2.5 s under cooperative-sticky, then refused), and every partition would stop for
-//! it. Failed commits are counted by the context's commit callback. A revocation is recorded in the
-//! context during the poll that serves it, and taken by the loop before it writes or
-//! commits anything again ([`RebalanceContext::take_revoked`]).
+//! it. Failed commits are counted by the context's commit callback.
+//!
+//! A revocation is recorded in the context during the poll that serves it, and taken
+//! by the loop before it writes or commits anything again
+//! ([`RebalanceContext::take_revoked`]).
 //!
 //! Assignment is incremental by default (`KAFKA_GROUP_PROTOCOL`: cooperative-sticky,
 //! or KIP-848's consumer protocol): a rebalance revokes only the partitions that
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::IntGaugeVec;
+use prometheus::{IntCounter, IntGauge, IntGaugeVec};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -40,24 +42,39 @@ use sessions_shared::backoff::Backoff;
 use sessions_shared::shutdown::Shutdown;
 
 use crate::memory::MemoryBudget;
+use crate::metrics::IngestMetrics;
 use crate::settings::{GroupProtocol, IngestSettings};
 
-/// Records partitions revoked by a rebalance, for the loop to forget, and applies the
-/// worker's fetch state to partitions as they are assigned.
-#[derive(Default)]
+/// Records partitions revoked by a rebalance, for the loop to forget, applies the
+/// worker's fetch state to partitions as they are assigned, and keeps the metrics of
+/// the assignment and of the commits librdkafka makes.
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
     /// The partitions assigned here now.
     assigned: Mutex<BTreeSet<i32>>,
     /// Callbacks served so far: the loop looks at the rest only when this moved.
     rebalances: AtomicU64,
-    /// Offset commits that failed, as the broker answered them (asynchronously).
-    commit_failures: AtomicU64,
     /// Whether the worker wants fetching paused (writes are failing).
     fetching_paused: AtomicBool,
+    partitions_assigned: IntGauge,
+    partitions_revoked: IntCounter,
+    commit_failures: IntCounter,
 }
 
 impl RebalanceContext {
+    /// A context reporting to `metrics`.
+    pub fn new(metrics: &IngestMetrics) -> RebalanceContext {
+        RebalanceContext {
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+            rebalances: AtomicU64::new(0),
+            fetching_paused: AtomicBool::new(false),
+            partitions_assigned: metrics.partitions_assigned.clone(),
+            partitions_revoked: metrics.partitions_revoked.clone(),
+            commit_failures: metrics.commit_failures.clone(),
+        }
+    }
+
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().expect("revoked lock"))
@@ -66,16 +83,6 @@ impl RebalanceContext {
     /// How many assignments and revocations were served so far.
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::SeqCst)
-    }
-
-    /// How many offset commits have failed so far.
-    pub fn commit_failures(&self) -> u64 {
-        self.commit_failures.load(Ordering::Relaxed)
-    }
-
-    /// How many partitions are assigned here now.
-    pub fn assigned_count(&self) -> usize {
-        self.assigned.lock().expect("assigned lock").len()
     }
 
     pub fn fetching_paused(&self) -> bool {
@@ -98,12 +105,16 @@ impl ConsumerContext for RebalanceContext {
                 for partition in &revoked {
                     assigned.remove(partition);
                 }
+                self.partitions_assigned.set(assigned.len() as i64);
+                self.partitions_revoked.inc_by(revoked.len() as u64);
                 self.revoked.lock().expect("revoked lock").extend(revoked);
             }
             Rebalance::Assign(list) => {
                 let added = partitions(list);
                 tracing::info!(assigned = ?added, "partitions assigned");
-                self.assigned.lock().expect("assigned lock").extend(added);
+                let mut assigned = self.assigned.lock().expect("assigned lock");
+                assigned.extend(added);
+                self.partitions_assigned.set(assigned.len() as i64);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -122,7 +133,7 @@ impl ConsumerContext for RebalanceContext {
             .filter(|element| element.error().is_err())
             .count();
         if result.is_err() || refused > 0 {
-            self.commit_failures.fetch_add(1, Ordering::Relaxed);
+            self.commit_failures.inc();
             tracing::debug!(?result, refused, "offset commit failed; the next one carries them");
         }
     }
@@ -305,10 +316,11 @@ pub async fn wait_for_partition_count(
 }
 
 /// A consumer of the settings' group, subscribed to the settings' topic, fetching
-/// ahead at most the budget's fetch share.
+/// ahead at most the budget's fetch share, its assignment and commits in `metrics`.
 pub fn create_consumer(
     settings: &IngestSettings,
     budget: &MemoryBudget,
+    metrics: &IngestMetrics,
 ) -> anyhow::Result<KafkaConsumer> {
     let fetch_queue_kbytes = budget.fetch_queue_kbytes;
     let mut config = ClientConfig::new();
@@ -334,7 +346,7 @@ pub fn create_consumer(
             settings.kafka_fetch_wait_ms.to_string(),
         );
     set_group_protocol(&mut config, settings);
-    let consumer: KafkaConsumer = config.create_with_context(RebalanceContext::default())?;
+    let consumer: KafkaConsumer = config.create_with_context(RebalanceContext::new(metrics))?;
     consumer.subscribe(&[&settings.kafka_topic])?;
     Ok(consumer)
 }

@@ -57,7 +57,7 @@ pub async fn run(
     );
 
     let budget = memory::MemoryBudget::new(settings.memory_limit);
-    let consumer = kafka::create_consumer(&settings, &budget)?;
+    let consumer = kafka::create_consumer(&settings, &budget, &metrics)?;
     let sink = sink::Sink::new(
         store,
         metrics.clone(),

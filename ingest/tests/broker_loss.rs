@@ -13,32 +13,16 @@
 
 mod common;
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{cluster_brokers, produce_throughout, service, wait_for_sessions, Fixture};
+use common::{cluster_brokers, produce_throughout, service, wait_for_sessions, ChildGuard, Fixture};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-
-/// Kills the worker process if the test fails before it ends.
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl ChildGuard {
-    fn assert_running(&mut self, when: &str) {
-        let exited = self.0.try_wait().expect("worker status");
-        assert!(exited.is_none(), "the worker exited {when}: {exited:?}");
-    }
-}
+use tokio::task::JoinHandle;
 
 /// Starts every cluster broker again when dropped, even if the test fails midway.
 struct BrokersGuard;
@@ -93,86 +77,85 @@ async fn dead_letters(fixture: &Fixture) -> u64 {
         .count
 }
 
+/// The worker process and what it must have made exact so far.
+struct Run {
+    fixture: Fixture,
+    worker: ChildGuard,
+    expected: Vec<Session>,
+    started: Instant,
+}
+
+impl Run {
+    /// Starts producing phase `number`'s own sessions over about `spread`.
+    fn produce_phase(&self, number: u64, spread: Duration) -> (Workload, JoinHandle<usize>) {
+        let phase = phase_workload(number);
+        let producing = produce_throughout(
+            self.fixture.brokers.clone(),
+            self.fixture.topic.clone(),
+            phase.messages.clone(),
+            spread,
+        );
+        (phase, producing)
+    }
+
+    /// Once the phase's producer is done: every session so far exact, the worker alive.
+    async fn expect_exact_after(&mut self, fault: &str, phase: Workload, producing: JoinHandle<usize>) {
+        let resent = producing.await.expect("producer");
+        self.expected.extend(phase.expected_rows());
+        wait_for_sessions(self.fixture.store(), &self.expected, Duration::from_secs(180)).await;
+        self.worker.assert_running(&format!("after {fault}"));
+        eprintln!(
+            "{fault}: exact ({} sessions, {resent} batches sent again) at {:?}",
+            self.expected.len(),
+            self.started.elapsed()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_lost_while_events_flow_leave_every_session_exact() {
-    let started = Instant::now();
     let brokers = cluster_brokers();
     let _restart = BrokersGuard;
     let fixture = Fixture::on_brokers(&brokers, &common::legacy_target(), "brokers", 4).await;
-    let mut worker = ChildGuard(fixture.spawn_process(&[]));
-    let mut expected: Vec<Session> = Vec::new();
+    let worker = ChildGuard(fixture.spawn_process(&[]));
+    let mut run = Run {
+        fixture,
+        worker,
+        expected: Vec::new(),
+        started: Instant::now(),
+    };
+    let topic = run.fixture.topic.clone();
 
     // 1. SIGKILL the leader of partition 0 while it is read, start it 10 s later.
-    let phase = phase_workload(1);
-    let producing = produce_throughout(
-        brokers.clone(),
-        fixture.topic.clone(),
-        phase.messages.clone(),
-        Duration::from_secs(20),
-    );
+    let (phase, producing) = run.produce_phase(1, Duration::from_secs(20));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let leader = leader_of(&brokers, &fixture.topic, 0);
+    let leader = leader_of(&brokers, &topic, 0);
     eprintln!("SIGKILL kafka-b{leader}, the leader of partition 0");
     service("kill9", &format!("kafka-b{leader}"));
     tokio::time::sleep(Duration::from_secs(10)).await;
     service("start", &format!("kafka-b{leader}"));
-    let resent = producing.await.expect("producer");
-    expected.extend(phase.expected_rows());
-    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
-    worker.assert_running("after a leader was killed");
-    eprintln!(
-        "leader killed: exact ({} sessions, {resent} batches sent again) at {:?}",
-        expected.len(),
-        started.elapsed()
-    );
+    run.expect_exact_after("a leader was killed", phase, producing).await;
 
     // 2. Stop one broker (the leader of partition 1 now) for 30 s.
-    let phase = phase_workload(2);
-    let producing = produce_throughout(
-        brokers.clone(),
-        fixture.topic.clone(),
-        phase.messages.clone(),
-        Duration::from_secs(40),
-    );
+    let (phase, producing) = run.produce_phase(2, Duration::from_secs(40));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stopped = leader_of(&brokers, &fixture.topic, 1);
+    let stopped = leader_of(&brokers, &topic, 1);
     eprintln!("stopping kafka-b{stopped} for 30 s");
     service("stop", &format!("kafka-b{stopped}"));
     tokio::time::sleep(Duration::from_secs(30)).await;
     service("start", &format!("kafka-b{stopped}"));
-    let resent = producing.await.expect("producer");
-    expected.extend(phase.expected_rows());
-    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
-    worker.assert_running("after a broker was stopped for 30 s");
-    eprintln!(
-        "broker stopped for 30 s: exact ({} sessions, {resent} batches sent again) at {:?}",
-        expected.len(),
-        started.elapsed()
-    );
+    run.expect_exact_after("a broker was stopped for 30 s", phase, producing).await;
 
     // 3. Restart all three brokers one after another (each back before the next stops).
-    let phase = phase_workload(3);
-    let producing = produce_throughout(
-        brokers.clone(),
-        fixture.topic.clone(),
-        phase.messages.clone(),
-        Duration::from_secs(30),
-    );
+    let (phase, producing) = run.produce_phase(3, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(2)).await;
     for node in 1..=3 {
         eprintln!("restarting kafka-b{node}");
         service("restart", &format!("kafka-b{node}"));
     }
-    let resent = producing.await.expect("producer");
-    expected.extend(phase.expected_rows());
-    wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
-    worker.assert_running("after a rolling restart of the brokers");
-    eprintln!(
-        "rolling restart: exact ({} sessions, {resent} batches sent again) at {:?}",
-        expected.len(),
-        started.elapsed()
-    );
+    run.expect_exact_after("a rolling restart of the brokers", phase, producing).await;
 
-    assert_eq!(dead_letters(&fixture).await, 0, "healthy events in dead letters");
+    assert_eq!(dead_letters(&run.fixture).await, 0, "healthy events in dead letters");
+    let Run { fixture, .. } = run;
     fixture.db.drop_database().await;
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_progress, Fixture};
+use common::{live_sessions, wait_for_progress, ChildGuard, Fixture};
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
@@ -116,15 +116,6 @@ fn big_agent_messages() -> Vec<(Option<String>, Vec<u8>)> {
             (Some(session_id.to_string()), session_start(session_id, &agent))
         })
         .collect()
-}
-
-/// Kills the worker process if the test fails before it stops it.
-struct ChildGuard(std::process::Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[derive(Row, Deserialize)]

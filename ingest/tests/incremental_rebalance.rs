@@ -11,20 +11,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{metric_value, produce_throughout, wait_for_sessions, Fixture, InProcessWorker};
+use common::{metric_value, produce_throughout, wait_for_sessions, ChildGuard, Fixture, InProcessWorker};
 use sessions_testkit::http::http_get;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 const PARTITIONS: i32 = 6;
-
-/// Kills the worker process if the test fails before it does.
-struct ChildGuard(std::process::Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `(assigned now, revoked so far)` of the worker whose metrics are at `addr`
 /// (`(0, 0)` while it does not answer: not started yet, or gone).

@@ -7,18 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_progress, wait_for_sessions, Fixture};
+use common::{live_sessions, wait_for_progress, wait_for_sessions, ChildGuard, Fixture};
 use rand::Rng;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-
-/// Kills the worker process if the test fails before it does.
-struct ChildGuard(std::process::Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_double_counts_nothing() {

@@ -14,21 +14,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{wait_for_sessions, Fixture};
+use common::{wait_for_sessions, ChildGuard, Fixture};
 use serde_json::Value;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_shared::tenancy::Tenancy;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
-
-struct ChildGuard(std::process::Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The API in-process, with deletions that start at once and settle in a second.
 struct Api {

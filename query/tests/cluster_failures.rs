@@ -286,6 +286,15 @@ async fn read_pages(
     }
 }
 
+/// The statuses of the pages answered strictly between `from` and `until`.
+fn statuses_between(answers: &[(Instant, u16)], from: Instant, until: Instant) -> Vec<u16> {
+    answers
+        .iter()
+        .filter(|(at, _)| *at > from && *at < until)
+        .map(|(_, status)| *status)
+        .collect()
+}
+
 /// The answers that were not 200, by status.
 fn failures(answers: &[(Instant, u16)]) -> BTreeMap<u16, usize> {
     let mut failures = BTreeMap::new();
@@ -366,11 +375,7 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
     scenario.wait_until_exact(Duration::from_secs(120)).await;
 
     let answers = scenario.finish().await;
-    let during: Vec<u16> = answers
-        .iter()
-        .filter(|(at, _)| *at > down_from + Duration::from_millis(500) && *at < down_until)
-        .map(|(_, status)| *status)
-        .collect();
+    let during = statuses_between(&answers, down_from + Duration::from_millis(500), down_until);
     assert!(
         during.len() > 20,
         "pages were read during the outage ({})",
@@ -418,11 +423,7 @@ async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
     scenario.wait_until_exact(Duration::from_secs(180)).await;
 
     let answers = scenario.finish().await;
-    let during: Vec<u16> = answers
-        .iter()
-        .filter(|(at, _)| *at > down_from && *at < down_until)
-        .map(|(_, status)| *status)
-        .collect();
+    let during = statuses_between(&answers, down_from, down_until);
     assert!(
         during.len() > 100,
         "pages were read during the outage ({})",

@@ -66,8 +66,6 @@ pub struct Worker {
     partition_count: Arc<AtomicU32>,
     /// The consumer context's rebalance count when the loop last looked.
     rebalances_seen: u64,
-    /// The consumer context's commit failures already in the metric.
-    commit_failures_seen: u64,
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
@@ -102,7 +100,6 @@ impl Worker {
             forwarder,
             partition_count: Arc::new(AtomicU32::new(0)),
             rebalances_seen: 0,
-            commit_failures_seen: 0,
             shutdown,
             shutdown_deadline: None,
         }
@@ -437,7 +434,6 @@ impl Worker {
     /// Stores the offsets the last flush made durable, for librdkafka to commit (see
     /// `kafka`); when shutting down, commits them and waits.
     fn commit(&mut self) {
-        self.count_commit_failures();
         let offsets = self.pending.offsets_to_commit();
         if !offsets.is_empty() {
             match kafka::store_offsets(&self.consumer, &self.settings.kafka_topic, &offsets) {
@@ -448,18 +444,11 @@ impl Worker {
         }
         if self.shutting_down() {
             if let Err(error) = kafka::commit_stored(&self.consumer) {
+                // Not a background commit: the context's callback does not see it.
                 self.metrics.commit_failures.inc();
                 tracing::warn!(%error, "final offset commit failed; the next owner replays from the last one");
             }
         }
     }
 
-    /// Adds the commits the broker refused since the last call to the metric.
-    fn count_commit_failures(&mut self) {
-        let failures = self.consumer.context().commit_failures();
-        self.metrics
-            .commit_failures
-            .inc_by(failures.saturating_sub(self.commit_failures_seen));
-        self.commit_failures_seen = failures;
-    }
 }

@@ -89,13 +89,9 @@ impl Worker {
         }
         self.rebalances_seen = rebalances;
         let revoked = context.take_revoked();
-        self.metrics
-            .partitions_assigned
-            .set(context.assigned_count() as i64);
         if revoked.is_empty() {
             return;
         }
-        self.metrics.partitions_revoked.inc_by(revoked.len() as u64);
         let dropped = self.aggregator.drop_partitions(&revoked);
         self.pending.forget_partitions(&revoked);
         self.forwarder.forget_partitions(&revoked);

@@ -222,6 +222,24 @@ impl Drop for ClickHouseRestartGuard {
     }
 }
 
+/// A worker process, SIGKILLed when dropped (a test that fails midway leaves none).
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ChildGuard {
+    /// Panics if the process has exited; `when` says when, for the message.
+    pub fn assert_running(&mut self, when: &str) {
+        let exited = self.0.try_wait().expect("worker status");
+        assert!(exited.is_none(), "the worker exited {when}: {exited:?}");
+    }
+}
+
 /// A worker running in this process.
 pub struct InProcessWorker {
     stop: watch::Sender<bool>,
