@@ -4,10 +4,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::de::IgnoredAny;
+use sessions_events::event::decode_message;
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
 use sessions_ingest::partitioner::Partitioner;
-use sessions_events::event::decode_message;
 use sessions_testkit::workload::Workload;
 
 /// One partition: every session is at home, as with producers that key by session.

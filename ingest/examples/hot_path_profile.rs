@@ -10,10 +10,10 @@
 //! ```
 //! Instructions per event = total collected instructions / events printed.
 
+use sessions_events::event::decode_message;
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
 use sessions_ingest::partitioner::Partitioner;
-use sessions_events::event::decode_message;
 use sessions_testkit::workload::Workload;
 
 fn main() {

@@ -64,7 +64,12 @@ impl Receipts {
     }
 }
 
-fn consumer(brokers: &str, topic: &str, group: &str, protocol: &str) -> anyhow::Result<KafkaConsumer> {
+fn consumer(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    protocol: &str,
+) -> anyhow::Result<KafkaConsumer> {
     let settings = IngestSettings::try_parse_from([
         "sessions-ingest",
         "--kafka-brokers",
@@ -117,7 +122,10 @@ async fn measure(brokers: &str, topic: &str, protocol: &str) -> anyhow::Result<s
     let a_reader = spawn_reader(Arc::clone(&a), Arc::clone(&a_receipts));
     let deadline = Instant::now() + Duration::from_secs(60);
     while assigned(&a).len() < PARTITIONS as usize {
-        anyhow::ensure!(Instant::now() < deadline, "{protocol}: A never owned every partition");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{protocol}: A never owned every partition"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a_receipts.lock().expect("receipts").open_window();
@@ -157,7 +165,9 @@ async fn measure(brokers: &str, topic: &str, protocol: &str) -> anyhow::Result<s
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rate: u64 = std::env::args().nth(1).map_or(Ok(2_000), |text| text.parse())?;
+    let rate: u64 = std::env::args()
+        .nth(1)
+        .map_or(Ok(2_000), |text| text.parse())?;
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let topic = format!(
         "bench-rebalance-{}-{}",

@@ -3,8 +3,8 @@
 //! agent, a user id). Reports the aggregator's own accounting and the process's
 //! resident-set growth. Run: `cargo run --release -p sessions-ingest --example session_memory`.
 
-use sessions_ingest::aggregator::Aggregator;
 use sessions_events::event::decode_message;
+use sessions_ingest::aggregator::Aggregator;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn resident_bytes() -> usize {

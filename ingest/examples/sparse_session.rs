@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
+use sessions_events::event::decode_message;
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::durable_state;
-use sessions_events::event::decode_message;
 
 const EVENTS: u64 = 1_000_000;
 

@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sessions_events::event::Event;
-use sessions_shared::read_model::SessionKey;
 use sessions_events::session::{Applied, SessionState};
+use sessions_shared::read_model::SessionKey;
 use tokio::time::Instant;
 
 use crate::durable_state::{self, AppliedWrite, Chained};

@@ -29,8 +29,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sessions_events::index_set::IndexSet;
-use sessions_shared::read_model::SessionKey;
 use sessions_events::session::SessionState;
+use sessions_shared::read_model::SessionKey;
 
 use crate::aggregator::PersistedSession;
 

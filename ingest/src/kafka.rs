@@ -134,7 +134,11 @@ impl ConsumerContext for RebalanceContext {
             .count();
         if result.is_err() || refused > 0 {
             self.commit_failures.inc();
-            tracing::debug!(?result, refused, "offset commit failed; the next one carries them");
+            tracing::debug!(
+                ?result,
+                refused,
+                "offset commit failed; the next one carries them"
+            );
         }
     }
 
@@ -165,7 +169,11 @@ pub const AUTO_COMMIT_INTERVAL_MS: u32 = 1000;
 
 /// Stores `(partition, next offset)` pairs of `topic` for librdkafka to commit. A
 /// partition no longer assigned here is refused (its new owner replays it).
-pub fn store_offsets(consumer: &KafkaConsumer, topic: &str, offsets: &[(i32, i64)]) -> KafkaResult<()> {
+pub fn store_offsets(
+    consumer: &KafkaConsumer,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> KafkaResult<()> {
     let mut list = TopicPartitionList::new();
     for (partition, next_offset) in offsets {
         list.add_partition_offset(topic, *partition, Offset::Offset(*next_offset))?;
@@ -329,7 +337,10 @@ pub fn create_consumer(
         .set("group.id", &settings.kafka_group)
         .set("client.id", "sessions-ingest")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS.to_string())
+        .set(
+            "auto.commit.interval.ms",
+            AUTO_COMMIT_INTERVAL_MS.to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")

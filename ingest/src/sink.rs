@@ -27,11 +27,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sessions_events::event::Rejection;
+use sessions_events::useragent::AgentParser;
 use sessions_shared::clickhouse::{id_list, Row, RowWrite, Store, StoreError};
 use sessions_shared::clock::epoch_seconds;
-use sessions_events::event::Rejection;
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
-use sessions_events::useragent::AgentParser;
 use tracing::instrument;
 
 use crate::aggregator::{FlushItem, PersistedSession};

@@ -15,7 +15,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster_brokers, produce_throughout, service, wait_for_sessions, ChildGuard, Fixture};
+use common::{
+    cluster_brokers, produce_throughout, service, wait_for_sessions, ChildGuard, Fixture,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -99,10 +101,20 @@ impl Run {
     }
 
     /// Once the phase's producer is done: every session so far exact, the worker alive.
-    async fn expect_exact_after(&mut self, fault: &str, phase: Workload, producing: JoinHandle<usize>) {
+    async fn expect_exact_after(
+        &mut self,
+        fault: &str,
+        phase: Workload,
+        producing: JoinHandle<usize>,
+    ) {
         let resent = producing.await.expect("producer");
         self.expected.extend(phase.expected_rows());
-        wait_for_sessions(self.fixture.store(), &self.expected, Duration::from_secs(180)).await;
+        wait_for_sessions(
+            self.fixture.store(),
+            &self.expected,
+            Duration::from_secs(180),
+        )
+        .await;
         self.worker.assert_running(&format!("after {fault}"));
         eprintln!(
             "{fault}: exact ({} sessions, {resent} batches sent again) at {:?}",
@@ -134,7 +146,8 @@ async fn brokers_lost_while_events_flow_leave_every_session_exact() {
     service("kill9", &format!("kafka-b{leader}"));
     tokio::time::sleep(Duration::from_secs(10)).await;
     service("start", &format!("kafka-b{leader}"));
-    run.expect_exact_after("a leader was killed", phase, producing).await;
+    run.expect_exact_after("a leader was killed", phase, producing)
+        .await;
 
     // 2. Stop one broker (the leader of partition 1 now) for 30 s.
     let (phase, producing) = run.produce_phase(2, Duration::from_secs(40));
@@ -144,7 +157,8 @@ async fn brokers_lost_while_events_flow_leave_every_session_exact() {
     service("stop", &format!("kafka-b{stopped}"));
     tokio::time::sleep(Duration::from_secs(30)).await;
     service("start", &format!("kafka-b{stopped}"));
-    run.expect_exact_after("a broker was stopped for 30 s", phase, producing).await;
+    run.expect_exact_after("a broker was stopped for 30 s", phase, producing)
+        .await;
 
     // 3. Restart all three brokers one after another (each back before the next stops).
     let (phase, producing) = run.produce_phase(3, Duration::from_secs(30));
@@ -153,9 +167,14 @@ async fn brokers_lost_while_events_flow_leave_every_session_exact() {
         eprintln!("restarting kafka-b{node}");
         service("restart", &format!("kafka-b{node}"));
     }
-    run.expect_exact_after("a rolling restart of the brokers", phase, producing).await;
+    run.expect_exact_after("a rolling restart of the brokers", phase, producing)
+        .await;
 
-    assert_eq!(dead_letters(&run.fixture).await, 0, "healthy events in dead letters");
+    assert_eq!(
+        dead_letters(&run.fixture).await,
+        0,
+        "healthy events in dead letters"
+    );
     let Run { fixture, .. } = run;
     fixture.db.drop_database().await;
 }

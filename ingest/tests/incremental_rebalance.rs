@@ -11,7 +11,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{metric_value, produce_throughout, wait_for_sessions, ChildGuard, Fixture, InProcessWorker};
+use common::{
+    metric_value, produce_throughout, wait_for_sessions, ChildGuard, Fixture, InProcessWorker,
+};
 use sessions_testkit::http::http_get;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
@@ -84,15 +86,25 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
 
     let a = InProcessWorker::start(fixture.settings(&flags)).await;
     let a_addr = a.metrics_addr;
-    wait_for_assignment("A alone", &[a_addr], Duration::from_secs(30), |n| n[0] == all).await;
-    assert_eq!(partitions(a_addr).await.1, 0, "nothing revoked from a first member");
+    wait_for_assignment("A alone", &[a_addr], Duration::from_secs(30), |n| {
+        n[0] == all
+    })
+    .await;
+    assert_eq!(
+        partitions(a_addr).await.1,
+        0,
+        "nothing revoked from a first member"
+    );
 
     // B joins: A gives up exactly what B gets, and keeps the rest unrevoked.
     let b = InProcessWorker::start(fixture.settings(&flags)).await;
     let b_addr = b.metrics_addr;
-    wait_for_assignment("B joined", &[a_addr, b_addr], Duration::from_secs(60), |n| {
-        n[1] > 0 && sum(n) == all
-    })
+    wait_for_assignment(
+        "B joined",
+        &[a_addr, b_addr],
+        Duration::from_secs(60),
+        |n| n[1] > 0 && sum(n) == all,
+    )
     .await;
     let (a_owns, a_revoked) = partitions(a_addr).await;
     assert_eq!(a_revoked, all - a_owns, "A lost only the partitions B took");
@@ -103,9 +115,12 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
     let mut c_flags = flags.to_vec();
     c_flags.extend(["--metrics-addr", c_metrics.as_str()]);
     let mut c = ChildGuard(fixture.spawn_process(&c_flags));
-    wait_for_assignment("C joined", &[a_addr, b_addr, c_addr], Duration::from_secs(60), |n| {
-        n.iter().all(|count| *count > 0) && sum(n) == all
-    })
+    wait_for_assignment(
+        "C joined",
+        &[a_addr, b_addr, c_addr],
+        Duration::from_secs(60),
+        |n| n.iter().all(|count| *count > 0) && sum(n) == all,
+    )
     .await;
     let (a_owns_with_c, a_revoked_with_c) = partitions(a_addr).await;
     let (b_owns_with_c, b_revoked_with_c) = partitions(b_addr).await;
@@ -128,7 +143,11 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
         sum(n) == all
     })
     .await;
-    assert_eq!(partitions(a_addr).await.1, a_revoked_with_c, "nothing revoked from A when B left");
+    assert_eq!(
+        partitions(a_addr).await.1,
+        a_revoked_with_c,
+        "nothing revoked from A when B left"
+    );
     let (c_owns_after_b, c_revoked_after_b) = partitions(c_addr).await;
     assert_eq!(c_revoked_after_b, 0, "nothing revoked from C when B left");
     assert!(c_owns_after_b >= c_owns, "C kept what it had");
@@ -137,11 +156,23 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
     // losing a partition it had.
     c.0.kill().expect("SIGKILL");
     c.0.wait().unwrap();
-    wait_for_assignment("C killed", &[a_addr], Duration::from_secs(60), |n| n[0] == all).await;
-    assert_eq!(partitions(a_addr).await.1, a_revoked_with_c, "nothing revoked from A when C died");
+    wait_for_assignment("C killed", &[a_addr], Duration::from_secs(60), |n| {
+        n[0] == all
+    })
+    .await;
+    assert_eq!(
+        partitions(a_addr).await.1,
+        a_revoked_with_c,
+        "nothing revoked from A when C died"
+    );
 
     producing.await.expect("producer");
-    wait_for_sessions(fixture.store(), &workload.expected_rows(), Duration::from_secs(120)).await;
+    wait_for_sessions(
+        fixture.store(),
+        &workload.expected_rows(),
+        Duration::from_secs(120),
+    )
+    .await;
     a.stop().await;
     eprintln!(
         "incremental rebalances ({protocol}): exact after {:?}",

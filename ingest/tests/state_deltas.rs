@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
+use sessions_events::event::{Event, EventKind};
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::metrics::IngestMetrics;
 use sessions_ingest::sink::Sink;
-use sessions_events::event::{Event, EventKind};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 const SESSION: u64 = 4_813_018_042_986_240;

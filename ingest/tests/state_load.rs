@@ -9,14 +9,14 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use sessions_events::event::{Event, EventKind};
+use sessions_events::session::SessionState;
 use sessions_ingest::aggregator::{Aggregator, PersistedSession};
 use sessions_ingest::durable_state;
 use sessions_ingest::metrics::IngestMetrics;
 use sessions_ingest::sink::{Sink, SinkError};
 use sessions_shared::clickhouse::Row;
-use sessions_events::event::{Event, EventKind};
 use sessions_shared::read_model::SessionKey;
-use sessions_events::session::SessionState;
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 #[derive(Row, Serialize)]

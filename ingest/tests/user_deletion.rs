@@ -8,7 +8,6 @@
 //!   reference computed from the seeded stream;
 //! - a session of the same user id first seen after the job is kept.
 
-
 mod common;
 
 use std::collections::BTreeSet;

@@ -21,7 +21,11 @@ const USAGE: &str = "usage: statement_sql page [--unbounded] PROJECT_ID USER_ID 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || anyhow::anyhow!(USAGE);
-    let command = if args.is_empty() { String::new() } else { args.remove(0) };
+    let command = if args.is_empty() {
+        String::new()
+    } else {
+        args.remove(0)
+    };
     let unbounded = args.first().is_some_and(|arg| arg == "--unbounded");
     if unbounded {
         args.remove(0);
@@ -47,9 +51,19 @@ fn main() -> anyhow::Result<()> {
             };
             // Bound in the order of `fetch_whole_range`: project, user, limit (no
             // dates, no cursor).
-            inline(&sql, &[project_id.to_string(), string_literal(&user_id), (limit + 1).to_string()])
+            inline(
+                &sql,
+                &[
+                    project_id.to_string(),
+                    string_literal(&user_id),
+                    (limit + 1).to_string(),
+                ],
+            )
         }
-        "user-stats" => inline(USER_STATS_SQL, &[project_id.to_string(), string_literal(&user_id)]),
+        "user-stats" => inline(
+            USER_STATS_SQL,
+            &[project_id.to_string(), string_literal(&user_id)],
+        ),
         _ => return Err(usage()),
     };
     println!("{sql}");

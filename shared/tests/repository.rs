@@ -66,7 +66,10 @@ fn every_relative_link_in_the_documentation_resolves_inside_the_repository() {
     let root = root();
     let mut documents = Vec::new();
     files(&root, &[".md"], &mut documents);
-    assert!(documents.len() >= 3, "found the Markdown files: {documents:?}");
+    assert!(
+        documents.len() >= 3,
+        "found the Markdown files: {documents:?}"
+    );
     let mut dangling = Vec::new();
     for document in &documents {
         let text = fs::read_to_string(document).expect("readable document");
@@ -96,7 +99,9 @@ fn nothing_in_the_repository_reaches_for_a_folder_beside_it() {
     let mut sources = Vec::new();
     files(
         &root,
-        &[".md", ".sh", ".rs", ".py", ".toml", ".yml", ".yaml", ".xml", ".in"],
+        &[
+            ".md", ".sh", ".rs", ".py", ".toml", ".yml", ".yaml", ".xml", ".in",
+        ],
         &mut sources,
     );
     sources.extend(
@@ -117,5 +122,8 @@ fn nothing_in_the_repository_reaches_for_a_folder_beside_it() {
         })
         .map(|path| path.strip_prefix(&root).unwrap().display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "files naming {needle} outside the repository: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "files naming {needle} outside the repository: {offenders:?}"
+    );
 }

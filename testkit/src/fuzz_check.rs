@@ -29,13 +29,13 @@ use std::hint::black_box;
 use std::ops::Range;
 
 use serde_json::value::RawValue;
-use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::durable_state;
-use sessions_ingest::forward::encode_messages;
 use sessions_events::event::{
     decode_message, DecodedMessage, Event, Rejection, MAX_MESSAGE_BYTES, MAX_REJECTIONS_PER_MESSAGE,
 };
 use sessions_events::session::DerivedAgent;
+use sessions_ingest::aggregator::Aggregator;
+use sessions_ingest::durable_state;
+use sessions_ingest::forward::encode_messages;
 use tokio::time::Instant;
 
 pub use peak_alloc::PeakAlloc;

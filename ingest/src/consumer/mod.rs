@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use sessions_shared::clock::epoch_millis;
 use sessions_events::event::{decode_message, Event};
+use sessions_shared::clock::epoch_millis;
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::Instant;
 use tracing::instrument;
@@ -450,5 +450,4 @@ impl Worker {
             }
         }
     }
-
 }
