@@ -10,42 +10,15 @@
 //! - Only the fields named in [`FieldName`] are read, each as a [`Scalar`]; every other
 //!   field, and any array or object inside a field, is skipped without being built.
 //! - Strings without escapes are borrowed from the message bytes, not copied.
-//! - [`JsonType`] names the JSON value types for rejection details; each English name is
-//!   written once, in [`JsonType::describe`].
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::json_scalar::{JsonType, Scalar};
 use super::validation::{EventFields, FieldError};
 use super::{BadElements, Event, RejectReason};
-
-/// The types of JSON value, as rejection details name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum JsonType {
-    Null,
-    Boolean,
-    Number,
-    String,
-    Array,
-    Object,
-}
-
-impl JsonType {
-    /// The English name in rejection details. Details are stored in the dead-letter
-    /// table, so these texts do not change.
-    pub(super) fn describe(self) -> &'static str {
-        match self {
-            JsonType::Null => "null",
-            JsonType::Boolean => "a boolean",
-            JsonType::Number => "a number",
-            JsonType::String => "a string",
-            JsonType::Array => "an array",
-            JsonType::Object => "an object",
-        }
-    }
-}
 
 /// What the top-level value of a message was.
 pub(super) enum MessageShape {
@@ -172,38 +145,7 @@ impl<'de> de::Deserialize<'de> for Element<'de> {
     }
 }
 
-/// Any JSON value, reduced to what validation needs; compound values are skipped and
-/// only their type is kept.
-#[derive(Debug, Default)]
-pub(super) enum Scalar<'a> {
-    /// The field was not in the object.
-    #[default]
-    Absent,
-    Null,
-    Bool,
-    Unsigned(u64),
-    Negative(i64),
-    Float,
-    Str(Cow<'a, str>),
-    Array,
-    Object,
-}
-
-impl Scalar<'_> {
-    /// The JSON type of the value, `None` when the field was absent.
-    pub(super) fn json_type(&self) -> Option<JsonType> {
-        match self {
-            Scalar::Absent => None,
-            Scalar::Null => Some(JsonType::Null),
-            Scalar::Bool => Some(JsonType::Boolean),
-            Scalar::Unsigned(_) | Scalar::Negative(_) | Scalar::Float => Some(JsonType::Number),
-            Scalar::Str(_) => Some(JsonType::String),
-            Scalar::Array => Some(JsonType::Array),
-            Scalar::Object => Some(JsonType::Object),
-        }
-    }
-}
-
+/// Reads any JSON value as a [`Scalar`], skipping arrays and objects unbuilt.
 impl<'de> de::Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ScalarVisitor;

@@ -20,11 +20,14 @@
 //!   pass into [`Rejection`]s (whole-message checks, batch positions, payload slices);
 //! - `json_visitor`: the serde visitors of that one pass, which read the fields an event
 //!   needs and skip everything else;
+//! - `json_scalar`: the JSON values those fields are read as, and the names of the JSON
+//!   types in rejection details (what the two layers around it share);
 //! - `validation`: the per-field checks that turn the fields read into an [`Event`] or
 //!   the reason and detail of its rejection;
 //! - `encode`: the way back, an [`Event`] as JSON that decodes to the same event.
 
 mod encode;
+mod json_scalar;
 mod json_visitor;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use super::json_visitor::{JsonType, Scalar};
+use super::json_scalar::{JsonType, Scalar};
 use super::{Event, EventKind, RejectReason, StartMetadata};
 
 /// Why one event object was rejected, before the decoder places it in a [`Rejection`]
