@@ -33,7 +33,7 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (project_id, user_id, start_ts, session_id)
 -- Granules of 1,024 rows: a page reads a granule or two per part (8,192 measured
 -- 15-25% slower per page). Databases created with 8,192 move with
--- `sessions-admin rebuild-sessions` (shared/src/rebuild.rs).
+-- `sessions-admin rebuild-sessions` (control/src/rebuild.rs).
 SETTINGS index_granularity = 1024
 {layout: sharded by cityHash64(project_id, user_id)};
 

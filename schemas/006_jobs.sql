@@ -1,7 +1,7 @@
 -- Background jobs (today: `delete_user_data`), as an append-only log of their changes:
 -- every change of a job (scheduled, claimed by a runner, lease renewed, cancelled,
 -- completed, failed) is one row holding the whole job as it then is. What a job *is*
--- is a pure function of its rows (shared/src/jobs/view.rs): the first terminal row
+-- is a pure function of its rows (control/src/jobs/view.rs): the first terminal row
 -- decides its outcome, whatever runs later; until then the latest row. Small, read
 -- whole per project: on every node.
 CREATE TABLE IF NOT EXISTS {database}.jobs

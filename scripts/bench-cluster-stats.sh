@@ -10,7 +10,7 @@
 #   - GET /users/:userId/sessions: p50 of BENCH_REQUESTS first pages (limit 50) of
 #     each user.
 # Needs the cluster up (scripts/services.sh start cluster) and the release builds
-# (cargo build --release -p sessions-query -p sessions-shared --bins, and
+# (cargo build --release -p sessions-query -p sessions-control --bins, and
 # --example statement_sql). Measures and
 # prints one JSON line; asserts nothing about timing. Drops the database at the end.
 # Knobs: BENCH_HEAVY_ROWS, BENCH_REQUESTS, BENCH_QUERY_PORT (18091), BENCH_QUERY_BIN

@@ -121,7 +121,7 @@
 //!      much again (plus other owners' chunks in that version range), and the bytes
 //!      written over a session's life stay within a constant factor of its events'.
 //!
-//! 8. **Deleted stays deleted.** A user deletion job (`sessions_shared::jobs::deletion`)
+//! 8. **Deleted stays deleted.** A user deletion job (`sessions_control::jobs::deletion`)
 //!    first records each session it erases in `deleted_sessions`, then waits a settle
 //!    time, then erases the session's rows everywhere. Right before every attempt to
 //!    write a flush, the worker reads which of the flush's sessions are recorded there

@@ -302,9 +302,9 @@ impl Sink {
     }
 
     /// Erases every row of `session_ids` (sessions a deletion job recorded after a
-    /// flush wrote them; `sessions_shared::jobs::deletion::erase_sessions`).
+    /// flush wrote them; `sessions_shared::erasure::erase_sessions`).
     pub async fn erase(&self, session_ids: &[u64]) -> Result<(), SinkError> {
-        sessions_shared::jobs::deletion::erase_sessions(&self.store, session_ids)
+        sessions_shared::erasure::erase_sessions(&self.store, session_ids)
             .await
             .map_err(SinkError::from)
     }

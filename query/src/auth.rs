@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sessions_shared::clickhouse::Store;
-use sessions_shared::tenancy::{hash_api_key, Tenancy, TenancyError};
+use sessions_control::tenancy::{hash_api_key, Tenancy, TenancyError};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;

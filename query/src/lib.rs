@@ -8,7 +8,7 @@
 //! keys and projects are reloaded in the background (see [`auth`]); a page costs one
 //! ClickHouse request, or a probe and a window for a user too large for one (see
 //! [`sessions`]). Every replica runs due jobs
-//! (`sessions_shared::jobs::runner`: each job once, one outcome).
+//! (`sessions_control::jobs::runner`: each job once, one outcome).
 
 pub mod auth;
 pub mod cursor;
@@ -30,10 +30,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sessions_shared::clickhouse::Store;
-use sessions_shared::jobs::runner::{JobRunner, RunnerSettings};
+use sessions_control::jobs::runner::{JobRunner, RunnerSettings};
 use sessions_shared::service::migrate_at_start;
 use sessions_shared::shutdown::Shutdown;
-use sessions_shared::tenancy::TenancyError;
+use sessions_control::tenancy::TenancyError;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use warp::{Filter, Reply};

@@ -514,7 +514,7 @@ fn admin_binary() -> std::path::PathBuf {
         .unwrap();
     assert!(
         binary.exists(),
-        "{} missing: run `cargo build -p sessions-shared` (scripts/test.sh builds it)",
+        "{} missing: run `cargo build -p sessions-control` (scripts/test.sh builds it)",
         binary.display()
     );
     binary

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::Value;
-use sessions_shared::tenancy::Tenancy;
+use sessions_control::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
 use sessions_testkit::workload::{Workload, WorkloadConfig};

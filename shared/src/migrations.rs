@@ -310,7 +310,7 @@ async fn run_ddl(store: &Store, statement: &str) -> Result<(), StoreError> {
 /// One DDL statement, given `wait`: on a cluster the time every node has to run it
 /// (`distributed_ddl_task_timeout`, the request a little longer), on one server the
 /// request's bound.
-pub(crate) async fn run_ddl_within(
+pub async fn run_ddl_within(
     store: &Store,
     statement: &str,
     wait: Duration,

@@ -5,7 +5,7 @@
 //! decoder's fuzz target.
 //!
 //! Never a dependency of the services: `sessions-ingest`, `sessions-query` and
-//! `sessions-shared` (with `sessions-admin`) take it as a dev-dependency only, and the
+//! `sessions-control` (with `sessions-admin`) take it as a dev-dependency only, and the
 //! crate is not published.
 
 pub mod clickhouse;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::clickhouse::Store;
 use sessions_shared::read_model::{Session, SessionRecord};
-use sessions_shared::tenancy::{Project, Tenancy};
+use sessions_control::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
 use sessions_testkit::http::http_get;
 use tokio::sync::watch;

@@ -25,8 +25,8 @@ use clickhouse::Row;
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::clickhouse::{Query, Store, StoreError};
-use crate::clock::epoch_millis;
+use sessions_shared::clickhouse::{Query, Store, StoreError};
+use sessions_shared::clock::epoch_millis;
 pub use view::{Job, JobJson, JobRow, JobStatus, DELETE_USER_DATA};
 
 /// What a cancellation request found.

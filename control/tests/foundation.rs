@@ -9,9 +9,9 @@ use std::process::Command;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sessions_control::tenancy::{hash_api_key, Tenancy};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::migrations::{migrate, MIGRATIONS};
-use sessions_shared::tenancy::{hash_api_key, Tenancy};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 
 #[derive(Row, Deserialize)]

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::clickhouse::{Layout, Row, Store, StoreError};
-use crate::migrations::{render, run_ddl_within, MIGRATIONS};
+use sessions_shared::clickhouse::{Layout, Row, Store, StoreError};
+use sessions_shared::migrations::{render, run_ddl_within, MIGRATIONS};
 
 /// The granularity the migration gives the table.
 const TARGET_GRANULARITY: &str = "index_granularity = 1024";
@@ -72,7 +72,7 @@ pub async fn rebuild_sessions(store: &Store) -> Result<Rebuilt, RebuildError> {
 
     // The migration's own statement, under a name of its own (and so, on a cluster,
     // a ZooKeeper path of its own).
-    let stamp = crate::clock::epoch_seconds();
+    let stamp = sessions_shared::clock::epoch_seconds();
     let fresh = format!("sessions_rebuild_{stamp}");
     let sessions_sql = MIGRATIONS
         .iter()

@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::clickhouse::{Store, StoreError};
-use crate::clock::epoch_millis;
 use crate::jobs::deletion::Deletion;
 use crate::jobs::{Job, JobRow, JobStatus, Jobs, DELETE_USER_DATA};
-use crate::shutdown::Shutdown;
+use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::clock::epoch_millis;
+use sessions_shared::shutdown::Shutdown;
 
 /// How long a claimer waits before reading who won: longer than a claim INSERT takes.
 const CLAIM_SETTLE: Duration = Duration::from_millis(500);

@@ -10,8 +10,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::clickhouse::{Row, Store, StoreError};
-use crate::clock::epoch_millis;
+use sessions_shared::clickhouse::{Row, Store, StoreError};
+use sessions_shared::clock::epoch_millis;
 
 pub const API_KEY_LENGTH: usize = 40;
 pub const PROJECT_KEY_LENGTH: usize = 20;

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use sessions_control::jobs::Jobs;
+use sessions_control::rebuild::{rebuild_sessions, Rebuilt};
+use sessions_control::tenancy::Tenancy;
 use sessions_shared::clickhouse::Store;
 use sessions_shared::config::ClickHouseSettings;
-use sessions_shared::jobs::Jobs;
 use sessions_shared::migrations::migrate;
 use sessions_shared::read_model::MAX_USER_ID_BYTES;
-use sessions_shared::rebuild::{rebuild_sessions, Rebuilt};
-use sessions_shared::tenancy::Tenancy;
 
 #[derive(Parser)]
 #[command(

@@ -16,14 +16,9 @@
 //! 2. **Settle.** Wait `settle` after the marks: a worker flush that checked the marks
 //!    just before they landed is written by then (its writes are bounded by its
 //!    ClickHouse timeouts), so its rows exist before the mutations are created.
-//! 3. **Erase.** `ALTER TABLE … DELETE` mutations (on a cluster `ON CLUSTER`, on the
-//!    shard-local tables; replication carries them to every replica), then wait until
-//!    no mutation of the database is unfinished on any node. On a cluster, one marker
-//!    row per table goes to every node's shard-local table first: ClickHouse 18.16
-//!    does not mutate a table's last part written with `insert_quorum` until another
-//!    part follows it (measured: such mutations never finish on an idle table). A
-//!    marker is session 0 of project 0, which no event can name (events.md rejects
-//!    both), so no reader ever meets it.
+//! 3. **Erase.** `ALTER TABLE … DELETE` mutations, then wait until no mutation of the
+//!    database is unfinished on any node (`sessions_shared::erasure`: on a cluster,
+//!    `ON CLUSTER` on the shard-local tables, with marker rows first).
 //! 4. **Verify.** Count what is left; anything left (a write that raced the mutations)
 //!    means another round of 3.
 //!
@@ -34,43 +29,16 @@
 use std::time::Duration;
 
 use clickhouse::Row;
-use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
-
-use crate::clickhouse::{id_list, Layout, Store, StoreError};
-use crate::migrations::run_ddl_within;
+use serde::Serialize;
+use sessions_shared::clickhouse::{id_list, Store, StoreError};
+use sessions_shared::erasure::{mutate, wait_for_mutations, Count, LONG_REQUESTS};
 
 /// Rows of `deleted_sessions` per INSERT.
 const MARK_CHUNK: usize = 100_000;
 /// Dead letters named per mutation.
 const DEAD_LETTER_CHUNK: usize = 10_000;
-/// How often unfinished mutations are counted.
-const MUTATION_POLL: Duration = Duration::from_millis(200);
-/// Longest wait for the mutations of one round (a node down, a stuck merge): past it
-/// the run fails transiently and the job is resumed later.
-const MUTATION_WAIT: Duration = Duration::from_secs(600);
 /// Rounds of erase-and-verify before the run gives up (transiently).
 const MAX_ROUNDS: u32 = 5;
-
-/// The time bound of a deletion's statements that read or rewrite all of a user's data
-/// (a million sessions), in request bounds.
-const LONG_REQUESTS: u32 = 12;
-
-/// The marker row of each table a deletion mutates (module header, step 3): session 0
-/// of project 0, every other column its default.
-const MARKERS: &[(&str, &str)] = &[
-    (
-        "sessions",
-        "(project_id, session_id, deleted) VALUES (0, 0, 1)",
-    ),
-    ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
-    ("session_state", "(session_id) VALUES (0)"),
-    ("session_applied", "(session_id) VALUES (0)"),
-    (
-        "rejected_events",
-        "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",
-    ),
-];
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,17 +54,6 @@ struct DeletedSession {
     session_id: u64,
     project_id: u32,
     deleted_at: u32,
-}
-
-#[derive(Row, Deserialize)]
-struct Count {
-    count: u64,
-}
-
-#[derive(Row, Deserialize)]
-struct Host {
-    host_address: String,
-    port: u16,
 }
 
 /// The deletion of one user's data in one project.
@@ -148,7 +105,7 @@ impl Deletion<'_> {
                     .fetch_all::<u64>()
             })
             .await?;
-        let deleted_at = crate::clock::epoch_seconds();
+        let deleted_at = sessions_shared::clock::epoch_seconds();
         for chunk in ids.chunks(MARK_CHUNK) {
             self.store
                 .run_for(self.store.timeout() * 4, |client| {
@@ -263,112 +220,6 @@ impl Deletion<'_> {
         }
         Ok(left + self.dead_letters().await?.len() as u64)
     }
-}
-
-/// `ALTER TABLE <table's storage> [ON CLUSTER] DELETE WHERE <condition>`, waiting for
-/// every node to create the mutation (not to finish it: [`wait_for_mutations`]).
-async fn mutate(store: &Store, table: &str, condition: &str) -> Result<(), StoreError> {
-    let layout = store.layout();
-    let statement = format!(
-        "ALTER TABLE {}.{}{} DELETE WHERE {condition}",
-        store.database(),
-        layout.storage_table(table),
-        layout.on_cluster()
-    );
-    run_ddl_within(store, &statement, store.timeout() * LONG_REQUESTS).await
-}
-
-/// On a cluster, a marker row into every table a deletion mutates, on every node
-/// (module header, step 3). A node that fails is only logged: its shard may still get
-/// a part from its other replica's marker, or the wait times out and the job is
-/// resumed later.
-async fn write_markers(store: &Store) {
-    if store.layout() == &Layout::SingleNode {
-        return;
-    }
-    for (table, values) in MARKERS {
-        let sql = format!(
-            "INSERT INTO {}.{} {values}",
-            store.database(),
-            store.layout().storage_table(table)
-        );
-        for (node, error) in store
-            .run_on_each_node(|client| {
-                // Equal markers must each make a part: no block deduplication.
-                client
-                    .query(&sql)
-                    .with_setting("insert_deduplicate", "0")
-                    .execute()
-            })
-            .await
-        {
-            tracing::warn!(%node, table, code = ?error.code(), "deletion marker not written");
-        }
-    }
-}
-
-/// Waits until no mutation of the database is unfinished on any node (markers first,
-/// on a cluster).
-async fn wait_for_mutations(store: &Store) -> Result<(), StoreError> {
-    write_markers(store).await;
-    let source = match store.layout() {
-        Layout::SingleNode => "system.mutations".to_owned(),
-        Layout::Cluster(cluster) => {
-            let hosts: Vec<Host> = store
-                .run(|client| {
-                    client
-                        .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
-                        .bind(cluster.name.as_str())
-                        .fetch_all()
-                })
-                .await?;
-            let addresses = hosts
-                .iter()
-                .filter(|host| {
-                    host.host_address
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
-                })
-                .map(|host| format!("{}:{}", host.host_address, host.port))
-                .collect::<Vec<_>>()
-                .join(",");
-            format!("remote('{addresses}', system, mutations)")
-        }
-    };
-    let sql = format!("SELECT count() AS count FROM {source} WHERE database = ? AND is_done = 0");
-    let deadline = Instant::now() + MUTATION_WAIT;
-    loop {
-        let unfinished: Count = store
-            .run(|client| client.query(&sql).bind(store.database()).fetch_one())
-            .await?;
-        if unfinished.count == 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(StoreError::Timeout(MUTATION_WAIT));
-        }
-        tokio::time::sleep(MUTATION_POLL).await;
-    }
-}
-
-/// Erases every row of `session_ids` from the tables the worker writes (`sessions`
-/// under any key, `session_keys`, `session_state`, `session_applied`) and waits until
-/// it is done: what a worker does when a flush raced a deletion (ingest's
-/// `exactly_once`, step 8).
-pub async fn erase_sessions(store: &Store, session_ids: &[u64]) -> Result<(), StoreError> {
-    if session_ids.is_empty() {
-        return Ok(());
-    }
-    let condition = format!("session_id IN ({})", id_list(session_ids.iter().copied()));
-    for table in [
-        "sessions",
-        "session_keys",
-        "session_state",
-        "session_applied",
-    ] {
-        mutate(store, table, &condition).await?;
-    }
-    wait_for_mutations(store).await
 }
 
 /// `text` with every character a regular expression gives a meaning to escaped.
