@@ -19,12 +19,15 @@
 #
 #   zookeeper   ZooKeeper 3.8 (Debian package)       127.0.0.1:$ZOOKEEPER_PORT (12181)
 #   ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2
-#               ClickHouse 18.16, 2 shards x 2 replicas, cluster $CLUSTER_NAME
-#               (sessions_cluster): HTTP 127.0.0.1:8131..8134, native TCP
-#               19101..19104, interserver 19201..19204 ($CLUSTER_HTTP_BASE etc.)
+#               ClickHouse 18.16, the nodes of deploy/clickhouse-cluster/topology
+#               (2 shards x 2 replicas), cluster $CLUSTER_NAME (sessions_cluster):
+#               node N serves HTTP 127.0.0.1:813N, native TCP 1910N, interserver
+#               1920N ($CLUSTER_HTTP_BASE etc.)
 #
 # Usage: scripts/services.sh start|stop|restart|status|kill9 [SERVICE ...]
 #        scripts/services.sh reset      stop what we started, delete .local/ state
+#        scripts/services.sh cluster-nodes   the ClickHouse cluster's nodes, in order
+#        scripts/services.sh cluster-urls    their HTTP URLs, comma-separated
 #
 # With no service named, clickhouse, kafka and chdb. State (data, logs, pid files) lives under
 # $SESSIONS_STATE_DIR (default: <repo>/.local). `start` is idempotent; if a
@@ -57,13 +60,41 @@ CLUSTER_TCP_BASE=${CLUSTER_TCP_BASE:-19100}
 CLUSTER_INTERSERVER_BASE=${CLUSTER_INTERSERVER_BASE:-19200}
 ALL_SERVICES=(clickhouse kafka chdb)
 KAFKA_CLUSTER_NODES=(kafka-b1 kafka-b2 kafka-b3)
-CLUSTER_NODES=(ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2)
+# The ClickHouse cluster: its nodes and their shards, from the one definition.
+TOPOLOGY=$REPO/deploy/clickhouse-cluster/topology
+CLUSTER_NODES=()
+CLUSTER_SHARDS=()
+while read -r name shard; do
+    [[ -n $name && $name != \#* ]] || continue
+    CLUSTER_NODES+=("$name")
+    CLUSTER_SHARDS+=("$shard")
+done <"$TOPOLOGY"
 CLUSTER_SERVICES=(zookeeper "${CLUSTER_NODES[@]}")
 
-# ch-sS-rR: its number 1..4 (shard-major), shard S and replica R.
+# A cluster node's number, 1 for the topology's first.
 node_number() {
-    local shard=${1:4:1} replica=${1:7:1}
-    echo $(((shard - 1) * 2 + replica))
+    local i
+    for i in "${!CLUSTER_NODES[@]}"; do
+        [[ ${CLUSTER_NODES[i]} != "$1" ]] || { echo $((i + 1)); return; }
+    done
+    return 1
+}
+
+is_cluster_node() { node_number "$1" >/dev/null; }
+
+# The <shard> elements of remote_servers: each shard's nodes, by native TCP port.
+remote_shards() {
+    local i shard=
+    for i in "${!CLUSTER_NODES[@]}"; do
+        if [[ ${CLUSTER_SHARDS[i]} != "$shard" ]]; then
+            [[ -z $shard ]] || echo "            </shard>"
+            shard=${CLUSTER_SHARDS[i]}
+            echo "            <shard>"
+            echo "                <internal_replication>true</internal_replication>"
+        fi
+        echo "                <replica><host>127.0.0.1</host><port>$((CLUSTER_TCP_BASE + i + 1))</port></replica>"
+    done
+    [[ -z $shard ]] || echo "            </shard>"
 }
 
 # ---------------------------------------------------------------- binaries
@@ -99,7 +130,7 @@ chdb_python() {
 ready() {
     case $1 in
     clickhouse) ping_ok "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping" ;;
-    ch-s?-r?) ping_ok "http://127.0.0.1:$(port_of "$1")/ping" ;;
+    ch-s*) ping_ok "http://127.0.0.1:$(port_of "$1")/ping" ;;
     zookeeper)
         # `ruok` answers imok while the server still loads its data and refuses
         # sessions; `stat` says "Mode: standalone" only once it serves them.
@@ -121,7 +152,7 @@ ready() {
 port_of() {
     case $1 in
     clickhouse) echo "$CLICKHOUSE_HTTP_PORT" ;;
-    ch-s?-r?) echo $((CLUSTER_HTTP_BASE + $(node_number "$1"))) ;;
+    ch-s*) echo $((CLUSTER_HTTP_BASE + $(node_number "$1"))) ;;
     zookeeper) echo "$ZOOKEEPER_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
     kafka-b?) echo $((KAFKA_CLUSTER_BASE + ${1:7:1})) ;;
@@ -162,16 +193,14 @@ launch_cluster_node() {
     ready zookeeper || die "start zookeeper before $node"
     number=$(node_number "$node")
     mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
+    remote_shards >"$dir/remote_shards.xml"
     sed -e "s#@STATE@#$dir#g" \
         -e "s#@HTTP_PORT@#$((CLUSTER_HTTP_BASE + number))#g" \
         -e "s#@TCP_PORT@#$((CLUSTER_TCP_BASE + number))#g" \
         -e "s#@INTERSERVER_PORT@#$((CLUSTER_INTERSERVER_BASE + number))#g" \
-        -e "s#@SHARD@#${node:4:1}#g" -e "s#@REPLICA@#$node#g" \
+        -e "s#@SHARD@#${CLUSTER_SHARDS[number - 1]}#g" -e "s#@REPLICA@#$node#g" \
         -e "s#@ZOOKEEPER_PORT@#$ZOOKEEPER_PORT#g" -e "s#@CLUSTER@#$CLUSTER_NAME#g" \
-        -e "s#@NODE_TCP_PORT_1@#$((CLUSTER_TCP_BASE + 1))#g" \
-        -e "s#@NODE_TCP_PORT_2@#$((CLUSTER_TCP_BASE + 2))#g" \
-        -e "s#@NODE_TCP_PORT_3@#$((CLUSTER_TCP_BASE + 3))#g" \
-        -e "s#@NODE_TCP_PORT_4@#$((CLUSTER_TCP_BASE + 4))#g" \
+        -e "/@REMOTE_SHARDS@/{r $dir/remote_shards.xml" -e "d}" \
         "$REPO/scripts/clickhouse/cluster-node.xml.in" >"$dir/config.xml"
     cp "$REPO/scripts/clickhouse/users.xml" "$dir/users.xml"
     # shellcheck disable=SC2086 # $cmd may be "clickhouse server"
@@ -253,7 +282,7 @@ launch_service() {
         die "port 127.0.0.1:$port is taken by something that does not answer like $svc; set another port (see scripts/services.sh)"
     fi
     case $svc in
-    ch-s?-r?) launch_cluster_node "$svc" ;;
+    ch-s*) launch_cluster_node "$svc" ;;
     kafka-b?) launch_kafka_cluster_node "$svc" ;;
     *) "launch_$svc" ;;
     esac
@@ -349,6 +378,15 @@ main() {
     local cmd=${1:-}
     [[ -n $cmd ]] || usage
     shift
+    case $cmd in
+    cluster-nodes) echo "${CLUSTER_NODES[@]}"; return ;;
+    cluster-urls)
+        local urls=()
+        for svc in "${CLUSTER_NODES[@]}"; do urls+=("http://127.0.0.1:$(port_of "$svc")"); done
+        (IFS=,; echo "${urls[*]}")
+        return
+        ;;
+    esac
     local services=() svc rc=0 i
     for svc in "$@"; do
         if [[ $svc == cluster ]]; then
@@ -362,8 +400,8 @@ main() {
     [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
     for svc in "${services[@]}"; do
         case $svc in
-        clickhouse | kafka | chdb | zookeeper | ch-s[12]-r[12] | kafka-b[123]) ;;
-        *) say "unknown service: $svc"; usage ;;
+        clickhouse | kafka | chdb | zookeeper | kafka-b[123]) ;;
+        *) is_cluster_node "$svc" || { say "unknown service: $svc"; usage; } ;;
         esac
     done
 

@@ -58,8 +58,9 @@ trap 'on_signal 143' TERM
 # The single server, the broker, the current engine, the three-broker Kafka
 # cluster (its nodes launched together: they elect a controller among themselves),
 # and the local ClickHouse cluster (ZooKeeper first, then its four nodes).
-for group in clickhouse kafka chdb "kafka-b1 kafka-b2 kafka-b3" zookeeper \
-    ch-s1-r1 ch-s1-r2 ch-s2-r1 ch-s2-r2; do
+cluster_nodes=$(bash "$SERVICES_SH" cluster-nodes)
+# shellcheck disable=SC2086 # the nodes' names, one group each
+for group in clickhouse kafka chdb "kafka-b1 kafka-b2 kafka-b3" zookeeper $cluster_nodes; do
     for svc in $group; do
         if ! bash "$SERVICES_SH" status "$svc" >/dev/null 2>&1; then
             started+=("$svc")
@@ -75,13 +76,11 @@ export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 # The three-broker cluster, for the broker-loss tests.
 export KAFKA_CLUSTER_BROKERS="127.0.0.1:$((KAFKA_CLUSTER_BASE + 1)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 2)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 3))"
 export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
-CLUSTER_HTTP_BASE=${CLUSTER_HTTP_BASE:-8130}
 # The tests' name for it: not CLICKHOUSE_CLUSTER, which every binary a test starts
 # would inherit and take for its own setting.
 export CLICKHOUSE_CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
-CLICKHOUSE_CLUSTER_URL=$(printf "http://127.0.0.1:%s," $((CLUSTER_HTTP_BASE + 1)) \
-    $((CLUSTER_HTTP_BASE + 2)) $((CLUSTER_HTTP_BASE + 3)) $((CLUSTER_HTTP_BASE + 4)))
-export CLICKHOUSE_CLUSTER_URL=${CLICKHOUSE_CLUSTER_URL%,}
+CLICKHOUSE_CLUSTER_URL=$(bash "$SERVICES_SH" cluster-urls)
+export CLICKHOUSE_CLUSTER_URL
 
 say "cargo test --workspace $*"
 rc=0
