@@ -105,7 +105,7 @@ for target in $targets; do
     [[ $code == 200 ]] || die "$target answers $code"
 done
 
-# A run's JSON line (stdin, WRK_PARSER's) with its round, its process's CPU time per
+# A run's JSON line (stdin, wrk_summary.py's) with its round, its process's CPU time per
 # request (none for ClickHouse itself) and ClickHouse's (none when its pid is unknown).
 ADD_CPU='
 import json, sys
@@ -153,7 +153,7 @@ for round in $(seq "$ROUNDS"); do
             before=$(cpu_ticks "$pid") clickhouse_before=$(cpu_ticks "$clickhouse_pid")
             run=$(wrk -t 1 -c "$connections" -d "$DURATION" --timeout 10s --latency \
                 -H "$(auth_of "$target")" "$(url_of "$target")" |
-                python3 -c "$WRK_PARSER" "$USER_ID limit=$LIMIT" "$target" "$connections")
+                python3 scripts/wrk_summary.py "$USER_ID limit=$LIMIT" "$target" "$connections")
             after=$(cpu_ticks "$pid") clickhouse_after=$(cpu_ticks "$clickhouse_pid")
             python3 -c "$ADD_CPU" "$round" "$((after - before))" \
                 "$((clickhouse_after - clickhouse_before))" "$ticks_per_second" "$clickhouse_pid" <<<"$run"

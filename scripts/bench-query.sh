@@ -180,14 +180,14 @@ fi
 
 
 # wrk_run LABEL TARGET CONNECTIONS URL [HEADER]: one run; prints a JSON line
-# (lib.sh's WRK_PARSER).
+# (scripts/wrk_summary.py).
 wrk_run() {
     local label=$1 target=$2 connections=$3 url=$4 header=${5:-}
     local threads=$((connections < 2 ? connections : 2))
     local -a header_args=()
     [[ -n $header ]] && header_args=(-H "$header")
     wrk -t "$threads" -c "$connections" -d "$DURATION" --timeout 10s --latency "${header_args[@]}" "$url" |
-        python3 -c "$WRK_PARSER" "$label" "$target" "$connections"
+        python3 scripts/wrk_summary.py "$label" "$target" "$connections"
 }
 
 # measure_services LABEL CONNECTIONS SERVICE_URL DIRECT_URL: one wrk run of the

@@ -111,28 +111,6 @@ one_user_sessions_sql() {
 # urlencode TEXT: TEXT percent-encoded as one URL component.
 urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 
-# WRK_PARSER: Python reading `wrk --latency` output (stdin) into one JSON line;
-# arguments CASE TARGET CONNECTIONS. Use: wrk ... | python3 -c "$WRK_PARSER" ...
-WRK_PARSER='
-import json, re, sys
-label, target, connections = sys.argv[1], sys.argv[2], int(sys.argv[3])
-text = sys.stdin.read()
-def ms(value):
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
-latency = dict((p, ms(v)) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", text, re.M))
-latency = {"50": latency.get("50", 0.0), "99": latency.get("99", 0.0)}  # none answered: 0
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-requests = re.search(r"(\d+) requests in", text)
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-errors = re.search(r"Socket errors: (.*)", text)
-print(json.dumps({"case": label, "target": target, "connections": connections,
-    "p50_ms": round(latency["50"], 3), "p99_ms": round(latency["99"], 3),
-    "requests_per_second": round(rps, 1), "requests": int(requests.group(1)) if requests else 0,
-    "non_2xx": int(bad.group(1)) if bad else 0,
-    "socket_errors": errors.group(1) if errors else ""}))
-'
-
 # metric_histogram URL NAME: the `le count` pairs of the histogram NAME on the
 # Prometheus page at URL (for scripts/histogram_summary.py).
 metric_histogram() {
