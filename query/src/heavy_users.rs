@@ -63,7 +63,7 @@ impl Density {
 }
 
 /// The replica's memory of heavy users: what it learned of each (`V`: the spacing of
-/// their rows for pages; nothing but the fact for `warm_stats`' users too large to fold).
+/// their rows for pages; nothing but the fact for `users::warm`' users too large to fold).
 pub struct HeavyUsers<V = Density> {
     hasher: std::collections::hash_map::RandomState,
     entries: Mutex<HashMap<u64, (V, Instant)>>,

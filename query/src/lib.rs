@@ -21,9 +21,7 @@ pub mod response;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
-pub mod stats_fold;
 pub mod users;
-pub mod warm_stats;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Heavy users' statistics kept warm on a replica: a [`StatsFold`] per user, refreshed
-//! on every request by reading only the parts written since (`stats_fold` says why that
+//! on every request by reading only the parts written since (`fold` says why that
 //! is exact), so that asking again for a million-session user costs one listing of the
 //! table's parts and the user's rows in new parts, not a pass over all of its rows.
 //!
@@ -13,7 +13,7 @@
 //! asked for go first, a user asked for nothing in `TTL` is forgotten, and a user
 //! larger than the whole budget is not kept (its fold is dropped as soon as it outgrows
 //! it, and the statement answers it for the next `TTL`). Each read of rows takes a
-//! heavy turn (`users::HeavyTurns`). Users are held under a keyed hash: nothing here
+//! heavy turn (`turns::HeavyTurns`). Users are held under a keyed hash: nothing here
 //! names a user; session ids of a deleted user go at its next request (the deletion's
 //! mutation starts the fold over) or with the TTL.
 
@@ -25,9 +25,10 @@ use prometheus::{IntCounter, IntGauge};
 use sessions_shared::clickhouse::{Store, StoreError};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::fold::StatsFold;
+use super::stats::UserStats;
+use super::turns::HeavyTurns;
 use crate::heavy_users::{self, HeavyUsers};
-use crate::stats_fold::StatsFold;
-use crate::users::{HeavyTurns, UserStats};
 
 mod replica;
 
@@ -263,16 +264,6 @@ impl WarmStats {
 
 fn total_sessions(held: &HashMap<u64, Held>) -> usize {
     held.values().map(|held| held.sessions).sum()
-}
-
-impl From<crate::stats_fold::Stats> for UserStats {
-    fn from((session_count, first_seen, last_seen): crate::stats_fold::Stats) -> Self {
-        UserStats {
-            session_count,
-            first_seen,
-            last_seen,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ enum Moment {
     AfterReads,
 }
 
-/// Rounds until the fold answers, as `warm_stats` runs them; `meanwhile` may change
+/// Rounds until the fold answers, as `warm` runs them; `meanwhile` may change
 /// the table at either moment of each round.
 fn answer(
     fold: &mut StatsFold,

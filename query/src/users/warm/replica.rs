@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use sessions_shared::clickhouse::{bounded_by, Layout, Query, Row, Store, StoreError};
 
-use crate::stats_fold::{FoldRow, ListedPart, Listing, StatsFold};
+use crate::users::fold::{FoldRow, ListedPart, Listing, StatsFold};
 
 /// The active parts of a table (bound: database and table, twice), each with the
 /// table's generation.

@@ -1,5 +1,5 @@
 //! A heavy user's statistics kept as a fold over the `sessions` table's parts, so that
-//! asking again reads only what was written since (pure: no I/O; `warm_stats` drives it).
+//! asking again reads only what was written since (pure: no I/O; `warm` drives it).
 //!
 //! Contract. A [`StatsFold`] holds, per session, the highest-`version` row seen among
 //! the user's rows (ties keep the first seen, as arbitrary as the statement's `argMax`;

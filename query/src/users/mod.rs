@@ -5,24 +5,30 @@
 //! user's rows wins, tombstones drop the session), `sessionCount` is their number,
 //! `firstSeen` their smallest `startTs`, `lastSeen` their largest `startTs + duration`.
 //! `None` when the user has no live session. Values are bound, never spliced.
+//!
+//! Imports go one way, down this list:
+//! - this module: [`StatsReader`], which picks per request the statement or a fold;
+//! - [`warm`]: heavy users' folds kept on this replica ([`warm::replica`]: the node a
+//!   fold reads);
+//! - [`fold`]: the pure fold over the table's parts, and why it is exact;
+//! - [`stats`] (the statistics as a value and as JSON) and [`turns`] (the limit on
+//!   heavy reads), which every module above shares.
+
+pub mod fold;
+pub mod stats;
+pub mod turns;
+pub mod warm;
 
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
-use serde::Deserialize;
-use sessions_shared::clickhouse::{Row, Store, StoreError};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use sessions_shared::clickhouse::{Store, StoreError};
+use tokio::sync::Semaphore;
 
 use crate::sessions::{bounded_sql, refused};
-use crate::warm_stats::{Warm, WarmStats};
-
-/// A user's statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Deserialize)]
-pub struct UserStats {
-    pub session_count: u64,
-    pub first_seen: i64,
-    pub last_seen: i64,
-}
+use stats::UserStats;
+use turns::HeavyTurns;
+use warm::{Warm, WarmStats};
 
 /// The statistics query: one pass over the user's rows (their key range). `argMax` per
 /// column rather than the pages' `LIMIT 1 BY` (`read_model::latest_sessions_sql`):
@@ -37,36 +43,17 @@ pub const USER_STATS_SQL: &str = "SELECT count() AS session_count, min(s_start_t
 /// Reads users' statistics at a bounded cost per replica. The statement runs first
 /// bounded (`sessions::bounded_sql`): ClickHouse refuses it before reading when the
 /// user's rows exceed the bound. A heavy user's statistics then come from its fold
-/// (`warm_stats`: the first request reads the user's rows once and the next ones only
+/// (`warm`: the first request reads the user's rows once and the next ones only
 /// the parts written since; on a cluster, on one replica of the user's shard), or, for
 /// a user larger than the folds' budget or a cluster whose listed nodes cannot serve a
 /// fold, from the statement run whole (its cost grows with the user: ~0.25 µs of
-/// ClickHouse CPU per row). Heavy reads run at most
-/// `HEAVY_STATS_CONCURRENCY` at a time on this replica; a request waits for its turn at
-/// most one request bound (`CLICKHOUSE_TIMEOUT_MS`), then fails as a timeout (503). So
-/// clients asking again and again for a bot's statistics cannot take every core of
-/// ClickHouse from the other users.
+/// ClickHouse CPU per row). Heavy reads take turns (`turns`: at most
+/// `HEAVY_STATS_CONCURRENCY` at a time on this replica, each waited for at most one
+/// request bound).
 pub struct StatsReader {
     heavy: HeavyTurns,
     scan_max_rows: u64,
     warm: WarmStats,
-}
-
-/// Turns for reads of heavy users' rows: a few at a time, each waited for at most
-/// `wait` (the service's: one request bound).
-pub struct HeavyTurns {
-    limit: Semaphore,
-    wait: Duration,
-}
-
-impl HeavyTurns {
-    /// Waits for a turn; a timeout (503) past `wait`.
-    pub async fn take(&self) -> Result<SemaphorePermit<'_>, StoreError> {
-        let turn = tokio::time::timeout(self.wait, self.limit.acquire())
-            .await
-            .map_err(|_| StoreError::Timeout(self.wait))?;
-        Ok(turn.expect("the limit is never closed"))
-    }
 }
 
 impl StatsReader {
@@ -78,10 +65,7 @@ impl StatsReader {
         warm_budget: usize,
     ) -> StatsReader {
         StatsReader {
-            heavy: HeavyTurns {
-                limit: Semaphore::new(heavy_concurrency.max(1)),
-                wait: turn_wait,
-            },
+            heavy: HeavyTurns::new(heavy_concurrency, turn_wait),
             scan_max_rows,
             warm: WarmStats::new(warm_budget),
         }
@@ -97,7 +81,7 @@ impl StatsReader {
 
     /// The limit on heavy statements in flight (tests hold its permits).
     pub fn heavy_limit(&self) -> &Semaphore {
-        &self.heavy.limit
+        self.heavy.limit()
     }
 
     /// The heavy users' folds.
@@ -144,25 +128,4 @@ async fn run_stats(
         .run(|client| client.query(sql).bind(project_id).bind(user_id).fetch_one())
         .await?;
     Ok((stats.session_count > 0).then_some(stats))
-}
-
-/// The contract's user object (field order is the contract's).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserJson<'a> {
-    pub user_id: &'a str,
-    pub session_count: u64,
-    pub first_seen: i64,
-    pub last_seen: i64,
-}
-
-impl UserStats {
-    pub fn api<'a>(&self, user_id: &'a str) -> UserJson<'a> {
-        UserJson {
-            user_id,
-            session_count: self.session_count,
-            first_seen: self.first_seen,
-            last_seen: self.last_seen,
-        }
-    }
 }
