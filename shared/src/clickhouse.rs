@@ -124,7 +124,7 @@ pub fn id_list(ids: impl IntoIterator<Item = u64>) -> String {
         .join(",")
 }
 
-/// Where the tables live: one server, or a cluster (spec/cluster.md).
+/// Where the tables live: one server, or a cluster (docs/cluster.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Layout {
     SingleNode,

@@ -2,7 +2,7 @@
 //!
 //! Each binary has one clap settings struct that flattens [`ClickHouseSettings`]; every
 //! setting is a flag and an environment variable (the flag wins), with the defaults of
-//! spec/operations.md. Secrets are [`Secret`]s: they never print.
+//! docs/operations.md. Secrets are [`Secret`]s: they never print.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! Erasing one user's data from a project: what a `delete_user_data` job does.
 //!
-//! Contract of [`Deletion::run`] (spec/api-users.md, "What a completed deletion
+//! Contract of [`Deletion::run`] (docs/api.md, "What a completed deletion
 //! guarantees"): it returns Ok only when a read finds, in the tables of the database,
 //! no row of the project under the user id and no row of any session of the project
 //! listed in `deleted_sessions`, in the read model (`sessions`), the worker's durable

@@ -1,4 +1,4 @@
-//! Background jobs (spec/api-users.md): a durable log in the `jobs` table, what the API
+//! Background jobs (docs/api.md): a durable log in the `jobs` table, what the API
 //! and `sessions-admin` do with it, and the runner that carries jobs out.
 //!
 //! Contract of [`Jobs`]: every change is one appended row ([`view`] folds a job's rows
