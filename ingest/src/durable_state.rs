@@ -1,5 +1,7 @@
-//! How a session's durable state is laid out in ClickHouse: the pure core of the
-//! [`crate::sink`]'s state writes and loads (what a flush writes, how a load rebuilds).
+//! A session's durable state: [`PersistedSession`], what the worker holds of a session
+//! between flushes, and how it is laid out in ClickHouse. The pure core of the
+//! [`crate::sink`]'s state writes and loads (what a flush writes, how a load rebuilds);
+//! the aggregator holds the sessions, this module knows nothing of it.
 //!
 //! A session's durable state is a `session_state` row (JSON, versioned by the number of
 //! applied events `v`) and, when its applied set is large, rows of `session_applied`:
@@ -28,11 +30,10 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use sessions_events::event::Event;
 use sessions_events::index_set::IndexSet;
-use sessions_events::session::SessionState;
+use sessions_events::session::{Applied, SessionState};
 use sessions_shared::read_model::SessionKey;
-
-use crate::aggregator::PersistedSession;
 
 /// Most ranges an applied set stored inside its state may have (a few KB of JSON).
 pub const INLINE_MAX_RANGES: usize = 256;
@@ -40,6 +41,121 @@ pub const INLINE_MAX_RANGES: usize = 256;
 /// What one chunk row costs beyond its ranges, counted in ranges (its columns are about
 /// as many bytes as four stored ranges): so many tiny deltas also call for a checkpoint.
 const CHUNK_ROW_WEIGHT: u64 = 4;
+
+/// What the worker holds of a session between flushes: its state, the keys it was
+/// written under, and how its applied set is stored. Stored by a flush as this module
+/// lays it out ([`plan`], [`encode`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistedSession {
+    pub state: SessionState,
+    /// Every key the read model holds a row under for this session (live or not).
+    pub written_keys: Vec<SessionKey>,
+    /// Old keys whose tombstone an earlier flush made durable, with no live row written
+    /// under them since: a flush does not tombstone them again. Only a flush that has
+    /// completed adds to it, so a state never claims a tombstone that is not durable.
+    pub tombstoned_keys: Vec<SessionKey>,
+    /// How many of `written_keys` (a prefix) are durable in `session_keys`; the rest
+    /// are written there by the next flush. Not stored: a loaded session writes its
+    /// keys again (which also fills `session_keys` for states older than the table).
+    pub recorded_keys: usize,
+    /// When the durable applied set is chained (too large to store inline): the chain
+    /// and the indexes applied since. Boxed: ordinary sessions never have one.
+    pub chained: Option<Box<Chained>>,
+}
+
+impl PersistedSession {
+    pub fn new(state: SessionState) -> Self {
+        PersistedSession {
+            state,
+            written_keys: Vec::new(),
+            tombstoned_keys: Vec::new(),
+            recorded_keys: 0,
+            chained: None,
+        }
+    }
+
+    /// Applies one event of this session, noting a new index for the next delta.
+    pub fn apply(&mut self, event: &Event<'_>) -> Applied {
+        let outcome = self.state.apply(event);
+        if let (Applied::New, Some(chained)) = (outcome, &mut self.chained) {
+            chained.unflushed.insert(event.index);
+        }
+        outcome
+    }
+
+    /// What a flush writes for this session's applied set ([`plan`]).
+    pub fn applied_write(&self) -> AppliedWrite<'_> {
+        plan(&self.state, self.chained.as_deref())
+    }
+
+    /// Keys to add to `session_keys` in this flush (before any row under them).
+    pub fn keys_to_record(&self) -> &[SessionKey] {
+        &self.written_keys[self.recorded_keys.min(self.written_keys.len())..]
+    }
+
+    /// The old keys this flush must tombstone: written before, not the current key, and
+    /// not tombstoned durably already.
+    pub fn keys_to_tombstone<'a>(
+        &'a self,
+        current: &'a SessionKey,
+    ) -> impl Iterator<Item = &'a SessionKey> + 'a {
+        self.written_keys
+            .iter()
+            .filter(move |key| *key != current && !self.tombstoned_keys.contains(key))
+    }
+
+    /// Records the current key among the written ones (a live row goes there now).
+    pub(crate) fn record_current_key(&mut self) {
+        let key = self.state.key();
+        self.tombstoned_keys.retain(|tombstoned| *tombstoned != key);
+        if !self.written_keys.contains(&key) {
+            self.written_keys.push(key);
+        }
+    }
+
+    /// After a durable flush: every written key is recorded, every old key durably
+    /// tombstoned, and the applied set stored as that flush planned it (the plan is a
+    /// pure function of what the flush wrote: nothing is applied in between, as the
+    /// flush's items borrow the aggregator).
+    pub(crate) fn record_flush_durable(&mut self) {
+        self.chained = self.applied_write().into_chained();
+        self.recorded_keys = self.written_keys.len();
+        let current = self.state.key();
+        self.tombstoned_keys = self
+            .written_keys
+            .iter()
+            .filter(|key| **key != current)
+            .cloned()
+            .collect();
+    }
+
+    /// Approximate bytes held, heap included.
+    pub fn memory_bytes(&self) -> usize {
+        let keys = |keys: &Vec<SessionKey>| {
+            keys.capacity() * std::mem::size_of::<SessionKey>()
+                + keys.iter().map(|key| key.user_id.capacity()).sum::<usize>()
+        };
+        let chained = self.chained.as_ref().map_or(0, |chained| {
+            std::mem::size_of::<Chained>() + chained.unflushed.heap_bytes()
+        });
+        std::mem::size_of::<Self>() - std::mem::size_of::<SessionState>()
+            + self.state.memory_bytes()
+            + keys(&self.written_keys)
+            + keys(&self.tombstoned_keys)
+            + chained
+    }
+
+    /// Adds keys found in `session_keys` that the stored state does not name (it lost
+    /// a merge to a tied state of a worker that had lost the partition): each may hold
+    /// a live row, so each is tombstoned by the next flush.
+    pub fn add_written_keys(&mut self, keys: impl IntoIterator<Item = SessionKey>) {
+        for key in keys {
+            if !self.written_keys.contains(&key) {
+                self.written_keys.push(key);
+            }
+        }
+    }
+}
 
 /// The durable chain of a chained session: what its last durable state rests on.
 #[derive(Clone, Debug, PartialEq, Eq)]
