@@ -2,17 +2,19 @@
 //! one bounded request over their whole range, with how densely their rows lie along
 //! `start_ts`, so that their next pages guess a window instead of probing for one.
 //!
-//! Contract: a bounded map (at most `capacity` users, each forgotten `ttl` after it
-//! was last learned) from a keyed hash of (project, user) to a [`Density`]. It only
-//! ever changes what a page *costs*: every window the guesses produce is a range of
-//! `start_ts`, and any range gives exact sessions (`sessions` module header). The
-//! map holds no user id (a keyed hash, random per process), so a deleted user leaves
-//! nothing readable behind.
+//! Contract: a bounded map (a [`TtlCache`]: at most `capacity` users, each forgotten
+//! `ttl` after it was last learned) from a user's key ([`UserKeys`]) to a [`Density`].
+//! It only ever changes what a page *costs*: every window the guesses produce is a
+//! range of `start_ts`, and any range gives exact sessions (`sessions` module header).
+//! The map holds no user id (a keyed hash, random per process), so a deleted user
+//! leaves nothing readable behind; `users::warm` names users by the same keys.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::ttl_cache::TtlCache;
 
 /// How a heavy user's rows are spread over `start_ts`, from a probe's sample.
 /// The default knows nothing yet: the user was only found too large for one request.
@@ -62,16 +64,27 @@ impl Density {
     }
 }
 
-/// The replica's memory of heavy users: what it learned of each (`V`: the spacing of
-/// their rows for pages; nothing but the fact for `users::warm`' users too large to fold).
-pub struct HeavyUsers<V = Density> {
-    hasher: std::collections::hash_map::RandomState,
-    entries: Mutex<HashMap<u64, (V, Instant)>>,
-    capacity: usize,
-    ttl: Duration,
+/// Keys naming users in a replica's memories: a keyed hash of (project, user), random
+/// per process, so that no memory holds a user id.
+#[derive(Default)]
+pub struct UserKeys {
+    hasher: RandomState,
 }
 
-/// Users remembered at most (a few hundred KiB).
+impl UserKeys {
+    pub fn key(&self, project_id: u32, user_id: &str) -> u64 {
+        self.hasher.hash_one((project_id, user_id))
+    }
+}
+
+/// The replica's memory of heavy users: the spacing of their rows, for their pages.
+pub struct HeavyUsers {
+    keys: UserKeys,
+    /// A user's density, stamped when learned (reading it does not keep it).
+    learned: Mutex<TtlCache<u64, Density>>,
+}
+
+/// Users remembered at most (~1.5 MiB).
 pub const CAPACITY: usize = 10_000;
 /// How long a user stays known as heavy without a new probe.
 pub const TTL: Duration = Duration::from_secs(600);
@@ -82,51 +95,34 @@ impl Default for HeavyUsers {
     }
 }
 
-impl<V: Copy> HeavyUsers<V> {
-    pub fn new(capacity: usize, ttl: Duration) -> HeavyUsers<V> {
+impl HeavyUsers {
+    pub fn new(capacity: usize, ttl: Duration) -> HeavyUsers {
         HeavyUsers {
-            hasher: Default::default(),
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-            ttl,
+            keys: UserKeys::default(),
+            learned: Mutex::new(TtlCache::new(capacity, ttl)),
         }
     }
 
-    /// The key of a user: a keyed hash, so that the map holds no user id.
+    /// The key of a user (`UserKeys`).
     pub fn key(&self, project_id: u32, user_id: &str) -> u64 {
-        self.hasher.hash_one((project_id, user_id))
+        self.keys.key(project_id, user_id)
     }
 
     /// What is known of the user, if it is heavy and was learned within the TTL.
-    pub fn get(&self, key: u64, now: Instant) -> Option<V> {
-        let entries = self.entries.lock().expect("heavy users lock");
-        entries
-            .get(&key)
-            .filter(|(_, learned)| now.saturating_duration_since(*learned) < self.ttl)
-            .map(|(learned, _)| *learned)
+    pub fn get(&self, key: u64, now: Instant) -> Option<Density> {
+        let mut learned = self.learned.lock().expect("heavy users lock");
+        learned.get(&key, now).copied()
     }
 
     /// Learns (or re-learns) a heavy user. When full, the expired go first, then the
-    /// one learned longest ago.
-    pub fn remember(&self, key: u64, learned: V, now: Instant) {
-        let mut entries = self.entries.lock().expect("heavy users lock");
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, (_, learned)| now.saturating_duration_since(*learned) < self.ttl);
-            if entries.len() >= self.capacity {
-                let oldest = entries
-                    .iter()
-                    .min_by_key(|(_, (_, learned))| *learned)
-                    .map(|(key, _)| *key);
-                if let Some(oldest) = oldest {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        entries.insert(key, (learned, now));
+    /// one learned longest ago (`TtlCache`'s eviction rule).
+    pub fn remember(&self, key: u64, density: Density, now: Instant) {
+        let mut learned = self.learned.lock().expect("heavy users lock");
+        learned.insert(key, density, 1, now);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("heavy users lock").len()
+        self.learned.lock().expect("heavy users lock").len()
     }
 
     pub fn is_empty(&self) -> bool {

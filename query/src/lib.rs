@@ -21,6 +21,7 @@ pub mod response;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
+pub mod ttl_cache;
 pub mod users;
 
 use std::sync::Arc;

@@ -8,16 +8,18 @@
 //! one replica of the user's shard, whose answers are that replica's, as a page's are
 //! the replica's it reaches). A cluster node that refuses, or lost ZooKeeper, drops
 //! the fold and the statement answers (it fails over); so it does when no listed node
-//! holds the user. Memory is bounded: at most `budget` sessions held over all users (~50-95 bytes
+//! holds the user. Memory is bounded: the folds are a [`TtlCache`] weighing each by
+//! its sessions, so at most `budget` sessions are held over all users (~50-95 bytes
 //! each), plus the folds being read (each stopped past `budget`); the least recently
 //! asked for go first, a user asked for nothing in `TTL` is forgotten, and a user
 //! larger than the whole budget is not kept (its fold is dropped as soon as it outgrows
-//! it, and the statement answers it for the next `TTL`). Each read of rows takes a
-//! heavy turn (`turns::HeavyTurns`). Users are held under a keyed hash: nothing here
-//! names a user; session ids of a deleted user go at its next request (the deletion's
-//! mutation starts the fold over) or with the TTL.
+//! it, and the statement answers it for the next `TTL`: at most
+//! `heavy_users::CAPACITY` such users are remembered). Each read of rows takes a
+//! heavy turn (`turns::HeavyTurns`). Users are held under their keys
+//! (`heavy_users::UserKeys`): nothing here names a user; session ids of a deleted user
+//! go at its next request (the deletion's mutation starts the fold over) or with the
+//! TTL.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::fold::StatsFold;
 use super::stats::UserStats;
 use super::turns::HeavyTurns;
-use crate::heavy_users::{self, HeavyUsers};
+use crate::heavy_users::{self, UserKeys};
+use crate::ttl_cache::TtlCache;
 
 mod replica;
 
@@ -39,11 +42,8 @@ pub const TTL: Duration = Duration::from_secs(600);
 /// Rounds of one answer (each more than the first needs a merge that raced its reads).
 const ROUNDS: usize = 4;
 
-struct Held {
-    fold: Arc<AsyncMutex<UserFold>>,
-    used: Instant,
-    sessions: usize,
-}
+/// A user's fold, shared by the requests for the user (one reads at a time).
+type SharedFold = Arc<AsyncMutex<UserFold>>;
 
 /// A user's fold and the node it reads (found on its first round).
 #[derive(Default)]
@@ -54,12 +54,14 @@ struct UserFold {
 
 /// Heavy users' folds on this replica.
 pub struct WarmStats {
-    held: Mutex<HashMap<u64, Held>>,
+    keys: UserKeys,
+    /// Each user's fold, weighing its sessions (`budget` in all), stamped whenever the
+    /// user is asked for.
+    folds: Mutex<TtlCache<u64, SharedFold>>,
     budget: usize,
-    ttl: Duration,
     /// Users found larger than the budget: the statement answers them until the TTL
-    /// has passed. Its keyed hash is the one of `held` too.
-    too_large: HeavyUsers<()>,
+    /// has passed.
+    too_large: Mutex<TtlCache<u64, ()>>,
     /// Rows folded (how much the folds cost ClickHouse).
     rows_folded: IntCounter,
     /// Sessions held.
@@ -87,10 +89,10 @@ impl WarmStats {
 
     pub fn with_ttl(budget: usize, ttl: Duration) -> WarmStats {
         WarmStats {
-            held: Mutex::new(HashMap::new()),
+            keys: UserKeys::default(),
+            folds: Mutex::new(TtlCache::new(budget, ttl)),
             budget,
-            ttl,
-            too_large: HeavyUsers::new(heavy_users::CAPACITY, ttl),
+            too_large: Mutex::new(TtlCache::new(heavy_users::CAPACITY, ttl)),
             rows_folded: IntCounter::new("rows_folded", "unregistered").expect("valid"),
             sessions_held: IntGauge::new("sessions_held", "unregistered").expect("valid"),
         }
@@ -114,26 +116,16 @@ impl WarmStats {
         self.budget > 0
     }
 
-    fn key(&self, project_id: u32, user_id: &str) -> u64 {
-        self.too_large.key(project_id, user_id)
-    }
-
     /// Whether a fold of this user is held (it is known to be heavy).
     pub fn holds(&self, project_id: u32, user_id: &str) -> bool {
-        let key = self.key(project_id, user_id);
-        let mut held = self.held.lock().expect("warm stats lock");
-        self.forget_idle(&mut held, Instant::now());
-        held.contains_key(&key)
+        let key = self.keys.key(project_id, user_id);
+        let mut folds = self.folds.lock().expect("warm stats lock");
+        folds.get(&key, Instant::now()).is_some()
     }
 
     /// Sessions held over all users.
     pub fn sessions(&self) -> usize {
-        let held = self.held.lock().expect("warm stats lock");
-        total_sessions(&held)
-    }
-
-    fn forget_idle(&self, held: &mut HashMap<u64, Held>, now: Instant) {
-        held.retain(|_, held| now.saturating_duration_since(held.used) < self.ttl);
+        self.folds.lock().expect("warm stats lock").total_weight()
     }
 
     /// The user's statistics from its fold (made on first use), reading rows in
@@ -145,20 +137,12 @@ impl WarmStats {
         user_id: &str,
         turns: &HeavyTurns,
     ) -> Result<Warm, StoreError> {
-        let key = self.key(project_id, user_id);
-        if self.too_large.get(key, Instant::now()).is_some() {
+        let key = self.keys.key(project_id, user_id);
+        let now = Instant::now();
+        if self.known_too_large(key, now) {
             return Ok(Warm::TooLarge);
         }
-        let fold = {
-            let mut held = self.held.lock().expect("warm stats lock");
-            let entry = held.entry(key).or_insert_with(|| Held {
-                fold: Arc::default(),
-                used: Instant::now(),
-                sessions: 0,
-            });
-            entry.used = Instant::now();
-            Arc::clone(&entry.fold)
-        };
+        let fold = self.fold_of(key, now);
         let mut user = fold.lock().await;
         let answer = match self
             .refresh(&mut user, store, project_id, user_id, turns)
@@ -177,40 +161,48 @@ impl WarmStats {
         }
         let sessions = user.fold.sessions();
         drop(user);
-        let mut held = self.held.lock().expect("warm stats lock");
-        if kept {
-            if let Some(entry) = held.get_mut(&key) {
-                entry.sessions = sessions;
-                entry.used = Instant::now();
-            }
-            self.keep_within_budget(&mut held, key);
-        } else {
-            held.remove(&key);
-        }
-        self.sessions_held.set(total_sessions(&held) as i64);
-        drop(held);
+        self.settle(key, kept.then_some(sessions), Instant::now());
         if matches!(answer, Ok(Warm::TooLarge)) {
-            self.too_large.remember(key, (), Instant::now());
+            let mut too_large = self.too_large.lock().expect("warm stats lock");
+            too_large.insert(key, (), 1, Instant::now());
         }
         answer
     }
 
-    /// Forgets the least recently used folds but `keep` until all fit the budget.
-    fn keep_within_budget(&self, held: &mut HashMap<u64, Held>, keep: u64) {
-        self.forget_idle(held, Instant::now());
-        let mut total = total_sessions(held);
-        while total > self.budget {
-            let oldest = held
-                .iter()
-                .filter(|(key, _)| **key != keep)
-                .min_by_key(|(_, held)| held.used)
-                .map(|(key, held)| (*key, held.sessions));
-            let Some((oldest, sessions)) = oldest else {
-                break;
-            };
-            held.remove(&oldest);
-            total -= sessions;
+    fn known_too_large(&self, key: u64, now: Instant) -> bool {
+        let mut too_large = self.too_large.lock().expect("warm stats lock");
+        too_large.get(&key, now).is_some()
+    }
+
+    /// The user's fold, stamped `now` (asked for); a new one, weighing nothing until it
+    /// is read, when none is held.
+    fn fold_of(&self, key: u64, now: Instant) -> SharedFold {
+        let mut folds = self.folds.lock().expect("warm stats lock");
+        if let Some(fold) = folds.touch(&key, now) {
+            return Arc::clone(fold);
         }
+        let fold = SharedFold::default();
+        folds.insert(key, Arc::clone(&fold), 0, now);
+        fold
+    }
+
+    /// Records what an answer left of the user's fold: kept (`Some` of its sessions),
+    /// it weighs its sessions and is stamped `now`, and the least recently asked for go
+    /// while the folds are over budget, never this one; otherwise it is dropped. A fold
+    /// evicted while it was read stays out.
+    fn settle(&self, key: u64, kept_sessions: Option<usize>, now: Instant) {
+        let mut folds = self.folds.lock().expect("warm stats lock");
+        match kept_sessions {
+            Some(sessions) => {
+                if folds.touch(&key, now).is_some() {
+                    folds.reweigh(&key, sessions, now);
+                }
+            }
+            None => {
+                folds.remove(&key);
+            }
+        }
+        self.sessions_held.set(folds.total_weight() as i64);
     }
 
     async fn refresh(
@@ -262,28 +254,17 @@ impl WarmStats {
     }
 }
 
-fn total_sessions(held: &HashMap<u64, Held>) -> usize {
-    held.values().map(|held| held.sessions).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hold(warm: &WarmStats, key: u64, sessions: usize, used: Instant) {
-        let mut held = warm.held.lock().unwrap();
-        held.insert(
-            key,
-            Held {
-                fold: Arc::default(),
-                used,
-                sessions,
-            },
-        );
+    fn hold(warm: &WarmStats, key: u64, used: Instant) {
+        let mut folds = warm.folds.lock().unwrap();
+        folds.insert(key, SharedFold::default(), 0, used);
     }
 
     fn keys(warm: &WarmStats) -> Vec<u64> {
-        let mut keys: Vec<u64> = warm.held.lock().unwrap().keys().copied().collect();
+        let mut keys: Vec<u64> = warm.folds.lock().unwrap().keys().copied().collect();
         keys.sort_unstable();
         keys
     }
@@ -292,13 +273,15 @@ mod tests {
     fn the_least_recently_asked_go_first_but_never_the_one_just_answered() {
         let warm = WarmStats::with_ttl(12, Duration::from_secs(60));
         let t0 = Instant::now();
-        hold(&warm, 1, 5, t0);
-        hold(&warm, 2, 5, t0 + Duration::from_secs(1));
-        hold(&warm, 3, 5, t0 + Duration::from_secs(2));
-        warm.keep_within_budget(&mut warm.held.lock().unwrap(), 1);
+        hold(&warm, 1, t0);
+        hold(&warm, 2, t0 + Duration::from_secs(1));
+        hold(&warm, 3, t0 + Duration::from_secs(2));
+        warm.settle(2, Some(5), t0 + Duration::from_secs(1));
+        warm.settle(3, Some(5), t0 + Duration::from_secs(2));
+        warm.settle(1, Some(5), t0);
         assert_eq!(keys(&warm), vec![1, 3], "2 was the least recent but 1");
-        hold(&warm, 4, 20, t0 + Duration::from_secs(3));
-        warm.keep_within_budget(&mut warm.held.lock().unwrap(), 4);
+        hold(&warm, 4, t0 + Duration::from_secs(3));
+        warm.settle(4, Some(20), t0 + Duration::from_secs(3));
         assert_eq!(keys(&warm), vec![4], "alone over the budget: the others go");
         assert_eq!(warm.sessions(), 20);
     }
@@ -308,15 +291,16 @@ mod tests {
         let ttl = Duration::from_secs(1);
         let warm = WarmStats::with_ttl(100, ttl);
         let long_ago = Instant::now() - 2 * ttl;
-        hold(&warm, warm.key(1, "idle"), 5, long_ago);
-        hold(&warm, warm.key(1, "recent"), 5, Instant::now());
+        hold(&warm, warm.keys.key(1, "idle"), long_ago);
+        hold(&warm, warm.keys.key(1, "recent"), Instant::now());
         assert!(!warm.holds(1, "idle"));
         assert!(warm.holds(1, "recent"));
         assert!(!warm.holds(2, "recent"), "the project is part of the key");
         let now = Instant::now();
-        warm.too_large.remember(7, (), now);
-        assert!(warm.too_large.get(7, now + ttl / 2).is_some());
-        assert!(warm.too_large.get(7, now + ttl).is_none());
-        assert!(warm.too_large.get(8, now).is_none());
+        let mut too_large = warm.too_large.lock().unwrap();
+        too_large.insert(7, (), 1, now);
+        assert!(too_large.get(&7, now + ttl / 2).is_some());
+        assert!(too_large.get(&7, now + ttl).is_none());
+        assert!(too_large.get(&8, now).is_none());
     }
 }
