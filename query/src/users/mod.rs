@@ -8,11 +8,11 @@
 //!
 //! Imports go one way, down this list:
 //! - this module: [`StatsReader`], which picks per request the statement or a fold;
-//! - [`warm`]: heavy users' folds kept on this replica ([`warm::replica`]: the node a
+//! - [`warm`]: heavy users' folds kept on this replica (`warm::replica`: the node a
 //!   fold reads);
-//! - [`fold`]: the pure fold over the table's parts, and why it is exact;
-//! - [`stats`] (the statistics as a value and as JSON) and [`turns`] (the limit on
-//!   heavy reads), which every module above shares.
+//! - [`stats`] (the statistics as a value and as JSON, also from a fold's) and
+//!   [`turns`] (the limit on heavy reads), which the modules above share;
+//! - [`fold`]: the pure fold over the table's parts, and why it is exact.
 
 pub mod fold;
 pub mod stats;
