@@ -362,7 +362,7 @@ for case in "stats-100 bench-100@example.com" "stats-heavy $HEAVY_USER"; do
     read -r label user <<<"$case"
     stats_sql=$("$BIN/examples/statement_sql" user-stats "$PROJECT_ID" "$user")
     # The first request of a heavy user reads all its rows into the replica's fold
-    # (query/src/warm_stats.rs); wrk's runs then measure the folds kept warm.
+    # (query/src/users/warm.rs); wrk's runs then measure the folds kept warm.
     first=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: $API_KEY" "$API/$(urlencode "$user")")
     say "$label: $(curl -sf -H "Authorization: $API_KEY" "$API/$(urlencode "$user")") (first request: ${first} s)"
     stats_runs+=("$(wrk_run "$label" service 1 "$API/$(urlencode "$user")" "Authorization: $API_KEY")")

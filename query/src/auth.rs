@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sessions_shared::clickhouse::Store;
 use sessions_control::tenancy::{hash_api_key, Tenancy, TenancyError};
+use sessions_shared::clickhouse::Store;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sessions_shared::clickhouse::Store;
 use sessions_control::jobs::runner::{JobRunner, RunnerSettings};
+use sessions_control::tenancy::TenancyError;
+use sessions_shared::clickhouse::Store;
 use sessions_shared::service::migrate_at_start;
 use sessions_shared::shutdown::Shutdown;
-use sessions_control::tenancy::TenancyError;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use warp::{Filter, Reply};

@@ -21,8 +21,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessions_shared::clickhouse::{Store, StoreError};
 use sessions_control::jobs::{Cancellation, JobJson, Jobs};
+use sessions_shared::clickhouse::{Store, StoreError};
 use sessions_shared::ops_http::{health_route, metrics_route, ready_route};
 use tracing::instrument;
 use warp::http::{header, HeaderValue, Method, StatusCode};
