@@ -1,5 +1,6 @@
 //! A tiny HTTP GET over a plain `TcpStream`, so tests can reach a real listener (the
-//! API, `/metrics`, `/readyz`) without an HTTP client dependency.
+//! API, `/metrics`, `/readyz`) without an HTTP client dependency; and a free loopback
+//! address for a listener a test starts in another process.
 //!
 //! The request is HTTP/1.0: the server then ends the body by closing the connection
 //! and never chunks it, so reading to the end gives the body as sent.
@@ -26,6 +27,12 @@ impl HttpResponse {
             .find(|(header_name, _)| *header_name == name)
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// A free port on 127.0.0.1 (bound and released: free unless someone takes it first).
+pub fn free_loopback_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("its address")
 }
 
 /// GETs `path` from `address` with the given request headers (e.g.

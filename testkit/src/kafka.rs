@@ -1,5 +1,5 @@
-//! Small Kafka helpers shared by the producer tool and the tests: topic creation and a
-//! producer that waits for every delivery.
+//! Small Kafka helpers shared by the producer tool and the tests: the brokers the tests
+//! use, topic creation and a producer that waits for every delivery.
 
 use std::time::Duration;
 
@@ -8,6 +8,19 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// The single broker (`KAFKA_BROKERS`, default `scripts/services.sh`'s
+/// `127.0.0.1:9092`).
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The three-broker cluster of the broker-loss test (`KAFKA_CLUSTER_BROKERS`, default
+/// `scripts/services.sh start kafka-cluster`'s).
+pub fn cluster_brokers() -> String {
+    std::env::var("KAFKA_CLUSTER_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203".into())
+}
 
 /// Creates `topic` with `partitions` partitions; an existing topic is fine. On a
 /// cluster of three brokers or more the topic has three replicas and takes a write

@@ -1,8 +1,11 @@
 //! `sessions-testkit`: test and load tooling for the sessions read model. It holds
 //! what the tests, benchmarks, examples and the `sessions-producer` load tool share:
 //! a seeded workload with its expected rows, Kafka producer helpers, a freshly
-//! migrated ClickHouse database per test, a tiny HTTP GET, and the checks of the
-//! decoder's fuzz target.
+//! migrated ClickHouse database per test, a tiny HTTP GET, the checks of the
+//! decoder's fuzz target; and for the integration tests of every crate, the turns
+//! that keep a disruptive test from overlapping the others (`serial`), the services
+//! script the fault tests drive (`services`) and the ingest worker as they run it
+//! (`worker`).
 //!
 //! Never a dependency of the services: `sessions-ingest`, `sessions-query` and
 //! `sessions-control` (with `sessions-admin`) take it as a dev-dependency only, and the
@@ -12,4 +15,7 @@ pub mod clickhouse;
 pub mod fuzz_check;
 pub mod http;
 pub mod kafka;
+pub mod serial;
+pub mod services;
+pub mod worker;
 pub mod workload;
