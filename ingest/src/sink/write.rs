@@ -1,0 +1,230 @@
+//! Writing a flush: the rows of the changed sessions, in an order that keeps a crash
+//! in between harmless, then the dead letters.
+//!
+//! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
+//! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
+//! written under for the first time), (2) `session_applied` (the applied-set chunk of
+//! each changed session whose set is too large to sit in its state: only the indexes
+//! applied since its last durable write, or a checkpoint; see `durable_state`), (3)
+//! `session_state` (each changed session's state, naming every key it was ever written
+//! under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
+//! tombstoned yet, and the live row), (5) `rejected_events`. The order matters for a
+//! crash in between: a key is always durable in `session_keys` (and in the state)
+//! before a row under it, so a worker that loads the session knows every key to
+//! tombstone; a state is never durable before the chunks it rests on. All writes are
+//! idempotent (ReplacingMergeTree, versions that only grow, a retried flush plans the
+//! same chunks), so retrying a flush, or replaying it after a crash, changes nothing.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use sessions_events::useragent::AgentParser;
+use sessions_shared::clickhouse::{Row, RowWrite};
+use sessions_shared::clock::epoch_seconds;
+use sessions_shared::read_model::{Session, SessionRecord};
+use tracing::instrument;
+
+use super::{RejectedRecord, Sink, SinkError};
+use crate::aggregator::FlushItem;
+use crate::durable_state;
+
+#[derive(Row, Serialize)]
+struct StateRecord<'a> {
+    session_id: u64,
+    version: u64,
+    state: &'a str,
+    updated_at: u32,
+}
+
+#[derive(Row, Serialize)]
+struct AppliedRecord<'a> {
+    session_id: u64,
+    version: u64,
+    base_version: u64,
+    ranges: &'a str,
+    written_at: u32,
+}
+
+#[derive(Row, Serialize)]
+struct KeyRecord<'a> {
+    session_id: u64,
+    project_id: u32,
+    user_id: &'a str,
+    start_ts: i64,
+    written_at: u32,
+}
+
+impl Sink {
+    /// Writes one flush (see the module contract): the sessions in chunks of at most
+    /// the flush share of the memory budget (each chunk in the contract's order), then
+    /// the dead letters.
+    #[instrument(skip_all, fields(sessions = items.len(), rejected = rejected.len()))]
+    pub async fn write_flush(
+        &self,
+        items: &[FlushItem<'_>],
+        rejected: &[RejectedRecord],
+    ) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let updated_at = epoch_seconds();
+        let mut chunk_start = 0;
+        let mut chunk_bytes = 0;
+        for (position, item) in items.iter().enumerate() {
+            let bytes = item.persisted.memory_bytes();
+            if position > chunk_start && chunk_bytes + bytes > self.flush_chunk_bytes {
+                self.write_sessions(&items[chunk_start..position], updated_at)
+                    .await?;
+                (chunk_start, chunk_bytes) = (position, 0);
+            }
+            chunk_bytes += bytes;
+        }
+        self.write_sessions(&items[chunk_start..], updated_at)
+            .await?;
+        self.insert_rows::<RejectedRecord>("rejected_events", rejected)
+            .await?;
+        self.metrics
+            .insert_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The keys, states and rows of some sessions, in that order.
+    async fn write_sessions(
+        &self,
+        items: &[FlushItem<'_>],
+        updated_at: u32,
+    ) -> Result<(), SinkError> {
+        let parser = AgentParser::shared();
+
+        let key_records: Vec<KeyRecord<'_>> = items
+            .iter()
+            .flat_map(|item| {
+                let session_id = item.persisted.state.session_id;
+                item.persisted
+                    .keys_to_record()
+                    .iter()
+                    .map(move |key| KeyRecord {
+                        session_id,
+                        project_id: key.project_id,
+                        user_id: &key.user_id,
+                        start_ts: key.start_ts,
+                        written_at: updated_at,
+                    })
+            })
+            .collect();
+        self.insert_rows::<KeyRecord<'_>>("session_keys", &key_records)
+            .await?;
+
+        // Chunks before the states that need them (durable_state: a state is never
+        // durable without its chain).
+        let chunks: Vec<(u64, u64, u64, String)> = items
+            .iter()
+            .filter_map(|item| {
+                let chunk = item.applied.chunk.as_ref()?;
+                let ranges = serde_json::to_string(chunk.ranges).expect("ranges serialize");
+                let session_id = item.persisted.state.session_id;
+                Some((session_id, chunk.version, chunk.base_version, ranges))
+            })
+            .collect();
+        let applied_records: Vec<AppliedRecord<'_>> = chunks
+            .iter()
+            .map(
+                |(session_id, version, base_version, ranges)| AppliedRecord {
+                    session_id: *session_id,
+                    version: *version,
+                    base_version: *base_version,
+                    ranges,
+                    written_at: updated_at,
+                },
+            )
+            .collect();
+        self.insert_rows::<AppliedRecord<'_>>("session_applied", &applied_records)
+            .await?;
+        self.count_state_bytes("session_applied", chunks.iter().map(|chunk| chunk.3.len()));
+
+        let states: Vec<(u64, u64, String)> = items
+            .iter()
+            .map(|item| {
+                let state = &item.persisted.state;
+                let json = durable_state::encode(item.persisted, &item.applied);
+                (state.session_id, state.applied_events(), json)
+            })
+            .collect();
+        let state_records: Vec<StateRecord<'_>> = states
+            .iter()
+            .map(|(session_id, version, state)| StateRecord {
+                session_id: *session_id,
+                version: *version,
+                state,
+                updated_at,
+            })
+            .collect();
+        self.insert_rows::<StateRecord<'_>>("session_state", &state_records)
+            .await?;
+        self.count_state_bytes("session_state", states.iter().map(|state| state.2.len()));
+
+        let mut live = Vec::with_capacity(items.len());
+        let mut tombstones = Vec::new();
+        for item in items {
+            let state = &item.persisted.state;
+            let row = state.to_row(|agent| parser.derive(agent));
+            let current_key = row.session.key();
+            for old_key in item.persisted.keys_to_tombstone(&current_key) {
+                tombstones.push((
+                    Session::tombstone(state.session_id, old_key),
+                    state.applied_events(),
+                ));
+            }
+            live.push((row, state.applied_events()));
+        }
+        let session_records: Vec<SessionRecord<'_>> = tombstones
+            .iter()
+            .map(|(tombstone, applied)| SessionRecord::tombstone(tombstone, *applied, updated_at))
+            .chain(live.iter().map(|(row, applied)| {
+                SessionRecord::live(&row.session, row.ended, *applied, updated_at)
+            }))
+            .collect();
+        self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
+            .await
+    }
+
+    /// Counts the bytes of durable state (JSON states, chunk ranges) written to `table`.
+    fn count_state_bytes(&self, table: &str, lengths: impl Iterator<Item = usize>) {
+        self.metrics
+            .state_bytes_written
+            .with_label_values(&[table])
+            .inc_by(lengths.sum::<usize>() as u64);
+    }
+
+    /// One INSERT of `rows` into `table` (none when there are no rows), under the insert
+    /// time bound, counted in `rows_written_total`.
+    async fn insert_rows<T: Row + RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T::Value<'_>],
+    ) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .run_for(self.insert_timeout, |client| {
+                // The insert outlives this call's borrow of the node's client.
+                let client = client.clone();
+                async move {
+                    let mut insert = client
+                        .insert::<T>(table)
+                        .await?
+                        .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+                    for row in rows {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await
+                }
+            })
+            .await?;
+        self.metrics
+            .rows_written
+            .with_label_values(&[table])
+            .inc_by(rows.len() as u64);
+        Ok(())
+    }
+}
