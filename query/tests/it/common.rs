@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sessions_control::tenancy::{Project, Tenancy};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::clickhouse::Store;
 use sessions_shared::read_model::{Session, SessionRecord};
-use sessions_control::tenancy::{Project, Tenancy};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
 use sessions_testkit::http::http_get;
 use tokio::sync::watch;

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for_sessions, ChildGuard, Fixture};
 use serde_json::Value;
+use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
-use sessions_control::tenancy::Tenancy;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use common::{body_json, error_message, fetch_all_pages, nodes_holding, session, Fixture};
 use serde_json::Value;
+use sessions_control::jobs::runner::{Attempt, JobRunner, RunnerSettings};
+use sessions_control::jobs::{JobStatus, Jobs};
 use sessions_query::sessions::SCAN_MAX_ROWS;
 use sessions_query::users::StatsReader;
 use sessions_query::Settings;
 use sessions_shared::clickhouse::{Layout, Store, StoreError};
-use sessions_control::jobs::runner::{Attempt, JobRunner, RunnerSettings};
-use sessions_control::jobs::{JobStatus, Jobs};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, cluster_target, Target};
 
