@@ -11,28 +11,20 @@
 //! messages so far; the worker process never exits; no dead letter is written (every
 //! message is healthy).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    cluster_brokers, produce_throughout, service, wait_for_sessions, ChildGuard, Fixture,
-};
+use crate::common::{produce_throughout, wait_for_sessions, ChildGuard, Fixture};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::kafka::cluster_brokers;
+use sessions_testkit::serial;
+use sessions_testkit::services::{service, StartOnDrop};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 use tokio::task::JoinHandle;
-
-/// Starts every cluster broker again when dropped, even if the test fails midway.
-struct BrokersGuard;
-impl Drop for BrokersGuard {
-    fn drop(&mut self) {
-        service("start", "kafka-cluster");
-    }
-}
 
 /// Sessions of one phase: their own ids, so phases add up.
 fn phase_workload(phase: u64) -> Workload {
@@ -126,9 +118,11 @@ impl Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_lost_while_events_flow_leave_every_session_exact() {
+    let _turn = serial::exclusive();
     let brokers = cluster_brokers();
-    let _restart = BrokersGuard;
-    let fixture = Fixture::on_brokers(&brokers, &common::legacy_target(), "brokers", 4).await;
+    // Every cluster broker started again, even if the test fails midway.
+    let _restart = StartOnDrop::new(&["kafka-cluster"]);
+    let fixture = Fixture::on_brokers(&brokers, &legacy_target(), "brokers", 4).await;
     let worker = ChildGuard(fixture.spawn_process(&[]));
     let mut run = Run {
         fixture,

@@ -2,25 +2,25 @@
 //! keeps its offsets, resumes by itself, and every row ends exact.
 //!
 //! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh) to stop and start the
-//! local 18.16 server; it is its own test binary, so no other test runs meanwhile.
-
-mod common;
+//! local 18.16 server; its turn is exclusive, so no other test runs meanwhile.
 
 use std::time::{Duration, Instant};
 
-use common::{
-    clickhouse_service, metric_value, wait_for_sessions, ClickHouseRestartGuard, Fixture,
-    InProcessWorker,
-};
+use crate::common::{wait_for_sessions, Fixture};
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
+use sessions_testkit::services::{self, service, StartOnDrop};
+use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_mid_stream_loses_nothing() {
-    if std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
+    let _turn = serial::exclusive();
+    if services::script().is_none() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
     }
-    let fixture = Fixture::new(&common::legacy_target(), "outage", 2).await;
+    let fixture = Fixture::new(&legacy_target(), "outage", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 21,
         sessions: 600,
@@ -33,8 +33,8 @@ async fn a_clickhouse_outage_mid_stream_loses_nothing() {
     let worker = InProcessWorker::start(fixture.settings(&[])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let guard = ClickHouseRestartGuard;
-    clickhouse_service("stop");
+    let guard = StartOnDrop::new(&["clickhouse"]);
+    service("stop", "clickhouse");
     let outage = Instant::now();
     fixture.produce(second).await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;

@@ -3,12 +3,13 @@
 //! (every 5 s), no session was evicted, and every row is exact, the two odd sessions'
 //! included.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{metric_value, wait_for_sessions, Fixture, InProcessWorker};
+use crate::common::{wait_for_sessions, Fixture};
 use sessions_shared::read_model::Session;
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
+use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn page(session_id: u64, timestamp: i64) -> Vec<u8> {
@@ -20,7 +21,8 @@ fn page(session_id: u64, timestamp: i64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_future_or_far_past_timestamp_evicts_nobody_else() {
-    let fixture = Fixture::new(&common::legacy_target(), "clock", 2).await;
+    let _turn = serial::shared();
+    let fixture = Fixture::new(&legacy_target(), "clock", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 8,
         sessions: 200,

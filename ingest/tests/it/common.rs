@@ -1,44 +1,27 @@
-//! Test support: unique topics and databases, in-process and child-process workers,
-//! and waiting for the read model to match a reference.
-
-#![allow(dead_code)]
+//! The ingest tests' own helpers: a topic and a database per test, the worker as a
+//! child process (the in-process worker and the services script are the test kit's:
+//! `sessions_testkit::worker`, `sessions_testkit::services`), producing while a test
+//! changes something, and waiting for the read model to match a reference.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use rand::Rng;
 use serde::Deserialize;
 use sessions_ingest::IngestSettings;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_shared::read_model::{all_live_sessions_sql, Session};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
-use sessions_testkit::http::http_get;
-use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
+use sessions_testkit::worker::WorkerFlags;
 use sessions_testkit::workload::PlannedMessage;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// The three-broker Kafka cluster (`scripts/services.sh start kafka-cluster`).
-pub fn cluster_brokers() -> String {
-    std::env::var("KAFKA_CLUSTER_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203".into())
-}
-
-#[allow(unused_imports)]
-pub use sessions_testkit::clickhouse::legacy_target;
 
 /// A topic and a database of the test's own.
 pub struct Fixture {
     pub db: TestDatabase,
     pub topic: String,
-    pub group: String,
     /// The brokers its topic is on.
     pub brokers: String,
 }
@@ -65,53 +48,25 @@ impl Fixture {
             .expect("test database");
         Fixture {
             db,
-            group: format!("{topic}-group"),
             topic,
             brokers: brokers.to_owned(),
         }
     }
 
-    /// Worker settings for this fixture (fast flushes, short group timeouts).
+    /// The flags of a worker of this fixture (fast flushes, short group timeouts).
+    fn worker_flags(&self) -> WorkerFlags {
+        WorkerFlags::new(&self.db.settings, &self.brokers, &self.topic)
+    }
+
+    /// Worker settings for this fixture, `extra` flags replacing its own.
     pub fn settings(&self, extra: &[&str]) -> IngestSettings {
-        let mut args: Vec<String> = vec!["sessions-ingest".into()];
-        for (flag, value) in self.flags_unless_in(extra) {
-            args.push(flag.into());
-            args.push(value);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        IngestSettings::try_parse_from(args).expect("settings")
-    }
-
-    /// The fixture's flags, minus those `extra` sets itself.
-    fn flags_unless_in(&self, extra: &[&str]) -> Vec<(&'static str, String)> {
-        let mut flags = self.flags();
-        flags.retain(|(flag, _)| !extra.contains(flag));
-        flags
-    }
-
-    fn flags(&self) -> Vec<(&'static str, String)> {
-        let mut flags = self.db.settings.to_flags();
-        flags.extend([
-            ("--kafka-brokers", self.brokers.clone()),
-            ("--kafka-topic", self.topic.clone()),
-            ("--kafka-group", self.group.clone()),
-            ("--kafka-session-timeout-ms", "6000".into()),
-            ("--kafka-heartbeat-interval-ms", "3000".into()),
-            ("--metrics-addr", "127.0.0.1:0".into()),
-            ("--flush-interval", "200".into()),
-            ("--retry-max-backoff", "1000".into()),
-        ]);
-        flags
+        self.worker_flags().settings(extra)
     }
 
     /// The worker binary as a child process (for SIGKILL).
     pub fn spawn_process(&self, extra: &[&str]) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-ingest"));
-        for (flag, value) in self.flags_unless_in(extra) {
-            command.arg(flag).arg(value);
-        }
-        command
-            .args(extra)
+        Command::new(env!("CARGO_BIN_EXE_sessions-ingest"))
+            .args(self.worker_flags().args(extra))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -199,29 +154,6 @@ fn key_and_payload(message: &PlannedMessage) -> (Option<&str>, &[u8]) {
     (Some(message.key.as_str()), message.payload.as_slice())
 }
 
-/// `services.sh ACTION clickhouse` (the outage tests).
-pub fn clickhouse_service(action: &str) {
-    service(action, "clickhouse");
-}
-
-/// `services.sh ACTION SERVICE` (the fault tests; `SESSIONS_SERVICES_SCRIPT` names it).
-pub fn service(action: &str, service: &str) {
-    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
-    let status = Command::new("bash")
-        .args([script.as_str(), action, service])
-        .status()
-        .unwrap();
-    assert!(status.success(), "services.sh {action} {service}");
-}
-
-/// Starts ClickHouse again when dropped, even if the test fails midway.
-pub struct ClickHouseRestartGuard;
-impl Drop for ClickHouseRestartGuard {
-    fn drop(&mut self) {
-        clickhouse_service("start");
-    }
-}
-
 /// A worker process, SIGKILLed when dropped (a test that fails midway leaves none).
 pub struct ChildGuard(pub Child);
 
@@ -238,57 +170,6 @@ impl ChildGuard {
         let exited = self.0.try_wait().expect("worker status");
         assert!(exited.is_none(), "the worker exited {when}: {exited:?}");
     }
-}
-
-/// A worker running in this process.
-pub struct InProcessWorker {
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<anyhow::Result<()>>,
-    pub metrics_addr: SocketAddr,
-}
-
-impl InProcessWorker {
-    pub async fn start(settings: IngestSettings) -> InProcessWorker {
-        sessions_shared::telemetry::init_logging();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = listener.local_addr().unwrap();
-        let (stop, shutdown) = watch::channel(false);
-        let handle = tokio::spawn(sessions_ingest::run(settings, listener, shutdown.into()));
-        InProcessWorker {
-            stop,
-            handle,
-            metrics_addr,
-        }
-    }
-
-    /// Graceful stop: flush, commit, leave the group.
-    pub async fn stop(self) {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(60), self.handle)
-            .await
-            .expect("worker stops in time")
-            .expect("worker task")
-            .expect("worker ends cleanly");
-    }
-
-    /// The worker's /metrics text.
-    pub async fn metrics(&self) -> String {
-        http_get(self.metrics_addr, "/metrics", &[])
-            .await
-            .expect("GET /metrics")
-            .body
-    }
-}
-
-/// The value of one sample line of a Prometheus text page (`name{labels} value`).
-pub fn metric_value(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in metrics"))
 }
 
 pub async fn live_sessions(store: &Store) -> Vec<Session> {

@@ -4,17 +4,19 @@
 
 use serde_json::Value;
 use sessions_events::event::decode_message;
+use sessions_testkit::serial;
 use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
 
 fn validator() -> jsonschema::Validator {
     let schema: Value =
-        serde_json::from_str(include_str!("../../schemas/tracker-event.schema.json"))
+        serde_json::from_str(include_str!("../../../schemas/tracker-event.schema.json"))
             .expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
 
 #[test]
 fn every_generated_message_is_valid() {
+    let _turn = serial::shared();
     let validator = validator();
     let workload = Workload::generate(&WorkloadConfig {
         sessions: 200,
@@ -32,6 +34,7 @@ fn every_generated_message_is_valid() {
 
 #[test]
 fn bad_inputs_are_invalid_and_rejected_by_the_decoder_too() {
+    let _turn = serial::shared();
     let validator = validator();
     for (payload, reason) in bad_messages(1, 99) {
         if matches!(
@@ -54,6 +57,7 @@ fn bad_inputs_are_invalid_and_rejected_by_the_decoder_too() {
 
 #[test]
 fn the_schema_and_the_decoder_agree_on_edge_cases() {
+    let _turn = serial::shared();
     let validator = validator();
     let cases = [
         r#"[]"#,

@@ -1,16 +1,17 @@
 //! A seeded stream through the real broker and the worker into real ClickHouse: every
 //! session row equals the reference, field by field.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{metric_value, session_ids_of_user, wait_for_sessions, Fixture, InProcessWorker};
-use sessions_testkit::clickhouse::clickhouse_engines;
+use crate::common::{session_ids_of_user, wait_for_sessions, Fixture};
+use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target};
+use sessions_testkit::serial;
+use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(&target, "exact", 4).await;
         let workload = Workload::generate(&WorkloadConfig {
@@ -77,7 +78,8 @@ async fn a_seeded_stream_gives_the_reference_rows_on_both_engines() {
 /// session was evicted: counts stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_redelivery_and_late_events_after_eviction_stay_exact() {
-    let fixture = Fixture::new(&common::legacy_target(), "late", 2).await;
+    let _turn = serial::shared();
+    let fixture = Fixture::new(&legacy_target(), "late", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 11,
         sessions: 120,

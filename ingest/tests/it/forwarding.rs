@@ -3,14 +3,13 @@
 //! keyless messages, so every session's events arrive on every partition; one worker
 //! is SIGKILLed mid-stream. Every session row is exact, which holds only if each
 //! session is applied by one worker (events forwarded to their session's home
-//! partition, carriers committed after the forward). Its own test binary: consumer-
-//! group tests run one at a time.
-
-mod common;
+//! partition, carriers committed after the forward).
 
 use std::time::{Duration, Instant};
 
-use common::{wait_for_progress, wait_for_sessions, Fixture};
+use crate::common::{wait_for_progress, wait_for_sessions, Fixture};
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 /// Kills the worker processes if the test fails before it does.
@@ -26,8 +25,9 @@ impl Drop for Workers {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_and_keyless_batches_with_three_workers_and_a_kill_stay_exact() {
+    let _turn = serial::shared();
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_target(), "forward", 6).await;
+    let fixture = Fixture::new(&legacy_target(), "forward", 6).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 1_234,
         sessions: 600,

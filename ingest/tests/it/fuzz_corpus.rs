@@ -3,21 +3,15 @@
 //! (`sessions_testkit::fuzz_check`), allocation bound included, on the stable
 //! toolchain. No services needed.
 //!
-//! The allocation counters are process-wide: the tests of this binary take turns.
+//! The allocation counters are process-wide (the counting allocator is the binary's,
+//! installed in `main.rs`): these tests take exclusive turns, so that no other test
+//! allocates during a check.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sessions_events::event::MAX_MESSAGE_BYTES;
-use sessions_testkit::fuzz_check::{self, CheckReport, PeakAlloc};
-
-#[global_allocator]
-static ALLOCATOR: PeakAlloc = PeakAlloc;
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use sessions_testkit::fuzz_check::{self, CheckReport};
+use sessions_testkit::serial;
 
 fn corpus_files() -> Vec<PathBuf> {
     let directory =
@@ -33,7 +27,7 @@ fn corpus_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_corpus_input_passes_the_fuzz_checks() {
-    let _turn = one_at_a_time();
+    let _turn = serial::exclusive();
     let files = corpus_files();
     assert!(files.len() >= 7, "the seeds are missing: {files:?}");
     let mut failed = Vec::new();
@@ -75,7 +69,7 @@ fn every_corpus_input_passes_the_fuzz_checks() {
 /// `sessionId` is written as a number.
 #[test]
 fn messages_at_the_size_limit_re_encode_within_it() {
-    let _turn = one_at_a_time();
+    let _turn = serial::exclusive();
     let head = r#"{"projectId":1,"sessionId":"9","index":0,"timestamp":1700000000000,"type":"session_start","userUuid":"1b4e28ba-2fa1-11d2-883f-0016d3cca427","userAgent":""#;
     let tail = r#""}"#;
     let padding = "a".repeat(MAX_MESSAGE_BYTES - head.len() - tail.len());

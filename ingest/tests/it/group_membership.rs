@@ -1,17 +1,19 @@
 //! Two workers in one consumer group, one leaving mid-stream: every session row is
-//! exact. (Its own test binary, so consumer-group tests run one at a time.)
-
-mod common;
+//! exact.
 
 use std::time::{Duration, Instant};
 
-use common::{wait_for_progress, wait_for_sessions, Fixture, InProcessWorker};
+use crate::common::{wait_for_progress, wait_for_sessions, Fixture};
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
+use sessions_testkit::worker::InProcessWorker;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_with_one_leaving_mid_stream() {
+    let _turn = serial::shared();
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_target(), "group", 4).await;
+    let fixture = Fixture::new(&legacy_target(), "group", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 3,
         sessions: 800,

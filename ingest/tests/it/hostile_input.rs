@@ -2,17 +2,19 @@
 //! among good traffic, the messages an attacker or a broken producer can send. The
 //! worker never restarts, its peak resident memory stays under the ceiling, every good
 //! event counts exactly, valid-but-huge sessions are exact, and no message writes more
-//! than 101 dead letters. Its own test binary.
-
-mod common;
+//! than 101 dead letters. Its turn is exclusive: a million-event session and 330,000-
+//! element batches keep both cores busy for minutes, which would stretch any
+//! neighbour's time bounds.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_progress, ChildGuard, Fixture};
+use crate::common::{live_sessions, wait_for_progress, ChildGuard, Fixture};
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 const MEMORY_LIMIT: usize = 256 << 20;
@@ -139,8 +141,9 @@ fn peak_resident_bytes(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_costs_bounded_memory_and_loses_no_good_event() {
+    let _turn = serial::exclusive();
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_target(), "hostile", 2).await;
+    let fixture = Fixture::new(&legacy_target(), "hostile", 2).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 5,
         sessions: 300,

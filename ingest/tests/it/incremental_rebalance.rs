@@ -6,15 +6,14 @@
 //! session ends exact. Run for the default (`cooperative`: cooperative-sticky on the
 //! classic protocol) and for KIP-848's `consumer` protocol.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{
-    metric_value, produce_throughout, wait_for_sessions, ChildGuard, Fixture, InProcessWorker,
-};
-use sessions_testkit::http::http_get;
+use crate::common::{produce_throughout, wait_for_sessions, ChildGuard, Fixture};
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::http::{free_loopback_address, http_get};
+use sessions_testkit::serial;
+use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 const PARTITIONS: i32 = 6;
@@ -57,16 +56,9 @@ async fn wait_for_assignment(
     }
 }
 
-/// A free loopback address for a worker process's metrics.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-}
-
 async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_target(), "incremental", PARTITIONS).await;
+    let fixture = Fixture::new(&legacy_target(), "incremental", PARTITIONS).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed,
         sessions: 1_200,
@@ -85,7 +77,7 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
     let sum = |assigned: &[i64]| assigned.iter().sum::<i64>();
 
     let a = InProcessWorker::start(fixture.settings(&flags)).await;
-    let a_addr = a.metrics_addr;
+    let a_addr = a.metrics_address;
     wait_for_assignment("A alone", &[a_addr], Duration::from_secs(30), |n| {
         n[0] == all
     })
@@ -98,7 +90,7 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
 
     // B joins: A gives up exactly what B gets, and keeps the rest unrevoked.
     let b = InProcessWorker::start(fixture.settings(&flags)).await;
-    let b_addr = b.metrics_addr;
+    let b_addr = b.metrics_address;
     wait_for_assignment(
         "B joined",
         &[a_addr, b_addr],
@@ -110,7 +102,7 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
     assert_eq!(a_revoked, all - a_owns, "A lost only the partitions B took");
 
     // C joins (a process): A and B give up only what C gets.
-    let c_addr = free_addr();
+    let c_addr = free_loopback_address();
     let c_metrics = c_addr.to_string();
     let mut c_flags = flags.to_vec();
     c_flags.extend(["--metrics-addr", c_metrics.as_str()]);
@@ -183,10 +175,12 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_moves_only_what_changes_owner() {
+    let _turn = serial::shared();
     rebalances_move_only_what_changes_owner("cooperative", 71).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip_848_consumer_protocol_moves_only_what_changes_owner() {
+    let _turn = serial::shared();
     rebalances_move_only_what_changes_owner("consumer", 72).await;
 }

@@ -6,25 +6,25 @@
 //! exact.
 //!
 //! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh) to stop and start the
-//! local 18.16 server; it is its own test binary, so no other test runs meanwhile.
-
-mod common;
+//! local 18.16 server; its turn is exclusive, so no other test runs meanwhile.
 
 use std::time::{Duration, Instant};
 
-use common::{
-    clickhouse_service, metric_value, wait_for_sessions, ClickHouseRestartGuard, Fixture,
-    InProcessWorker,
-};
+use crate::common::{wait_for_sessions, Fixture};
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
+use sessions_testkit::services::{self, service, StartOnDrop};
+use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
-    if std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
+    let _turn = serial::exclusive();
+    if services::script().is_none() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
     }
-    let fixture = Fixture::new(&common::legacy_target(), "rebalance", 4).await;
+    let fixture = Fixture::new(&legacy_target(), "rebalance", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 44,
         sessions: 300,
@@ -39,8 +39,8 @@ async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
         InProcessWorker::start(fixture.settings(&["--retry-max-backoff", "15000"])).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let guard = ClickHouseRestartGuard;
-    clickhouse_service("stop");
+    let guard = StartOnDrop::new(&["clickhouse"]);
+    service("stop", "clickhouse");
     let outage = Instant::now();
     fixture.produce(second).await;
     // Wait until the worker has failed five times: its next wait is 6.4 s or more.

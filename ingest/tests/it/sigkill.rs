@@ -2,19 +2,20 @@
 //! by a new worker process (which waits in the group until the broker expires the dead
 //! member), then a last one: every session row is exact.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{live_sessions, wait_for_progress, wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{live_sessions, wait_for_progress, wait_for_sessions, ChildGuard, Fixture};
 use rand::Rng;
+use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
+    let _turn = serial::shared();
     let started = Instant::now();
-    let fixture = Fixture::new(&common::legacy_target(), "kill", 4).await;
+    let fixture = Fixture::new(&legacy_target(), "kill", 4).await;
     let workload = Workload::generate(&WorkloadConfig {
         seed: 99,
         sessions: 1_600,

@@ -11,6 +11,7 @@ use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::metrics::IngestMetrics;
 use sessions_ingest::sink::Sink;
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::serial;
 
 const SESSION: u64 = 4_813_018_042_986_240;
 const SPARSE_INDEXES: u64 = 1_000_000;
@@ -52,6 +53,7 @@ async fn flush(aggregator: &mut Aggregator, sink: &Sink) {
 
 #[tokio::test]
 async fn a_flush_of_a_million_index_session_writes_what_changed() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "state_deltas")
             .await

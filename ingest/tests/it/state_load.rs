@@ -18,6 +18,7 @@ use sessions_ingest::sink::{Sink, SinkError};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::SessionKey;
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::serial;
 
 #[derive(Row, Serialize)]
 struct KeyRow {
@@ -77,6 +78,7 @@ fn row(persisted: &PersistedSession) -> StateRow {
 
 #[tokio::test]
 async fn the_latest_version_wins_and_every_recorded_key_is_added() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "state_load")
             .await
@@ -179,6 +181,7 @@ async fn load_one(sink: &Sink, session_id: u64) -> PersistedSession {
 /// state of applying the same distinct events once.
 #[tokio::test]
 async fn chained_states_survive_orphans_retries_and_tied_owners() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "state_chain")
             .await

@@ -8,17 +8,16 @@
 //!   reference computed from the seeded stream;
 //! - a session of the same user id first seen after the job is kept.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{wait_for_sessions, ChildGuard, Fixture};
 use serde_json::Value;
 use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::serial;
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 
 /// The API in-process, with deletions that start at once and settle in a second.
@@ -149,6 +148,7 @@ fn expect_stats(sessions: &[Session]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let started = Instant::now();
         let fixture = Fixture::new(&target, "erasure", 4).await;
