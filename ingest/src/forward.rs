@@ -339,8 +339,9 @@ mod tests {
     #[test]
     fn forwards_are_cut_into_messages_the_home_accepts() {
         use sessions_events::event::decode_message;
-        let big_user = "u".repeat(300_000);
-        let events: Vec<Event<'static>> = (0..10)
+        // The longest user id a decoded event has, in enough events to fill ~3.4 MiB.
+        let big_user = "u".repeat(sessions_shared::read_model::MAX_USER_ID_BYTES);
+        let events: Vec<Event<'static>> = (0..10_000)
             .map(|index| Event {
                 kind: EventKind::UserId,
                 user_id: Some(std::borrow::Cow::Owned(big_user.clone())),
@@ -356,7 +357,7 @@ mod tests {
             assert!(decoded.rejections.is_empty());
             decoded_events.extend(decoded.events.into_iter().map(|e| e.index));
         }
-        assert_eq!(decoded_events, (0..10).collect::<Vec<u64>>());
+        assert_eq!(decoded_events, (0..10_000).collect::<Vec<u64>>());
         let alone = encode_messages(&events[..1]);
         assert_eq!(alone.len(), 1);
         assert_eq!(alone[0][0], b'{', "one event is one object");

@@ -463,6 +463,11 @@ pub fn bad_messages(project_id: u32, good_session_id: u64) -> Vec<(Vec<u8>, &'st
             "bad_type",
         ),
         (json!(null), "not_an_event"),
+        (
+            json!({"projectId": project_id, "sessionId": "1", "index": 0, "timestamp": 5,
+                   "type": "user_id", "userId": "u".repeat(257)}),
+            "field_too_long",
+        ),
     ];
     for (position, (bad, reason)) in batch_bad.iter().enumerate() {
         let batch = json!([good(position as u64), bad]);

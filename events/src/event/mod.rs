@@ -42,6 +42,7 @@ use serde_json::value::RawValue;
 pub use encode::{encode_batch, encode_event};
 use json_visitor::{MessageSeed, MessageShape};
 use validation::FieldError;
+pub use validation::{USER_AGENT_BYTES, USER_COUNTRY_BYTES, USER_FAMILY_BYTES};
 
 /// Largest message accepted (the event contract: "At most 1 MiB").
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -70,13 +71,15 @@ pub enum RejectReason {
     BadType,
     /// A number outside its allowed range (zero or negative timestamp, projectId 0, …).
     OutOfRange,
+    /// A text the API could never name (`userId` over 256 bytes).
+    FieldTooLong,
     /// The count of a batch's bad elements past [`MAX_REJECTIONS_PER_MESSAGE`].
     TooManyRejections,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that must show zero counts from the start.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Empty,
         RejectReason::TooLarge,
         RejectReason::InvalidUtf8,
@@ -85,6 +88,7 @@ impl RejectReason {
         RejectReason::MissingField,
         RejectReason::BadType,
         RejectReason::OutOfRange,
+        RejectReason::FieldTooLong,
         RejectReason::TooManyRejections,
     ];
 
@@ -98,6 +102,7 @@ impl RejectReason {
             RejectReason::MissingField => "missing_field",
             RejectReason::BadType => "bad_type",
             RejectReason::OutOfRange => "out_of_range",
+            RejectReason::FieldTooLong => "field_too_long",
             RejectReason::TooManyRejections => "too_many_rejections",
         }
     }

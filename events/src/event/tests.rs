@@ -332,3 +332,60 @@ fn bad_elements_at_the_end_of_a_batch_get_their_own_bytes() {
     assert_eq!(elements, [Some(3), Some(4)]);
     assert!(decoded.rejections.iter().all(|r| r.payload == b"{}"));
 }
+
+#[test]
+fn a_user_id_over_256_bytes_is_field_too_long_and_256_bytes_is_kept() {
+    let event = |user_id: &str| {
+        format!(
+            r#"{{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"user_id","userId":"{user_id}"}}"#
+        )
+    };
+    let longest = "é".repeat(128);
+    let kept = event(&longest);
+    let decoded = decode_message(kept.as_bytes());
+    assert_eq!(decoded.events[0].user_id.as_deref(), Some(longest.as_str()));
+
+    let too_long = event(&format!("{longest}a"));
+    let (reason, detail) = single_rejection(too_long.as_bytes());
+    assert_eq!(reason, RejectReason::FieldTooLong);
+    assert_eq!(reason.code(), "field_too_long");
+    assert_eq!(detail, "userId is 257 bytes, longer than 256");
+    // Escapes count as the bytes they stand for, not as written.
+    let escaped = event(&r"\u00e9".repeat(129));
+    assert_eq!(
+        single_rejection(escaped.as_bytes()).0,
+        RejectReason::FieldTooLong
+    );
+}
+
+#[test]
+fn session_texts_are_cut_to_their_limits_at_a_character_boundary() {
+    let user_agent = format!("a{}", "é".repeat(500_000));
+    let json = format!(
+        r#"{{"projectId":1,"sessionId":"1","index":0,"timestamp":5,"type":"session_start","userUuid":"{UUID}",
+        "userAgent":"{user_agent}","userOs":"{os}","userBrowser":"Firefox","userDevice":"{device}","userCountry":"{country}"}}"#,
+        os = "o".repeat(10_000),
+        device = "€".repeat(100),
+        country = "x".repeat(1_000),
+    );
+    let decoded = decode_message(json.as_bytes());
+    assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
+    let start = decoded.events[0].start.as_ref().unwrap();
+    // 1 + 2 * 255 = 511 bytes: the next "é" would end past 512.
+    assert_eq!(
+        start.user_agent.as_deref(),
+        Some(format!("a{}", "é".repeat(255)).as_str())
+    );
+    assert_eq!(
+        start.user_os.as_deref().map(str::len),
+        Some(USER_FAMILY_BYTES)
+    );
+    assert_eq!(start.user_browser.as_deref(), Some("Firefox"));
+    // "€" is 3 bytes: 85 of them, 255 bytes.
+    assert_eq!(start.user_device.as_deref(), Some("€".repeat(85).as_str()));
+    assert_eq!(
+        start.user_country.as_deref().map(str::len),
+        Some(USER_COUNTRY_BYTES)
+    );
+    const { assert!(USER_AGENT_BYTES >= 512, "events.md: no lower than 512 bytes") };
+}

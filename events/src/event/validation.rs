@@ -1,5 +1,5 @@
 //! Validation of one event object: the fields the JSON visitor layer read, checked one
-//! by one against spec/events.md.
+//! by one against docs/events.md.
 //!
 //! Contract: [`EventFields::validate`] returns the [`Event`] when every field the event's
 //! type needs is present and well-formed, else the [`FieldError`] of the first bad field
@@ -8,11 +8,26 @@
 //! (the details are stored in the dead-letter table: their texts do not change). Fields a
 //! type does not list are ignored, whatever their JSON type. No serde here: this layer
 //! sees only [`Scalar`]s.
+//!
+//! Text sizes: a `userId` over [`MAX_USER_ID_BYTES`] rejects the event
+//! (`field_too_long`: the API and `sessions-admin` could never name, hence never
+//! delete, such a user); every other text kept is cut at a UTF-8 character boundary
+//! to its limit below, so a stored session holds a bounded number of bytes.
 
 use std::borrow::Cow;
 
+use sessions_shared::read_model::MAX_USER_ID_BYTES;
+
 use super::json_scalar::{JsonType, Scalar};
 use super::{Event, EventKind, RejectReason, StartMetadata};
+
+/// `userAgent` kept, in bytes (the user-agent parser reads at most this much).
+pub const USER_AGENT_BYTES: usize = 512;
+/// `userOs`, `userBrowser` and `userDevice` kept, in bytes (uap-core's names are
+/// a few dozen).
+pub const USER_FAMILY_BYTES: usize = 256;
+/// `userCountry` kept, in bytes (an ISO 3166-1 alpha-2 code is 2).
+pub const USER_COUNTRY_BYTES: usize = 16;
 
 /// Why one event object was rejected, before the decoder places it in a [`Rejection`]
 /// (which adds the batch position and the payload).
@@ -90,14 +105,25 @@ impl<'a> EventFields<'a> {
             EventKind::UserId | EventKind::SessionStart => optional_string("userId", self.user_id)?,
             _ => None,
         };
+        if let Some(user_id) = &user_id {
+            if user_id.len() > MAX_USER_ID_BYTES {
+                return Err(FieldError::new(
+                    RejectReason::FieldTooLong,
+                    format!(
+                        "userId is {} bytes, longer than {MAX_USER_ID_BYTES}",
+                        user_id.len()
+                    ),
+                ));
+            }
+        }
         let start = if kind == EventKind::SessionStart {
             Some(Box::new(StartMetadata {
                 user_uuid: user_uuid(self.user_uuid)?,
-                user_agent: optional_string("userAgent", self.user_agent)?,
-                user_os: optional_string("userOs", self.user_os)?,
-                user_browser: optional_string("userBrowser", self.user_browser)?,
-                user_device: optional_string("userDevice", self.user_device)?,
-                user_country: optional_string("userCountry", self.user_country)?,
+                user_agent: optional_text("userAgent", self.user_agent, USER_AGENT_BYTES)?,
+                user_os: optional_text("userOs", self.user_os, USER_FAMILY_BYTES)?,
+                user_browser: optional_text("userBrowser", self.user_browser, USER_FAMILY_BYTES)?,
+                user_device: optional_text("userDevice", self.user_device, USER_FAMILY_BYTES)?,
+                user_country: optional_text("userCountry", self.user_country, USER_COUNTRY_BYTES)?,
             }))
         } else {
             None
@@ -176,6 +202,34 @@ fn optional_string<'a>(field: &str, value: Scalar<'a>) -> Result<Option<Cow<'a, 
         Scalar::Str(text) => Ok(Some(text)),
         Scalar::Absent | Scalar::Null => Ok(None),
         other => Err(wrong_type(field, JsonType::String.describe(), &other)),
+    }
+}
+
+/// An optional string cut to at most `limit` bytes, at a character boundary.
+fn optional_text<'a>(
+    field: &str,
+    value: Scalar<'a>,
+    limit: usize,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    Ok(optional_string(field, value)?.map(|text| cut_to(text, limit)))
+}
+
+/// `text` cut to its longest prefix of at most `limit` bytes that ends on a UTF-8
+/// character boundary.
+fn cut_to(text: Cow<'_, str>, limit: usize) -> Cow<'_, str> {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[..end]),
+        Cow::Owned(mut text) => {
+            text.truncate(end);
+            Cow::Owned(text)
+        }
     }
 }
 
