@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A heavy user on the local cluster (issue 10's rule: cost bounded for a user with
+# A heavy user on the local cluster (the rule: cost bounded for a user with
 # millions of sessions; BENCHMARKS.md §5 and §7): a fresh database on the cluster
 # gets a 100-session user and one user of BENCH_HEAVY_ROWS (1,000,000) sessions,
 # written through the Distributed table; then sessions-query on the cluster answers

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local cluster beside the single server, same workload, same run (issue 12;
-# results in BENCHMARKS.md):
+# The local cluster beside the single server, same workload, same run
+# (results in BENCHMARKS.md):
 #
 #   1. scripts/bench-ingest.sh against the single ClickHouse 18.16 server, then
 #      against the local cluster (2 shards x 2 replicas, CLICKHOUSE_CLUSTER): the

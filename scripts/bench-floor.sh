@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What bounds the service's overhead (issue 10, BENCHMARKS.md §6): one page's
+# What bounds the service's overhead (BENCHMARKS.md §6): one page's
 # statement sent by wrk, in alternating rounds, to
 #   clickhouse  ClickHouse itself (the statement in the URL),
 #   relay       query/examples/tcp_relay.rs: one more hop, bytes copied, nothing parsed,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Query benchmark (issue 5; results in BENCHMARKS.md).
+# Query benchmark (results in BENCHMARKS.md).
 #
 #   1. A fresh database (bench_query) gets the schema (sessions-admin migrate), an
 #      organization, an API key and a project, then 10,000,000 live session rows
@@ -18,12 +18,12 @@
 #      it with its values inlined: the whole-range SQL under the service's bound),
 #      summarised by medians. The heavy user: the service only (its page is read
 #      through windows, not one statement), at most 16 connections.
-#   4. The heavy user (issue 10): following `next` through its first 100 pages
+#   4. The heavy user: following `next` through its first 100 pages
 #      (total time, against 100 x the first page's p50 at c=1), a page deep in its
 #      history (a cursor past its 900,000th session, reached with limit=1000
 #      pages, then the default page) and a page with start_date near its end, each
 #      by wrk at c=1; all beside the 100-session user's first page in the same run.
-#   5. User statistics (issue 11): the heavy user's and the 100-session user's, at
+#   5. User statistics: the heavy user's and the 100-session user's, at
 #      c=1, service and the same SQL straight to ClickHouse; the time of each user's
 #      first request (the heavy user's fold reads all its rows then).
 #
@@ -276,7 +276,7 @@ for (case, c, target) in by:
 '
 printf '%s\n' "${results[@]}" | python3 -c "$SUMMARY"
 
-# 4. The heavy user: 100 pages, a deep page, a late start_date (issue 10).
+# 4. The heavy user: 100 pages, a deep page, a late start_date.
 # The heavy user's whole-range SQL that wrk left in flight (a second or more each)
 # keeps ClickHouse busy after wrk stops: let it finish first.
 until [[ $(ch "SELECT count() FROM system.processes WHERE query NOT LIKE '%system.processes%'") == 0 ]]; do
@@ -355,7 +355,7 @@ heavy user (1M sessions), service at c=1, beside the 100-session user first page
 '
 printf '%s\n' "${results[@]}" "${heavy_runs[@]}" "$walk" | python3 -c "$HEAVY_SUMMARY"
 
-# 5. User statistics (issue 11): GET /users/:userId of the heavy user beside the
+# 5. User statistics: GET /users/:userId of the heavy user beside the
 # 100-session user's, service and the same SQL straight to ClickHouse, c=1.
 stats_runs=()
 for case in "stats-100 bench-100@example.com" "stats-heavy $HEAVY_USER"; do

@@ -397,9 +397,9 @@ mod tests {
             .collect()
     }
 
-    /// Issue 9, item 7: a flush used to re-write a tombstone for every key the session
-    /// ever had; now each old key is tombstoned once, and again only if the session
-    /// came back to it in between.
+    /// A flush tombstones each old key of a session once, not every key the session
+    /// ever had, and again only if the session came back to it in between: writes
+    /// stay proportional to the key changes.
     #[test]
     fn each_old_key_is_tombstoned_once_per_departure() {
         let mut aggregator = Aggregator::new();
@@ -443,7 +443,7 @@ mod tests {
             .is_empty());
     }
 
-    /// Issue 9, item 8: a stored state can lose, in a merge, to a tied state of a
+    /// A stored state can lose, in a merge, to a tied state of a
     /// worker that had lost the partition and named fewer keys; the keys of
     /// `session_keys` are added on load, and each is tombstoned.
     #[test]
@@ -554,8 +554,8 @@ mod tests {
         assert!(aggregator.is_held(3) && !aggregator.is_held(2));
     }
 
-    /// Issue 9, item 5: one event ten years ahead used to move the idle clock for
-    /// everyone and evict every session at the next housekeeping.
+    /// One event ten years ahead must not move the idle clock for everyone (which
+    /// would evict every session at the next housekeeping).
     #[test]
     fn a_far_future_timestamp_evicts_nobody_else() {
         let start = Instant::now();

@@ -472,7 +472,7 @@ mod tests {
         assert!(!pending.load_due(start + COLD_BATCH_DELAY));
     }
 
-    /// Issue 9, item 6: a message fetched after one was held back (a partition assigned
+    /// Order is kept across a hold-back: a message fetched after one was held back (a partition assigned
     /// during a load's backoff) must not be processed, and its offset committed, before
     /// the held-back one.
     #[test]

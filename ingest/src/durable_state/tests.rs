@@ -286,7 +286,7 @@ fn a_chained_state_holds_no_ranges() {
     assert_eq!(persisted.chained.as_ref().unwrap().durable.version, 1_000);
 }
 
-/// Issue 9, item 7, counting work: a session of a million sparse indexes that gets three
+/// Writes stay proportional to the events, counted: a session of a million sparse indexes that gets three
 /// new events per flush writes a delta of three indexes, until the deltas since the
 /// checkpoint outweigh it; over many flushes, the ranges written stay within a small
 /// factor of the ranges the events brought.
