@@ -1,4 +1,4 @@
-//! The session row rules of spec/events.md, as a pure fold over a session's events.
+//! The session row rules of docs/events.md, as a pure fold over a session's events.
 //!
 //! Contract: a [`SessionState`] is a function of the *set* of distinct `(sessionId,
 //! index)` events applied to it, never of their order, batching or repetition:

@@ -1,5 +1,5 @@
 //! The worker's settings: flags and environment variables (the flag wins), defaults
-//! from spec/operations.md plus the project's own knobs (listed in the README).
+//! from docs/operations.md plus the project's own knobs (listed in the README).
 
 use std::net::SocketAddr;
 use std::time::Duration;

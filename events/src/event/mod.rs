@@ -1,4 +1,4 @@
-//! Tracker events: decoding and validation of one Kafka message (spec/events.md).
+//! Tracker events: decoding and validation of one Kafka message (docs/events.md).
 //!
 //! Contract: [`decode_message`] never fails as a whole. It returns every valid event of
 //! the message (borrowing strings from the message bytes where it can) and one
