@@ -1,4 +1,4 @@
-//! One client's clock cannot disturb other sessions (issue 9, item 5): among normal
+//! One client's clock cannot disturb other sessions: among normal
 //! traffic, one event ten years ahead and one from 1971; after housekeeping has run
 //! (every 5 s), no session was evicted, and every row is exact, the two odd sessions'
 //! included.

@@ -1,4 +1,4 @@
-//! A rebalance during a ClickHouse outage (issue 9, item 4): one worker backs off from
+//! A rebalance during a ClickHouse outage: one worker backs off from
 //! a stopped ClickHouse with its partitions paused; ClickHouse comes back and a second
 //! worker joins at once. librdkafka keeps a partition's pause flag across revoke and
 //! assign, so a worker that thought a revocation unpaused everything never fetched

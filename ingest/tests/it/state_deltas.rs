@@ -1,6 +1,6 @@
-//! Issue 9, item 7, counting work: a flush writes what changed, not the whole history.
-//! A session of a million sparse indexes (a million ranges: 7.4 MB of JSON, which every
-//! flush used to rewrite) receiving three new events per flush writes a few hundred
+//! A flush writes what changed, not the whole history, counted in bytes.
+//! A session of a million sparse indexes (a million ranges: 7.4 MB of JSON, which a flush of
+//! the whole set would rewrite) receiving three new events per flush writes a few hundred
 //! bytes per flush, and a reload gives exactly the same state. Against real ClickHouse
 //! (18.16, a current engine, the cluster when there is one).
 

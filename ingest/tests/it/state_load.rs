@@ -1,5 +1,5 @@
 //! Loading durable session states from real ClickHouse (18.16 and a current engine):
-//! the highest version wins, and every key in `session_keys` is added (issue 9, item 8:
+//! the highest version wins, and every key in `session_keys` is added (because
 //! a late write from a worker that lost the partition can tie with the new owner's
 //! state and win the merge while naming fewer keys; a key it misses would never be
 //! tombstoned and the session would stay listed under its old user); and a set too
