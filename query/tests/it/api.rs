@@ -1,13 +1,14 @@
 //! Handler tests through `warp::test::request()` (no socket) against real ClickHouse:
 //! every status the endpoint answers, on both engines.
 
-mod common;
-
-use common::{body_text, error_message, session, session_ids, Fixture};
+use crate::common;
+use crate::common::{body_text, error_message, session, session_ids, Fixture};
 use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::serial;
 
 #[tokio::test]
 async fn each_bad_parameter_is_a_400_naming_it() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "params").await;
         let other_query_cursor = {
@@ -102,6 +103,7 @@ fn flip_last(cursor: &str) -> String {
 
 #[tokio::test]
 async fn authentication_and_project_errors() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "auth").await;
         let path = fixture.path("u", "");
@@ -168,6 +170,7 @@ async fn authentication_and_project_errors() {
 
 #[tokio::test]
 async fn methods_paths_and_operational_endpoints() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "routes").await;
         let path = fixture.path("u", "");
@@ -227,6 +230,7 @@ async fn methods_paths_and_operational_endpoints() {
 
 #[tokio::test]
 async fn unreachable_clickhouse_is_503_and_an_unloaded_cache_too() {
+    let _turn = serial::shared();
     // Nothing listens on port 1: every ClickHouse request fails at once.
     let settings =
         sessions_shared::config::ClickHouseSettings::new("http://127.0.0.1:1", "nowhere");

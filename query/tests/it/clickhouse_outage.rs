@@ -2,31 +2,31 @@
 //! it is down, normal answers once it is back, without restarting the service.
 //!
 //! This stops a shared server, so it runs only when `SESSIONS_SERVICES_SCRIPT` names
-//! the script that manages it (scripts/test.sh sets it) and is skipped otherwise. It is
-//! its own test binary: `cargo test` runs test binaries one after another, so no other
-//! test of the workspace runs during the outage. A lock file serializes concurrent runs
-//! of this test, and a guard starts ClickHouse again even if an assertion fails. The
-//! outage lasts about as long as the server takes to stop and start (~3 s).
-
-mod common;
+//! the script that manages it (scripts/test.sh sets it) and is skipped otherwise. Its
+//! turn is exclusive, so no other test of the binary runs during the outage (and cargo
+//! runs the crates' test binaries one after another). A lock file serializes runs of
+//! this test from concurrent test processes, and a guard starts ClickHouse again even
+//! if an assertion fails. The outage lasts about as long as the server takes to stop
+//! and start (~3 s).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{error_message, session, session_ids, Fixture};
+use crate::common;
+use crate::common::{error_message, session, session_ids, Fixture};
 use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::serial;
+use sessions_testkit::services;
 
 const LOCK_STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// Held while ClickHouse may be down; starts it again and releases the lock on drop.
 struct Outage {
-    script: String,
     lock: PathBuf,
 }
 
 impl Outage {
-    async fn begin(script: String) -> Outage {
+    async fn begin() -> Outage {
         let lock = std::env::temp_dir().join("sessions-query-clickhouse-outage.lock");
         let waiting = Instant::now();
         loop {
@@ -52,24 +52,18 @@ impl Outage {
                 }
             }
         }
-        Outage { script, lock }
+        Outage { lock }
     }
 
     fn services(&self, action: &str) -> bool {
-        Command::new("bash")
-            .arg(&self.script)
-            .arg(action)
-            .arg("clickhouse")
-            .status()
-            .map(|status| status.success())
-            .unwrap_or(false)
+        services::run(action, &["clickhouse"])
     }
 }
 
 impl Drop for Outage {
     fn drop(&mut self) {
         if !self.services("start") {
-            eprintln!("could not start clickhouse again with {}", self.script);
+            eprintln!("could not start clickhouse again with services.sh");
         }
         let _ = std::fs::remove_file(&self.lock);
     }
@@ -77,10 +71,11 @@ impl Drop for Outage {
 
 #[tokio::test]
 async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
-    let Ok(script) = std::env::var("SESSIONS_SERVICES_SCRIPT") else {
+    let _turn = serial::exclusive();
+    if services::script().is_none() {
         eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
         return;
-    };
+    }
     let target = legacy_target();
     let fixture = Fixture::new("clickhouse-18.16", &target, "outage").await;
     fixture
@@ -91,7 +86,7 @@ async fn answers_503_while_clickhouse_is_down_and_recovers_after() {
     assert_eq!(session_ids(&fixture.get(&path).await), ["1"]);
 
     {
-        let outage = Outage::begin(script).await;
+        let outage = Outage::begin().await;
         assert!(outage.services("stop"), "stopping clickhouse failed");
         if fixture.db.store.ping().await.is_ok() {
             eprintln!(

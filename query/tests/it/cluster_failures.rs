@@ -11,15 +11,16 @@
 //! restarting any service. Also: the node a heavy user's statistics fold reads is
 //! SIGKILLed, and the statistics keep coming (from the statement, then from a fold on
 //! the other replica). Skipped without a cluster (`CLICKHOUSE_CLUSTER_URL`) or the
-//! services script (`SESSIONS_SERVICES_SCRIPT`); `scripts/test.sh` sets both.
-
-mod common;
+//! services script (`SESSIONS_SERVICES_SCRIPT`); `scripts/test.sh` sets both. A test
+//! that takes a node or ZooKeeper down holds an exclusive turn (every test on the
+//! cluster needs all of it), and starts what it stopped again before giving it back.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,39 +29,15 @@ use sessions_shared::clickhouse::{bounded_by, Row};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::{cluster_target, Target};
 use sessions_testkit::http::http_get;
-use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
+use sessions_testkit::serial;
+use sessions_testkit::services::{self, service, StartOnDrop};
+use sessions_testkit::worker::{InProcessWorker, WorkerFlags};
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const NODES: [&str; 4] = ["ch-s1-r1", "ch-s1-r2", "ch-s2-r1", "ch-s2-r2"];
-
-/// One scenario at a time: each takes nodes down.
-static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// `services.sh ACTION NODE` (start, stop, kill9).
-fn node(action: &str, name: &str) {
-    let script = std::env::var("SESSIONS_SERVICES_SCRIPT").expect("SESSIONS_SERVICES_SCRIPT");
-    let status = Command::new("bash")
-        .args([script.as_str(), action, name])
-        .status()
-        .unwrap();
-    assert!(status.success(), "services.sh {action} {name}");
-}
-
-/// Starts every node again when dropped, even if the scenario fails midway.
-struct RestartNodesOnDrop;
-impl Drop for RestartNodesOnDrop {
-    fn drop(&mut self) {
-        for name in NODES {
-            node("start", name);
-        }
-    }
-}
 
 /// Status codes of the pages read during a scenario, with when they were answered.
 type Answers = Arc<Mutex<Vec<(Instant, u16)>>>;
@@ -70,9 +47,7 @@ struct Scenario {
     fixture: common::Fixture,
     topic: String,
     workload: Workload,
-    stop_ingest: watch::Sender<bool>,
-    ingest: JoinHandle<anyhow::Result<()>>,
-    worker_addr: std::net::SocketAddr,
+    worker: InProcessWorker,
     stop_reader: watch::Sender<bool>,
     reader: JoinHandle<()>,
     answers: Answers,
@@ -93,14 +68,9 @@ impl Scenario {
             users: 15,
             ..WorkloadConfig::default()
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let worker_addr = listener.local_addr().unwrap();
-        let (stop_ingest, shutdown) = watch::channel(false);
-        let ingest = tokio::spawn(sessions_ingest::run(
-            common::ingest_settings(&fixture.db.settings, &brokers(), &topic),
-            listener,
-            shutdown.into(),
-        ));
+        let worker_settings =
+            WorkerFlags::new(&fixture.db.settings, &brokers(), &topic).settings(&[]);
+        let worker = InProcessWorker::start(worker_settings).await;
         let answers: Answers = Arc::default();
         let (stop_reader, reader_stopped) = watch::channel(false);
         let reader = tokio::spawn(read_pages(
@@ -114,9 +84,7 @@ impl Scenario {
             fixture,
             topic,
             workload,
-            stop_ingest,
-            ingest,
-            worker_addr,
+            worker,
             stop_reader,
             reader,
             answers,
@@ -181,7 +149,7 @@ impl Scenario {
 
     /// The worker's failed ClickHouse inserts so far (each one retried).
     async fn insert_failures(&self) -> f64 {
-        let page = http_get(self.worker_addr, "/metrics", &[])
+        let page = http_get(self.worker.metrics_address, "/metrics", &[])
             .await
             .expect("worker /metrics")
             .body;
@@ -193,7 +161,7 @@ impl Scenario {
 
     /// The worker's `/readyz` status (it pings ClickHouse through its store).
     async fn worker_ready(&self) -> u16 {
-        http_get(self.worker_addr, "/readyz", &[])
+        http_get(self.worker.metrics_address, "/readyz", &[])
             .await
             .map_or(0, |answer| answer.status)
     }
@@ -233,13 +201,8 @@ impl Scenario {
     async fn finish(self) -> Vec<(Instant, u16)> {
         self.stop_reader.send(true).unwrap();
         self.reader.await.unwrap();
-        assert!(!self.ingest.is_finished(), "the worker stopped by itself");
-        self.stop_ingest.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(60), self.ingest)
-            .await
-            .expect("worker stops in time")
-            .unwrap()
-            .expect("worker ends cleanly");
+        assert!(self.worker.is_running(), "the worker stopped by itself");
+        self.worker.stop().await;
         self.fixture.finish().await;
         let answers = self.answers.lock().unwrap().clone();
         answers
@@ -304,44 +267,39 @@ fn failures(answers: &[(Instant, u16)]) -> BTreeMap<u16, usize> {
     failures
 }
 
-/// The cluster to one scenario at a time; every node is started again when dropped
-/// (the restart runs before the next scenario gets its turn).
-struct ClusterTurn {
-    target: Target,
-    _restart: RestartNodesOnDrop,
-    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
-}
-
-/// The cluster's turn, or `None` (with a note) when the suite has no cluster.
-async fn take_cluster() -> Option<ClusterTurn> {
+/// The local cluster, or `None` (with a note) when the suite has none, or no services
+/// script to take its nodes down.
+fn cluster() -> Option<Target> {
     let target = cluster_target();
-    if target.is_none() || std::env::var("SESSIONS_SERVICES_SCRIPT").is_err() {
+    if target.is_none() || services::script().is_none() {
         eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
         return None;
     }
-    let one_at_a_time = CLUSTER.lock().await;
-    Some(ClusterTurn {
-        target: target?,
-        _restart: RestartNodesOnDrop,
-        _one_at_a_time: one_at_a_time,
-    })
+    target
+}
+
+/// Every node started again when dropped, even if the scenario fails midway. Taken
+/// after the test's exclusive turn, so the restart runs before the next test's turn.
+fn restart_nodes_on_drop() -> StartOnDrop {
+    StartOnDrop::new(&NODES)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answering() {
-    let Some(turn) = take_cluster().await else {
+    let _turn = serial::exclusive();
+    let Some(target) = cluster() else {
         return;
     };
-    let target = &turn.target;
-    let scenario = Scenario::start(target, "replica_down", 31).await;
+    let _restart = restart_nodes_on_drop();
+    let scenario = Scenario::start(&target, "replica_down", 31).await;
 
-    node("kill9", "ch-s1-r2");
-    node("kill9", "ch-s2-r2");
+    service("kill9", "ch-s1-r2");
+    service("kill9", "ch-s2-r2");
     let killed_at = Instant::now();
     scenario.produce_part(1).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    node("start", "ch-s1-r2");
-    node("start", "ch-s2-r2");
+    service("start", "ch-s1-r2");
+    service("start", "ch-s2-r2");
     scenario.produce_part(2).await;
     scenario.wait_until_exact(Duration::from_secs(120)).await;
 
@@ -357,20 +315,21 @@ async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answeri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_returns() {
-    let Some(turn) = take_cluster().await else {
+    let _turn = serial::exclusive();
+    let Some(target) = cluster() else {
         return;
     };
-    let target = &turn.target;
-    let scenario = Scenario::start(target, "shard_down", 32).await;
+    let _restart = restart_nodes_on_drop();
+    let scenario = Scenario::start(&target, "shard_down", 32).await;
 
-    node("stop", "ch-s2-r1");
-    node("stop", "ch-s2-r2");
+    service("stop", "ch-s2-r1");
+    service("stop", "ch-s2-r2");
     let down_from = Instant::now();
     scenario.produce_part(1).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let down_until = Instant::now();
-    node("start", "ch-s2-r1");
-    node("start", "ch-s2-r2");
+    service("start", "ch-s2-r1");
+    service("start", "ch-s2-r2");
     scenario.produce_part(2).await;
     scenario.wait_until_exact(Duration::from_secs(120)).await;
 
@@ -394,25 +353,19 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
     );
 }
 
-/// Starts ZooKeeper again when dropped, even if the scenario fails midway.
-struct RestartZooKeeperOnDrop;
-impl Drop for RestartZooKeeperOnDrop {
-    fn drop(&mut self) {
-        node("start", "zookeeper");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
-    let Some(turn) = take_cluster().await else {
+    let _turn = serial::exclusive();
+    let Some(target) = cluster() else {
         return;
     };
-    let target = &turn.target;
-    let scenario = Scenario::start(target, "zookeeper_down", 33).await;
+    let _restart = restart_nodes_on_drop();
+    let scenario = Scenario::start(&target, "zookeeper_down", 33).await;
     let failures_before = scenario.insert_failures().await;
 
-    let zookeeper = RestartZooKeeperOnDrop;
-    node("stop", "zookeeper");
+    // Started again when dropped, even if the scenario fails midway.
+    let zookeeper = StartOnDrop::new(&["zookeeper"]);
+    service("stop", "zookeeper");
     let down_from = Instant::now();
     scenario.produce_part(1).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -442,13 +395,14 @@ async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_node_killed_every_binary_carries_on_through_another() {
-    let Some(turn) = take_cluster().await else {
+    let _turn = serial::exclusive();
+    let Some(target) = cluster() else {
         return;
     };
-    let target = &turn.target;
-    let scenario = Scenario::start(target, "first_node", 33).await;
+    let _restart = restart_nodes_on_drop();
+    let scenario = Scenario::start(&target, "first_node", 33).await;
 
-    node("kill9", "ch-s1-r1");
+    service("kill9", "ch-s1-r1");
     let killed_at = Instant::now();
     scenario.produce_part(1).await;
 
@@ -487,7 +441,7 @@ async fn the_first_node_killed_every_binary_carries_on_through_another() {
     );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    node("start", "ch-s1-r1");
+    service("start", "ch-s1-r1");
     scenario.produce_part(2).await;
     scenario.wait_until_exact(Duration::from_secs(120)).await;
 
@@ -548,11 +502,12 @@ async fn local_rows(url: &str, database: &str, session_id: u64, deleted: u8) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_finds_it() {
-    let Some(turn) = take_cluster().await else {
+    // Takes no node down: beside other tests, like every test on the cluster.
+    let _turn = serial::shared();
+    let Some(target) = cluster() else {
         return;
     };
-    let target = &turn.target;
-    let fixture = common::Fixture::new("cluster-18.16", target, "move").await;
+    let fixture = common::Fixture::new("cluster-18.16", &target, "move").await;
     let project_id = fixture.project.project_id;
     // Two users whose rows live on different shards (the `sessions` sharding key).
     let mut users_by_shard: BTreeMap<u64, String> = BTreeMap::new();
@@ -576,13 +531,8 @@ async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_f
 
     let topic = format!("t-move-{:08x}", rand::thread_rng().gen::<u32>());
     create_topic(&brokers(), &topic, 2).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop_ingest, shutdown) = watch::channel(false);
-    let ingest = tokio::spawn(sessions_ingest::run(
-        common::ingest_settings(&fixture.db.settings, &brokers(), &topic),
-        listener,
-        shutdown.into(),
-    ));
+    let worker_settings = WorkerFlags::new(&fixture.db.settings, &brokers(), &topic).settings(&[]);
+    let worker = InProcessWorker::start(worker_settings).await;
     let session_id: u64 = 7_770_001_112;
     let event = |index: u64, kind: &str, user: Option<&str>| {
         let mut event = serde_json::json!({"projectId": project_id,
@@ -660,8 +610,7 @@ async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_f
     assert!(local_rows(&urls[2], &database, session_id, 0).await >= 1);
     assert_eq!(local_rows(&urls[2], &database, session_id, 1).await, 0);
 
-    stop_ingest.send(true).unwrap();
-    ingest.await.unwrap().unwrap();
+    worker.stop().await;
     fixture.finish().await;
 }
 
@@ -670,10 +619,12 @@ async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_f
 /// folds the other replica, and every answer is the statement's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folds_node_killed_the_statistics_come_from_another() {
-    let Some(turn) = take_cluster().await else {
+    let _turn = serial::exclusive();
+    let Some(target) = cluster() else {
         return;
     };
-    let fixture = common::Fixture::new("cluster-18.16", &turn.target, "fold_node").await;
+    let _restart = restart_nodes_on_drop();
+    let fixture = common::Fixture::new("cluster-18.16", &target, "fold_node").await;
     let store = &fixture.db.store;
     let project = fixture.project.project_id;
     let rows: Vec<Session> = (0..300)
@@ -701,7 +652,7 @@ async fn a_folds_node_killed_the_statistics_come_from_another() {
         .iter()
         .position(|holds| *holds)
         .expect("a node holds the user")];
-    node("kill9", pinned);
+    service("kill9", pinned);
     let after_kill = warm.fetch(store, project, "heavy").await;
     assert_eq!(
         after_kill.unwrap(),
@@ -718,6 +669,6 @@ async fn a_folds_node_killed_the_statistics_come_from_another() {
         600,
         "the other replica read once"
     );
-    node("start", pinned);
+    service("start", pinned);
     fixture.finish().await;
 }

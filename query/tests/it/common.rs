@@ -1,8 +1,8 @@
-//! Test helpers: a service over a fresh database per engine, with one organization,
-//! one API key and one project, plus session rows written the way the ingest worker
-//! writes them (read_model.rs); the `sessions-query` binary as a child process; and the
-//! ingest worker in-process.
-#![allow(dead_code)] // each test binary uses a different part
+//! The query tests' own helpers: a service over a fresh database per engine, with one
+//! organization, one API key and one project, plus session rows written the way the
+//! ingest worker writes them (read_model.rs); reading its answers and following its
+//! pages; and the `sessions-query` binary as a child process. (The ingest worker the
+//! end-to-end tests run in-process is the test kit's: `sessions_testkit::worker`.)
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -14,9 +14,7 @@ use sessions_query::{QueryService, Settings};
 use sessions_shared::clickhouse::Store;
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
-use sessions_testkit::http::http_get;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use sessions_testkit::http::{free_loopback_address, http_get};
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -214,12 +212,6 @@ pub fn query_binary() -> Command {
     command
 }
 
-/// A free port on 127.0.0.1 (bound and released: free unless someone takes it first).
-pub fn free_loopback_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// A `sessions-query` process serving this fixture's database on a free loopback
 /// port; killed when dropped (a test that wants a clean stop sends SIGTERM itself).
 pub struct QueryProcess {
@@ -266,35 +258,6 @@ impl Drop for QueryProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The ingest worker in-process (`sessions_ingest::run`), its metrics listener on a free
-/// loopback port.
-pub struct IngestWorker {
-    pub metrics_address: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl IngestWorker {
-    /// Starts a worker with these settings (e.g. [`ingest_settings`]).
-    pub async fn start(settings: sessions_ingest::IngestSettings) -> IngestWorker {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_address = listener.local_addr().unwrap();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(sessions_ingest::run(settings, listener, shutdown.into()));
-        IngestWorker {
-            metrics_address,
-            stop,
-            task,
-        }
-    }
-
-    /// Stops it the way SIGTERM does (flush, commit, leave) and checks it stopped cleanly.
-    pub async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -347,34 +310,4 @@ pub async fn fetch_all_pages(
         });
     }
     Ok(sessions)
-}
-
-/// Worker settings for `topic` on the database of `clickhouse` (fast flushes, short
-/// group timeouts).
-pub fn ingest_settings(
-    clickhouse: &sessions_shared::config::ClickHouseSettings,
-    brokers: &str,
-    topic: &str,
-) -> sessions_ingest::IngestSettings {
-    use clap::Parser;
-    let group = format!("{topic}-group");
-    let mut args: Vec<String> = [
-        "sessions-ingest",
-        "--kafka-brokers",
-        brokers,
-        "--kafka-topic",
-        topic,
-        "--kafka-group",
-        &group,
-        "--kafka-session-timeout-ms",
-        "6000",
-        "--flush-interval",
-        "200",
-        "--retry-max-backoff",
-        "1000",
-    ]
-    .map(str::to_owned)
-    .into();
-    args.extend(clickhouse.to_args());
-    sessions_ingest::IngestSettings::try_parse_from(args).unwrap()
 }

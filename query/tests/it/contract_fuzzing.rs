@@ -13,17 +13,17 @@
 //! than one page of them. The run is seeded (`--seed`) and bounded (`--max-examples`,
 //! `--max-time`), so a failure reproduces with the command it prints. `use_after_free`
 //! is left out on purpose (api-users.md: a deleted user's data stays readable until its
-//! job runs).
-
-mod common;
+//! job runs). Its turn is exclusive: schemathesis' two workers keep both cores busy for
+//! about 100 s, which would stretch any neighbour's time bounds.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{session, Fixture, QueryProcess};
+use crate::common::{session, Fixture, QueryProcess};
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::http::http_get;
+use sessions_testkit::serial;
 
 /// The project key and user of the document's examples.
 const EXAMPLE_PROJECT_KEY: &str = "3sWXSsqHgSKnE87YkNJK";
@@ -50,6 +50,7 @@ fn schemathesis() -> PathBuf {
 
 #[tokio::test]
 async fn schemathesis_finds_no_failure() {
+    let _turn = serial::exclusive();
     let st = schemathesis();
     assert!(
         st.exists(),
@@ -109,7 +110,10 @@ async fn schemathesis_finds_no_failure() {
             "SCHEMATHESIS_HOOKS",
             "schemathesis_hooks", // a module name, found through PYTHONPATH
         )
-        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/tests"))
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it"),
+        )
         .current_dir(&workdir)
         .output()
         .expect("running schemathesis");

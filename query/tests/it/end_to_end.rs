@@ -2,21 +2,21 @@
 //! → ClickHouse → `sessions-query` returns the reference result for every user,
 //! following `Link` pages.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common;
 use rand::Rng;
 use serde_json::Value;
 use sessions_control::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
-use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
+use sessions_testkit::serial;
+use sessions_testkit::worker::{InProcessWorker, WorkerFlags};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
-
-use common::IngestWorker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
+    let _turn = serial::shared();
     for (layout, target) in layouts() {
         let started = Instant::now();
         end_to_end(&target).await;
@@ -28,7 +28,7 @@ async fn events_through_kafka_and_ingest_come_back_exactly_from_the_api() {
 }
 
 async fn end_to_end(target: &Target) {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let brokers = brokers();
     let db = TestDatabase::create(target, "e2e").await.unwrap();
     let tenancy = Tenancy::new(&db.store);
     let org = tenancy.create_organization("e2e").await.unwrap();
@@ -59,8 +59,8 @@ async fn end_to_end(target: &Target) {
     .await
     .unwrap();
 
-    let ingest_settings = common::ingest_settings(&db.settings, &brokers, &topic);
-    let ingest = IngestWorker::start(ingest_settings).await;
+    let ingest_settings = WorkerFlags::new(&db.settings, &brokers, &topic).settings(&[]);
+    let ingest = InProcessWorker::start(ingest_settings).await;
 
     let service =
         sessions_query::QueryService::new(&sessions_query::Settings::new(db.settings.clone()))

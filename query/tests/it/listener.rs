@@ -1,17 +1,17 @@
 //! End to end through real sockets: `run` on a port-0 listener, and the
 //! `sessions-query` binary itself (`--help`, a bad setting, SIGTERM).
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{query_binary, session, Fixture, QueryProcess};
+use crate::common::{query_binary, session, Fixture, QueryProcess};
 use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target};
 use sessions_testkit::http::http_get;
+use sessions_testkit::serial;
 
 #[tokio::test]
 async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "listener").await;
         let project_id = fixture.project.project_id;
@@ -88,6 +88,7 @@ async fn serves_on_a_bound_listener_and_stops_on_shutdown() {
 
 #[test]
 fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
+    let _turn = serial::shared();
     let help = query_binary().arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
@@ -117,6 +118,7 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
 
 #[tokio::test]
 async fn the_binary_migrates_serves_and_stops_on_sigterm() {
+    let _turn = serial::shared();
     let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "binary").await;
     let mut process = QueryProcess::spawn(&fixture);
     let body = process

@@ -4,6 +4,7 @@
 
 use sessions_query::{QueryService, Settings};
 use sessions_shared::config::ClickHouseSettings;
+use sessions_testkit::serial;
 
 /// A service that is never connected: the routes under test need no ClickHouse.
 fn service() -> QueryService {
@@ -13,6 +14,7 @@ fn service() -> QueryService {
 
 #[tokio::test]
 async fn serves_the_checked_in_document() {
+    let _turn = serial::shared();
     let checked_in =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
     let response = warp::test::request()
@@ -28,6 +30,7 @@ async fn serves_the_checked_in_document() {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_others_are_405() {
+    let _turn = serial::shared();
     let document: serde_json::Value =
         serde_json::from_str(sessions_query::openapi::DOCUMENT).unwrap();
     let paths = document["paths"].as_object().unwrap();

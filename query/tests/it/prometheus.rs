@@ -10,20 +10,20 @@
 //! `promtool` and `prometheus` come from Debian's `prometheus` package
 //! (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_loopback_address, ingest_settings, Fixture, IngestWorker, QueryProcess};
+use crate::common::{Fixture, QueryProcess};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use rand::Rng;
 use serde_json::Value;
 use sessions_testkit::clickhouse::legacy_target;
-use sessions_testkit::http::http_get;
-use sessions_testkit::kafka::{create_producer, create_topic, produce_all};
+use sessions_testkit::http::{free_loopback_address, http_get};
+use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
+use sessions_testkit::serial;
+use sessions_testkit::worker::{InProcessWorker, WorkerFlags};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 use tokio::sync::watch;
 
@@ -51,6 +51,7 @@ fn promtool(args: &[&str]) -> String {
 
 #[test]
 fn promtool_accepts_the_config_and_the_rules_and_passes_their_tests() {
+    let _turn = serial::shared();
     let config = promtool(&["check", "config", "prometheus.yml"]);
     assert!(config.contains("SUCCESS"), "{config}");
     let rules = promtool(&["check", "rules", "alerts.rules.yml"]);
@@ -254,12 +255,14 @@ async fn demo_traffic(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_evaluates_every_panel_and_alert_against_the_running_services() {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let _turn = serial::shared();
+    let brokers = brokers();
     let fixture = Fixture::new("clickhouse-18.16", &legacy_target(), "prometheus").await;
     let topic = format!("t-prometheus-{:08x}", rand::thread_rng().gen::<u32>());
     create_topic(&brokers, &topic, 2).await.unwrap();
 
-    let ingest = IngestWorker::start(ingest_settings(&fixture.db.settings, &brokers, &topic)).await;
+    let ingest_settings = WorkerFlags::new(&fixture.db.settings, &brokers, &topic).settings(&[]);
+    let ingest = InProcessWorker::start(ingest_settings).await;
     let query = QueryProcess::spawn(&fixture);
     let sessions_path = fixture.path("user-1%40example.com", "limit=5");
     query.wait_until_serving(&fixture, &sessions_path).await;

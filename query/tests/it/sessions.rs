@@ -2,17 +2,18 @@
 //! keyset pagination (also while sessions arrive), inclusive date bounds, sessions that
 //! moved to another user, key revocation within 5 s, and a real listener.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{body_text, next_link, session, session_ids, Fixture};
+use crate::common;
+use crate::common::{body_text, next_link, session, session_ids, Fixture};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::clickhouse_engines;
+use sessions_testkit::serial;
 
 #[tokio::test]
 async fn answers_the_seed_example_byte_for_byte() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "seed").await;
         let project_id = fixture.project.project_id;
@@ -84,6 +85,7 @@ async fn answers_the_seed_example_byte_for_byte() {
 
 #[tokio::test]
 async fn orders_by_start_then_unsigned_session_id() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "order").await;
         let project_id = fixture.project.project_id;
@@ -132,6 +134,7 @@ async fn walk(fixture: &Fixture, first_path: &str, mut between: impl FnMut(usize
 
 #[tokio::test]
 async fn pages_return_every_session_once_even_while_sessions_arrive() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "pages").await;
         let project_id = fixture.project.project_id;
@@ -210,6 +213,7 @@ async fn pages_return_every_session_once_even_while_sessions_arrive() {
 
 #[tokio::test]
 async fn date_bounds_are_inclusive() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "dates").await;
         let project_id = fixture.project.project_id;
@@ -248,6 +252,7 @@ async fn date_bounds_are_inclusive() {
 
 #[tokio::test]
 async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "moves").await;
         let project_id = fixture.project.project_id;
@@ -309,6 +314,7 @@ async fn newest_version_wins_and_moved_sessions_appear_only_under_their_new_key(
 
 #[tokio::test]
 async fn revoked_and_new_keys_take_effect_within_five_seconds() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let fixture = Fixture::new(engine, &target, "revoke").await;
         let refresher = fixture.service.spawn_auth_refresher();

@@ -2,11 +2,9 @@
 //! against the sessions endpoint, the jobs' contract (scheduling, listing, cancelling,
 //! projects and organizations), and a deletion job's effect on every table.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{body_json, error_message, fetch_all_pages, nodes_holding, session, Fixture};
+use crate::common::{body_json, error_message, fetch_all_pages, nodes_holding, session, Fixture};
 use serde_json::Value;
 use sessions_control::jobs::runner::{Attempt, JobRunner, RunnerSettings};
 use sessions_control::jobs::{JobStatus, Jobs};
@@ -16,6 +14,7 @@ use sessions_query::Settings;
 use sessions_shared::clickhouse::{Layout, Store, StoreError};
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, cluster_target, Target};
+use sessions_testkit::serial;
 
 /// Session ids of the histories (long, so that no other text contains them).
 const S11: u64 = 7_301_000_000_000_011;
@@ -91,6 +90,7 @@ async fn write_history(fixture: &Fixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_stats_agree_with_the_sessions_endpoint() {
+    let _turn = serial::shared();
     on_every_engine("stats", |engine, target, label| async move {
         let fixture = Fixture::new(engine, &target, label).await;
         write_history(&fixture).await;
@@ -227,6 +227,7 @@ async fn on_each_node(store: &Store, sql: &str) {
 /// On a cluster the fold reads one replica of the user's shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
+    let _turn = serial::shared();
     on_every_engine("warm_stats", |engine, target, label| async move {
         let fixture = Fixture::new(engine, &target, label).await;
         let store = &fixture.db.store;
@@ -366,6 +367,7 @@ async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
 /// the user's shard leaves the statement to answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_on_a_cluster_reads_a_listed_node_of_the_users_shard() {
+    let _turn = serial::shared();
     let Some(target) = cluster_target() else {
         eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
         return;
@@ -436,6 +438,7 @@ fn heavy_at(mut session: Session, start_ts: i64) -> Session {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
+    let _turn = serial::shared();
     on_every_engine("jobs", |engine, target, label| async move {
         let fixture = Fixture::new(engine, &target, label).await;
         write_history(&fixture).await;
@@ -661,6 +664,7 @@ async fn write_user_data(fixture: &Fixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
+    let _turn = serial::shared();
     on_every_engine("erase", |engine, target, label| async move {
         let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
         write_user_data(&fixture).await;
@@ -761,6 +765,9 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_finish_a_job_once_and_an_interrupted_one_is_resumed() {
+    // Alone: a runner is cut after 700 ms of a 1.5 s lease, which must still be held
+    // when the next runner looks, and lapsed 1.6 s later; a loaded machine blurs both.
+    let _turn = serial::exclusive();
     on_every_engine("runners", |engine, target, label| async move {
         let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
         write_user_data(&fixture).await;

@@ -18,6 +18,7 @@ use sessions_query::heavy_users::{Density, HeavyUsers};
 use sessions_query::sessions::{fetch_whole_range, PageQuery, Pager, SCAN_MAX_ROWS};
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::serial;
 
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
 
@@ -233,6 +234,7 @@ async fn run_seeds(engine: &'static str, db: &TestDatabase) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
+    let _turn = serial::shared();
     // The engines are separate servers: check them at once.
     let checks = clickhouse_engines().into_iter().map(|(engine, target)| {
         tokio::spawn(async move {
@@ -255,6 +257,7 @@ async fn windows_return_exactly_the_whole_range_query_on_random_histories() {
 /// for one bounded request, and the pager learns it), then through guessed windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_user_gets_the_whole_range_pages() {
+    let _turn = serial::shared();
     let heavy = 100_000;
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "heavy").await.unwrap();
