@@ -1,5 +1,4 @@
-//! Test support for the shared crate's tests: `sessions-admin` as a child process.
-#![allow(dead_code)] // each test binary uses a different part
+//! The control tests' own helper: `sessions-admin` as a child process.
 
 use std::process::Command;
 

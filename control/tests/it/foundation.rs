@@ -1,18 +1,16 @@
 //! Migrations, tenancy and `sessions-admin` against real ClickHouse: the 18.16 server
 //! and a current engine (see `sessions_testkit::clickhouse`).
 
-mod common;
-
-use common::Admin;
-
 use std::process::Command;
 
+use crate::common::Admin;
 use serde::Deserialize;
 use serde_json::Value;
 use sessions_control::tenancy::{hash_api_key, Tenancy};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::migrations::{migrate, MIGRATIONS};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::serial;
 
 #[derive(Row, Deserialize)]
 struct Version {
@@ -21,6 +19,7 @@ struct Version {
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_concurrently() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "migrate")
             .await
@@ -93,6 +92,7 @@ struct StoredKey {
 
 #[tokio::test]
 async fn api_keys_are_stored_only_as_hashes() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "keys").await.expect(engine);
         let tenancy = Tenancy::new(&db.store);
@@ -150,6 +150,7 @@ fn keys_of(value: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn sessions_admin_matches_operations_md_field_for_field() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "admin").await.expect(engine);
         let admin = Admin {
@@ -305,6 +306,7 @@ async fn sessions_admin_matches_operations_md_field_for_field() {
 
 #[test]
 fn a_bad_setting_is_refused_with_a_reason() {
+    let _turn = serial::shared();
     let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
         .args(["--clickhouse-url", "localhost:8123", "migrate"])
         .output()

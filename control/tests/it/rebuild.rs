@@ -3,13 +3,12 @@
 //! copy and swap, the table ends with the current layout, and a second run does
 //! nothing.
 
-mod common;
-
-use common::Admin;
+use crate::common::Admin;
 use sessions_shared::clickhouse::{bounded_by, Layout, Row};
 use sessions_shared::migrations::{render, MIGRATIONS};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::{layouts, TestDatabase};
+use sessions_testkit::serial;
 
 #[derive(Row, serde::Deserialize)]
 struct EngineFull {
@@ -70,6 +69,7 @@ async fn make_old_layout(db: &TestDatabase) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_sessions_table_is_rebuilt_with_every_row() {
+    let _turn = serial::shared();
     for (layout, target) in layouts() {
         let db = TestDatabase::create(&target, "rebuild").await.unwrap();
         assert!(

@@ -5,6 +5,7 @@
 //! (a required `CURSOR_SECRET`, the cluster's), and Prometheus scrapes the services
 //! by their names on the compose network.
 
+use sessions_testkit::serial;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,6 +59,7 @@ def load(path):
 
 #[test]
 fn the_compose_file_provisions_prometheus_and_grafana() {
+    let _turn = serial::shared();
     python(&format!(
         "{COMMON_CHECKS}{}",
         r#"
@@ -86,6 +88,7 @@ json.load(open("deploy/grafana/sessions.json"))
 
 #[test]
 fn the_cluster_compose_file_and_its_configs_hang_together() {
+    let _turn = serial::shared();
     python(&format!(
         "{COMMON_CHECKS}{}",
         r#"

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::{latest_sessions_sql, Session, SessionRecord};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::serial;
 
 /// Every text field holds its own column name; every number a different value.
 fn distinctive_session() -> Session {
@@ -41,6 +42,7 @@ struct NumberColumn {
 
 #[tokio::test]
 async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
+    let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let db = TestDatabase::create(&target, "read_model")
             .await
@@ -94,6 +96,7 @@ async fn a_record_is_stored_by_name_and_read_back_field_for_field() {
 /// per session (as the worker writes them), rows arrive in any order.
 #[tokio::test]
 async fn the_read_takes_each_sessions_highest_matching_row() {
+    let _turn = serial::shared();
     use rand::rngs::StdRng;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};

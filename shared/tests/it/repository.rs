@@ -1,8 +1,10 @@
 //! The repository stands alone: every relative link in its Markdown files resolves
 //! to a file or folder inside it, and nothing it runs or documents reaches outside it
 //! (no `../shared`, the folder the project's contracts came from, which users do not
-//! have).
+//! have). And every crate's integration tests keep the contract of their one binary:
+//! each takes its turn first.
 
+use sessions_testkit::serial;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -63,6 +65,7 @@ fn normalize(path: &Path) -> PathBuf {
 
 #[test]
 fn every_relative_link_in_the_documentation_resolves_inside_the_repository() {
+    let _turn = serial::shared();
     let root = root();
     let mut documents = Vec::new();
     files(&root, &[".md"], &mut documents);
@@ -95,6 +98,7 @@ fn every_relative_link_in_the_documentation_resolves_inside_the_repository() {
 
 #[test]
 fn nothing_in_the_repository_reaches_for_a_folder_beside_it() {
+    let _turn = serial::shared();
     let root = root();
     let mut sources = Vec::new();
     files(
@@ -125,5 +129,65 @@ fn nothing_in_the_repository_reaches_for_a_folder_beside_it() {
     assert!(
         offenders.is_empty(),
         "files naming {needle} outside the repository: {offenders:?}"
+    );
+}
+
+/// Every integration test of every crate (`*/tests/it/*.rs`: one binary per crate,
+/// whose tests run at the same time) takes its turn (`sessions_testkit::serial`) as
+/// its first statement, so that none overlaps a test that must run alone
+/// (docs/testing.md, "One binary per crate").
+#[test]
+fn every_integration_test_takes_its_turn_first() {
+    let _turn = serial::shared();
+    let root = root();
+    let mut sources = Vec::new();
+    for entry in fs::read_dir(&root).expect("readable root") {
+        let tests = entry.expect("folder entry").path().join("tests/it");
+        if tests.is_dir() {
+            files(&tests, &[".rs"], &mut sources);
+        }
+    }
+    let mut tests = 0;
+    let mut without_turn = Vec::new();
+    for source in &sources {
+        let text = fs::read_to_string(source).expect("readable source");
+        let lines: Vec<&str> = text.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            let attribute = line.trim();
+            if attribute != "#[test]" && !attribute.starts_with("#[tokio::test") {
+                continue;
+            }
+            tests += 1;
+            // The body opens at the end of the signature; comments may precede its
+            // first statement.
+            let first_statement = lines[index..]
+                .iter()
+                .position(|line| line.trim_end().ends_with('{'))
+                .and_then(|opening| {
+                    lines[index + opening + 1..]
+                        .iter()
+                        .map(|line| line.trim())
+                        .find(|line| !line.is_empty() && !line.starts_with("//"))
+                });
+            let takes_turn = first_statement.is_some_and(|statement| {
+                statement == "let _turn = serial::shared();"
+                    || statement == "let _turn = serial::exclusive();"
+            });
+            if !takes_turn {
+                without_turn.push(format!(
+                    "{}:{}",
+                    source.strip_prefix(&root).unwrap().display(),
+                    index + 1
+                ));
+            }
+        }
+    }
+    assert!(
+        tests >= 60,
+        "found the integration tests: {tests} in {sources:?}"
+    );
+    assert!(
+        without_turn.is_empty(),
+        "tests whose first statement takes no turn: {without_turn:#?}"
     );
 }
