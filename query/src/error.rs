@@ -35,6 +35,13 @@ pub enum ApiError {
     JobNotCancellable,
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+    /// The request path or query string is longer than the API reads
+    /// (`params::MAX_PATH_BYTES`, `params::MAX_QUERY_BYTES`).
+    #[error("{part} too long (at most {max_bytes} bytes)")]
+    UriTooLong {
+        part: &'static str,
+        max_bytes: usize,
+    },
     #[error("service unavailable, try again later")]
     Unavailable,
     #[error("internal error")]
@@ -56,6 +63,7 @@ impl ApiError {
             | ApiError::JobNotFound => StatusCode::NOT_FOUND,
             ApiError::JobNotCancellable => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -151,6 +159,19 @@ mod tests {
         }
         .into_response();
         assert_eq!(response.headers()[header::ALLOW], "GET, DELETE");
+    }
+
+    #[test]
+    fn long_uris_are_414() {
+        let too_long = ApiError::UriTooLong {
+            part: "request path",
+            max_bytes: 2048,
+        };
+        assert_eq!(too_long.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            too_long.body(),
+            r#"{"errors":["request path too long (at most 2048 bytes)"]}"#
+        );
     }
 
     #[test]

@@ -155,3 +155,56 @@ pub async fn run(
     tracing::info!("sessions-query stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sessions_shared::config::ClickHouseSettings;
+
+    use super::*;
+
+    const PROJECT_KEY: &str = "3sWXSsqHgSKnE87YkNJK";
+
+    /// A service that is never connected: what is under test answers before ClickHouse.
+    fn service() -> QueryService {
+        let clickhouse = ClickHouseSettings::new("http://127.0.0.1:9", "unused".to_owned());
+        QueryService::new(&Settings::new(clickhouse)).unwrap()
+    }
+
+    fn errors_of(body: &[u8]) -> Vec<String> {
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        serde_json::from_value(body["errors"].clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn over_long_paths_and_query_strings_are_414_before_authentication() {
+        let routes = service().routes();
+        for path in [
+            "/".repeat(60_000),
+            format!("/api/v1/{PROJECT_KEY}/users/{}/sessions", "u".repeat(2100)),
+            format!(
+                "/api/v1/{PROJECT_KEY}/users/u/sessions?x={}",
+                "a".repeat(8200)
+            ),
+        ] {
+            let response = warp::test::request().path(&path).reply(&routes).await;
+            assert_eq!(response.status(), 414, "{} bytes", path.len());
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let errors = errors_of(response.body());
+            assert!(
+                errors[0].ends_with("too long (at most 2048 bytes)")
+                    || errors[0] == "query string too long (at most 8192 bytes)",
+                "{errors:?}"
+            );
+        }
+        // Just under the caps, the request goes on to the key check.
+        let near_the_caps = format!(
+            "/api/v1/{PROJECT_KEY}/users/u/sessions?x={}",
+            "a".repeat(8000)
+        );
+        let response = warp::test::request()
+            .path(&near_the_caps)
+            .reply(&routes)
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+}

@@ -6,7 +6,9 @@
 //! `start_date <= end_date`), `limit` (1..=1000, default 50), `cursor` (opaque, checked
 //! by [`crate::cursor`]). Unknown parameters are ignored, but kept for the next page's
 //! link; a known parameter given twice is ambiguous and rejected. Each error names the
-//! parameter.
+//! parameter. Before any of that, a path over [`MAX_PATH_BYTES`] or a query string
+//! over [`MAX_QUERY_BYTES`] is 414 URI Too Long, found by comparing lengths: the work
+//! and memory a request costs do not grow with what it sends past the caps.
 
 use std::borrow::Cow;
 
@@ -18,6 +20,21 @@ pub use sessions_shared::read_model::MAX_USER_ID_BYTES;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 
+/// Longest request path the API reads, in bytes. The longest valid API path is under
+/// 900 bytes (`/api/v1/`, a 20-byte project key, `/users/`, a 256-byte user id
+/// percent-encoded into at most 768, `/sessions`), so 2 KiB refuses no valid request.
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// Longest query string the API reads, in bytes. The known parameters take under 150
+/// (two 13-digit dates, a limit, a 43-byte cursor); unknown ones are kept and repeated
+/// in the next page's `Link` header, which this also bounds. 8 KiB is the usual limit
+/// of proxies and servers on a request line, so no client relies on more.
+pub const MAX_QUERY_BYTES: usize = 8192;
+
+/// Most segments after `/api/v1/` in an API path (`:projectKey/users/:userId/sessions`):
+/// matching reads no more than these, and the rest of a longer path unsplit.
+pub const MAX_API_PATH_SEGMENTS: usize = 4;
+
 /// The raw (still percent-encoded) segments of a sessions path.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SessionsPath<'a> {
@@ -28,20 +45,10 @@ pub struct SessionsPath<'a> {
 /// Matches `/api/v1/<projectKey>/users/<userId>/sessions`; `None` for any other path.
 /// An empty user id segment still matches (it is a bad `userId`, not another route).
 pub fn match_sessions_path(path: &str) -> Option<SessionsPath<'_>> {
-    let rest = path.strip_prefix("/api/v1/")?;
-    let mut segments = rest.split('/');
-    let project_key = segments.next()?;
-    if segments.next()? != "users" {
-        return None;
+    match match_api_path(path)? {
+        ApiPath::UserSessions(sessions) => Some(sessions),
+        _ => None,
     }
-    let raw_user_id = segments.next()?;
-    if segments.next()? != "sessions" || segments.next().is_some() || project_key.is_empty() {
-        return None;
-    }
-    Some(SessionsPath {
-        project_key,
-        raw_user_id,
-    })
 }
 
 /// Every path of the API (spec/api.md, spec/api-users.md), segments still raw.
@@ -80,15 +87,34 @@ impl ApiPath<'_> {
     }
 }
 
-/// Matches any API path; `None` for any other path. Empty `userId` or `jobId`
-/// segments still match (a bad parameter, not another route).
+/// Matches any API path; `None` for any other path, and for a path longer than
+/// [`MAX_PATH_BYTES`]. Empty `userId` or `jobId` segments still match (a bad parameter,
+/// not another route). Reads at most [`MAX_API_PATH_SEGMENTS`] segments and allocates
+/// nothing, whatever the path.
 pub fn match_api_path(path: &str) -> Option<ApiPath<'_>> {
-    if let Some(sessions) = match_sessions_path(path) {
-        return Some(ApiPath::UserSessions(sessions));
+    if path.len() > MAX_PATH_BYTES {
+        return None;
     }
     let rest = path.strip_prefix("/api/v1/")?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    match segments[..] {
+    // The last piece is the unsplit remainder: present only when the path has more
+    // segments than any API path.
+    let mut pieces = rest.splitn(MAX_API_PATH_SEGMENTS + 1, '/');
+    let mut segments = [""; MAX_API_PATH_SEGMENTS];
+    let mut count = 0;
+    for (slot, piece) in segments.iter_mut().zip(pieces.by_ref()) {
+        *slot = piece;
+        count += 1;
+    }
+    if pieces.next().is_some() {
+        return None;
+    }
+    match segments[..count] {
+        [project_key, "users", raw_user_id, "sessions"] if !project_key.is_empty() => {
+            Some(ApiPath::UserSessions(SessionsPath {
+                project_key,
+                raw_user_id,
+            }))
+        }
         [project_key, "users", raw_user_id] if !project_key.is_empty() => {
             Some(ApiPath::User(SessionsPath {
                 project_key,
@@ -102,6 +128,30 @@ pub fn match_api_path(path: &str) -> Option<ApiPath<'_>> {
         }),
         _ => None,
     }
+}
+
+/// 414 for a request path longer than [`MAX_PATH_BYTES`] (a length compare, nothing
+/// read).
+pub fn check_path_length(path: &str) -> Result<(), ApiError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(ApiError::UriTooLong {
+            part: "request path",
+            max_bytes: MAX_PATH_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// 414 for a query string longer than [`MAX_QUERY_BYTES`] (a length compare, nothing
+/// read).
+pub fn check_query_length(raw_query: &str) -> Result<(), ApiError> {
+    if raw_query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::UriTooLong {
+            part: "query string",
+            max_bytes: MAX_QUERY_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// A job id of the path: a non-negative integer.
@@ -370,6 +420,57 @@ mod tests {
         ] {
             assert_eq!(match_api_path(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn over_long_paths_and_queries_are_414_and_match_nothing() {
+        let too_long = |error: ApiError| matches!(error, ApiError::UriTooLong { .. });
+        let slashes = "/".repeat(400_000);
+        assert!(too_long(check_path_length(&slashes).unwrap_err()));
+        assert_eq!(match_api_path(&slashes), None);
+        let api_slashes = format!("/api/v1/k/users/u/sessions{slashes}");
+        assert!(too_long(check_path_length(&api_slashes).unwrap_err()));
+        assert_eq!(match_api_path(&api_slashes), None);
+        let longest_user_id = "%F0%9F%98%80".repeat(64);
+        let longest_valid =
+            format!("/api/v1/3sWXSsqHgSKnE87YkNJK/users/{longest_user_id}/sessions");
+        assert!(longest_valid.len() < MAX_PATH_BYTES);
+        assert_eq!(check_path_length(&longest_valid), Ok(()));
+        let at_the_cap = format!("/api/v1/k/users/{}", "x".repeat(MAX_PATH_BYTES - 16));
+        assert_eq!(at_the_cap.len(), MAX_PATH_BYTES);
+        assert_eq!(check_path_length(&at_the_cap), Ok(()));
+        assert!(matches!(
+            match_api_path(&at_the_cap),
+            Some(ApiPath::User(_))
+        ));
+        let over_the_cap = format!("{at_the_cap}x");
+        assert!(too_long(check_path_length(&over_the_cap).unwrap_err()));
+        assert_eq!(match_api_path(&over_the_cap), None);
+
+        assert_eq!(check_query_length(&"a".repeat(MAX_QUERY_BYTES)), Ok(()));
+        assert_eq!(
+            check_query_length(&"&".repeat(MAX_QUERY_BYTES + 1)),
+            Err(ApiError::UriTooLong {
+                part: "query string",
+                max_bytes: MAX_QUERY_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn matching_reads_a_bounded_number_of_segments() {
+        // Many segments within the length cap: more than an API path has, so no match,
+        // whichever route the first ones look like.
+        for prefix in [
+            "/api/v1/k/jobs/1",
+            "/api/v1/k/users/u/sessions",
+            "/api/v1/k",
+        ] {
+            let many = format!("{prefix}{}", "/x".repeat(500));
+            assert!(many.len() <= MAX_PATH_BYTES);
+            assert_eq!(match_api_path(&many), None, "{prefix}");
+        }
+        assert_eq!(match_api_path("/api/v1/k/users/u/sessions/"), None);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The warp filters: the API (spec/api.md, spec/api-users.md) and the operational
 //! endpoints on one listener, with JSON errors and request metrics around them.
 //!
-//! Contract for every API path, in this order: a method the path does not answer is
-//! 405 with `Allow` (GET; GET and DELETE on a user and on a job); the API key is checked
+//! Contract for every API path, in this order: a path over 2 KiB (`MAX_PATH_BYTES`)
+//! is 414, whatever it names, before it is matched or split; a query string over
+//! 8 KiB (`MAX_QUERY_BYTES`) is 414 before it is split or decoded (warp hands it over
+//! as one copy, which the HTTP layer bounds with the whole URI at 64 KiB); a method the
+//! path does not answer is 405 with `Allow` (GET; GET and DELETE on a user and on a job); the API key is checked
 //! (401), then the project (404); then the path's parameters (`userId`, `jobId`) and,
 //! for sessions, the query parameters and the cursor (400 naming the parameter); then
 //! ClickHouse (503 when it is unreachable or too slow, 500 otherwise). Unknown paths
@@ -36,7 +39,8 @@ use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_route;
 use crate::params::{
-    decode_user_id, match_api_path, parse_job_id, parse_query, ApiPath, SessionsPath,
+    check_path_length, check_query_length, decode_user_id, match_api_path, parse_job_id,
+    parse_query, ApiPath, SessionsPath,
 };
 use crate::response::{data_json, next_link};
 use crate::sessions::{PageQuery, Pager};
@@ -103,13 +107,23 @@ fn data_ok(data: impl serde::Serialize) -> Response {
 pub fn api_route(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    // Every path the operational routes did not take comes here: its length is
+    // checked first, so no over-long path is matched, split or logged by route.
     let api_path = warp::path::full().and_then(|path: FullPath| async move {
+        check_path_length(path.as_str()).map_err(warp::reject::custom)?;
         match match_api_path(path.as_str()) {
             Some(_) => Ok(path),
             None => Err(warp::reject::not_found()),
         }
     });
-    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let raw_query = warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw_query: String| async move {
+            check_query_length(&raw_query)
+                .map(|()| raw_query)
+                .map_err(warp::reject::custom)
+        });
     // The one header the API reads (not a clone of them all).
     let authorization = warp::header::value("authorization")
         .map(Some)
