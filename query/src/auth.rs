@@ -5,13 +5,16 @@
 //! SHA-256 hashes of the active keys (with their organization) and every project, and
 //! is replaced as a whole every `AUTH_REFRESH_MS`, so a created or revoked key takes
 //! effect within one period plus one ClickHouse round trip (under 5 s). A failed reload
-//! keeps the previous snapshot. Before the first successful load every authenticated
-//! request answers 503. Order of checks: API key (401), then project (404 for an unknown
-//! project and for another organization's project alike).
+//! keeps the previous snapshot, but only up to `AUTH_MAX_AGE_MS` after the start of the
+//! last successful one ([`snapshot_is_fresh`]): past that age, as before the first
+//! successful load, every request with a key answers 503 with `Retry-After`, so a key
+//! revoked during a ClickHouse outage stops working within that age instead of never.
+//! Order of checks: API key present (401), snapshot fresh (503), key known (401), then
+//! project (404 for an unknown project and for another organization's project alike).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use sessions_control::tenancy::{hash_api_key, Tenancy, TenancyError};
 use sessions_shared::clickhouse::Store;
@@ -75,40 +78,124 @@ pub fn api_key_from_header(header: Option<&str>) -> Option<&str> {
     (!key.is_empty()).then_some(key)
 }
 
+/// Whether a snapshot whose load started at `loaded_at` may still authorize a request
+/// at `now`: its age is at most `max_age`. A `now` before `loaded_at` (a request that
+/// read the clock before a reload finished) is age zero.
+pub fn snapshot_is_fresh(loaded_at: Instant, now: Instant, max_age: Duration) -> bool {
+    now.saturating_duration_since(loaded_at) <= max_age
+}
+
+/// A snapshot and when the load that read it started (its data is at least that old).
+struct Loaded {
+    snapshot: Arc<TenancySnapshot>,
+    loaded_at: Instant,
+}
+
 /// The shared, periodically replaced snapshot.
-#[derive(Default)]
 pub struct AuthCache {
-    snapshot: RwLock<Option<Arc<TenancySnapshot>>>,
+    loaded: RwLock<Option<Loaded>>,
+    /// `AUTH_MAX_AGE_MS`: past it the snapshot authorizes nothing.
+    max_age: Duration,
+    /// `Retry-After` of a 503 for unchecked keys: the reload period, in whole seconds
+    /// rounded up (the next reload is at most that far away).
+    retry_after_seconds: u64,
+    /// The age reported before any load is the time since the cache was made.
+    created_at: Instant,
 }
 
 impl AuthCache {
-    pub fn current(&self) -> Option<Arc<TenancySnapshot>> {
-        self.snapshot.read().expect("auth cache lock").clone()
+    /// An empty cache reloaded every `refresh_period`, whose snapshot authorizes
+    /// requests until it is `max_age` old.
+    pub fn new(refresh_period: Duration, max_age: Duration) -> AuthCache {
+        let period_millis = u64::try_from(refresh_period.as_millis()).unwrap_or(u64::MAX);
+        AuthCache {
+            loaded: RwLock::new(None),
+            max_age,
+            retry_after_seconds: period_millis.div_ceil(1000).max(1),
+            created_at: Instant::now(),
+        }
     }
 
+    /// Swaps in a snapshot loaded now.
     pub fn replace(&self, snapshot: TenancySnapshot) {
-        *self.snapshot.write().expect("auth cache lock") = Some(Arc::new(snapshot));
+        self.replace_loaded_at(snapshot, Instant::now());
+    }
+
+    /// Swaps in `snapshot`, whose load started at `loaded_at`, unless the cache already
+    /// holds a newer one (two reloads finishing out of order).
+    pub fn replace_loaded_at(&self, snapshot: TenancySnapshot, loaded_at: Instant) {
+        // Writers only assign under the lock, so a poisoned lock still holds a whole
+        // value: recover it rather than failing every request after one panic.
+        let mut loaded = self.loaded.write().unwrap_or_else(PoisonError::into_inner);
+        if loaded
+            .as_ref()
+            .is_some_and(|current| current.loaded_at > loaded_at)
+        {
+            return;
+        }
+        *loaded = Some(Loaded {
+            snapshot: Arc::new(snapshot),
+            loaded_at,
+        });
+    }
+
+    /// The snapshot, if one was loaded and is fresh at `now`.
+    fn fresh_snapshot(&self, now: Instant) -> Option<Arc<TenancySnapshot>> {
+        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+        let loaded = loaded.as_ref()?;
+        snapshot_is_fresh(loaded.loaded_at, now, self.max_age).then(|| Arc::clone(&loaded.snapshot))
+    }
+
+    /// Whether requests can be authorized now (readiness).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh_snapshot(Instant::now()).is_some()
+    }
+
+    /// How old the snapshot is now; before any load, how long the cache has existed.
+    pub fn age(&self) -> Duration {
+        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+        let since = loaded
+            .as_ref()
+            .map_or(self.created_at, |loaded| loaded.loaded_at);
+        since.elapsed()
     }
 
     /// Checks the `Authorization` header against `project_key`: 401, 404 or 503 (never
-    /// loaded), else the project id.
+    /// loaded, or too old), else the project id.
     pub fn authorize(&self, header: Option<&str>, project_key: &str) -> Result<u32, ApiError> {
+        self.authorize_at(header, project_key, Instant::now())
+    }
+
+    /// [`AuthCache::authorize`] at `now`.
+    pub fn authorize_at(
+        &self,
+        header: Option<&str>,
+        project_key: &str,
+        now: Instant,
+    ) -> Result<u32, ApiError> {
         let api_key = api_key_from_header(header).ok_or(ApiError::Unauthorized)?;
-        let snapshot = self.current().ok_or(ApiError::Unavailable)?;
+        let snapshot = self.fresh_snapshot(now).ok_or(ApiError::KeysUnavailable {
+            retry_after_seconds: self.retry_after_seconds,
+        })?;
         snapshot.authorize(api_key, project_key)
     }
 
-    /// Loads keys and projects from ClickHouse and swaps them in.
+    /// Loads keys and projects from ClickHouse and swaps them in, stamped with the
+    /// load's start.
     pub async fn refresh(&self, store: &Store) -> Result<(), TenancyError> {
+        let started = Instant::now();
         let tenancy = Tenancy::new(store);
         let keys = tenancy.active_keys().await?;
         let projects = tenancy.list_projects(None).await?;
-        self.replace(TenancySnapshot::new(
-            keys.into_iter().map(|key| (key.key_hash, key.org_id)),
-            projects
-                .into_iter()
-                .map(|project| (project.project_key, project.project_id, project.org_id)),
-        ));
+        self.replace_loaded_at(
+            TenancySnapshot::new(
+                keys.into_iter().map(|key| (key.key_hash, key.org_id)),
+                projects
+                    .into_iter()
+                    .map(|project| (project.project_key, project.project_id, project.org_id)),
+            ),
+            started,
+        );
         Ok(())
     }
 
@@ -135,7 +222,7 @@ impl AuthCache {
                     metrics.observe_auth_refresh_failure();
                     // Warn once per outage, not every period.
                     if !failing {
-                        tracing::warn!(%error, "auth cache refresh failed; keeping the previous snapshot");
+                        tracing::warn!(%error, max_age_ms = self.max_age.as_millis(), "auth cache refresh failed; keeping the previous snapshot until it is max_age_ms old");
                     }
                     failing = true;
                 }
@@ -196,14 +283,108 @@ mod tests {
         );
     }
 
+    const PERIOD: Duration = Duration::from_millis(2000);
+    const MAX_AGE: Duration = Duration::from_millis(7000);
+
+    fn seconds_before(now: Instant, seconds: u64) -> Instant {
+        now.checked_sub(Duration::from_secs(seconds))
+            .expect("the monotonic clock is past a few seconds")
+    }
+
+    #[test]
+    fn a_snapshot_is_fresh_up_to_its_max_age_inclusive() {
+        let loaded_at = Instant::now();
+        let max_age = Duration::from_secs(7);
+        assert!(snapshot_is_fresh(loaded_at, loaded_at, max_age));
+        assert!(snapshot_is_fresh(loaded_at, loaded_at + max_age, max_age));
+        assert!(!snapshot_is_fresh(
+            loaded_at,
+            loaded_at + max_age + Duration::from_millis(1),
+            max_age
+        ));
+        assert!(!snapshot_is_fresh(
+            loaded_at,
+            loaded_at + Duration::from_secs(3600),
+            max_age
+        ));
+        // A reload that finished after the request read the clock.
+        assert!(snapshot_is_fresh(
+            loaded_at + Duration::from_secs(1),
+            loaded_at,
+            max_age
+        ));
+    }
+
+    #[test]
+    fn a_stale_snapshot_authorizes_nothing_and_answers_503_with_retry_after() {
+        let cache = AuthCache::new(PERIOD, MAX_AGE);
+        let now = Instant::now();
+        cache.replace_loaded_at(snapshot(), seconds_before(now, 8));
+        let stale = Err(ApiError::KeysUnavailable {
+            retry_after_seconds: 2,
+        });
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            stale
+        );
+        // Revoked since (unknown to the stale snapshot) or not: no key is let through.
+        assert_eq!(cache.authorize_at(Some("unknown"), "p", now), stale);
+        assert_eq!(
+            cache.authorize_at(None, "p", now),
+            Err(ApiError::Unauthorized)
+        );
+        assert!(!cache.is_fresh());
+        assert!(cache.age() >= Duration::from_secs(8));
+        // A successful reload makes it answer again.
+        cache.replace_loaded_at(snapshot(), seconds_before(now, 6));
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            Ok(10)
+        );
+        assert!(cache.is_fresh());
+    }
+
+    #[test]
+    fn an_older_load_does_not_replace_a_newer_one() {
+        let cache = AuthCache::new(PERIOD, MAX_AGE);
+        let now = Instant::now();
+        cache.replace_loaded_at(snapshot(), seconds_before(now, 1));
+        cache.replace_loaded_at(TenancySnapshot::default(), seconds_before(now, 9));
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            Ok(10)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_the_reload_period_rounded_up_to_seconds() {
+        let unloaded = |period| {
+            AuthCache::new(period, MAX_AGE)
+                .authorize(Some("key"), "p")
+                .unwrap_err()
+        };
+        for (period_millis, seconds) in [(1, 1), (1000, 1), (1001, 2), (4000, 4)] {
+            assert_eq!(
+                unloaded(Duration::from_millis(period_millis)),
+                ApiError::KeysUnavailable {
+                    retry_after_seconds: seconds
+                },
+                "{period_millis} ms"
+            );
+        }
+    }
+
     #[test]
     fn an_unloaded_cache_answers_401_without_key_and_503_with_one() {
-        let cache = AuthCache::default();
+        let cache = AuthCache::new(PERIOD, MAX_AGE);
         assert_eq!(cache.authorize(None, "p"), Err(ApiError::Unauthorized));
         assert_eq!(
             cache.authorize(Some("key"), "p"),
-            Err(ApiError::Unavailable)
+            Err(ApiError::KeysUnavailable {
+                retry_after_seconds: 2
+            })
         );
+        assert!(!cache.is_fresh());
         cache.replace(snapshot());
         assert_eq!(
             cache.authorize(Some("Bearer key-of-org-2"), "projectOfOrg2xxxxxxx"),

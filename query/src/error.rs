@@ -5,7 +5,9 @@
 //! but never carry SQL, server addresses, stack traces, user ids or API keys. Warp's
 //! own rejections (unknown path, wrong method on an operational route) get the same
 //! JSON shape through [`recover`]. A 405 carries `Allow` with the path's methods (GET;
-//! GET and DELETE on a user and on a job).
+//! GET and DELETE on a user and on a job). A 503 because the API keys cannot be checked
+//! (never loaded, or loaded too long ago) carries `Retry-After`: the next reload is at
+//! most that many seconds away.
 
 use std::convert::Infallible;
 
@@ -44,6 +46,10 @@ pub enum ApiError {
     },
     #[error("service unavailable, try again later")]
     Unavailable,
+    /// The API keys cannot be checked: never loaded, or the last successful reload is
+    /// older than `AUTH_MAX_AGE_MS`. Same message as [`ApiError::Unavailable`].
+    #[error("service unavailable, try again later")]
+    KeysUnavailable { retry_after_seconds: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -64,7 +70,9 @@ impl ApiError {
             ApiError::JobNotCancellable => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::KeysUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,10 +84,20 @@ impl ApiError {
 
     pub fn into_response(self) -> Response {
         let mut response = json_response(self.status(), self.body());
-        if let ApiError::MethodNotAllowed { allow } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::KeysUnavailable {
+                retry_after_seconds,
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            }
+            _ => {}
         }
         response
     }
@@ -162,7 +180,15 @@ mod tests {
     }
 
     #[test]
-    fn long_uris_are_414() {
+    fn unchecked_keys_are_503_with_retry_after_and_long_uris_414() {
+        let keys = ApiError::KeysUnavailable {
+            retry_after_seconds: 2,
+        };
+        assert_eq!(keys.body(), ApiError::Unavailable.body());
+        let response = keys.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let too_long = ApiError::UriTooLong {
             part: "request path",
             max_bytes: 2048,

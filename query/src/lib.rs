@@ -58,13 +58,20 @@ impl QueryService {
     pub fn new(settings: &Settings) -> anyhow::Result<QueryService> {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::register(&registry).context("registering metrics")?;
+        let auth_max_age = settings
+            .auth_snapshot_max_age()
+            .map_err(anyhow::Error::msg)?;
+        let auth = Arc::new(AuthCache::new(settings.auth_refresh, auth_max_age));
+        let aged = Arc::clone(&auth);
+        Metrics::register_api_keys_age(&registry, move || aged.age())
+            .context("registering metrics")?;
         let cursor_key = match &settings.cursor_secret {
             Some(secret) => CursorKey::new(secret.expose().as_bytes()),
             None => CursorKey::new(cursor::BUILT_IN_SECRET.as_bytes()),
         };
         let state = AppState {
             store: Store::new(&settings.clickhouse)?,
-            auth: Arc::new(AuthCache::default()),
+            auth,
             cursor_key,
             pager: Pager::default().counting_in(metrics.page_statements.clone()),
             stats: StatsReader::new(
@@ -158,9 +165,13 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use sessions_control::tenancy::hash_api_key;
     use sessions_shared::config::ClickHouseSettings;
 
     use super::*;
+    use crate::auth::TenancySnapshot;
 
     const PROJECT_KEY: &str = "3sWXSsqHgSKnE87YkNJK";
 
@@ -170,9 +181,58 @@ mod tests {
         QueryService::new(&Settings::new(clickhouse)).unwrap()
     }
 
+    fn loaded(service: &QueryService, seconds_ago: u64) {
+        let loaded_at = Instant::now()
+            .checked_sub(Duration::from_secs(seconds_ago))
+            .unwrap();
+        let snapshot = TenancySnapshot::new(
+            [(hash_api_key("key"), 1)],
+            [(PROJECT_KEY.to_owned(), 10, 1)],
+        );
+        service.state.auth.replace_loaded_at(snapshot, loaded_at);
+    }
+
     fn errors_of(body: &[u8]) -> Vec<String> {
         let body: serde_json::Value = serde_json::from_slice(body).unwrap();
         serde_json::from_value(body["errors"].clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_older_than_the_max_age_are_503_with_retry_after_and_healthz_stays_200() {
+        let service = service();
+        let routes = service.routes();
+        // A bad user id is answered after the key check, without ClickHouse.
+        let bad_user = format!("/api/v1/{PROJECT_KEY}/users/%FF/sessions");
+        let request = || {
+            warp::test::request()
+                .path(&bad_user)
+                .header("authorization", "key")
+        };
+        loaded(&service, 8);
+        let stale = request().reply(&routes).await;
+        assert_eq!(stale.status(), 503);
+        assert_eq!(stale.headers()["retry-after"], "2");
+        assert_eq!(stale.headers()["content-type"], "application/json");
+        assert_eq!(
+            errors_of(stale.body()),
+            ["service unavailable, try again later"]
+        );
+        let health = warp::test::request().path("/healthz").reply(&routes).await;
+        assert_eq!(health.status(), 200);
+        let ready = warp::test::request().path("/readyz").reply(&routes).await;
+        assert_eq!(ready.status(), 503);
+        let metrics = warp::test::request().path("/metrics").reply(&routes).await;
+        let text = std::str::from_utf8(metrics.body()).unwrap();
+        let age: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("query_api_keys_age_seconds "))
+            .expect("the age is exported")
+            .parse()
+            .unwrap();
+        assert!(age >= 8.0, "{age}");
+        // A newer successful load (within the 7 s default) lets keys through again.
+        loaded(&service, 6);
+        assert_eq!(request().reply(&routes).await.status(), 400);
     }
 
     #[tokio::test]

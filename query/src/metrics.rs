@@ -4,12 +4,17 @@
 //! several services in one process). Labels are low-cardinality: `route` is one of
 //! [`ROUTES`], `status` an HTTP status code, `kind` a ClickHouse error class. No key,
 //! project or user id ever becomes a label.
+//! `query_api_keys_age_seconds` is computed when scraped, so it keeps growing when the
+//! reloads stop, whatever the reason.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 use sessions_shared::clickhouse::StoreError;
 use warp::http::StatusCode;
@@ -132,6 +137,20 @@ impl Metrics {
         })
     }
 
+    /// Registers `query_api_keys_age_seconds`: `age()` read at every scrape.
+    pub fn register_api_keys_age(
+        registry: &Registry,
+        age: impl Fn() -> Duration + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let gauge = Gauge::new(
+            "query_api_keys_age_seconds",
+            "Age of the API keys and projects this replica authorizes with: time since the start of the last successful reload (since the start before any); past AUTH_MAX_AGE_MS requests with a key answer 503",
+        )?;
+        registry.register(Box::new(ScrapedGauge {
+            gauge,
+            value: Box::new(move || age().as_secs_f64()),
+        }))
+    }
     pub fn observe_request(&self, path: &str, status: StatusCode, elapsed: Duration) {
         let route = route_label(path);
         let Some(series) = ROUTES
@@ -186,6 +205,23 @@ impl Metrics {
 struct RouteSeries {
     duration: OnceLock<Histogram>,
     ok: OnceLock<IntCounter>,
+}
+
+/// A gauge whose value is computed when it is collected.
+struct ScrapedGauge {
+    gauge: Gauge,
+    value: Box<dyn Fn() -> f64 + Send + Sync>,
+}
+
+impl Collector for ScrapedGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.set((self.value)());
+        self.gauge.collect()
+    }
 }
 
 /// A counter with one label whose every value exists from the start, at 0 (so rates
@@ -277,5 +313,26 @@ mod tests {
             CLICKHOUSE_ERROR_KINDS.len(),
             "every kind from the start"
         );
+    }
+
+    #[test]
+    fn the_api_keys_age_is_read_at_each_scrape() {
+        let registry = Registry::new();
+        let seconds = Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let source = Arc::clone(&seconds);
+        Metrics::register_api_keys_age(&registry, move || {
+            Duration::from_secs(source.load(std::sync::atomic::Ordering::Relaxed))
+        })
+        .unwrap();
+        let age = || {
+            registry
+                .gather()
+                .iter()
+                .find(|family| family.name() == "query_api_keys_age_seconds")
+                .map(|family| family.get_metric()[0].get_gauge().get_value())
+        };
+        assert_eq!(age(), Some(3.0));
+        seconds.store(12, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(age(), Some(12.0));
     }
 }

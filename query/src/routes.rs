@@ -82,9 +82,13 @@ pub fn routes(
     registry: prometheus::Registry,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let store = state.store.clone();
+    let auth = Arc::clone(&state.auth);
+    // Ready when requests can be answered: the API keys are fresh enough to authorize
+    // them (`auth`) and ClickHouse answers.
     let readiness = ready_route(move || {
         let store = store.clone();
-        async move { store.ping().await.is_ok() }
+        let keys_fresh = auth.is_fresh();
+        async move { keys_fresh && store.ping().await.is_ok() }
     });
     let metrics = state.metrics.clone();
     metrics_route(registry)

@@ -3,7 +3,9 @@
 //!
 //! Contract: secrets (`CLICKHOUSE_PASSWORD`, `CURSOR_SECRET`) are [`Secret`]s and never
 //! print. `AUTH_REFRESH_MS` is capped so that a created or revoked API key takes effect
-//! within the promised 5 seconds. The ClickHouse request bound is the shared
+//! within the promised 5 seconds while reloads succeed; `AUTH_MAX_AGE_MS` (default: the
+//! period plus [`AUTH_MAX_AGE_MARGIN`]) bounds how long the keys of the last successful
+//! reload are trusted when later ones fail. The ClickHouse request bound is the shared
 //! `CLICKHOUSE_TIMEOUT_MS` (default 5000): past it a request answers 503.
 
 use std::net::SocketAddr;
@@ -14,6 +16,14 @@ use sessions_shared::config::{ClickHouseSettings, Secret};
 /// Longest allowed auth refresh period: one refresh plus a slow ClickHouse answer must
 /// still fit in the 5 s promise.
 pub const MAX_AUTH_REFRESH: Duration = Duration::from_millis(4000);
+
+/// Default `AUTH_MAX_AGE_MS` beyond the refresh period: two or so failed reloads in a
+/// row are tolerated (a ClickHouse blip), a longer outage refuses keys.
+pub const AUTH_MAX_AGE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Longest allowed `AUTH_MAX_AGE_MS`: beyond it a key revoked during an outage works
+/// long enough that the cache no longer fails closed in any useful sense.
+pub const MAX_AUTH_MAX_AGE: Duration = Duration::from_secs(60);
 
 #[derive(clap::Parser, Clone, Debug)]
 #[command(
@@ -39,6 +49,13 @@ pub struct Settings {
     /// milliseconds (at most 4000).
     #[arg(long = "auth-refresh-ms", env = "AUTH_REFRESH_MS", default_value = "2000", value_parser = parse_auth_refresh)]
     pub auth_refresh: Duration,
+
+    /// How old, in milliseconds, the API keys of the last successful reload may be and
+    /// still authorize requests: past it (reloads failing, ClickHouse partly down) every
+    /// request with a key answers 503 and `/readyz` reports not ready. Default: the
+    /// refresh period plus 5000; more than the refresh period, at most 60000.
+    #[arg(long = "auth-max-age-ms", env = "AUTH_MAX_AGE_MS", value_parser = parse_auth_max_age)]
+    pub auth_max_age: Option<Duration>,
 
     /// Seconds from a user deletion's scheduling to its start, during which it can be
     /// cancelled (0: it runs at once and cannot be cancelled).
@@ -93,6 +110,7 @@ impl Settings {
             query_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cursor_secret: None,
             auth_refresh: Duration::from_millis(2000),
+            auth_max_age: None,
             deletion_grace: Duration::from_secs(3600),
             jobs_poll: Duration::from_millis(2000),
             jobs_lease: Duration::from_millis(30_000),
@@ -101,6 +119,23 @@ impl Settings {
             heavy_stats_concurrency: 2,
             stats_cache_sessions: 2_000_000,
         }
+    }
+
+    /// `AUTH_MAX_AGE_MS`, or its default: the refresh period plus
+    /// [`AUTH_MAX_AGE_MARGIN`]. An age not above the refresh period is refused: the keys
+    /// would go stale between two successful reloads.
+    pub fn auth_snapshot_max_age(&self) -> Result<Duration, String> {
+        let max_age = self
+            .auth_max_age
+            .unwrap_or(self.auth_refresh + AUTH_MAX_AGE_MARGIN);
+        if max_age <= self.auth_refresh {
+            return Err(format!(
+                "AUTH_MAX_AGE_MS ({} ms) must be more than AUTH_REFRESH_MS ({} ms)",
+                max_age.as_millis(),
+                self.auth_refresh.as_millis()
+            ));
+        }
+        Ok(max_age)
     }
 }
 
@@ -129,6 +164,17 @@ fn parse_auth_refresh(value: &str) -> Result<Duration, String> {
     Ok(period)
 }
 
+fn parse_auth_max_age(value: &str) -> Result<Duration, String> {
+    let max_age = sessions_shared::config::parse_positive_millis(value)?;
+    if max_age > MAX_AUTH_MAX_AGE {
+        return Err(format!(
+            "must be at most {} milliseconds",
+            MAX_AUTH_MAX_AGE.as_millis()
+        ));
+    }
+    Ok(max_age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +188,31 @@ mod tests {
         assert!(settings.cursor_secret.is_none());
         assert_eq!(settings.deletion_grace, Duration::from_secs(3600));
         assert_eq!(settings.deletion_settle, Duration::from_secs(30));
+        assert_eq!(
+            settings.auth_snapshot_max_age(),
+            Ok(Duration::from_millis(7000))
+        );
+    }
+
+    #[test]
+    fn the_auth_max_age_follows_the_refresh_period_unless_set() {
+        let parse = |arguments: &[&str]| {
+            Settings::try_parse_from(
+                std::iter::once("sessions-query").chain(arguments.iter().copied()),
+            )
+        };
+        let faster = parse(&["--auth-refresh-ms", "500"]).unwrap();
+        assert_eq!(
+            faster.auth_snapshot_max_age(),
+            Ok(Duration::from_millis(5500))
+        );
+        let set = parse(&["--auth-max-age-ms", "3000"]).unwrap();
+        assert_eq!(set.auth_snapshot_max_age(), Ok(Duration::from_millis(3000)));
+        let within_a_period = parse(&["--auth-max-age-ms", "2000"]).unwrap();
+        assert!(within_a_period.auth_snapshot_max_age().is_err());
+        assert!(parse(&["--auth-max-age-ms", "0"]).is_err());
+        assert!(parse(&["--auth-max-age-ms", "60001"]).is_err());
+        assert!(parse(&["--auth-max-age-ms", "60000"]).is_ok());
     }
 
     #[test]
