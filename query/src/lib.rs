@@ -8,7 +8,9 @@
 //! keys and projects are reloaded in the background (see [`auth`]); a page costs one
 //! ClickHouse request, or a probe and a window for a user too large for one (see
 //! [`sessions`]). Every replica runs due jobs
-//! (`sessions_control::jobs::runner`: each job once, one outcome).
+//! (`sessions_control::jobs::runner`: each job once, one outcome). The key refresher and
+//! the job runner are supervised: a panic is logged, counted and the task restarted
+//! (see [`supervisor`]).
 
 pub mod auth;
 pub mod cursor;
@@ -21,6 +23,7 @@ pub mod response;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
+pub mod supervisor;
 pub mod ttl_cache;
 pub mod users;
 
@@ -117,19 +120,45 @@ impl QueryService {
 
     /// This replica's job runner (tests drive it with `run_due`).
     pub fn job_runner(&self) -> JobRunner {
-        JobRunner::new(self.state.store.clone(), self.runner.clone())
-            .counting_in(self.state.metrics.job_attempts.clone())
+        new_job_runner(&self.state, &self.runner)
     }
 
-    /// Reloads API keys and projects every `AUTH_REFRESH_MS`, starting now.
-    pub fn spawn_auth_refresher(&self) -> JoinHandle<()> {
-        let auth = Arc::clone(&self.state.auth);
-        tokio::spawn(auth.refresh_forever(
-            self.state.store.clone(),
-            self.auth_refresh,
-            self.state.metrics.clone(),
-        ))
+    /// Runs due jobs every `JOBS_POLL_MS` until `shutdown`, supervised: a new runner
+    /// after a panic.
+    pub fn spawn_job_runner(&self, shutdown: Shutdown) -> JoinHandle<()> {
+        let state = Arc::clone(&self.state);
+        let runner = self.runner.clone();
+        supervisor::supervise(
+            "job_runner",
+            self.state.metrics.background_task_panics.clone(),
+            supervisor::RESTART_BACKOFF,
+            move || new_job_runner(&state, &runner).run_forever(shutdown.clone()),
+        )
     }
+
+    /// Reloads API keys and projects every `AUTH_REFRESH_MS`, starting now, supervised:
+    /// restarted (reloading at once) after a panic.
+    pub fn spawn_auth_refresher(&self) -> JoinHandle<()> {
+        let state = Arc::clone(&self.state);
+        let period = self.auth_refresh;
+        supervisor::supervise(
+            "auth_refresher",
+            self.state.metrics.background_task_panics.clone(),
+            supervisor::RESTART_BACKOFF,
+            move || {
+                Arc::clone(&state.auth).refresh_forever(
+                    state.store.clone(),
+                    period,
+                    state.metrics.clone(),
+                )
+            },
+        )
+    }
+}
+
+fn new_job_runner(state: &AppState, settings: &RunnerSettings) -> JobRunner {
+    JobRunner::new(state.store.clone(), settings.clone())
+        .counting_in(state.metrics.job_attempts.clone())
 }
 
 /// Applies the migrations (waiting for ClickHouse as long as it takes), then serves
@@ -147,7 +176,7 @@ pub async fn run(
         return Ok(());
     }
     let refresher = service.spawn_auth_refresher();
-    let runner = tokio::spawn(service.job_runner().run_forever(shutdown.clone()));
+    let runner = service.spawn_job_runner(shutdown.clone());
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;

@@ -2,8 +2,8 @@
 //!
 //! Contract: each service instance registers into its own [`Registry`] (tests build
 //! several services in one process). Labels are low-cardinality: `route` is one of
-//! [`ROUTES`], `status` an HTTP status code, `kind` a ClickHouse error class. No key,
-//! project or user id ever becomes a label.
+//! [`ROUTES`], `status` an HTTP status code, `kind` a ClickHouse error class, `task` one
+//! of [`BACKGROUND_TASKS`]. No key, project or user id ever becomes a label.
 //! `query_api_keys_age_seconds` is computed when scraped, so it keeps growing when the
 //! reloads stop, whatever the reason.
 
@@ -36,6 +36,10 @@ pub const PAGE_STATEMENTS: &[&str] = &[
     "window",
 ];
 
+/// Every value of the `task` label of `query_background_task_panics_total` (each from
+/// the start): the supervised background tasks (`crate::supervisor`).
+pub const BACKGROUND_TASKS: &[&str] = &["auth_refresher", "job_runner"];
+
 /// Every value of the `route` label.
 pub const ROUTES: &[&str] = &[
     "user_sessions",
@@ -65,6 +69,8 @@ pub struct Metrics {
     pub stats_fold_rows: IntCounter,
     /// Sessions held in this replica's statistics folds.
     pub stats_fold_sessions: IntGauge,
+    /// Panics of supervised background tasks, by task.
+    pub background_task_panics: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +122,13 @@ impl Metrics {
             "query_stats_fold_sessions",
             "Sessions held in this replica's statistics folds (at most STATS_CACHE_SESSIONS, plus folds being read)",
         )?;
+        let background_task_panics = counter_of_each(
+            "query_background_task_panics_total",
+            "Panics of this replica's background tasks, by task (auth_refresher, job_runner); each is restarted after a short backoff",
+            "task",
+            BACKGROUND_TASKS,
+        )?;
+        registry.register(Box::new(background_task_panics.clone()))?;
         registry.register(Box::new(stats_fold_rows.clone()))?;
         registry.register(Box::new(stats_fold_sessions.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -134,6 +147,7 @@ impl Metrics {
             page_statements,
             stats_fold_rows,
             stats_fold_sessions,
+            background_task_panics,
         })
     }
 
