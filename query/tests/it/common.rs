@@ -27,6 +27,18 @@ pub struct Fixture {
     pub org_id: u64,
     pub api_key: String,
     pub project: Project,
+    /// The service's key reloads, as in production: keys older than the service's
+    /// maximum age are refused (fail closed), so a test longer than that needs them.
+    _key_reloads: AbortOnDrop,
+}
+
+/// A background task stopped when its owner is dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Fixture {
@@ -58,6 +70,7 @@ impl Fixture {
         configure(&mut settings);
         let service = QueryService::new(&settings).unwrap();
         service.refresh_auth().await.unwrap();
+        let key_reloads = AbortOnDrop(service.spawn_auth_refresher());
         Fixture {
             engine,
             db,
@@ -65,6 +78,7 @@ impl Fixture {
             org_id: organization.org_id,
             api_key: organization.api_key,
             project,
+            _key_reloads: key_reloads,
         }
     }
 

@@ -66,6 +66,7 @@ async fn end_to_end(target: &Target) {
         sessions_query::QueryService::new(&sessions_query::Settings::new(db.settings.clone()))
             .unwrap();
     service.refresh_auth().await.unwrap();
+    let _key_reloads = common::AbortOnDrop(service.spawn_auth_refresher());
     let routes = service.routes();
 
     let expected_by_user = workload.expected_by_user();
