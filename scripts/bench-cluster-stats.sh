@@ -21,6 +21,7 @@ SCRIPT_NAME=bench-cluster-stats.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
+ensure_cursor_secret # sessions-query requires one
 
 HEAVY_ROWS=${BENCH_HEAVY_ROWS:-1000000}
 REQUESTS=${BENCH_REQUESTS:-200}

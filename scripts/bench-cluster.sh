@@ -21,6 +21,7 @@ SCRIPT_NAME=bench-cluster.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
+ensure_cursor_secret # sessions-query requires one
 
 SINGLE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 CLUSTER_NAME=${CLICKHOUSE_CLUSTER:-sessions_cluster}

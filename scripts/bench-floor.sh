@@ -26,6 +26,7 @@ SCRIPT_NAME=bench-floor.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
+ensure_cursor_secret # sessions-query requires one
 
 USER_ID=${BENCH_USER:-bench-100@example.com}
 LIMIT=${BENCH_LIMIT:-50}

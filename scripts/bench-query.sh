@@ -44,6 +44,7 @@ SCRIPT_NAME=bench-query.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
+ensure_cursor_secret # sessions-query requires one
 
 DURATION=${BENCH_DURATION:-10s}
 ROUNDS=${BENCH_ROUNDS:-5}

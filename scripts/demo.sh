@@ -54,6 +54,8 @@ export KAFKA_TOPIC
 export QUERY_ADDR="127.0.0.1:$QUERY_PORT"
 export INGEST_METRICS_ADDR="127.0.0.1:$INGEST_METRICS_PORT"
 export RUST_LOG=${RUST_LOG:-info}
+# The query service's cursor key: made once, kept under .local/ (mode 0600).
+ensure_cursor_secret "$STATE_DIR/demo-cursor-secret"
 
 seconds_since() { python3 -c 'import sys; print(f"{(int(sys.argv[2]) - int(sys.argv[1])) / 1000:.1f}")' "$1" "$(now_ms)"; }
 

@@ -163,3 +163,22 @@ show_log() {
     tail -n 30 "$1" >&2 || true
     echo "-----" >&2
 }
+
+# ensure_cursor_secret [FILE]: exports CURSOR_SECRET (sessions-query requires one of
+# at least 32 bytes): the caller's if set, else the one kept in FILE (made once, mode
+# 0600, so cursors survive a restart), else a random one for this run.
+ensure_cursor_secret() {
+    local file=${1:-}
+    if [[ -z ${CURSOR_SECRET:-} ]]; then
+        if [[ -n $file && -s $file ]]; then
+            CURSOR_SECRET=$(<"$file")
+        else
+            CURSOR_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+            if [[ -n $file ]]; then
+                mkdir -p "$(dirname "$file")"
+                (umask 077 && printf '%s' "$CURSOR_SECRET" >"$file")
+            fi
+        fi
+    fi
+    export CURSOR_SECRET
+}

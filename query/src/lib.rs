@@ -68,10 +68,7 @@ impl QueryService {
         let aged = Arc::clone(&auth);
         Metrics::register_api_keys_age(&registry, move || aged.age())
             .context("registering metrics")?;
-        let cursor_key = match &settings.cursor_secret {
-            Some(secret) => CursorKey::new(secret.expose().as_bytes()),
-            None => CursorKey::new(cursor::BUILT_IN_SECRET.as_bytes()),
-        };
+        let cursor_key = CursorKey::new(settings.cursor_key_bytes().map_err(anyhow::Error::msg)?);
         let state = AppState {
             store: Store::new(&settings.clickhouse)?,
             auth,
@@ -168,8 +165,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    if settings.cursor_secret.is_none() {
-        tracing::warn!("CURSOR_SECRET is not set: cursors are signed with a built-in key");
+    if settings.cursor_secret.is_none() && settings.allow_built_in_cursor_key {
+        tracing::warn!(
+            "CURSOR_SECRET is not set: cursors are signed with a built-in, public key \
+             (ALLOW_BUILT_IN_CURSOR_KEY, development only)"
+        );
     }
     let service = QueryService::new(&settings)?;
     if !migrate_at_start(&service.state.store, None, &shutdown).await? {

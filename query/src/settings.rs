@@ -39,11 +39,16 @@ pub struct Settings {
     #[arg(long, env = "QUERY_ADDR", default_value = "127.0.0.1:8080")]
     pub query_addr: SocketAddr,
 
-    /// HMAC key that signs pagination cursors. Without it a fixed built-in key is used,
-    /// which lets anyone forge cursors: production must set it (the same value on every
-    /// replica, so a cursor from one replica is accepted by the others).
+    /// HMAC key that signs pagination cursors: at least 32 bytes, the same value on
+    /// every replica (so a cursor from one replica is accepted by the others).
+    /// Required, unless `ALLOW_BUILT_IN_CURSOR_KEY` is set.
     #[arg(long, env = "CURSOR_SECRET", hide_env_values = true, value_parser = parse_cursor_secret)]
     pub cursor_secret: Option<Secret>,
+
+    /// Development only: without `CURSOR_SECRET`, sign cursors with a key built into
+    /// the source, which lets anyone forge cursors.
+    #[arg(long, env = "ALLOW_BUILT_IN_CURSOR_KEY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_built_in_cursor_key: bool,
 
     /// How often the API keys and projects are reloaded from ClickHouse, in
     /// milliseconds (at most 4000).
@@ -103,12 +108,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults for everything but ClickHouse access (tests and tools).
+    /// Defaults for everything but ClickHouse access (tests and tools, so the built-in
+    /// cursor key is allowed).
     pub fn new(clickhouse: ClickHouseSettings) -> Settings {
         Settings {
             clickhouse,
             query_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cursor_secret: None,
+            allow_built_in_cursor_key: true,
             auth_refresh: Duration::from_millis(2000),
             auth_max_age: None,
             deletion_grace: Duration::from_secs(3600),
@@ -118,6 +125,20 @@ impl Settings {
             query_threads: 1,
             heavy_stats_concurrency: 2,
             stats_cache_sessions: 2_000_000,
+        }
+    }
+
+    /// The bytes that key cursor signatures: `CURSOR_SECRET`, or the built-in key when
+    /// it is unset and `ALLOW_BUILT_IN_CURSOR_KEY` is set; else an error that says so.
+    pub fn cursor_key_bytes(&self) -> Result<&[u8], String> {
+        match (&self.cursor_secret, self.allow_built_in_cursor_key) {
+            (Some(secret), _) => Ok(secret.expose().as_bytes()),
+            (None, true) => Ok(crate::cursor::BUILT_IN_SECRET.as_bytes()),
+            (None, false) => Err(format!(
+                "CURSOR_SECRET is required (at least {MIN_CURSOR_SECRET_BYTES} bytes, e.g. \
+                 `openssl rand -hex 32`); ALLOW_BUILT_IN_CURSOR_KEY=1 allows a built-in, \
+                 public key for development"
+            )),
         }
     }
 
@@ -139,9 +160,14 @@ impl Settings {
     }
 }
 
+/// The shortest `CURSOR_SECRET`: 256 bits, as many as the HMAC-SHA256 it keys.
+pub const MIN_CURSOR_SECRET_BYTES: usize = 32;
+
 fn parse_cursor_secret(value: &str) -> Result<Secret, String> {
-    if value.is_empty() {
-        return Err("must not be empty (leave it unset to use the built-in key)".into());
+    if value.len() < MIN_CURSOR_SECRET_BYTES {
+        return Err(format!(
+            "must be at least {MIN_CURSOR_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
     }
     Ok(Secret::new(value))
 }
@@ -186,11 +212,35 @@ mod tests {
         assert_eq!(settings.query_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.auth_refresh, Duration::from_millis(2000));
         assert!(settings.cursor_secret.is_none());
+        assert!(!settings.allow_built_in_cursor_key);
         assert_eq!(settings.deletion_grace, Duration::from_secs(3600));
         assert_eq!(settings.deletion_settle, Duration::from_secs(30));
         assert_eq!(
             settings.auth_snapshot_max_age(),
             Ok(Duration::from_millis(7000))
+        );
+    }
+
+    #[test]
+    fn a_cursor_secret_of_at_least_32_bytes_is_required_unless_the_built_in_key_is_allowed() {
+        let parse = |arguments: &[&str]| {
+            Settings::try_parse_from([&["sessions-query"], arguments].concat())
+        };
+        let short = parse(&["--cursor-secret", &"k".repeat(31)]).unwrap_err();
+        assert!(short.to_string().contains("at least 32 bytes"), "{short}");
+
+        let unset = parse(&[]).unwrap();
+        let refused = unset.cursor_key_bytes().unwrap_err();
+        assert!(refused.contains("CURSOR_SECRET is required"), "{refused}");
+
+        let secret = "k".repeat(32);
+        let set = parse(&["--cursor-secret", &secret]).unwrap();
+        assert_eq!(set.cursor_key_bytes(), Ok(secret.as_bytes()));
+
+        let development = parse(&["--allow-built-in-cursor-key"]).unwrap();
+        assert_eq!(
+            development.cursor_key_bytes(),
+            Ok(crate::cursor::BUILT_IN_SECRET.as_bytes())
         );
     }
 
@@ -222,7 +272,7 @@ mod tests {
             "--query-addr",
             "127.0.0.1:0",
             "--cursor-secret",
-            "hunter2",
+            "hunter2-hunter2-hunter2-hunter2-hunter2",
             "--auth-refresh-ms",
             "500",
         ])

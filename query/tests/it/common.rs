@@ -215,13 +215,18 @@ pub fn error_message(response: &Response<Bytes>) -> String {
     errors[0].as_str().unwrap().to_owned()
 }
 
+/// The cursor key of the `sessions-query` processes tests start (the binary requires
+/// one of at least 32 bytes).
+pub const TEST_CURSOR_SECRET: &str = "test-cursor-secret-of-at-least-32-bytes";
+
 /// The `sessions-query` binary, with none of its settings taken from the environment
-/// but those the caller sets.
+/// but those the caller sets, and [`TEST_CURSOR_SECRET`].
 pub fn query_binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessions-query"));
     command
         .env_remove("QUERY_ADDR")
-        .env_remove("CURSOR_SECRET")
+        .env_remove("ALLOW_BUILT_IN_CURSOR_KEY")
+        .env("CURSOR_SECRET", TEST_CURSOR_SECRET)
         .env_remove("AUTH_REFRESH_MS");
     command
 }

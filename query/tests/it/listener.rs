@@ -109,11 +109,21 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
         ["--query-addr", "nowhere"],
         ["--auth-refresh-ms", "0"],
         ["--clickhouse-url", "ftp://x"],
+        ["--cursor-secret", "shorter-than-32-bytes"],
     ] {
         let output = query_binary().args(bad).output().unwrap();
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
     }
+    // Without a cursor key it refuses to start (and never reaches ClickHouse).
+    let output = query_binary()
+        .env_remove("CURSOR_SECRET")
+        .args(["--query-addr", "127.0.0.1:0", "--clickhouse-url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CURSOR_SECRET is required"), "{stderr}");
 }
 
 #[tokio::test]
