@@ -118,7 +118,12 @@ fn help_lists_every_setting_and_bad_settings_exit_non_zero() {
     // Without a cursor key it refuses to start (and never reaches ClickHouse).
     let output = query_binary()
         .env_remove("CURSOR_SECRET")
-        .args(["--query-addr", "127.0.0.1:0", "--clickhouse-url", "http://127.0.0.1:1"])
+        .args([
+            "--query-addr",
+            "127.0.0.1:0",
+            "--clickhouse-url",
+            "http://127.0.0.1:1",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
