@@ -2,6 +2,7 @@
 //! user deletion jobs (api-users.md: the same jobs as the API's, run by `sessions-query`).
 //! Prints JSON on stdout; on failure prints `error: <reason>` on stderr and exits 1.
 
+use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -101,11 +102,10 @@ enum KeyCommand {
         #[arg(long)]
         org: u64,
     },
-    /// Revoke an API key.
-    Revoke {
-        #[arg(long)]
-        key: String,
-    },
+    /// Revoke an API key, read from the environment variable API_KEY or else from the
+    /// first line of standard input (never a flag: the command line of a running
+    /// process is visible to every local user, e.g. in `ps`).
+    Revoke,
 }
 
 #[derive(Subcommand)]
@@ -147,9 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             command: KeyCommand::Create { org },
         } => json!({"apiKey": tenancy.create_key(org).await?}),
         Command::Key {
-            command: KeyCommand::Revoke { key },
+            command: KeyCommand::Revoke,
         } => {
-            tenancy.revoke_key(&key).await?;
+            tenancy.revoke_key(&key_to_revoke()?).await?;
             json!({"revoked": true})
         }
         Command::Project {
@@ -209,4 +209,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The longest input `key revoke` reads (keys are 40 characters).
+const MAX_KEY_INPUT_BYTES: u64 = 1024;
+
+/// The key `key revoke` revokes: `API_KEY`, else the first line of standard input.
+fn key_to_revoke() -> anyhow::Result<String> {
+    if let Ok(key) = std::env::var("API_KEY") {
+        return Ok(key.trim().to_owned());
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_KEY_INPUT_BYTES)
+        .read_to_string(&mut input)?;
+    let key = input.lines().next().unwrap_or("").trim();
+    anyhow::ensure!(
+        !key.is_empty(),
+        "no key to revoke: give it in API_KEY or on standard input"
+    );
+    Ok(key.to_owned())
 }

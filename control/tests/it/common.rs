@@ -1,6 +1,7 @@
 //! The control tests' own helper: `sessions-admin` as a child process.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -12,12 +13,28 @@ pub struct Admin<'a> {
 impl Admin<'_> {
     /// Runs `sessions-admin` with flags; returns (exit success, stdout JSON or Null, stderr).
     pub fn run(&self, args: &[&str]) -> (bool, Value, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
+        self.run_with_input(args, "")
+    }
+
+    /// [`Admin::run`] with `input` on its standard input.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> (bool, Value, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sessions-admin"))
             .env_remove("RUST_LOG")
+            .env_remove("API_KEY")
             .args(self.settings.to_args())
             .args(args)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("sessions-admin runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin piped")
+            .write_all(input.as_bytes())
+            .expect("input written");
+        let output = child.wait_with_output().expect("sessions-admin runs");
         let stdout = String::from_utf8(output.stdout).unwrap();
         let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
         (
@@ -34,7 +51,11 @@ impl Admin<'_> {
     }
 
     pub fn fails(&self, args: &[&str]) -> String {
-        let (success, json, stderr) = self.run(args);
+        self.fails_with_input(args, "")
+    }
+
+    pub fn fails_with_input(&self, args: &[&str], input: &str) -> String {
+        let (success, json, stderr) = self.run_with_input(args, input);
         assert!(!success, "{args:?} should fail, printed {json}");
         assert_eq!(json, Value::Null, "nothing on stdout for {args:?}");
         assert!(!stderr.trim().is_empty(), "{args:?}: a reason on stderr");

@@ -172,8 +172,14 @@ async fn sessions_admin_matches_operations_md_field_for_field() {
         let key = admin.ok(&["key", "create", "--org", &org_id.to_string()]);
         assert_eq!(keys_of(&key), ["apiKey"]);
         assert_ne!(key["apiKey"], org["apiKey"]);
-        let revoked = admin.ok(&["key", "revoke", "--key", key["apiKey"].as_str().unwrap()]);
+        // The key comes on standard input, never on the command line.
+        let key_line = format!("{}\n", key["apiKey"].as_str().unwrap());
+        let (success, revoked, stderr) = admin.run_with_input(&["key", "revoke"], &key_line);
+        assert!(success, "{stderr}");
         assert_eq!(revoked, serde_json::json!({"revoked": true}));
+        assert!(admin
+            .fails(&["key", "revoke", "--key", key["apiKey"].as_str().unwrap()])
+            .contains("--key"));
 
         let chosen = admin.ok(&[
             "project",
@@ -253,8 +259,9 @@ async fn sessions_admin_matches_operations_md_field_for_field() {
             .fails(&["key", "create", "--org", "999"])
             .contains("organization 999"));
         assert!(admin
-            .fails(&["key", "revoke", "--key", "not-a-key"])
+            .fails_with_input(&["key", "revoke"], "not-a-key\n")
             .contains("unknown API key"));
+        assert!(admin.fails(&["key", "revoke"]).contains("no key to revoke"));
         assert!(admin
             .fails(&["org", "create", "--name", "  "])
             .contains("name"));
