@@ -75,11 +75,14 @@ start_worker() {
 # metric PORT SERIES
 metric() { metric_sample "http://127.0.0.1:$1/metrics" "$2"; }
 
+# database_of PROTOCOL: the database of one protocol's run.
+database_of() { echo "bench_rebalance_${RUN_ID}_$1"; }
+
 measure() {
-    local protocol=$1 topic=bench-rebalance-$RUN_ID-$1 database=bench_rebalance_${RUN_ID}_$1
+    local protocol=$1 topic=bench-rebalance-$RUN_ID-$1 database
     local producer_pid before_b revoked_before loaded_before i messages
     local produced=$STATE_DIR/bench-rebalance-producer.json
-    databases+=("$database")
+    database=$(database_of "$protocol")
     "$BIN/sessions-producer" --topic "$topic" --create-topic --partitions 4 --sessions 0 >/dev/null
     start_worker bench-rebalance-a "$PORT_A" "$topic" "$database" "$protocol"
     # No duplicate messages in the workload: a message read twice is a replay.
@@ -121,6 +124,8 @@ EOF
 }
 
 for protocol in $PROTOCOLS; do
+    # Named here: measure runs in a subshell, whose changes never reach cleanup.
+    databases+=("$(database_of "$protocol")")
     result=$(measure "$protocol")
     echo "$result"
     say "$result"
