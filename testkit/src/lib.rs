@@ -2,10 +2,10 @@
 //! what the tests, benchmarks, examples and the `sessions-producer` load tool share:
 //! a seeded workload with its expected rows, Kafka producer helpers, a freshly
 //! migrated ClickHouse database per test, a tiny HTTP GET, the checks of the
-//! decoder's fuzz target; and for the integration tests of every crate, the turns
-//! that keep a disruptive test from overlapping the others (`serial`), the services
-//! script the fault tests drive (`services`) and the ingest worker as they run it
-//! (`worker`).
+//! decoder's and the HTTP parsing's fuzz targets; and for the integration tests of
+//! every crate, the turns that keep a disruptive test from overlapping the others
+//! (`serial`), the services script the fault tests drive (`services`) and the ingest
+//! worker as they run it (`worker`).
 //!
 //! Never a dependency of the services: `sessions-ingest`, `sessions-query` and
 //! `sessions-control` (with `sessions-admin`) take it as a dev-dependency only, and the
@@ -14,6 +14,7 @@
 pub mod clickhouse;
 pub mod fuzz_check;
 pub mod http;
+pub mod http_check;
 pub mod kafka;
 pub mod serial;
 pub mod services;

@@ -17,6 +17,7 @@ mod clickhouse_outage;
 mod cluster_failures;
 mod contract_fuzzing;
 mod end_to_end;
+mod http_parsing;
 mod listener;
 mod openapi;
 mod prometheus;
