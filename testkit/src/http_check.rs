@@ -72,13 +72,20 @@ fn check_path(path: &str) {
     if let Some(raw_user_id) = raw_user_id {
         assert!(!raw_user_id.contains('/'));
         if let Ok(user_id) = decode_user_id(raw_user_id) {
-            assert!((1..=MAX_USER_ID_BYTES).contains(&user_id.len()), "{user_id:?}");
+            assert!(
+                (1..=MAX_USER_ID_BYTES).contains(&user_id.len()),
+                "{user_id:?}"
+            );
         }
     }
     if let Some(raw_job_id) = raw_job_id {
         if let Ok(job_id) = parse_job_id(raw_job_id) {
             let significant = raw_job_id.trim_start_matches('0');
-            let expected = if significant.is_empty() { "0" } else { significant };
+            let expected = if significant.is_empty() {
+                "0"
+            } else {
+                significant
+            };
             assert_eq!(job_id.to_string(), expected);
         }
     }
@@ -86,11 +93,18 @@ fn check_path(path: &str) {
 
 fn check_query(query: &str) {
     if check_query_length(query).is_err() {
-        assert!(query.len() > MAX_QUERY_BYTES, "a query within the cap refused");
+        assert!(
+            query.len() > MAX_QUERY_BYTES,
+            "a query within the cap refused"
+        );
         return;
     }
     if let Ok(params) = parse_query(query) {
-        assert!((1..=MAX_LIMIT).contains(&params.limit), "limit {}", params.limit);
+        assert!(
+            (1..=MAX_LIMIT).contains(&params.limit),
+            "limit {}",
+            params.limit
+        );
         if let (Some(start), Some(end)) = (params.start_date, params.end_date) {
             assert!(start <= end);
         }
@@ -109,7 +123,10 @@ fn check_cursor(path: &str, cursor: &str, data: &[u8]) {
         end_date: None,
     };
     // Guessing a signature takes ~2^64 tries (or more): a fuzzer never gets one.
-    assert!(key.decode(&scope, cursor).is_err(), "a forged cursor accepted");
+    assert!(
+        key.decode(&scope, cursor).is_err(),
+        "a forged cursor accepted"
+    );
 
     let mut numbers = [0u8; 16];
     for (slot, byte) in numbers.iter_mut().zip(data.iter().rev()) {
@@ -125,7 +142,10 @@ fn check_cursor(path: &str, cursor: &str, data: &[u8]) {
         start_date: Some(1),
         ..scope
     };
-    assert!(key.decode(&other, &signed).is_err(), "a cursor outside its query");
+    assert!(
+        key.decode(&other, &signed).is_err(),
+        "a cursor outside its query"
+    );
 }
 
 fn check_header(header: &str) {
