@@ -1,7 +1,7 @@
 //! Fuzz target: any bytes as one Kafka message value, through `decode_message`, the
 //! worker's aggregation and `encode_batch`, with the heap's peak bounded by a multiple
 //! of the message's size. The checks are `sessions_testkit::fuzz_check` (shared with
-//! `ingest/tests/fuzz_corpus.rs`, which replays `fuzz/regressions/`).
+//! `ingest/tests/it/fuzz_corpus.rs`, which replays `fuzz/regressions/`).
 //!
 //! ```sh
 //! mkdir -p fuzz/corpus/decode_and_aggregate

@@ -1,5 +1,5 @@
 //! The checks of the `decode_and_aggregate` fuzz target (`fuzz/`), shared with the
-//! test that replays its corpus in the normal suite (`ingest/tests/fuzz_corpus.rs`).
+//! test that replays its corpus in the normal suite (`ingest/tests/it/fuzz_corpus.rs`).
 //!
 //! Contract: [`check_message`] takes any bytes as one Kafka message value, runs them
 //! through the decoder and the worker's aggregation as the worker does, and panics,
