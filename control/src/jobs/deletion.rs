@@ -1,36 +1,49 @@
-//! Erasing one user's data from a project: what a `delete_user_data` job does.
+//! Erasing users' data from their projects: what `delete_user_data` jobs do, several
+//! at once (a batch: the runner takes the deletions that are due together).
 //!
 //! Contract of [`Deletion::run`] (docs/api.md, "What a completed deletion
-//! guarantees"): it returns Ok only when a read finds, in the tables of the database,
-//! no row of the project under the user id and no row of any session of the project
-//! listed in `deleted_sessions`, in the read model (`sessions`), the worker's durable
-//! state (`session_state`, `session_keys`, `session_applied`) and the dead letters
-//! (`rejected_events` whose payload names the user, `"userId": "<id>"` in JSON, or one
-//! of those sessions, `"sessionId": <id>`). Steps, each idempotent, so a run that stops
-//! anywhere is simply run again:
+//! guarantees"): it returns, per user of the batch, Ok only when a read finds, in the
+//! tables of the database, no row of the project under the user id and no row of any
+//! session of the project listed in `deleted_sessions`, in the read model
+//! (`sessions`), the worker's durable state (`session_state`, `session_keys`,
+//! `session_applied`) and the dead letters (`rejected_events` whose payload names a
+//! user of the batch, `"userId": "<id>"` in JSON, or one of those sessions,
+//! `"sessionId": <id>`). Steps, each idempotent, so a run that stops anywhere is simply
+//! run again:
 //!
-//! 1. **Mark.** The user's live sessions (those the sessions endpoint shows) go to
-//!    `deleted_sessions` (session id, project, time: nothing about the user). From the
-//!    moment a mark is readable, the ingest worker drops every event of that session
-//!    before writing (ingest's `exactly_once`, step 8): deleted stays deleted.
-//! 2. **Settle.** Wait `settle` after the marks: a worker flush that checked the marks
-//!    just before they landed is written by then (its writes are bounded by its
-//!    ClickHouse timeouts), so its rows exist before the mutations are created.
-//! 3. **Erase.** `ALTER TABLE … DELETE` mutations, then wait until no mutation of the
-//!    database is unfinished on any node (`sessions_shared::erasure`: on a cluster,
-//!    `ON CLUSTER` on the shard-local tables, with marker rows first).
-//! 4. **Verify.** Count what is left; anything left (a write that raced the mutations)
-//!    means another round of 3. The count also runs before the first round: a user
-//!    with no stored data (nothing marked, no row, no dead letter) issues no mutation.
+//! 1. **Mark.** The users' live sessions (those the sessions endpoint shows) go to
+//!    `deleted_sessions` (session id, project, time: nothing about the user), in one
+//!    read and one INSERT per 100,000. From the moment a mark is readable, the ingest
+//!    worker drops every event of that session before writing (ingest's
+//!    `exactly_once`, step 8): deleted stays deleted.
+//! 2. **Settle.** Wait `settle` after the marks, once for the batch: a worker flush
+//!    that checked the marks just before they landed is written by then (its writes
+//!    are bounded by its ClickHouse timeouts), so its rows exist before the mutations
+//!    are created.
+//! 3. **Erase.** One `ALTER TABLE … DELETE` per table whose condition covers every
+//!    user of the batch still having rows (and one per chunk of named dead letters),
+//!    then one wait until no mutation of the database is unfinished on any node
+//!    (`sessions_shared::erasure`: on a cluster, `ON CLUSTER` on the shard-local
+//!    tables, with marker rows first).
+//! 4. **Verify.** Count what is left, per user: its rows, its project's deleted
+//!    sessions' rows, and the batch's dead letters (a dead letter is not attributed to
+//!    one user: any left keeps every user of the batch for another round). A user with
+//!    nothing left is done, with the rounds it took; the others go through 3 again.
+//!    The count also runs before the first round: users with no stored data (nothing
+//!    marked, no row, no dead letter) issue no mutation.
 //!
-//! Values never enter the SQL as text: the user id is written as `unhex('…')`, session
-//! ids come from `deleted_sessions` by subquery, dead letters are named by a hash of
-//! their key.
+//! A batch is bounded ([`MAX_BATCH_USERS`] users, [`MAX_CONDITION_BYTES`] of
+//! condition, [`condition_cost`]), so that no statement outgrows ClickHouse's
+//! `max_query_size` (256 KiB). Values never enter the SQL as text: user ids are
+//! written as `unhex('…')`, and so is the dead letters' pattern; projects are numbers,
+//! session ids come from `deleted_sessions` by subquery, dead letters are named by a
+//! hash of their key.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use clickhouse::Row;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sessions_shared::clickhouse::{id_list, Store, StoreError};
 use sessions_shared::erasure::{mutate, wait_for_mutations, Count, LONG_REQUESTS};
 
@@ -40,13 +53,30 @@ const MARK_CHUNK: usize = 100_000;
 const DEAD_LETTER_CHUNK: usize = 10_000;
 /// Rounds of erase-and-verify before the run gives up (transiently).
 const MAX_ROUNDS: u32 = 5;
+/// Most users one batch deletes.
+pub const MAX_BATCH_USERS: usize = 1_000;
+/// Most bytes the users and projects of one batch take in a statement's condition
+/// ([`condition_cost`]): the longest statement (the `sessions` mutation, or the dead
+/// letters' read) is then this plus under 1 KiB, well within ClickHouse's default
+/// `max_query_size` of 256 KiB.
+pub const MAX_CONDITION_BYTES: usize = 100_000;
+/// What a project adds to a batch's conditions, beyond its users ([`condition_cost`]).
+const PROJECT_CONDITION_BYTES: usize = 240;
 
-/// What a run did.
+/// One user to delete, in its project.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeletedUser {
+    pub project_id: u32,
+    pub user_id: String,
+}
+
+/// What a run did for one user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeletionReport {
     /// Sessions marked deleted by this run (0 when an earlier run marked them).
     pub sessions_marked: u64,
-    /// Erase rounds (0: there was nothing to erase, no mutation was issued).
+    /// Erase rounds before the user was found gone (0: nothing of the user was left
+    /// to erase; no mutation was issued for it).
     pub rounds: u32,
 }
 
@@ -57,74 +87,205 @@ struct DeletedSession {
     deleted_at: u32,
 }
 
-/// The deletion of one user's data in one project.
+#[derive(Row, Deserialize)]
+struct UserSession {
+    project_id: u32,
+    user_hex: String,
+    session_id: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct UserCount {
+    project_id: u32,
+    user_hex: String,
+    count: u64,
+}
+
+/// The bytes `user_id` adds to the longest statement of a batch: its id's hex in the
+/// rows' condition (`unhex('…'), `), or the hex of its alternative in the dead
+/// letters' pattern (its JSON form, regex-escaped, and a `|`), whichever is longer.
+pub fn condition_cost(user_id: &str) -> usize {
+    let quoted = serde_json::to_string(user_id).expect("a string serializes");
+    2 * (regex_escape(&quoted).len() + 1).max(user_id.len() + 6)
+}
+
+/// Whether `users` fit one batch: at most [`MAX_BATCH_USERS`], and their
+/// [`condition_cost`] plus [`PROJECT_CONDITION_BYTES`] per project at most
+/// [`MAX_CONDITION_BYTES`]. A single user always fits (a user id is at most 256 bytes).
+pub fn fits_one_batch<'a>(users: impl IntoIterator<Item = (u32, &'a str)>) -> bool {
+    let mut count = 0;
+    let mut bytes = 0;
+    let mut projects = BTreeSet::new();
+    for (project_id, user_id) in users {
+        count += 1;
+        bytes += condition_cost(user_id);
+        if projects.insert(project_id) {
+            bytes += PROJECT_CONDITION_BYTES;
+        }
+    }
+    count <= MAX_BATCH_USERS && bytes <= MAX_CONDITION_BYTES
+}
+
+/// `(project_id = 1 AND user_id IN (unhex('…'), …)) OR (project_id = 2 AND …)`: the
+/// rows of `users`, grouped by project, ids only as hex.
+pub fn users_condition(users: &[&DeletedUser]) -> String {
+    let mut by_project: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+    for user in users {
+        by_project
+            .entry(user.project_id)
+            .or_default()
+            .insert(&user.user_id);
+    }
+    let clauses: Vec<String> = by_project
+        .into_iter()
+        .map(|(project_id, ids)| {
+            let ids: Vec<String> = ids
+                .into_iter()
+                .map(|id| format!("unhex('{}')", hex::encode(id)))
+                .collect();
+            format!(
+                "(project_id = {project_id} AND user_id IN ({}))",
+                ids.join(", ")
+            )
+        })
+        .collect();
+    clauses.join(" OR ")
+}
+
+/// The pattern of a dead letter that names one of `users`: `"userId"`, a colon, and
+/// one of their ids as JSON writes it, every regular-expression character escaped.
+pub fn users_pattern(users: &[&DeletedUser]) -> String {
+    let ids: BTreeSet<String> = users
+        .iter()
+        .map(|user| {
+            let quoted = serde_json::to_string(&user.user_id).expect("a string serializes");
+            regex_escape(&quoted)
+        })
+        .collect();
+    format!(
+        r#""userId"\s*:\s*(?:{})"#,
+        ids.into_iter().collect::<Vec<_>>().join("|")
+    )
+}
+
+/// The deletion of a batch of users' data, each in its project.
 pub struct Deletion<'a> {
     pub store: &'a Store,
-    pub project_id: u32,
-    pub user_id: &'a str,
+    pub users: &'a [DeletedUser],
     /// Step 2's wait.
     pub settle: Duration,
+    /// Counts every `ALTER … DELETE` issued, when given.
+    pub mutations: Option<&'a prometheus::IntCounter>,
 }
 
 impl Deletion<'_> {
-    pub async fn run(&self) -> Result<DeletionReport, StoreError> {
-        let sessions_marked = self.mark().await?;
+    /// Per user of the batch, in order: its report, or why it is not done (an error of
+    /// the batch's statements, or rows that kept reappearing through every round).
+    pub async fn run(&self) -> Vec<Result<DeletionReport, StoreError>> {
+        let mut outcomes: Vec<Option<Result<DeletionReport, StoreError>>> =
+            self.users.iter().map(|_| None).collect();
+        if let Err(error) = self.rounds(&mut outcomes).await {
+            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+                *outcome = Some(Err(copy_error(&error)));
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(format!(
+                        "rows kept reappearing through {MAX_ROUNDS} rounds of deletion"
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// Steps 1 to 4; a user found gone gets its outcome in `outcomes`.
+    async fn rounds(
+        &self,
+        outcomes: &mut [Option<Result<DeletionReport, StoreError>>],
+    ) -> Result<(), StoreError> {
+        let marked = self.mark().await?;
         tokio::time::sleep(self.settle).await;
-        // Verified before each round, so a user with nothing stored costs reads only:
+        // Verified before each round, so users with nothing stored cost reads only:
         // no mutation, which would rewrite parts of the shared tables on every node.
         for rounds in 0..=MAX_ROUNDS {
-            let left = self.leftovers().await?;
-            if left == 0 {
-                return Ok(DeletionReport {
-                    sessions_marked,
-                    rounds,
-                });
+            let pending: Vec<usize> = (0..self.users.len())
+                .filter(|&index| outcomes[index].is_none())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
             }
-            if rounds == MAX_ROUNDS {
-                break;
+            let users: Vec<&DeletedUser> =
+                pending.iter().map(|&index| &self.users[index]).collect();
+            let left = self.leftovers(&users).await?;
+            let mut still = Vec::new();
+            for (&index, left) in pending.iter().zip(left) {
+                if left == 0 {
+                    outcomes[index] = Some(Ok(DeletionReport {
+                        sessions_marked: marked[index],
+                        rounds,
+                    }));
+                } else {
+                    still.push(&self.users[index]);
+                }
+            }
+            if still.is_empty() || rounds == MAX_ROUNDS {
+                return Ok(());
             }
             if rounds > 0 {
                 tracing::info!(
-                    left,
+                    users = still.len(),
                     rounds,
                     "rows written while the deletion ran; erasing again"
                 );
             }
-            self.erase().await?;
+            self.erase(&still).await?;
             wait_for_mutations(self.store).await?;
         }
-        Err(StoreError::Unavailable(format!(
-            "rows kept reappearing through {MAX_ROUNDS} rounds of deletion"
-        )))
+        Ok(())
     }
 
-    /// Step 1: the user's live sessions into `deleted_sessions`.
-    async fn mark(&self) -> Result<u64, StoreError> {
-        let sql = "SELECT session_id FROM (SELECT session_id, argMax(deleted, version) AS gone \
-                   FROM sessions WHERE project_id = ? AND user_id = ? GROUP BY session_id) \
-                   WHERE gone = 0";
-        let ids: Vec<u64> = self
+    /// Step 1: the users' live sessions into `deleted_sessions`; how many per user.
+    async fn mark(&self) -> Result<Vec<u64>, StoreError> {
+        let users: Vec<&DeletedUser> = self.users.iter().collect();
+        let sql = format!(
+            "SELECT project_id, hex(user_id) AS user_hex, session_id FROM \
+             (SELECT project_id, user_id, session_id, argMax(deleted, version) AS gone \
+              FROM sessions WHERE {} GROUP BY project_id, user_id, session_id) \
+             WHERE gone = 0",
+            users_condition(&users)
+        );
+        let sessions: Vec<UserSession> = self
             .store
             .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
                 self.store
-                    .read_your_writes(client.query(sql))
-                    .bind(self.project_id)
-                    .bind(self.user_id)
-                    .fetch_all::<u64>()
+                    .read_your_writes(client.query(&sql))
+                    .fetch_all::<UserSession>()
             })
             .await?;
+        let index = self.index_by_hex();
+        let mut marked = vec![0; self.users.len()];
+        for session in &sessions {
+            if let Some(&user) =
+                index.get(&(session.project_id, session.user_hex.to_ascii_lowercase()))
+            {
+                marked[user] += 1;
+            }
+        }
         let deleted_at = sessions_shared::clock::epoch_seconds();
-        for chunk in ids.chunks(MARK_CHUNK) {
+        for chunk in sessions.chunks(MARK_CHUNK) {
             self.store
                 .run_for(self.store.timeout() * 4, |client| {
                     let client = client.clone();
                     async move {
                         let mut insert =
                             client.insert::<DeletedSession>("deleted_sessions").await?;
-                        for &session_id in chunk {
+                        for session in chunk {
                             let row = DeletedSession {
-                                session_id,
-                                project_id: self.project_id,
+                                session_id: session.session_id,
+                                project_id: session.project_id,
                                 deleted_at,
                             };
                             insert.write(&row).await?;
@@ -134,99 +295,173 @@ impl Deletion<'_> {
                 })
                 .await?;
         }
-        Ok(ids.len() as u64)
+        Ok(marked)
     }
 
-    /// `session_id IN` the project's deleted sessions. A query through `Distributed`
-    /// tables says `GLOBAL IN` (the set is read once and sent to every shard); a
-    /// mutation runs on each node's own table and reads the set itself.
-    fn deleted_ids(&self, in_operator: &str) -> String {
+    /// Each user's position in the batch, by project and lowercase hex of its id.
+    fn index_by_hex(&self) -> HashMap<(u32, String), usize> {
+        self.users
+            .iter()
+            .enumerate()
+            .map(|(index, user)| ((user.project_id, hex::encode(&user.user_id)), index))
+            .collect()
+    }
+
+    /// `subject IN` the deleted sessions of `projects`. A query through
+    /// `Distributed` tables says `GLOBAL IN` (the set is read once and sent to every
+    /// shard); a mutation runs on each node's own table and reads the set itself.
+    fn deleted_ids(&self, subject: &str, in_operator: &str, projects: &BTreeSet<u32>) -> String {
         format!(
-            "session_id {in_operator} (SELECT session_id FROM {}.deleted_sessions WHERE project_id = {})",
+            "{subject} {in_operator} (SELECT session_id FROM {}.deleted_sessions WHERE project_id IN ({}))",
             self.store.database(),
-            self.project_id
+            id_list(projects.iter().map(|&project| u64::from(project)))
         )
     }
 
-    /// Rows of the user, or of a deleted session, per table (`user_id`: tables keyed by
-    /// user too), for a query (`GLOBAL IN`) or a mutation (`IN`).
-    fn conditions(&self, in_operator: &str) -> [(&'static str, String); 4] {
-        let user = format!(
-            "project_id = {} AND user_id = unhex('{}')",
-            self.project_id,
-            hex::encode(self.user_id)
-        );
-        let deleted = self.deleted_ids(in_operator);
-        [
-            (
-                "sessions",
+    /// Rows of the projects' deleted sessions, per table, for a query (`GLOBAL IN`)
+    /// or a mutation (`IN`); `sessions` is keyed by project, so each project's
+    /// sessions are matched against its own deleted sessions.
+    fn deleted_conditions(
+        &self,
+        in_operator: &str,
+        projects: &BTreeSet<u32>,
+    ) -> [(&'static str, String); 4] {
+        let sessions = projects
+            .iter()
+            .map(|&project| {
                 format!(
-                    "({user}) OR (project_id = {} AND {deleted})",
-                    self.project_id
-                ),
-            ),
-            ("session_keys", format!("({user}) OR {deleted}")),
+                    "(project_id = {project} AND {})",
+                    self.deleted_ids("session_id", in_operator, &BTreeSet::from([project]))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let deleted = self.deleted_ids("session_id", in_operator, projects);
+        [
+            ("sessions", sessions),
+            ("session_keys", deleted.clone()),
             ("session_state", deleted.clone()),
             ("session_applied", deleted),
         ]
     }
 
-    /// The regular expression of a dead letter that names the user.
-    fn user_pattern(&self) -> String {
-        let quoted = serde_json::to_string(self.user_id).expect("a string serializes");
-        format!(r#""userId"\s*:\s*{}"#, regex_escape(&quoted))
-    }
-
-    /// Keys (hashed) of the dead letters naming the user or a deleted session.
-    async fn dead_letters(&self) -> Result<Vec<u64>, StoreError> {
+    /// Keys (hashed) of the dead letters naming one of `users` or a deleted session of
+    /// their projects.
+    async fn dead_letters(&self, users: &[&DeletedUser]) -> Result<Vec<u64>, StoreError> {
+        let projects: BTreeSet<u32> = users.iter().map(|user| user.project_id).collect();
         let sql = format!(
             "SELECT DISTINCT cityHash64(topic, `partition`, `offset`) FROM rejected_events \
              ARRAY JOIN arrayConcat(extractAll(payload, '\"sessionId\"\\\\s*:\\\\s*\"??([0-9]+)'), ['']) AS named \
-             WHERE match(payload, ?) OR toUInt64OrZero(named) GLOBAL IN \
-             (SELECT session_id FROM {}.deleted_sessions WHERE project_id = ?)",
-            self.store.database()
+             WHERE match(payload, unhex('{}')) OR {}",
+            hex::encode(users_pattern(users)),
+            self.deleted_ids("toUInt64OrZero(named)", "GLOBAL IN", &projects)
         );
-        let pattern = self.user_pattern();
         self.store
             .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
                 self.store
                     .read_your_writes(client.query(&sql))
-                    .bind(pattern.as_str())
-                    .bind(self.project_id)
                     .fetch_all::<u64>()
             })
             .await
     }
 
-    /// Step 3: one mutation per table, and one per chunk of named dead letters.
-    async fn erase(&self) -> Result<(), StoreError> {
-        for (table, condition) in self.conditions("IN") {
-            mutate(self.store, table, &condition).await?;
+    /// Step 3 for `users`: one mutation per table, and one per chunk of named dead
+    /// letters.
+    async fn erase(&self, users: &[&DeletedUser]) -> Result<(), StoreError> {
+        let projects: BTreeSet<u32> = users.iter().map(|user| user.project_id).collect();
+        let of_users = users_condition(users);
+        for (table, deleted) in self.deleted_conditions("IN", &projects) {
+            let condition = match table {
+                "sessions" | "session_keys" => format!("({of_users}) OR {deleted}"),
+                _ => deleted,
+            };
+            self.mutate(table, &condition).await?;
         }
-        for chunk in self.dead_letters().await?.chunks(DEAD_LETTER_CHUNK) {
+        for chunk in self.dead_letters(users).await?.chunks(DEAD_LETTER_CHUNK) {
             let condition = format!(
                 "cityHash64(topic, `partition`, `offset`) IN ({})",
                 id_list(chunk.iter().copied())
             );
-            mutate(self.store, "rejected_events", &condition).await?;
+            self.mutate("rejected_events", &condition).await?;
         }
         Ok(())
     }
 
-    /// Step 4: rows the deletion must not leave, in all tables.
-    pub async fn leftovers(&self) -> Result<u64, StoreError> {
-        let mut left = 0;
-        for (table, condition) in self.conditions("GLOBAL IN") {
-            let sql = format!("SELECT count() AS count FROM {table} WHERE {condition}");
-            let found: Count = self
-                .store
-                .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
-                    self.store.read_your_writes(client.query(&sql)).fetch_one()
-                })
-                .await?;
-            left += found.count;
+    async fn mutate(&self, table: &str, condition: &str) -> Result<(), StoreError> {
+        mutate(self.store, table, condition).await?;
+        if let Some(mutations) = self.mutations {
+            mutations.inc();
         }
-        Ok(left + self.dead_letters().await?.len() as u64)
+        Ok(())
+    }
+
+    /// Step 4: per user of `users`, in order, the rows the deletion must not leave:
+    /// its own (tables keyed by user), its project's deleted sessions' (every table),
+    /// and the dead letters of all of `users`.
+    pub async fn leftovers(&self, users: &[&DeletedUser]) -> Result<Vec<u64>, StoreError> {
+        let mut left: HashMap<(u32, String), u64> = HashMap::new();
+        let of_users = users_condition(users);
+        for table in ["sessions", "session_keys"] {
+            let sql = format!(
+                "SELECT project_id, hex(user_id) AS user_hex, count() AS count FROM {table} \
+                 WHERE {of_users} GROUP BY project_id, user_hex"
+            );
+            let counts: Vec<UserCount> = self.read(&sql).await?;
+            for count in counts {
+                *left
+                    .entry((count.project_id, count.user_hex.to_ascii_lowercase()))
+                    .or_default() += count.count;
+            }
+        }
+        let projects: BTreeSet<u32> = users.iter().map(|user| user.project_id).collect();
+        let mut of_project: HashMap<u32, u64> = HashMap::new();
+        for &project in &projects {
+            for (table, condition) in
+                self.deleted_conditions("GLOBAL IN", &BTreeSet::from([project]))
+            {
+                let sql = format!("SELECT count() AS count FROM {table} WHERE {condition}");
+                let found: Vec<Count> = self.read(&sql).await?;
+                *of_project.entry(project).or_default() +=
+                    found.iter().map(|found| found.count).sum::<u64>();
+            }
+        }
+        let dead_letters = self.dead_letters(users).await?.len() as u64;
+        Ok(users
+            .iter()
+            .map(|user| {
+                left.get(&(user.project_id, hex::encode(&user.user_id)))
+                    .copied()
+                    .unwrap_or(0)
+                    + of_project.get(&user.project_id).copied().unwrap_or(0)
+                    + dead_letters
+            })
+            .collect())
+    }
+
+    async fn read<T>(&self, sql: &str) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.store
+            .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
+                self.store
+                    .read_your_writes(client.query(sql))
+                    .fetch_all::<T>()
+            })
+            .await
+    }
+}
+
+/// The same error again, for each user a batch-wide failure leaves undone.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Timeout(after) => StoreError::Timeout(*after),
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::Rejected { code, message } => StoreError::Rejected {
+            code: *code,
+            message: message.clone(),
+        },
+        StoreError::Malformed(why) => StoreError::Malformed(why.clone()),
     }
 }
 
@@ -250,5 +485,75 @@ mod tests {
     fn a_user_id_is_matched_literally_in_its_json_form() {
         assert_eq!(regex_escape(r#""a.b*c""#), r#""a\.b\*c""#);
         assert_eq!(regex_escape(r#""x\"y""#), r#""x\\"y""#);
+    }
+
+    fn user(project_id: u32, user_id: &str) -> DeletedUser {
+        DeletedUser {
+            project_id,
+            user_id: user_id.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_condition_names_users_by_project_in_hex_only() {
+        let users = [
+            user(2, "b'); DROP TABLE sessions; --"),
+            user(1, "alice"),
+            user(2, "a"),
+            user(1, "alice"),
+        ];
+        let refs: Vec<&DeletedUser> = users.iter().collect();
+        let condition = users_condition(&refs);
+        assert_eq!(
+            condition,
+            format!(
+                "(project_id = 1 AND user_id IN (unhex('616c696365'))) OR \
+                 (project_id = 2 AND user_id IN (unhex('61'), unhex('{}')))",
+                hex::encode("b'); DROP TABLE sessions; --")
+            )
+        );
+        // Nothing of an id reaches the SQL but hex digits.
+        assert!(!condition.contains("DROP"));
+        assert_eq!(
+            users_condition(&refs[1..2]),
+            "(project_id = 1 AND user_id IN (unhex('616c696365')))"
+        );
+    }
+
+    #[test]
+    fn the_dead_letters_pattern_matches_any_user_of_the_batch_literally() {
+        let users = [user(1, "a.b"), user(2, "x\"y"), user(1, "a.b")];
+        let refs: Vec<&DeletedUser> = users.iter().collect();
+        assert_eq!(users_pattern(&refs), r#""userId"\s*:\s*(?:"a\.b"|"x\\"y")"#);
+    }
+
+    #[test]
+    fn a_batch_fits_by_users_and_by_condition_bytes() {
+        let short: Vec<(u32, String)> =
+            (0..MAX_BATCH_USERS).map(|n| (1, format!("u{n}"))).collect();
+
+        assert!(fits_one_batch(pairs(&short)));
+        let mut one_more = short.clone();
+        one_more.push((1, "more".into()));
+        assert!(
+            !fits_one_batch(pairs(&one_more)),
+            "more than MAX_BATCH_USERS"
+        );
+        // The longest ids, escaped the most (control characters): a batch of one fits.
+        let worst = "\u{1}".repeat(256);
+        assert!(condition_cost(&worst) > 256 * 4);
+        assert!(fits_one_batch([(1, worst.as_str())]));
+        let many_worst =
+            vec![(1, worst.as_str()); MAX_CONDITION_BYTES / condition_cost(&worst) + 1];
+        assert!(!fits_one_batch(many_worst), "past MAX_CONDITION_BYTES");
+        // What a batch that fits writes stays under the bound (plus projects' parts).
+        let users: Vec<DeletedUser> = short.iter().map(|(p, u)| user(*p, u)).collect();
+        let refs: Vec<&DeletedUser> = users.iter().collect();
+        assert!(users_condition(&refs).len() <= MAX_CONDITION_BYTES);
+        assert!(hex::encode(users_pattern(&refs)).len() <= MAX_CONDITION_BYTES);
+    }
+
+    fn pairs(users: &[(u32, String)]) -> Vec<(u32, &str)> {
+        users.iter().map(|(p, u)| (*p, u.as_str())).collect()
     }
 }

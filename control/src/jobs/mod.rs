@@ -14,6 +14,12 @@
 //! job's `startAt`, and a runner starts a cancellable job only `start_delay` after it
 //! (longer than a cancellation's request can take), so an accepted cancellation is
 //! always seen. Claims and their one outcome: [`runner`].
+//!
+//! [`Jobs::schedule_deletion_bounded`] (the API's) refuses a new job while the project
+//! has `max_open` open (not terminal) jobs; a request for a user whose deletion is
+//! still scheduled returns that job first, so it never counts twice. The count and
+//! the insert are two statements: requests racing on several replicas may each pass
+//! it, so the bound can be exceeded by the requests in flight.
 
 pub mod deletion;
 pub mod runner;
@@ -25,7 +31,7 @@ use clickhouse::Row;
 use rand::Rng;
 use serde::Deserialize;
 
-use sessions_shared::clickhouse::{Query, Store, StoreError};
+use sessions_shared::clickhouse::{id_list, Query, Store, StoreError};
 use sessions_shared::clock::epoch_millis;
 pub use view::{Job, JobJson, JobRow, JobStatus, DELETE_USER_DATA};
 
@@ -41,6 +47,46 @@ pub enum Cancellation {
 #[derive(Row, Deserialize)]
 struct Found {
     found: u64,
+}
+
+/// What a bounded deletion request came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The new job, or the user's deletion still scheduled.
+    Scheduled(Box<Job>),
+    /// The project has as many open jobs as allowed.
+    Refused(OpenJobs),
+}
+
+/// The open (scheduled or running) jobs of a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Row, Deserialize)]
+pub struct OpenJobs {
+    pub count: u64,
+    /// The earliest `startAt` among them, epoch ms (0 when there is none).
+    pub earliest_start_at: i64,
+}
+
+impl OpenJobs {
+    /// Whether one more job may be opened while at most `max_open` may be.
+    pub fn admits(&self, max_open: u64) -> bool {
+        self.count < max_open
+    }
+
+    /// When asking again makes sense, in whole seconds from `now_ms` (at least 1): once
+    /// the earliest open job is due and has run, which takes at least `run_time` (a
+    /// deletion's settle and a runner's poll). No job ends sooner, so no slot frees.
+    pub fn retry_after_seconds(&self, now_ms: i64, run_time: Duration) -> u64 {
+        let until_due = u64::try_from(self.earliest_start_at.saturating_sub(now_ms)).unwrap_or(0);
+        let run_ms = u64::try_from(run_time.as_millis()).unwrap_or(u64::MAX);
+        until_due.saturating_add(run_ms).div_ceil(1000).max(1)
+    }
+}
+
+/// Where a page of jobs starts: strictly after (older than) this job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobPosition {
+    pub created_at: i64,
+    pub job_id: u64,
 }
 
 /// The jobs of one database.
@@ -88,6 +134,84 @@ impl<'a> Jobs<'a> {
         Ok(Job::all_from_rows(rows))
     }
 
+    /// At most `limit` of the project's jobs, newest first (`createdAt`, then id),
+    /// those older than `after` when given: the rows of that many jobs only.
+    pub async fn page(
+        &self,
+        project_id: u32,
+        after: Option<JobPosition>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let older = if after.is_some() {
+            " AND (created_at < ? OR (created_at = ? AND job_id < ?))"
+        } else {
+            ""
+        };
+        let filter = format!(
+            "project_id = ? AND job_id IN (SELECT job_id FROM jobs WHERE project_id = ?{older} \
+             GROUP BY job_id, created_at ORDER BY created_at DESC, job_id DESC LIMIT ?)"
+        );
+        let rows = self
+            .rows(&filter, |query| {
+                let query = query.bind(project_id).bind(project_id);
+                let query = match after {
+                    Some(position) => query
+                        .bind(position.created_at)
+                        .bind(position.created_at)
+                        .bind(position.job_id),
+                    None => query,
+                };
+                query.bind(limit)
+            })
+            .await?;
+        Ok(Job::all_from_rows(rows))
+    }
+
+    /// How many jobs of the project are open, and the earliest start among them.
+    pub async fn open_in(&self, project_id: u32) -> Result<OpenJobs, StoreError> {
+        self.store
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(
+                        "SELECT count() AS count, min(start_at) AS earliest_start_at FROM \
+                         (SELECT job_id, any(start_at) AS start_at FROM jobs WHERE project_id = ? \
+                          GROUP BY job_id \
+                          HAVING countIf(status IN ('completed', 'failed', 'cancelled')) = 0)",
+                    ))
+                    .bind(project_id)
+                    .fetch_one::<OpenJobs>()
+            })
+            .await
+    }
+
+    /// Appends changes of several jobs in one INSERT.
+    pub async fn record_all(&self, rows: &[JobRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .run(|client| {
+                let client = client.clone();
+                async move {
+                    let mut insert = client.insert::<JobRow>("jobs").await?;
+                    for row in rows {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await
+                }
+            })
+            .await
+    }
+
+    /// The logs of several jobs (of any projects).
+    pub async fn rows_of_jobs(&self, job_ids: &[u64]) -> Result<Vec<JobRow>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = format!("job_id IN ({})", id_list(job_ids.iter().copied()));
+        self.rows(&filter, |query| query).await
+    }
+
     /// One job of the project (`None`: unknown, or another project's).
     pub async fn get(&self, project_id: u32, job_id: u64) -> Result<Option<Job>, StoreError> {
         Ok(Job::from_rows(&self.rows_of(project_id, job_id).await?))
@@ -114,13 +238,32 @@ impl<'a> Jobs<'a> {
     }
 
     /// Schedules the deletion of `user_id`'s data in the project, to start after
-    /// `grace`; a deletion of the same user still scheduled is returned instead.
+    /// `grace`; a deletion of the same user still scheduled is returned instead. Not
+    /// bounded (`sessions-admin`): [`Jobs::schedule_deletion_bounded`] is.
     pub async fn schedule_deletion(
         &self,
         project_id: u32,
         user_id: &str,
         grace: Duration,
     ) -> Result<Job, StoreError> {
+        match self
+            .schedule_deletion_bounded(project_id, user_id, grace, u64::MAX)
+            .await?
+        {
+            Scheduling::Scheduled(job) => Ok(*job),
+            Scheduling::Refused(_) => unreachable!("no project has u64::MAX open jobs"),
+        }
+    }
+
+    /// [`Jobs::schedule_deletion`], refused while the project has `max_open` open jobs
+    /// or more (a deletion of the same user still scheduled is returned all the same).
+    pub async fn schedule_deletion_bounded(
+        &self,
+        project_id: u32,
+        user_id: &str,
+        grace: Duration,
+        max_open: u64,
+    ) -> Result<Scheduling, StoreError> {
         let rows = self
             .rows(
                 "project_id = ? AND action = ? AND reference_id = ?",
@@ -131,7 +274,13 @@ impl<'a> Jobs<'a> {
             .into_iter()
             .find(|job| job.status == JobStatus::Scheduled)
         {
-            return Ok(scheduled);
+            return Ok(Scheduling::Scheduled(Box::new(scheduled)));
+        }
+        if max_open < u64::MAX {
+            let open = self.open_in(project_id).await?;
+            if !open.admits(max_open) {
+                return Ok(Scheduling::Refused(open));
+            }
         }
         let created_at = epoch_millis();
         let job_id = loop {
@@ -168,7 +317,9 @@ impl<'a> Jobs<'a> {
             lease_until: 0,
         };
         self.record(&row).await?;
-        Ok(Job::from_rows(&[row]).expect("one row is a job"))
+        Ok(Scheduling::Scheduled(Box::new(
+            Job::from_rows(&[row]).expect("one row is a job"),
+        )))
     }
 
     /// Cancels a scheduled job whose grace period is not over.
@@ -190,5 +341,56 @@ impl<'a> Jobs<'a> {
         } else {
             Ok(Cancellation::TooLate(job))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_at_its_bound_is_refused_until_a_job_ends() {
+        let open = |count| OpenJobs {
+            count,
+            earliest_start_at: 0,
+        };
+        assert!(open(0).admits(1));
+        assert!(open(999).admits(1_000));
+        assert!(!open(1_000).admits(1_000));
+        assert!(!open(1_001).admits(1_000));
+        assert!(!open(0).admits(0));
+        assert!(open(u64::MAX - 1).admits(u64::MAX));
+    }
+
+    #[test]
+    fn retry_after_is_when_the_earliest_open_job_has_run() {
+        let run_time = Duration::from_millis(32_000);
+        let open = |earliest_start_at| OpenJobs {
+            count: 1_000,
+            earliest_start_at,
+        };
+        // Due already (the runner is busy): the run time, rounded up.
+        assert_eq!(open(1_000).retry_after_seconds(5_000, run_time), 32);
+        assert_eq!(
+            open(0).retry_after_seconds(5_000, Duration::from_millis(1)),
+            1
+        );
+        assert_eq!(
+            open(0).retry_after_seconds(5_000, Duration::ZERO),
+            1,
+            "at least 1"
+        );
+        // Due in an hour: an hour plus the run time.
+        let in_an_hour = 5_000 + 3_600_000;
+        assert_eq!(open(in_an_hour).retry_after_seconds(5_000, run_time), 3_632);
+        assert_eq!(
+            open(5_001).retry_after_seconds(5_000, Duration::from_millis(500)),
+            1,
+            "501 ms rounds up to 1 s"
+        );
+        assert_eq!(
+            open(i64::MAX).retry_after_seconds(i64::MIN, Duration::MAX),
+            u64::MAX / 1000 + 1
+        );
     }
 }
