@@ -6,6 +6,11 @@
 //! belongs to (project key, user id, `start_date`, `end_date`). A cursor that does not
 //! decode, was changed, or is presented with another query is rejected. The page size
 //! (`limit`) is deliberately not bound: clients may change it between pages.
+//!
+//! The jobs list's cursors ([`CursorKey::encode_jobs`]) have the same form, the last
+//! returned job's `createdAt` and `jobId` in place of `start_ts` and `session_id`,
+//! under another domain, bound to the project key alone: neither kind decodes as the
+//! other.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,6 +22,7 @@ type HmacSha256 = Hmac<Sha256>;
 const TAG_BYTES: usize = 16;
 const CURSOR_BYTES: usize = 8 + 8 + TAG_BYTES;
 const DOMAIN: &[u8] = b"sessions-query/cursor/v1";
+const JOBS_DOMAIN: &[u8] = b"sessions-query/jobs-cursor/v1";
 
 /// Used when `CURSOR_SECRET` is not set. Public, so cursors can be forged: production
 /// sets its own secret. (A forged cursor only moves the page start inside a query the
@@ -59,9 +65,9 @@ impl CursorKey {
         CursorKey(HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"))
     }
 
-    fn mac(&self, scope: &CursorScope<'_>, position: Position) -> HmacSha256 {
+    fn mac_in(&self, domain: &[u8], scope: &CursorScope<'_>, position: Position) -> HmacSha256 {
         let mut mac = self.0.clone();
-        mac.update(DOMAIN);
+        mac.update(domain);
         // Length prefixes and presence tags keep the encoding unambiguous.
         for text in [scope.project_key, scope.user_id] {
             mac.update(&(text.len() as u64).to_be_bytes());
@@ -82,7 +88,27 @@ impl CursorKey {
     }
 
     pub fn encode(&self, scope: &CursorScope<'_>, position: Position) -> String {
-        let tag = self.mac(scope, position).finalize().into_bytes();
+        self.encode_in(DOMAIN, scope, position)
+    }
+
+    /// The position in `cursor`, if it was issued by this key for this very query.
+    pub fn decode(&self, scope: &CursorScope<'_>, cursor: &str) -> Result<Position, InvalidCursor> {
+        self.decode_in(DOMAIN, scope, cursor)
+    }
+
+    /// A cursor of the jobs list of `project_key`: strictly after (older than) the job
+    /// `position` names (`start_ts`: its `createdAt`, `session_id`: its `jobId`).
+    pub fn encode_jobs(&self, project_key: &str, position: Position) -> String {
+        self.encode_in(JOBS_DOMAIN, &jobs_scope(project_key), position)
+    }
+
+    /// The position in a cursor of the jobs list of `project_key`.
+    pub fn decode_jobs(&self, project_key: &str, cursor: &str) -> Result<Position, InvalidCursor> {
+        self.decode_in(JOBS_DOMAIN, &jobs_scope(project_key), cursor)
+    }
+
+    fn encode_in(&self, domain: &[u8], scope: &CursorScope<'_>, position: Position) -> String {
+        let tag = self.mac_in(domain, scope, position).finalize().into_bytes();
         let mut bytes = [0u8; CURSOR_BYTES];
         bytes[..8].copy_from_slice(&position.start_ts.to_be_bytes());
         bytes[8..16].copy_from_slice(&position.session_id.to_be_bytes());
@@ -90,8 +116,12 @@ impl CursorKey {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The position in `cursor`, if it was issued by this key for this very query.
-    pub fn decode(&self, scope: &CursorScope<'_>, cursor: &str) -> Result<Position, InvalidCursor> {
+    fn decode_in(
+        &self,
+        domain: &[u8],
+        scope: &CursorScope<'_>,
+        cursor: &str,
+    ) -> Result<Position, InvalidCursor> {
         let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
         let bytes: [u8; CURSOR_BYTES] = bytes.try_into().map_err(|_| InvalidCursor)?;
         let position = Position {
@@ -99,10 +129,20 @@ impl CursorKey {
             session_id: u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
         };
         // Constant-time comparison of the truncated tag.
-        self.mac(scope, position)
+        self.mac_in(domain, scope, position)
             .verify_truncated_left(&bytes[16..])
             .map_err(|_| InvalidCursor)?;
         Ok(position)
+    }
+}
+
+/// The scope of a jobs cursor: the project key alone.
+fn jobs_scope(project_key: &str) -> CursorScope<'_> {
+    CursorScope {
+        project_key,
+        user_id: "",
+        start_date: None,
+        end_date: None,
     }
 }
 
@@ -204,6 +244,33 @@ mod tests {
         };
         assert_eq!(
             key.decode(&moved, &key.encode(&split, POSITION)),
+            Err(InvalidCursor)
+        );
+    }
+
+    #[test]
+    fn jobs_cursors_are_bound_to_their_project_and_kind() {
+        let key = CursorKey::new(b"secret");
+        let cursor = key.encode_jobs("3sWXSsqHgSKnE87YkNJK", POSITION);
+        assert_eq!(
+            key.decode_jobs("3sWXSsqHgSKnE87YkNJK", &cursor),
+            Ok(POSITION)
+        );
+        assert_eq!(
+            key.decode_jobs("3sWXSsqHgSKnE87YkNJX", &cursor),
+            Err(InvalidCursor)
+        );
+        // Neither kind passes for the other, even with the scope a jobs cursor uses.
+        let sessions_scope = CursorScope {
+            project_key: "3sWXSsqHgSKnE87YkNJK",
+            user_id: "",
+            start_date: None,
+            end_date: None,
+        };
+        assert_eq!(key.decode(&sessions_scope, &cursor), Err(InvalidCursor));
+        let sessions_cursor = key.encode(&sessions_scope, POSITION);
+        assert_eq!(
+            key.decode_jobs("3sWXSsqHgSKnE87YkNJK", &sessions_cursor),
             Err(InvalidCursor)
         );
     }

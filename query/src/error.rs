@@ -7,7 +7,9 @@
 //! JSON shape through [`recover`]. A 405 carries `Allow` with the path's methods (GET;
 //! GET and DELETE on a user and on a job). A 503 because the API keys cannot be checked
 //! (never loaded, or loaded too long ago) carries `Retry-After`: the next reload is at
-//! most that many seconds away.
+//! most that many seconds away. A 429 (a deletion while the project has
+//! `MAX_OPEN_JOBS` open jobs) carries `Retry-After` too: no job of the project ends
+//! sooner.
 
 use std::convert::Infallible;
 
@@ -44,6 +46,9 @@ pub enum ApiError {
         part: &'static str,
         max_bytes: usize,
     },
+    /// A deletion while the project has `MAX_OPEN_JOBS` open jobs.
+    #[error("too many open jobs in this project, retry later")]
+    TooManyOpenJobs { retry_after_seconds: u64 },
     #[error("service unavailable, try again later")]
     Unavailable,
     /// The API keys cannot be checked: never loaded, or the last successful reload is
@@ -70,6 +75,7 @@ impl ApiError {
             ApiError::JobNotCancellable => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::TooManyOpenJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::KeysUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -91,6 +97,9 @@ impl ApiError {
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::KeysUnavailable {
+                retry_after_seconds,
+            }
+            | ApiError::TooManyOpenJobs {
                 retry_after_seconds,
             } => {
                 response
@@ -197,6 +206,24 @@ mod tests {
         assert_eq!(
             too_long.body(),
             r#"{"errors":["request path too long (at most 2048 bytes)"]}"#
+        );
+    }
+
+    #[test]
+    fn too_many_open_jobs_is_429_with_retry_after() {
+        let response = ApiError::TooManyOpenJobs {
+            retry_after_seconds: 3_632,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3632");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            ApiError::TooManyOpenJobs {
+                retry_after_seconds: 1
+            }
+            .body(),
+            r#"{"errors":["too many open jobs in this project, retry later"]}"#
         );
     }
 

@@ -86,6 +86,8 @@ impl QueryService {
             ),
             metrics,
             deletion_grace: settings.deletion_grace,
+            max_open_jobs: settings.max_open_jobs,
+            deletion_retry_time: settings.deletion_settle + settings.jobs_poll,
         };
         // A cancellation accepted just before a job's start has landed within two
         // request bounds: a runner waits that long after the start.
@@ -156,6 +158,7 @@ impl QueryService {
 fn new_job_runner(state: &AppState, settings: &RunnerSettings) -> JobRunner {
     JobRunner::new(state.store.clone(), settings.clone())
         .counting_in(state.metrics.job_attempts.clone())
+        .counting_mutations_in(state.metrics.deletion_mutations.clone())
 }
 
 /// Applies the migrations (waiting for ClickHouse as long as it takes), then serves

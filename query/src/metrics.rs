@@ -63,6 +63,8 @@ pub struct Metrics {
     auth_refresh_failures: IntCounter,
     /// Attempts at jobs by this replica's runner, by how they ended.
     pub job_attempts: IntCounterVec,
+    /// `ALTER … DELETE` mutations this replica's deletions issued.
+    pub deletion_mutations: IntCounter,
     /// ClickHouse statements run for pages, by kind.
     pub page_statements: IntCounterVec,
     /// Heavy users' rows read into this replica's statistics folds.
@@ -108,6 +110,10 @@ impl Metrics {
             "outcome",
             JOB_OUTCOMES,
         )?;
+        let deletion_mutations = IntCounter::new(
+            "query_deletion_mutations_total",
+            "ALTER TABLE ... DELETE mutations issued by this replica's user deletions (one per table per round of a batch, plus one per chunk of dead letters; deletions of users with nothing stored issue none)",
+        )?;
         let page_statements = counter_of_each(
             "query_page_statements_total",
             "ClickHouse statements run for pages of sessions, by kind: whole_range (the page in one bounded request), refused (a bounded statement refused as too large), guessed_window, probe, window",
@@ -133,6 +139,7 @@ impl Metrics {
         registry.register(Box::new(stats_fold_sessions.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(job_attempts.clone()))?;
+        registry.register(Box::new(deletion_mutations.clone()))?;
         registry.register(Box::new(page_statements.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(clickhouse_errors.clone()))?;
@@ -144,6 +151,7 @@ impl Metrics {
             clickhouse_errors,
             auth_refresh_failures,
             job_attempts,
+            deletion_mutations,
             page_statements,
             stats_fold_rows,
             stats_fold_sessions,

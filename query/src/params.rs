@@ -4,7 +4,8 @@
 //! percent-decoded (it may contain `/` as `%2F`); it must be valid UTF-8 and 1..=256
 //! bytes. Query parameters: `start_date`, `end_date` (non-negative integers, epoch ms,
 //! `start_date <= end_date`), `limit` (1..=1000, default 50), `cursor` (opaque, checked
-//! by [`crate::cursor`]). Unknown parameters are ignored, but kept for the next page's
+//! by [`crate::cursor`]); the jobs list takes `limit` and `cursor` alike
+//! ([`parse_jobs_query`]). Unknown parameters are ignored, but kept for the next page's
 //! link; a known parameter given twice is ambiguous and rejected. Each error names the
 //! parameter. Before any of that, a path over [`MAX_PATH_BYTES`] or a query string
 //! over [`MAX_QUERY_BYTES`] is 414 URI Too Long, found by comparing lengths: the work
@@ -229,6 +230,41 @@ pub fn parse_query(raw_query: &str) -> Result<PageParams<'_>, ApiError> {
     Ok(PageParams {
         start_date,
         end_date,
+        limit: limit.unwrap_or(DEFAULT_LIMIT),
+        cursor,
+        kept_pairs,
+    })
+}
+
+/// The query parameters of a jobs list request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct JobsParams<'a> {
+    pub limit: u32,
+    pub cursor: Option<String>,
+    /// Every `name=value` pair but the cursor, as received: the next page's link
+    /// repeats them.
+    pub kept_pairs: Vec<&'a str>,
+}
+
+/// Parses the raw query string of a jobs list: `limit` and `cursor` as for sessions,
+/// anything else ignored and kept.
+pub fn parse_jobs_query(raw_query: &str) -> Result<JobsParams<'_>, ApiError> {
+    let mut limit = None;
+    let mut cursor = None;
+    let mut kept_pairs = Vec::new();
+    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        match form_decode(raw_name).as_ref() {
+            "limit" => set_once(&mut limit, "limit", parse_limit(&form_decode(raw_value))?)?,
+            "cursor" => {
+                set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
+                continue;
+            }
+            _ => {}
+        }
+        kept_pairs.push(pair);
+    }
+    Ok(JobsParams {
         limit: limit.unwrap_or(DEFAULT_LIMIT),
         cursor,
         kept_pairs,
@@ -471,6 +507,46 @@ mod tests {
             assert_eq!(match_api_path(&many), None, "{prefix}");
         }
         assert_eq!(match_api_path("/api/v1/k/users/u/sessions/"), None);
+    }
+
+    #[test]
+    fn jobs_lists_take_a_limit_and_a_cursor() {
+        assert_eq!(
+            parse_jobs_query(""),
+            Ok(JobsParams {
+                limit: DEFAULT_LIMIT,
+                cursor: None,
+                kept_pairs: vec![]
+            })
+        );
+        assert_eq!(
+            parse_jobs_query("limit=1000&x=%3C&cursor=ab-_&start_date=junk"),
+            Ok(JobsParams {
+                limit: 1000,
+                cursor: Some("ab-_".into()),
+                kept_pairs: vec!["limit=1000", "x=%3C", "start_date=junk"]
+            })
+        );
+        for (query, parameter) in [
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=x", "limit"),
+            ("limit=1&limit=1", "limit"),
+            ("cursor=a&cursor=a", "cursor"),
+        ] {
+            assert_eq!(
+                parse_jobs_query(query),
+                Err(ApiError::invalid(
+                    parameter,
+                    if parameter == "limit" && !query.contains('&') {
+                        "must be an integer from 1 to 1000"
+                    } else {
+                        "must be given at most once"
+                    }
+                )),
+                "{query}"
+            );
+        }
     }
 
     #[test]

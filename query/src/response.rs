@@ -154,11 +154,26 @@ const LINK_UNSAFE: &AsciiSet = &CONTROLS
 
 /// `</api/v1/<projectKey>/users/<userId>/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_link(project_key: &str, user_id: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let mut link = format!(
-        "</api/v1/{}/users/{}/sessions?",
+    let path = format!(
+        "/api/v1/{}/users/{}/sessions",
         utf8_percent_encode(project_key, PATH_SEGMENT),
         utf8_percent_encode(user_id, PATH_SEGMENT)
     );
+    link_to(path, kept_pairs, cursor)
+}
+
+/// `</api/v1/<projectKey>/jobs?<kept pairs>&cursor=<cursor>>; rel="next"`.
+pub fn next_jobs_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
+    let path = format!(
+        "/api/v1/{}/jobs",
+        utf8_percent_encode(project_key, PATH_SEGMENT)
+    );
+    link_to(path, kept_pairs, cursor)
+}
+
+/// `<path?kept pairs&cursor=…>; rel="next"`.
+fn link_to(path: String, kept_pairs: &[&str], cursor: &str) -> String {
+    let mut link = format!("<{path}?");
     for pair in kept_pairs {
         link.extend(utf8_percent_encode(pair, LINK_UNSAFE));
         link.push('&');
@@ -284,6 +299,14 @@ mod tests {
         assert_eq!(
             next_link("k", "u", &["x=<>"], "c"),
             "</api/v1/k/users/u/sessions?x=%3C%3E&cursor=c>; rel=\"next\""
+        );
+    }
+
+    #[test]
+    fn next_jobs_link_repeats_the_query() {
+        assert_eq!(
+            next_jobs_link("k", &["limit=2", "x=<"], "CUR"),
+            "</api/v1/k/jobs?limit=2&x=%3C&cursor=CUR>; rel=\"next\""
         );
     }
 }

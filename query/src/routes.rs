@@ -15,17 +15,21 @@
 //!   window for a heavy user).
 //! - `GET …/users/:userId`: the user's statistics (`users`); 404 `user not found`.
 //! - `DELETE …/users/:userId`: schedules the deletion of the user's data (`Jobs`), or
-//!   returns the one still scheduled.
-//! - `GET …/jobs`, `GET …/jobs/:jobId`: the project's jobs; another project's job is
-//!   404 `job not found`, as an unknown one.
+//!   returns the one still scheduled; 429 with `Retry-After` while the project has
+//!   `MAX_OPEN_JOBS` open jobs.
+//! - `GET …/jobs`: a page of the project's jobs, newest first (`limit`, `cursor`,
+//!   `Link`, as for sessions).
+//! - `GET …/jobs/:jobId`: another project's job is 404 `job not found`, as an unknown
+//!   one.
 //! - `DELETE …/jobs/:jobId`: cancels a scheduled job in its grace period; 409 after.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessions_control::jobs::{Cancellation, JobJson, Jobs};
+use sessions_control::jobs::{Cancellation, JobJson, JobPosition, Jobs, Scheduling};
 use sessions_shared::clickhouse::{Store, StoreError};
+use sessions_shared::clock::epoch_millis;
 use sessions_shared::ops_http::{health_route, metrics_route, ready_route};
 use tracing::instrument;
 use warp::http::{header, HeaderValue, Method, StatusCode};
@@ -34,15 +38,15 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::AuthCache;
-use crate::cursor::{CursorKey, CursorScope};
+use crate::cursor::{CursorKey, CursorScope, Position};
 use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_route;
 use crate::params::{
     check_path_length, check_query_length, decode_user_id, match_api_path, parse_job_id,
-    parse_query, ApiPath, SessionsPath,
+    parse_jobs_query, parse_query, ApiPath, SessionsPath,
 };
-use crate::response::{data_json, next_link};
+use crate::response::{data_json, next_jobs_link, next_link};
 use crate::sessions::{PageQuery, Pager};
 use crate::users::StatsReader;
 
@@ -58,6 +62,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `DELETION_GRACE_SECS`: from a deletion's scheduling to its start.
     pub deletion_grace: Duration,
+    /// `MAX_OPEN_JOBS`: open jobs a project may have before deletions are refused.
+    pub max_open_jobs: u64,
+    /// The least time a due job takes to end (`DELETION_SETTLE_MS` plus
+    /// `JOBS_POLL_MS`): part of a 429's `Retry-After`.
+    pub deletion_retry_time: Duration,
 }
 
 impl AppState {
@@ -182,13 +191,7 @@ async fn api(
             }
         }
         ApiPath::Jobs { project_key } => {
-            let project_id = state.auth.authorize(authorization, project_key)?;
-            let jobs = Jobs::new(&state.store)
-                .list(project_id)
-                .await
-                .map_err(|error| state.clickhouse_failed(&error, "listing jobs"))?;
-            let views: Vec<JobJson<'_>> = jobs.iter().map(|job| job.api()).collect();
-            Ok(data_ok(views))
+            list_jobs(state, project_key, authorization, raw_query).await
         }
         ApiPath::Job {
             project_key,
@@ -226,12 +229,88 @@ async fn delete_user(
     project_id: u32,
     user_id: &str,
 ) -> Result<Response, ApiError> {
-    let job = Jobs::new(&state.store)
-        .schedule_deletion(project_id, user_id, state.deletion_grace)
+    let scheduling = Jobs::new(&state.store)
+        .schedule_deletion_bounded(
+            project_id,
+            user_id,
+            state.deletion_grace,
+            state.max_open_jobs,
+        )
         .await
         .map_err(|error| state.clickhouse_failed(&error, "scheduling a deletion"))?;
-    tracing::info!(job_id = job.job_id, project_id, "user deletion scheduled");
-    Ok(data_ok(job.api()))
+    match scheduling {
+        Scheduling::Scheduled(job) => {
+            tracing::info!(job_id = job.job_id, project_id, "user deletion scheduled");
+            Ok(data_ok(job.api()))
+        }
+        Scheduling::Refused(open) => {
+            tracing::info!(
+                project_id,
+                open = open.count,
+                "user deletion refused: too many open jobs"
+            );
+            Err(ApiError::TooManyOpenJobs {
+                retry_after_seconds: open
+                    .retry_after_seconds(epoch_millis(), state.deletion_retry_time),
+            })
+        }
+    }
+}
+
+/// A page of the project's jobs, newest first, and the `Link` to the next one.
+#[instrument(skip_all, fields(project_key = ?project_key))]
+async fn list_jobs(
+    state: &AppState,
+    project_key: &str,
+    authorization: Option<&str>,
+    raw_query: &str,
+) -> Result<Response, ApiError> {
+    let project_id = state.auth.authorize(authorization, project_key)?;
+    let params = parse_jobs_query(raw_query)?;
+    let after = match params.cursor.as_deref() {
+        Some(cursor) => {
+            let position = state
+                .cursor_key
+                .decode_jobs(project_key, cursor)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "cursor",
+                        "is malformed, altered, or belongs to another query",
+                    )
+                })?;
+            Some(JobPosition {
+                created_at: position.start_ts,
+                job_id: position.session_id,
+            })
+        }
+        None => None,
+    };
+    let page_size = params.limit as usize;
+    let mut jobs = Jobs::new(&state.store)
+        .page(project_id, after, u64::from(params.limit) + 1)
+        .await
+        .map_err(|error| state.clickhouse_failed(&error, "listing jobs"))?;
+    let next_page = if jobs.len() > page_size {
+        jobs.truncate(page_size);
+        let last = jobs.last().expect("limit is at least 1");
+        let cursor = state.cursor_key.encode_jobs(
+            project_key,
+            Position {
+                start_ts: last.created_at,
+                session_id: last.job_id,
+            },
+        );
+        Some(next_jobs_link(project_key, &params.kept_pairs, &cursor))
+    } else {
+        None
+    };
+    let views: Vec<JobJson<'_>> = jobs.iter().map(|job| job.api()).collect();
+    let mut response = data_ok(views);
+    if let Some(link) = next_page {
+        let link = HeaderValue::from_str(&link).map_err(|_| ApiError::Internal)?;
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 #[instrument(skip_all, fields(job_id = job_id))]

@@ -82,6 +82,12 @@ pub struct Settings {
     /// writes after the erasure.
     #[arg(long = "deletion-settle-ms", env = "DELETION_SETTLE_MS", default_value = "30000", value_parser = sessions_shared::config::parse_positive_millis)]
     pub deletion_settle: Duration,
+
+    /// Open (scheduled or running) jobs a project may have: past it a user deletion
+    /// is refused with 429 and `Retry-After` (a deletion of a user still scheduled is
+    /// returned as before). `sessions-admin user delete` is not bounded.
+    #[arg(long = "max-open-jobs", env = "MAX_OPEN_JOBS", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_open_jobs: u64,
     /// Threads serving requests. A request is mostly waiting on ClickHouse (~0.3 ms of
     /// this service's CPU each), so one thread serves thousands per second, and on a
     /// host shared with ClickHouse more threads only take cores from it and add
@@ -122,6 +128,7 @@ impl Settings {
             jobs_poll: Duration::from_millis(2000),
             jobs_lease: Duration::from_millis(30_000),
             deletion_settle: Duration::from_millis(30_000),
+            max_open_jobs: 1_000,
             query_threads: 1,
             heavy_stats_concurrency: 2,
             stats_cache_sessions: 2_000_000,
@@ -215,6 +222,7 @@ mod tests {
         assert!(!settings.allow_built_in_cursor_key);
         assert_eq!(settings.deletion_grace, Duration::from_secs(3600));
         assert_eq!(settings.deletion_settle, Duration::from_secs(30));
+        assert_eq!(settings.max_open_jobs, 1_000);
         assert_eq!(
             settings.auth_snapshot_max_age(),
             Ok(Duration::from_millis(7000))
