@@ -132,7 +132,11 @@ mod tests {
                 let exclusive_holders = Arc::clone(&exclusive_holders);
                 std::thread::spawn(move || {
                     let exclusive_turn = n % 4 == 0;
-                    let _turn = if exclusive_turn { exclusive() } else { shared() };
+                    let _turn = if exclusive_turn {
+                        exclusive()
+                    } else {
+                        shared()
+                    };
                     holders.fetch_add(1, Ordering::SeqCst);
                     if exclusive_turn {
                         exclusive_holders.fetch_add(1, Ordering::SeqCst);
@@ -142,7 +146,10 @@ mod tests {
                             holders.load(Ordering::SeqCst),
                             exclusive_holders.load(Ordering::SeqCst),
                         );
-                        assert!(exclusive == 0 || all == 1, "{all} turns beside an exclusive one");
+                        assert!(
+                            exclusive == 0 || all == 1,
+                            "{all} turns beside an exclusive one"
+                        );
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     if exclusive_turn {
