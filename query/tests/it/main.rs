@@ -16,6 +16,7 @@ mod api;
 mod clickhouse_outage;
 mod cluster_failures;
 mod contract_fuzzing;
+mod deletion_flood;
 mod end_to_end;
 mod http_parsing;
 mod listener;
