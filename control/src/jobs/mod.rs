@@ -21,6 +21,7 @@
 //! the insert are two statements: requests racing on several replicas may each pass
 //! it, so the bound can be exceeded by the requests in flight.
 
+pub mod batch;
 pub mod deletion;
 pub mod runner;
 pub mod view;

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::jobs::deletion::{fits_one_batch, DeletedUser, Deletion};
+use crate::jobs::batch::{fits_one_batch, DeletedUser};
+use crate::jobs::deletion::Deletion;
 use crate::jobs::{Job, JobRow, JobStatus, Jobs, DELETE_USER_DATA};
 use sessions_shared::clickhouse::{Store, StoreError};
 use sessions_shared::clock::epoch_millis;
@@ -319,7 +320,7 @@ impl JobRunner {
 }
 
 /// `due` (in order) cut into batches run one after the other: consecutive deletions
-/// while they fit one (`deletion::fits_one_batch`), any other action alone.
+/// while they fit one (`batch::fits_one_batch`), any other action alone.
 pub fn batches(due: Vec<Job>) -> Vec<Vec<Job>> {
     let mut batches: Vec<Vec<Job>> = Vec::new();
     for job in due {
@@ -343,7 +344,7 @@ pub fn batches(due: Vec<Job>) -> Vec<Vec<Job>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::deletion::{MAX_BATCH_USERS, MAX_CONDITION_BYTES};
+    use crate::jobs::batch::{MAX_BATCH_USERS, MAX_CONDITION_BYTES};
 
     fn job(job_id: u64, project_id: u32, user: &str, action: &str) -> Job {
         Job::from_rows(&[JobRow {
@@ -391,7 +392,7 @@ mod tests {
         for batch in &cut {
             let bytes: usize = batch
                 .iter()
-                .map(|job| crate::jobs::deletion::condition_cost(&job.reference_id))
+                .map(|job| crate::jobs::batch::condition_cost(&job.reference_id))
                 .sum();
             assert!(bytes <= MAX_CONDITION_BYTES);
         }
