@@ -18,5 +18,6 @@ pub mod http_check;
 pub mod kafka;
 pub mod serial;
 pub mod services;
+pub mod task;
 pub mod worker;
 pub mod workload;

@@ -18,6 +18,7 @@ use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
+use sessions_testkit::task::AbortOnDrop;
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 
 /// The API in-process, with deletions that start at once and settle in a second.
@@ -25,6 +26,9 @@ struct Api {
     service: QueryService,
     api_key: String,
     project_key: String,
+    /// The service's key reloads, as in production: keys older than the service's
+    /// maximum age are refused (fail closed), and the test is longer than that.
+    _key_reloads: AbortOnDrop,
 }
 
 impl Api {
@@ -190,12 +194,14 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
         settings.deletion_grace = Duration::ZERO;
         settings.deletion_settle = Duration::from_millis(2_000);
         settings.jobs_lease = Duration::from_millis(3_000);
+        let service = QueryService::new(&settings).unwrap();
+        service.refresh_auth().await.unwrap();
         let api = Api {
-            service: QueryService::new(&settings).unwrap(),
+            _key_reloads: AbortOnDrop(service.spawn_auth_refresher()),
+            service,
             api_key: org.api_key.clone(),
             project_key: project.project_key.clone(),
         };
-        api.service.refresh_auth().await.unwrap();
 
         // Statistics of every user equal the reference computed from the stream. The
         // API reads any replica (README, "Running on a cluster"): on a cluster one may

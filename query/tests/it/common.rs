@@ -15,6 +15,7 @@ use sessions_shared::clickhouse::Store;
 use sessions_shared::read_model::{Session, SessionRecord};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
 use sessions_testkit::http::{free_loopback_address, http_get};
+use sessions_testkit::task::AbortOnDrop;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 
@@ -30,15 +31,6 @@ pub struct Fixture {
     /// The service's key reloads, as in production: keys older than the service's
     /// maximum age are refused (fail closed), so a test longer than that needs them.
     _key_reloads: AbortOnDrop,
-}
-
-/// A background task stopped when its owner is dropped.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Fixture {

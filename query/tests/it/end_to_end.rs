@@ -11,6 +11,7 @@ use sessions_control::tenancy::Tenancy;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
 use sessions_testkit::serial;
+use sessions_testkit::task::AbortOnDrop;
 use sessions_testkit::worker::{InProcessWorker, WorkerFlags};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
@@ -66,7 +67,7 @@ async fn end_to_end(target: &Target) {
         sessions_query::QueryService::new(&sessions_query::Settings::new(db.settings.clone()))
             .unwrap();
     service.refresh_auth().await.unwrap();
-    let _key_reloads = common::AbortOnDrop(service.spawn_auth_refresher());
+    let _key_reloads = AbortOnDrop(service.spawn_auth_refresher());
     let routes = service.routes();
 
     let expected_by_user = workload.expected_by_user();
