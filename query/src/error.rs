@@ -7,7 +7,8 @@
 //! JSON shape through [`recover`]. A 405 carries `Allow` with the path's methods (GET;
 //! GET and DELETE on a user and on a job). A 503 because the API keys cannot be checked
 //! (never loaded, or loaded too long ago) carries `Retry-After`: the next reload is at
-//! most that many seconds away. A 429 (a deletion while the project has
+//! most that many seconds away. A 503 for load (`admission`: refused, or past the
+//! request's deadline) carries `Retry-After: 1`. A 429 (a deletion while the project has
 //! `MAX_OPEN_JOBS` open jobs) carries `Retry-After` too: no job of the project ends
 //! sooner.
 
@@ -55,6 +56,13 @@ pub enum ApiError {
     /// older than `AUTH_MAX_AGE_MS`. Same message as [`ApiError::Unavailable`].
     #[error("service unavailable, try again later")]
     KeysUnavailable { retry_after_seconds: u64 },
+    /// Refused for load: no admission permit free and the queue full, or none within
+    /// `QUEUE_WAIT_MS` (`admission`).
+    #[error("overloaded, try again later")]
+    Overloaded,
+    /// Admitted, but not answered within `REQUEST_DEADLINE_MS` (`admission`).
+    #[error("request took too long, try again later")]
+    DeadlineExceeded,
     #[error("internal error")]
     Internal,
 }
@@ -76,9 +84,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::TooManyOpenJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable | ApiError::KeysUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::KeysUnavailable { .. }
+            | ApiError::Overloaded
+            | ApiError::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,9 +115,24 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
+            ApiError::Overloaded | ApiError::DeadlineExceeded => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::admission::RETRY_AFTER_SECONDS),
+                );
+            }
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::admission::Refusal> for ApiError {
+    fn from(refusal: crate::admission::Refusal) -> Self {
+        match refusal {
+            crate::admission::Refusal::Deadline => ApiError::DeadlineExceeded,
+            _ => ApiError::Overloaded,
+        }
     }
 }
 
@@ -225,6 +249,22 @@ mod tests {
             .body(),
             r#"{"errors":["too many open jobs in this project, retry later"]}"#
         );
+    }
+
+    #[test]
+    fn load_refusals_are_503_with_retry_after_and_their_own_messages() {
+        use crate::admission::Refusal;
+        for (refusal, message) in [
+            (Refusal::QueueFull, "overloaded, try again later"),
+            (Refusal::QueueWait, "overloaded, try again later"),
+            (Refusal::Deadline, "request took too long, try again later"),
+        ] {
+            let error = ApiError::from(refusal);
+            assert_eq!(error.to_string(), message);
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! `shutdown` completes, then stops accepting and lets in-flight requests finish. API
 //! keys and projects are reloaded in the background (see [`auth`]); a page costs one
 //! ClickHouse request, or a probe and a window for a user too large for one (see
-//! [`sessions`]). Every replica runs due jobs
+//! [`sessions`]). API requests are admitted a bounded number at a time, each under a
+//! deadline ([`admission`]); connections are bounded in number and in the time their
+//! headers take (`sessions_shared::http_server`). Every replica runs due jobs
 //! (`sessions_control::jobs::runner`: each job once, one outcome). The key refresher and
 //! the job runner are supervised: a panic is logged, counted and the task restarted
 //! (see [`supervisor`]).
 
+pub mod admission;
 pub mod auth;
 pub mod cursor;
 pub mod error;
@@ -34,6 +37,7 @@ use anyhow::Context;
 use sessions_control::jobs::runner::{JobRunner, RunnerSettings};
 use sessions_control::tenancy::TenancyError;
 use sessions_shared::clickhouse::Store;
+use sessions_shared::http_server::{self, ConnectionLimits};
 use sessions_shared::service::migrate_at_start;
 use sessions_shared::shutdown::Shutdown;
 use tokio::net::TcpListener;
@@ -42,6 +46,7 @@ use warp::{Filter, Reply};
 
 pub use settings::Settings;
 
+use admission::{Admission, AdmissionMetrics, Limits};
 use auth::AuthCache;
 use cursor::CursorKey;
 use metrics::Metrics;
@@ -83,6 +88,34 @@ impl QueryService {
             .counting_in(
                 metrics.stats_fold_rows.clone(),
                 metrics.stats_fold_sessions.clone(),
+            ),
+            admission: Admission::new(
+                Limits {
+                    max_in_flight: usize::from(settings.max_in_flight),
+                    max_queued: settings.max_queued as usize,
+                    queue_wait: settings.queue_wait,
+                    deadline: settings.request_deadline,
+                },
+                AdmissionMetrics::new(
+                    metrics.requests_in_flight.clone(),
+                    metrics.requests_queued.clone(),
+                    &metrics.requests_shed,
+                    AdmissionMetrics::API_REASONS,
+                ),
+            ),
+            heavy_pages: Admission::new(
+                Limits {
+                    max_in_flight: usize::from(settings.heavy_page_concurrency),
+                    max_queued: usize::from(settings.heavy_page_concurrency) * 2,
+                    queue_wait: settings.queue_wait,
+                    deadline: settings.request_deadline,
+                },
+                AdmissionMetrics::new(
+                    metrics.heavy_pages_in_flight.clone(),
+                    metrics.heavy_pages_queued.clone(),
+                    &metrics.requests_shed,
+                    AdmissionMetrics::HEAVY_PAGE_REASONS,
+                ),
             ),
             metrics,
             deletion_grace: settings.deletion_grace,
@@ -184,11 +217,11 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%address, "sessions-query listening");
-    warp::serve(service.routes())
-        .incoming(listener)
-        .graceful(shutdown.wait())
-        .run()
-        .await;
+    let limits = ConnectionLimits {
+        max_connections: settings.max_connections as usize,
+        header_read_timeout: settings.header_read_timeout,
+    };
+    http_server::serve(service.routes(), listener, limits, shutdown.wait()).await;
     refresher.abort();
     runner.abort();
     tracing::info!("sessions-query stopped");

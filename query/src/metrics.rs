@@ -73,6 +73,16 @@ pub struct Metrics {
     pub stats_fold_sessions: IntGauge,
     /// Panics of supervised background tasks, by task.
     pub background_task_panics: IntCounterVec,
+    /// API requests refused or dropped for load (`admission`), by reason.
+    pub requests_shed: IntCounterVec,
+    /// API requests holding an admission permit, and waiting for one.
+    pub requests_in_flight: IntGauge,
+    pub requests_queued: IntGauge,
+    /// Pages of known heavy users holding a turn, and waiting for one.
+    pub heavy_pages_in_flight: IntGauge,
+    pub heavy_pages_queued: IntGauge,
+    /// Pages that stopped at `sessions::MAX_PAGE_ROUNDS` with a link to the rest.
+    pub pages_cut_short: IntCounter,
 }
 
 impl Metrics {
@@ -134,6 +144,38 @@ impl Metrics {
             "task",
             BACKGROUND_TASKS,
         )?;
+        let requests_shed = counter_of_each(
+            "query_requests_shed_total",
+            "API requests answered 503 for load, by reason: queue_full (MAX_QUEUED already waiting), queue_wait (no permit within QUEUE_WAIT_MS), deadline (not answered within REQUEST_DEADLINE_MS), heavy_page_queue_full and heavy_page_queue_wait (the same for a heavy user's page waiting for one of HEAVY_PAGE_CONCURRENCY turns)",
+            "reason",
+            crate::admission::SHED_REASONS,
+        )?;
+        let requests_in_flight = IntGauge::new(
+            "query_requests_in_flight",
+            "API requests holding an admission permit (at most MAX_IN_FLIGHT)",
+        )?;
+        let requests_queued = IntGauge::new(
+            "query_requests_queued",
+            "API requests waiting for an admission permit (at most MAX_QUEUED)",
+        )?;
+        let heavy_pages_in_flight = IntGauge::new(
+            "query_heavy_pages_in_flight",
+            "Pages of users known to be heavy being read (at most HEAVY_PAGE_CONCURRENCY)",
+        )?;
+        let heavy_pages_queued = IntGauge::new(
+            "query_heavy_pages_queued",
+            "Pages of users known to be heavy waiting for their turn (at most twice HEAVY_PAGE_CONCURRENCY)",
+        )?;
+        let pages_cut_short = IntCounter::new(
+            "query_pages_cut_short_total",
+            "Pages of a heavy user that stopped after the most probe and window rounds a page may take, answered with the sessions found and a link to the rest",
+        )?;
+        registry.register(Box::new(requests_shed.clone()))?;
+        registry.register(Box::new(requests_in_flight.clone()))?;
+        registry.register(Box::new(requests_queued.clone()))?;
+        registry.register(Box::new(pages_cut_short.clone()))?;
+        registry.register(Box::new(heavy_pages_in_flight.clone()))?;
+        registry.register(Box::new(heavy_pages_queued.clone()))?;
         registry.register(Box::new(background_task_panics.clone()))?;
         registry.register(Box::new(stats_fold_rows.clone()))?;
         registry.register(Box::new(stats_fold_sessions.clone()))?;
@@ -156,6 +198,12 @@ impl Metrics {
             stats_fold_rows,
             stats_fold_sessions,
             background_task_panics,
+            requests_shed,
+            requests_in_flight,
+            requests_queued,
+            heavy_pages_in_flight,
+            heavy_pages_queued,
+            pages_cut_short,
         })
     }
 

@@ -8,7 +8,9 @@
 //! path does not answer is 405 with `Allow` (GET; GET and DELETE on a user and on a job); the API key is checked
 //! (401), then the project (404); then the path's parameters (`userId`, `jobId`) and,
 //! for sessions, the query parameters and the cursor (400 naming the parameter); then
-//! ClickHouse (503 when it is unreachable or too slow, 500 otherwise). Unknown paths
+//! ClickHouse (503 when it is unreachable or too slow, 500 otherwise). All of it but
+//! the 414 runs admitted (`admission`): 503 `overloaded` when the replica has as many
+//! requests as it admits and queues, 503 past the request's deadline. Unknown paths
 //! are 404 with the same JSON error shape; operational routes are GET only.
 //!
 //! - `…/users/:userId/sessions`: a page (`sessions`: one request, or a probe and a
@@ -37,6 +39,7 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::admission::Admission;
 use crate::auth::AuthCache;
 use crate::cursor::{CursorKey, CursorScope, Position};
 use crate::error::{json_response, recover, ApiError};
@@ -60,6 +63,10 @@ pub struct AppState {
     /// Reads user statistics, heavy users' a few at a time.
     pub stats: StatsReader,
     pub metrics: Metrics,
+    /// Admits API requests a bounded number at a time, each under a deadline.
+    pub admission: Admission,
+    /// Turns for pages of users known to be heavy, inside `admission`.
+    pub heavy_pages: Admission,
     /// `DELETION_GRACE_SECS`: from a deletion's scheduling to its start.
     pub deletion_grace: Duration,
     /// `MAX_OPEN_JOBS`: open jobs a project may have before deletions are refused.
@@ -155,9 +162,11 @@ pub fn api_route(
              state: Arc<AppState>| async move {
                 let path = match_api_path(path.as_str()).expect("matched by the filter");
                 let authorization = authorization.as_ref().and_then(|value| value.to_str().ok());
-                api(&state, &method, path, authorization, &raw_query)
-                    .await
-                    .unwrap_or_else(ApiError::into_response)
+                let request = api(&state, &method, path, authorization, &raw_query);
+                match state.admission.run(request).await {
+                    Ok(answer) => answer.unwrap_or_else(ApiError::into_response),
+                    Err(refusal) => ApiError::from(refusal).into_response(),
+                }
             },
         )
 }
@@ -373,16 +382,24 @@ async fn user_sessions(
         after,
         fetch: params.limit + 1,
     };
-    let mut sessions = state
-        .pager
-        .fetch_page(&state.store, &query)
-        .await
-        .map_err(|error| state.clickhouse_failed(&error, "sessions page"))?;
-    let next_page = if sessions.len() > page_size {
+    let reading = state.pager.fetch_page(&state.store, &query);
+    let page = if state.pager.knows_heavy(project_id, &user_id) {
+        state.heavy_pages.run(reading).await?
+    } else {
+        reading.await
+    }
+    .map_err(|error| state.clickhouse_failed(&error, "sessions page"))?;
+    let mut sessions = page.rows;
+    // After the page's last session, or, for a page cut short at the round cap (fewer
+    // sessions, perhaps none), after the last row it read.
+    let next_position = if sessions.len() > page_size {
         sessions.truncate(page_size);
-        let position = sessions
-            .position(page_size - 1)
-            .expect("limit is at least 1");
+        sessions.position(page_size - 1)
+    } else {
+        page.resume_after
+            .inspect(|_| state.metrics.pages_cut_short.inc())
+    };
+    let next_page = if let Some(position) = next_position {
         let cursor = state.cursor_key.encode(&scope, position);
         Some(next_link(
             path.project_key,

@@ -34,6 +34,11 @@
 //! probes and windows continue after it. Any range of `start_ts` gives exact sessions
 //! (below), so a guess can only cost more, never answer differently.
 //!
+//! A page takes at most [`MAX_PAGE_ROUNDS`] probe and window rounds: a range crowded
+//! with dead rows past that is answered with the sessions found so far (perhaps none)
+//! and a link that goes on after the last window ([`Page::resume_after`]), so every
+//! page's cost is bounded and the walk still ends, exactly.
+//!
 //! **Why a window gives the same sessions as the whole range.** The worker keeps an
 //! invariant (ingest's `exactly_once`, step 4): whenever a session leaves a key
 //! (project, user, `start_ts`), the same INSERT writes a tombstone under the old key
@@ -87,6 +92,33 @@ pub enum Lower {
     After(Position),
     /// After every row up to this `start_ts` (the end of the previous window).
     Beyond(i64),
+}
+
+/// The most probe and window rounds one page takes: 16 rounds read at most ~500,000
+/// rows of a user's range (the probes double up to [`MAX_SAMPLE`] rows, ten rounds
+/// for a default page, then 65,536 rows a round), ~1 s of ClickHouse on 2 cores. A
+/// page that falls short after them is answered with the sessions found and a link
+/// that goes on after the last row read ([`Page::resume_after`]).
+pub const MAX_PAGE_ROUNDS: u32 = 16;
+
+/// One page's sessions, and where the next page starts when this one stopped at the
+/// round cap.
+#[derive(Debug)]
+pub struct Page {
+    pub rows: PageRows,
+    /// Set when the page stopped after its last round with fewer sessions than asked
+    /// (more may follow): the position after every row it read, the last window's
+    /// end. `session_id` is `u64::MAX`, so a page after it starts at the next `start_ts`.
+    pub resume_after: Option<Position>,
+}
+
+impl Page {
+    fn whole(rows: PageRows) -> Page {
+        Page {
+            rows,
+            resume_after: None,
+        }
+    }
 }
 
 /// Rows the probe reads per session still needed, in the first window.
@@ -287,6 +319,8 @@ pub fn refused(error: &StoreError) -> bool {
 pub struct Pager {
     heavy: HeavyUsers,
     scan_max_rows: u64,
+    /// Probe and window rounds a page may take ([`MAX_PAGE_ROUNDS`]).
+    max_rounds: u32,
     /// `query_page_statements_total`'s series, one per kind in
     /// `metrics::PAGE_STATEMENTS`' order (resolved once: every page counts one).
     statements: Vec<IntCounter>,
@@ -303,7 +337,16 @@ impl Pager {
         Pager {
             heavy,
             scan_max_rows,
+            max_rounds: MAX_PAGE_ROUNDS,
             statements: Vec::new(),
+        }
+    }
+
+    /// At most `rounds` probe and window rounds per page (at least one; tests).
+    pub fn with_max_rounds(self, rounds: u32) -> Pager {
+        Pager {
+            max_rounds: rounds.max(1),
+            ..self
         }
     }
 
@@ -324,17 +367,25 @@ impl Pager {
         }
     }
 
+    /// Whether this replica knows the user as heavy: its page will be probes and
+    /// windows (routes give such pages turns of their own).
+    pub fn knows_heavy(&self, project_id: u32, user_id: &str) -> bool {
+        let key = self.heavy.key(project_id, user_id);
+        self.heavy.get(key, Instant::now()).is_some()
+    }
+
     /// The replica's memory of heavy users (tests seed it).
     pub fn heavy_users(&self) -> &HeavyUsers {
         &self.heavy
     }
 
-    /// One page: `fetch` sessions after the position, or every one left.
+    /// One page: `fetch` sessions after the position, or every one left, or, past
+    /// the round cap, those found and where to go on.
     pub async fn fetch_page(
         &self,
         store: &Store,
         query: &PageQuery<'_>,
-    ) -> Result<PageRows, StoreError> {
+    ) -> Result<Page, StoreError> {
         let key = self.heavy.key(query.project_id, query.user_id);
         let wanted = query.fetch as usize;
         let density = match self.heavy.get(key, Instant::now()) {
@@ -348,7 +399,7 @@ impl Pager {
                     }
                     answer => {
                         self.count("whole_range");
-                        return answer;
+                        return answer.map(Page::whole);
                     }
                 }
             }
@@ -370,7 +421,7 @@ impl Pager {
                     self.count("guessed_window");
                     sessions.append(found);
                     if sessions.len() >= wanted {
-                        return Ok(sessions);
+                        return Ok(Page::whole(sessions));
                     }
                     lower = Lower::Beyond(end);
                 }
@@ -378,15 +429,19 @@ impl Pager {
                 Err(error) => return Err(error),
             }
         }
-        let density = self
+        let (density, resume_after) = self
             .fetch_windows(store, query, lower, &mut sessions, density)
             .await?;
         self.heavy.remember(key, density, Instant::now());
-        Ok(sessions)
+        Ok(Page {
+            rows: sessions,
+            resume_after,
+        })
     }
 
-    /// Probes and windows from `lower` until `fetch` sessions are found or no row is
-    /// left (module header); returns the density the last full probe measured.
+    /// Probes and windows from `lower` until `fetch` sessions are found, no row is
+    /// left, or `max_rounds` rounds ran (module header); returns the density the last
+    /// full probe measured, and where to go on when the rounds ran out.
     async fn fetch_windows(
         &self,
         store: &Store,
@@ -394,7 +449,7 @@ impl Pager {
         mut lower: Lower,
         sessions: &mut PageRows,
         mut density: Density,
-    ) -> Result<Density, StoreError> {
+    ) -> Result<(Density, Option<Position>), StoreError> {
         let wanted = query.fetch as usize;
         let mut round = 0;
         while sessions.len() < wanted {
@@ -425,8 +480,15 @@ impl Pager {
             }
             lower = Lower::Beyond(end.start_ts);
             round += 1;
+            if round >= self.max_rounds && sessions.len() < wanted {
+                let resume_after = Position {
+                    start_ts: end.start_ts,
+                    session_id: u64::MAX,
+                };
+                return Ok((density, Some(resume_after)));
+            }
         }
-        Ok(density)
+        Ok((density, None))
     }
 }
 

@@ -111,6 +111,37 @@ pub struct Settings {
         default_value = "2000000"
     )]
     pub stats_cache_sessions: usize,
+    /// API requests at ClickHouse at once on this replica (every statement of a request
+    /// runs under its permit). 32: with ClickHouse on the same 2 cores, enough light
+    /// requests (~3 ms each) to keep both busy while a few heavy ones run; more only
+    /// queues inside ClickHouse (whose own bound is 100 queries) where nothing is shed.
+    #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", default_value = "32", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_in_flight: u16,
+    /// API requests waiting for a permit; past it a request is 503 at once. 256: more
+    /// than the replica drains in one `QUEUE_WAIT_MS` at its light-request rate, so a
+    /// burst waits rather than being refused, and no longer queue builds up.
+    #[arg(long = "max-queued", env = "MAX_QUEUED", default_value = "256")]
+    pub max_queued: u32,
+    /// How long a request waits for a permit, in milliseconds; then 503.
+    #[arg(long = "queue-wait-ms", env = "QUEUE_WAIT_MS", default_value = "1000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub queue_wait: Duration,
+    /// How long an API request may take from its arrival, every ClickHouse statement of
+    /// it included, in milliseconds; then it is dropped and answered 503.
+    #[arg(long = "request-deadline-ms", env = "REQUEST_DEADLINE_MS", default_value = "10000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub request_deadline: Duration,
+    /// Pages of users known to be heavy (read through probes and windows, up to 16
+    /// rounds) being read at once on this replica; twice as many wait up to
+    /// `QUEUE_WAIT_MS`, others are 503 at once. Inside `MAX_IN_FLIGHT`, so that heavy
+    /// pages cannot take every permit from light requests.
+    #[arg(long = "heavy-page-concurrency", env = "HEAVY_PAGE_CONCURRENCY", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub heavy_page_concurrency: u16,
+    /// Connections open at once; past it new ones wait in the listener's backlog.
+    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value = "512", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a connection may take to send a request's headers, in milliseconds;
+    /// also how long an HTTP/1 keep-alive connection may stay idle. Then it is closed.
+    #[arg(long = "header-read-timeout-ms", env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = sessions_shared::config::parse_positive_millis)]
+    pub header_read_timeout: Duration,
 }
 
 impl Settings {
@@ -132,6 +163,13 @@ impl Settings {
             query_threads: 1,
             heavy_stats_concurrency: 2,
             stats_cache_sessions: 2_000_000,
+            max_in_flight: 32,
+            max_queued: 256,
+            heavy_page_concurrency: 2,
+            queue_wait: Duration::from_millis(1000),
+            request_deadline: Duration::from_millis(10_000),
+            max_connections: 512,
+            header_read_timeout: Duration::from_millis(10_000),
         }
     }
 
@@ -223,6 +261,17 @@ mod tests {
         assert_eq!(settings.deletion_grace, Duration::from_secs(3600));
         assert_eq!(settings.deletion_settle, Duration::from_secs(30));
         assert_eq!(settings.max_open_jobs, 1_000);
+        assert_eq!(
+            (
+                settings.max_in_flight,
+                settings.max_queued,
+                settings.max_connections
+            ),
+            (32, 256, 512)
+        );
+        assert_eq!(settings.queue_wait, Duration::from_secs(1));
+        assert_eq!(settings.request_deadline, Duration::from_secs(10));
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(
             settings.auth_snapshot_max_age(),
             Ok(Duration::from_millis(7000))

@@ -21,6 +21,7 @@ mod end_to_end;
 mod http_parsing;
 mod listener;
 mod openapi;
+mod overload;
 mod prometheus;
 mod sessions;
 mod users;

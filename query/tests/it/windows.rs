@@ -17,7 +17,7 @@ use std::time::Instant;
 use sessions_query::heavy_users::{Density, HeavyUsers};
 use sessions_query::sessions::{fetch_whole_range, PageQuery, Pager, SCAN_MAX_ROWS};
 use sessions_shared::read_model::{Session, SessionKey, SessionRecord};
-use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{clickhouse_engines, legacy_target, TestDatabase};
 use sessions_testkit::serial;
 
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
@@ -180,7 +180,7 @@ async fn compare_pages(
             ("windows", &pagers.windows),
             ("guessed", &pagers.guessed),
         ] {
-            let page = pager.fetch_page(&db.store, &query).await.unwrap();
+            let page = pager.fetch_page(&db.store, &query).await.unwrap().rows;
             assert_eq!(
                 page, whole,
                 "{engine}, seed {seed}: page {pages} of {query:?} read by {way} differs from the whole-range query"
@@ -297,7 +297,7 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
         let count = |kind: &str| statements.with_label_values(&[kind]).get();
         let mut probes_after_first_page = None;
         for query in [first, deep, first, deep] {
-            let page = pager.fetch_page(&db.store, &query).await.unwrap();
+            let page = pager.fetch_page(&db.store, &query).await.unwrap().rows;
             let learned = pager.heavy_users().get(key, Instant::now());
             assert!(
                 learned.is_some_and(|density| density.ms_per_row > Some(0.0)),
@@ -319,4 +319,76 @@ async fn a_heavy_user_gets_the_whole_range_pages() {
         assert_eq!(Some(count("probe")), probes_after_first_page, "{engine}");
         db.drop_database().await;
     }
+}
+
+/// A page that runs out of rounds in a range crowded with dead sessions is answered
+/// with what it found and where it stopped; walking on from there, page after page,
+/// reads every session once and in order, as the whole-range query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cut_at_the_round_cap_go_on_where_they_stopped() {
+    let _turn = serial::shared();
+    let (engine, target) = ("clickhouse-18.16", legacy_target());
+    let db = TestDatabase::create(&target, "cut_short").await.unwrap();
+    // 1,000 sessions moved away from the user (a live row and a higher tombstone under
+    // its key), then 25 live ones, then 1,000 more dead, then 25 live.
+    let session = |n: u64| Session {
+        project_id: 7,
+        session_id: 1_000 + n,
+        user_id: "crowded".into(),
+        start_ts: n as i64,
+        ..Session::default()
+    };
+    let dead: Vec<Session> = (0..1_000).chain(1_025..2_025).map(session).collect();
+    let live: Vec<Session> = (1_000..1_025).chain(2_025..2_050).map(session).collect();
+    let tombstones: Vec<Session> = dead
+        .iter()
+        .map(|row| Session::tombstone(row.session_id, &row.key()))
+        .collect();
+    let mut records: Vec<SessionRecord<'_>> = dead
+        .iter()
+        .map(|row| SessionRecord::live(row, false, 1, 1_700_000_000))
+        .collect();
+    records.extend(
+        tombstones
+            .iter()
+            .map(|row| SessionRecord::tombstone(row, 2, 1_700_000_000)),
+    );
+    db.insert::<SessionRecord<'_>>("sessions", &records).await;
+    db.insert_live(&live, 3).await;
+    let first = PageQuery {
+        project_id: 7,
+        user_id: "crowded",
+        start_date: None,
+        end_date: None,
+        after: None,
+        fetch: 11,
+    };
+    let everything = PageQuery {
+        fetch: 10_000,
+        ..first
+    };
+    let whole = fetch_whole_range(&db.store, &everything).await.unwrap();
+    let expected: Vec<Position> = (0..whole.len()).filter_map(|n| whole.position(n)).collect();
+    assert_eq!(expected.len(), 50);
+
+    let pager = Pager::new(HeavyUsers::default(), 1).with_max_rounds(2);
+    let page_size = first.fetch as usize - 1;
+    let (mut walked, mut cut_short, mut query) = (Vec::new(), 0, first);
+    loop {
+        let page = pager.fetch_page(&db.store, &query).await.unwrap();
+        let shown = page.rows.len().min(page_size);
+        walked.extend((0..shown).filter_map(|n| page.rows.position(n)));
+        query.after = if page.rows.len() > page_size {
+            page.rows.position(page_size - 1)
+        } else {
+            cut_short += usize::from(page.resume_after.is_some());
+            page.resume_after
+        };
+        if query.after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(walked, expected, "{engine}");
+    assert!(cut_short > 0, "{engine}: some pages stopped at the cap");
+    db.drop_database().await;
 }
