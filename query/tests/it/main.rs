@@ -6,9 +6,9 @@
 //! Tests of different modules run at the same time: each takes a turn first
 //! (`sessions_testkit::serial`), exclusive for those that stop or kill a shared
 //! service (`clickhouse_outage`, the fault scenarios of `cluster_failures`), load
-//! both cores for over a minute (`contract_fuzzing`) or hold sub-second time windows
-//! (`users::two_runners_...`), shared for all others. `docs/testing.md` says why for
-//! each.
+//! both cores for over a minute (`contract_fuzzing`, `overload`) or hold sub-second
+//! time windows (`users::two_runners_...`), shared for all others. `docs/testing.md`
+//! says why for each.
 
 mod common;
 
