@@ -218,14 +218,15 @@ impl<'a> Tenancy<'a> {
         let key_hash = hash_api_key(api_key);
         let current: Option<KeyState> = self
             .store
-            .run(|client| client
-                    .query(
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(
                         "SELECT argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked, \
                          max(version) AS latest_version FROM api_keys WHERE key_hash = ? GROUP BY key_hash",
-                    )
+                    ))
                     .bind(&key_hash)
-                    .fetch_optional(),
-            )
+                    .fetch_optional()
+            })
             .await?;
         let Some(current) = current else {
             return Err(TenancyError::NotFound("unknown API key".into()));
@@ -302,25 +303,31 @@ impl<'a> Tenancy<'a> {
         Ok(self
             .store
             .run(|client| {
-                match org_id {
+                let query = match org_id {
                     Some(org_id) => client
                         .query("SELECT ?fields FROM projects FINAL WHERE org_id = ? ORDER BY project_id")
                         .bind(org_id),
                     None => client.query("SELECT ?fields FROM projects FINAL ORDER BY project_id"),
-                }
-                .fetch_all::<Project>()
+                };
+                self.store.read_your_writes(query).fetch_all::<Project>()
             })
             .await?)
     }
 
-    /// Every key that is not revoked (newest row per hash).
+    /// Every key that is not revoked (newest row per hash). On a cluster the read is
+    /// sequentially consistent: it sees every acknowledged (quorum) write, so a
+    /// revocation `revoke_key` returned from is never missed by a lagging replica.
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, TenancyError> {
         let sql = "SELECT key_hash, key_org AS org_id FROM (\
                      SELECT key_hash, argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked \
                      FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
         Ok(self
             .store
-            .run(|client| client.query(sql).fetch_all::<ActiveKey>())
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(sql))
+                    .fetch_all::<ActiveKey>()
+            })
             .await?)
     }
 }
