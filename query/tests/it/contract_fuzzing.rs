@@ -87,6 +87,10 @@ async fn schemathesis_finds_no_failure() {
     let document = workdir.join("openapi.json");
     std::fs::write(&document, &served.body).unwrap();
     let arguments = [
+        format!(
+            "--config-file={}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/schemathesis.toml")
+        ),
         "run".to_owned(),
         document.display().to_string(),
         format!("--url={base}"),
