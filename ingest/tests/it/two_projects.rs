@@ -24,7 +24,7 @@ use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
-use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 /// How one group of shared session ids is sent.
 #[derive(Clone, Copy, Debug)]
