@@ -392,7 +392,8 @@ fn legacy_row(persisted: &PersistedSession, version: u64) -> LegacyStateRow {
     LegacyStateRow {
         session_id: persisted.state.session_id,
         version,
-        state: json.replace(&field, &format!("\"project\":[0,{project_id}]")),
+        // The state's own field comes first; its keys keep theirs.
+        state: json.replacen(&field, &format!("\"project\":[0,{project_id}]"), 1),
         updated_at: 1_700_000_000,
     }
 }
@@ -466,7 +467,7 @@ async fn states_stored_before_project_identity_are_copied_by_the_migration() {
         let chained_row = LegacyStateRow {
             session_id: 22,
             version: chained_state.applied_events(),
-            state: chained_json.replace("\"project_id\":4", "\"project\":[0,4]"),
+            state: chained_json.replacen("\"project_id\":4", "\"project\":[0,4]", 1),
             updated_at: 1_700_000_000,
         };
         let marker = LegacyStateRow {
