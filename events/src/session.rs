@@ -515,17 +515,15 @@ mod tests {
     }
 
     fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
-        (0u64..40, 1i64..10_000, 0u8..9).prop_map(|(index, timestamp, kind)| {
-            match kind {
-                0 => start(index, timestamp, index as u8, "in"),
-                1 => event(index, timestamp, EventKind::Page),
-                2 => event(index, timestamp, EventKind::Click),
-                3 => event(index, timestamp, EventKind::Input),
-                4 => event(index, timestamp, EventKind::Error),
-                5 => user(index, timestamp, ["ann", "bob", "cy"][(index % 3) as usize]),
-                6 => event(index, timestamp, EventKind::SessionEnd),
-                _ => event(index, timestamp, EventKind::Other),
-            }
+        (0u64..40, 1i64..10_000, 0u8..9).prop_map(|(index, timestamp, kind)| match kind {
+            0 => start(index, timestamp, index as u8, "in"),
+            1 => event(index, timestamp, EventKind::Page),
+            2 => event(index, timestamp, EventKind::Click),
+            3 => event(index, timestamp, EventKind::Input),
+            4 => event(index, timestamp, EventKind::Error),
+            5 => user(index, timestamp, ["ann", "bob", "cy"][(index % 3) as usize]),
+            6 => event(index, timestamp, EventKind::SessionEnd),
+            _ => event(index, timestamp, EventKind::Other),
         })
     }
 

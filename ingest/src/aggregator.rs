@@ -47,7 +47,8 @@ struct HeldSession {
 impl HeldSession {
     /// Approximate bytes held for this session: its map entry, its box, its state.
     fn measure(&self) -> usize {
-        std::mem::size_of::<(SessionIdentity, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
+        std::mem::size_of::<(SessionIdentity, Box<HeldSession>)>()
+            + std::mem::size_of::<HeldSession>()
             - std::mem::size_of::<PersistedSession>()
             + self.persisted.memory_bytes()
     }
@@ -652,10 +653,7 @@ mod tests {
     #[test]
     fn another_projects_lower_index_does_not_move_a_session() {
         let mut aggregator = Aggregator::new();
-        let ours = [
-            user_event(7, 5, "ann"),
-            event(7, 6, 20, EventKind::Page),
-        ];
+        let ours = [user_event(7, 5, "ann"), event(7, 6, 20, EventKind::Page)];
         let theirs = [
             Event {
                 project_id: 2,
@@ -703,7 +701,10 @@ mod tests {
             aggregator.forget(&HashSet::from([SessionIdentity::new(2, 7)])),
             1
         );
-        assert!(aggregator.is_held(id(7)), "deleting project 2's keeps project 1's");
+        assert!(
+            aggregator.is_held(id(7)),
+            "deleting project 2's keeps project 1's"
+        );
     }
 
     mod two_projects {

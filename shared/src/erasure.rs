@@ -40,8 +40,14 @@ const MARKERS: &[(&str, &str)] = &[
     ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
     ("session_state", "(session_id) VALUES (0)"),
     ("session_applied", "(session_id) VALUES (0)"),
-    ("project_session_state", "(project_id, session_id) VALUES (0, 0)"),
-    ("project_session_applied", "(project_id, session_id) VALUES (0, 0)"),
+    (
+        "project_session_state",
+        "(project_id, session_id) VALUES (0, 0)",
+    ),
+    (
+        "project_session_applied",
+        "(project_id, session_id) VALUES (0, 0)",
+    ),
     (
         "rejected_events",
         "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",

@@ -478,7 +478,12 @@ async fn states_stored_before_project_identity_are_copied_by_the_migration() {
         };
         db.insert::<LegacyStateRow>(
             "session_state",
-            &[legacy_row(&older, 1), legacy_row(&inline, 5), chained_row, marker],
+            &[
+                legacy_row(&older, 1),
+                legacy_row(&inline, 5),
+                chained_row,
+                marker,
+            ],
         )
         .await;
         db.insert::<LegacyChunkRow>("session_applied", &[checkpoint, delta])
@@ -510,7 +515,11 @@ async fn states_stored_before_project_identity_are_copied_by_the_migration() {
                 .await
                 .unwrap();
             loaded.sort_by_key(|persisted| persisted.state.identity());
-            assert_eq!(loaded.len(), 2, "{engine} run {run}: the owners' sessions only");
+            assert_eq!(
+                loaded.len(),
+                2,
+                "{engine} run {run}: the owners' sessions only"
+            );
             assert_eq!(loaded[0].state, inline.state, "{engine} run {run}");
             assert_eq!(loaded[0].written_keys, inline.written_keys);
             assert_eq!(loaded[1].state, chained_state, "{engine} run {run}");

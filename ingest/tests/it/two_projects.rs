@@ -129,7 +129,12 @@ fn api_json(session: &Session) -> Value {
 
 /// Every session of `user` the sessions endpoint serves under `project_key`,
 /// following `next` links.
-async fn served(service: &QueryService, api_key: &str, project_key: &str, user: &str) -> Vec<Value> {
+async fn served(
+    service: &QueryService,
+    api_key: &str,
+    project_key: &str,
+    user: &str,
+) -> Vec<Value> {
     let encoded = user.replace('@', "%40");
     let mut path = Some(format!(
         "/api/v1/{project_key}/users/{encoded}/sessions?limit=7"
@@ -202,8 +207,7 @@ async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions(
             }
         }
         fixture.produce_keyed(&messages).await;
-        let worker =
-            sessions_testkit::worker::InProcessWorker::start(fixture.settings(&[])).await;
+        let worker = sessions_testkit::worker::InProcessWorker::start(fixture.settings(&[])).await;
         wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
 
         let service = QueryService::new(&Settings::new(fixture.db.settings.clone())).unwrap();
