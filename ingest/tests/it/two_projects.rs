@@ -24,6 +24,7 @@ use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
+use sessions_testkit::task::AbortOnDrop;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 /// How one group of shared session ids is sent.
@@ -212,6 +213,8 @@ async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions(
 
         let service = QueryService::new(&Settings::new(fixture.db.settings.clone())).unwrap();
         service.refresh_auth().await.unwrap();
+        // Key reloads as in production (keys older than AUTH_MAX_AGE_MS are refused).
+        let _key_reloads = AbortOnDrop(service.spawn_auth_refresher());
         let mut by_project_and_user: BTreeMap<(u32, String), Vec<&Session>> = BTreeMap::new();
         for session in &expected {
             by_project_and_user
