@@ -1,9 +1,12 @@
 //! The session row rules of docs/events.md, as a pure fold over a session's events.
 //!
-//! Contract: a [`SessionState`] is a function of the *set* of distinct `(sessionId,
-//! index)` events applied to it, never of their order, batching or repetition:
-//! - every rule picks by `index` (lowest-index `session_start`, highest-index `userId`,
-//!   lowest-index `projectId`) or by an order-free fold (min, max, counts);
+//! Contract: a [`SessionState`] is the state of one session, identified by its project
+//! and its session id together ([`SessionIdentity`]): it takes only that project's
+//! events of that id (the caller routes by identity), so its project never changes.
+//! It is a function of the *set* of distinct indexes of those events, never of their
+//! order, batching or repetition:
+//! - every rule picks by `index` (lowest-index `session_start`, highest-index `userId`)
+//!   or by an order-free fold (min, max, counts);
 //! - an event whose index was already applied changes nothing ([`Applied::Duplicate`]).
 //!
 //! No I/O happens here; the ingest worker persists the state (serde) and the row.
@@ -11,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
+use crate::identity::SessionIdentity;
 use crate::index_set::IndexSet;
 use sessions_shared::read_model::{Session, SessionKey};
 
@@ -46,8 +50,12 @@ pub struct SessionState {
     /// loudly on the missing field instead of taking the state for an empty one.
     #[serde(default, skip_serializing_if = "IndexSet::is_empty")]
     applied: IndexSet,
-    /// `(index, projectId)` of the lowest-index event.
-    project: (u64, u32),
+    /// The session's project: part of its identity, the same in every event applied.
+    /// States stored before sessions were identified by project hold `project`
+    /// (`[index, projectId]`) instead, which is ignored: such a state takes the project
+    /// of the row it is stored in ([`SessionState::restore_project_id`]).
+    #[serde(default)]
+    project_id: u32,
     min_timestamp: i64,
     max_timestamp: i64,
     /// Boxed: it is most of the state's size, and states sit inline in the worker's
@@ -82,7 +90,7 @@ impl SessionState {
         let mut state = SessionState {
             session_id: event.session_id,
             applied: IndexSet::new(),
-            project: (event.index, event.project_id),
+            project_id: event.project_id,
             min_timestamp: event.timestamp,
             max_timestamp: event.timestamp,
             start: None,
@@ -96,14 +104,12 @@ impl SessionState {
         state
     }
 
-    /// Applies one event of this session (the caller routes by `session_id`).
+    /// Applies one event of this session (the caller routes by identity: project and
+    /// session id).
     pub fn apply(&mut self, event: &Event<'_>) -> Applied {
-        debug_assert_eq!(event.session_id, self.session_id);
+        debug_assert_eq!(event.identity(), self.identity());
         if !self.applied.insert(event.index) {
             return Applied::Duplicate;
-        }
-        if event.index < self.project.0 {
-            self.project = (event.index, event.project_id);
         }
         self.min_timestamp = self.min_timestamp.min(event.timestamp);
         self.max_timestamp = self.max_timestamp.max(event.timestamp);
@@ -167,7 +173,7 @@ impl SessionState {
         let SessionState {
             session_id,
             applied: _,
-            project,
+            project_id,
             min_timestamp,
             max_timestamp,
             start,
@@ -180,7 +186,7 @@ impl SessionState {
         SessionState {
             session_id: *session_id,
             applied: IndexSet::new(),
-            project: *project,
+            project_id: *project_id,
             min_timestamp: *min_timestamp,
             max_timestamp: *max_timestamp,
             start: start.clone(),
@@ -206,7 +212,23 @@ impl SessionState {
     }
 
     pub fn project_id(&self) -> u32 {
-        self.project.1
+        self.project_id
+    }
+
+    /// The session's identity: its project and session id.
+    pub fn identity(&self) -> SessionIdentity {
+        SessionIdentity::new(self.project_id, self.session_id)
+    }
+
+    /// Gives a state decoded from storage the identity of the row it was stored in.
+    /// A state stored before sessions were identified by project holds no project (0,
+    /// which no event can name) and takes the row's; otherwise both must agree. Returns
+    /// whether the state is the row's session.
+    pub fn restore_project_id(&mut self, identity: SessionIdentity) -> bool {
+        if self.project_id == 0 {
+            self.project_id = identity.project_id;
+        }
+        self.identity() == identity
     }
 
     pub fn user_id(&self) -> &str {
@@ -493,20 +515,50 @@ mod tests {
     }
 
     fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
-        (0u64..40, 1i64..10_000, 0u8..9, 1u32..3).prop_map(|(index, timestamp, kind, project)| {
-            let mut event = match kind {
-                0 => start(index, timestamp, index as u8, "in"),
-                1 => event(index, timestamp, EventKind::Page),
-                2 => event(index, timestamp, EventKind::Click),
-                3 => event(index, timestamp, EventKind::Input),
-                4 => event(index, timestamp, EventKind::Error),
-                5 => user(index, timestamp, ["ann", "bob", "cy"][(index % 3) as usize]),
-                6 => event(index, timestamp, EventKind::SessionEnd),
-                _ => event(index, timestamp, EventKind::Other),
-            };
-            event.project_id = project;
-            event
+        (0u64..40, 1i64..10_000, 0u8..9).prop_map(|(index, timestamp, kind)| match kind {
+            0 => start(index, timestamp, index as u8, "in"),
+            1 => event(index, timestamp, EventKind::Page),
+            2 => event(index, timestamp, EventKind::Click),
+            3 => event(index, timestamp, EventKind::Input),
+            4 => event(index, timestamp, EventKind::Error),
+            5 => user(index, timestamp, ["ann", "bob", "cy"][(index % 3) as usize]),
+            6 => event(index, timestamp, EventKind::SessionEnd),
+            _ => event(index, timestamp, EventKind::Other),
         })
+    }
+
+    /// Folds events by identity, as the worker routes them: one state per
+    /// `(project, session id)`.
+    fn fold_by_identity(
+        events: &[Event<'static>],
+    ) -> std::collections::BTreeMap<SessionIdentity, SessionState> {
+        let mut states = std::collections::BTreeMap::new();
+        for event in events {
+            states
+                .entry(event.identity())
+                .and_modify(|state: &mut SessionState| {
+                    state.apply(event);
+                })
+                .or_insert_with(|| SessionState::new(event));
+        }
+        states
+    }
+
+    #[test]
+    fn a_state_stored_before_identities_takes_the_project_of_its_row() {
+        let state = fold(&[start(0, 1000, 1, "in"), event(1, 1100, EventKind::Page)]);
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains("\"project_id\":1"));
+        let legacy = json.replace("\"project_id\":1", "\"project\":[0,1]");
+        let mut decoded: SessionState = serde_json::from_str(&legacy).unwrap();
+        assert_eq!(decoded.project_id(), 0, "no project in the stored form");
+        assert!(decoded.restore_project_id(SessionIdentity::new(1, 77)));
+        assert_eq!(decoded, state);
+        let mut other: SessionState = serde_json::from_str(&json).unwrap();
+        assert!(
+            !other.restore_project_id(SessionIdentity::new(2, 77)),
+            "a state of project 1 is not project 2's"
+        );
     }
 
     /// A session's events: one event per index (a producer's duplicate is the same
@@ -584,6 +636,44 @@ mod tests {
                 prop_assert_eq!(reloaded.apply(event), Applied::Duplicate);
             }
             prop_assert_eq!(reloaded, fold(&delivered));
+        }
+
+        /// Two projects send the same session id, with any indexes (the other project's
+        /// lower, higher or equal), interleaved in any order, with duplicates: each
+        /// project's session is exactly the fold of its own events, as if the other
+        /// project had sent nothing.
+        #[test]
+        fn two_projects_with_one_session_id_fold_independently(
+            (ours_distinct, ours) in session_stream(),
+            (theirs_distinct, theirs) in session_stream(),
+            interleaving in proptest::collection::vec(any::<bool>(), 0..200),
+        ) {
+            let theirs: Vec<Event<'static>> = theirs
+                .into_iter()
+                .map(|event| Event { project_id: 2, ..event })
+                .collect();
+            let theirs_distinct: Vec<Event<'static>> = theirs_distinct
+                .into_iter()
+                .map(|event| Event { project_id: 2, ..event })
+                .collect();
+            let (mut ours_left, mut theirs_left) = (ours.iter(), theirs.iter());
+            let mut mixed = Vec::new();
+            for take_ours in interleaving {
+                let next = if take_ours { ours_left.next() } else { theirs_left.next() };
+                mixed.extend(next.cloned());
+            }
+            mixed.extend(ours_left.cloned());
+            mixed.extend(theirs_left.cloned());
+
+            let states = fold_by_identity(&mixed);
+            prop_assert_eq!(states.len(), 2);
+            let ours_state = &states[&SessionIdentity::new(1, 77)];
+            let theirs_state = &states[&SessionIdentity::new(2, 77)];
+            prop_assert_eq!(ours_state.to_row(derive), reference_row(&ours_distinct));
+            prop_assert_eq!(theirs_state.to_row(derive), reference_row(&theirs_distinct));
+            prop_assert_eq!(ours_state.applied_events(), ours_distinct.len() as u64);
+            prop_assert_eq!(theirs_state.applied_events(), theirs_distinct.len() as u64);
+            prop_assert_eq!(ours_state, &fold(&ours));
         }
     }
 }

@@ -5,6 +5,9 @@
 //! loaded from ClickHouse, and asks it for the rows of a flush.
 //!
 //! Contract:
+//! - Sessions are held, deduplicated, flushed and forgotten by [`SessionIdentity`]
+//!   (project and session id): an event is applied only to its own project's session,
+//!   so two projects sending one session id have two independent sessions.
 //! - [`Aggregator::apply`] only takes events of sessions that are held (the caller
 //!   loads cold sessions first, see [`Aggregator::missing`]), so a session's state is
 //!   always the durable state plus everything applied since: nothing is counted twice.
@@ -20,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sessions_events::event::Event;
+use sessions_events::identity::SessionIdentity;
 use sessions_events::session::{Applied, SessionState};
 use tokio::time::Instant;
 
@@ -43,7 +47,8 @@ struct HeldSession {
 impl HeldSession {
     /// Approximate bytes held for this session: its map entry, its box, its state.
     fn measure(&self) -> usize {
-        std::mem::size_of::<(u64, Box<HeldSession>)>() + std::mem::size_of::<HeldSession>()
+        std::mem::size_of::<(SessionIdentity, Box<HeldSession>)>()
+            + std::mem::size_of::<HeldSession>()
             - std::mem::size_of::<PersistedSession>()
             + self.persisted.memory_bytes()
     }
@@ -66,7 +71,7 @@ pub struct FlushItem<'a> {
 pub struct Aggregator {
     /// Boxed values: the map keeps up to ~2 slots per session (it doubles when 7/8
     /// full), so an inline ~150-byte session would pay for its slack slots too.
-    sessions: HashMap<u64, Box<HeldSession>>,
+    sessions: HashMap<SessionIdentity, Box<HeldSession>>,
     dirty_count: usize,
     /// Sum of the held sessions' accounted bytes, kept as they change.
     memory: usize,
@@ -104,17 +109,17 @@ impl Aggregator {
         self.dirty_count
     }
 
-    pub fn is_held(&self, session_id: u64) -> bool {
-        self.sessions.contains_key(&session_id)
+    pub fn is_held(&self, identity: SessionIdentity) -> bool {
+        self.sessions.contains_key(&identity)
     }
 
-    /// Session ids of `events` that are not held: they must be loaded (or found
-    /// absent) before these events are applied. Sorted and deduplicated.
-    pub fn missing(&self, events: &[Event<'_>]) -> Vec<u64> {
-        let mut missing: Vec<u64> = events
+    /// Sessions of `events` that are not held: they must be loaded (or found absent)
+    /// before these events are applied. Sorted and deduplicated.
+    pub fn missing(&self, events: &[Event<'_>]) -> Vec<SessionIdentity> {
+        let mut missing: Vec<SessionIdentity> = events
             .iter()
-            .map(|event| event.session_id)
-            .filter(|id| !self.sessions.contains_key(id))
+            .map(|event| event.identity())
+            .filter(|identity| !self.sessions.contains_key(identity))
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -125,8 +130,8 @@ impl Aggregator {
     /// model holds may lag behind the stored state (a crash between the two writes), so
     /// the next flush rewrites them. A session already held is left as it is.
     pub fn insert_loaded(&mut self, persisted: PersistedSession, partition: Option<i32>) {
-        let session_id = persisted.state.session_id;
-        if self.sessions.contains_key(&session_id) {
+        let identity = persisted.state.identity();
+        if self.sessions.contains_key(&identity) {
             return;
         }
         let mut held = Box::new(HeldSession {
@@ -139,7 +144,7 @@ impl Aggregator {
         });
         held.bytes = held.measure();
         self.memory += held.bytes;
-        self.sessions.insert(session_id, held);
+        self.sessions.insert(identity, held);
         self.dirty_count += 1;
     }
 
@@ -156,7 +161,7 @@ impl Aggregator {
         for event in events {
             let sequence = self.batch_sequence;
             let now = self.batch_started;
-            let held = self.sessions.entry(event.session_id);
+            let held = self.sessions.entry(event.identity());
             let outcome = match held {
                 std::collections::hash_map::Entry::Occupied(mut occupied) => {
                     let held = occupied.get_mut();
@@ -217,8 +222,8 @@ impl Aggregator {
             .collect()
     }
 
-    /// The ids of the changed sessions (the ones a flush would write).
-    pub fn dirty_ids(&self) -> Vec<u64> {
+    /// The changed sessions (the ones a flush would write).
+    pub fn dirty_ids(&self) -> Vec<SessionIdentity> {
         self.sessions
             .iter()
             .filter(|(_, held)| held.dirty)
@@ -226,12 +231,12 @@ impl Aggregator {
             .collect()
     }
 
-    /// Forgets `session_ids` without writing them (sessions a deletion job erased:
+    /// Forgets `sessions` without writing them (sessions a deletion job erased:
     /// nothing of them is ever written again). Returns how many were held.
-    pub fn forget(&mut self, session_ids: &HashSet<u64>) -> usize {
+    pub fn forget(&mut self, sessions: &HashSet<SessionIdentity>) -> usize {
         let before = self.sessions.len();
-        for id in session_ids {
-            if let Some(held) = self.sessions.remove(id) {
+        for identity in sessions {
+            if let Some(held) = self.sessions.remove(identity) {
                 self.memory -= held.bytes;
             }
         }
@@ -268,7 +273,7 @@ impl Aggregator {
         let before = self.sessions.len();
         self.retain(|held| held.dirty || now.saturating_duration_since(held.touched_at) < idle);
         if self.memory > byte_budget {
-            let mut clean: Vec<(u64, u64)> = self
+            let mut clean: Vec<(u64, SessionIdentity)> = self
                 .sessions
                 .iter()
                 .filter(|(_, held)| !held.dirty)
@@ -300,8 +305,8 @@ impl Aggregator {
         self.memory -= released;
     }
 
-    pub fn state(&self, session_id: u64) -> Option<&PersistedSession> {
-        self.sessions.get(&session_id).map(|held| &held.persisted)
+    pub fn state(&self, identity: SessionIdentity) -> Option<&PersistedSession> {
+        self.sessions.get(&identity).map(|held| &held.persisted)
     }
 
     /// Approximate bytes held by the sessions: map entries, boxes, states and the keys
@@ -318,6 +323,11 @@ mod tests {
     use sessions_events::event::EventKind;
     use sessions_shared::read_model::SessionKey;
     use std::borrow::Cow;
+
+    /// Session `session_id` of project 1.
+    fn id(session_id: u64) -> SessionIdentity {
+        SessionIdentity::new(1, session_id)
+    }
 
     fn event(session_id: u64, index: u64, timestamp: i64, kind: EventKind) -> Event<'static> {
         Event {
@@ -509,7 +519,7 @@ mod tests {
         let persisted = PersistedSession::new(state);
         assert_eq!(
             aggregator.missing(&[event(5, 1, 11, EventKind::Page)]),
-            vec![5]
+            vec![id(5)]
         );
         aggregator.insert_loaded(persisted.clone(), Some(3));
         assert_eq!(aggregator.dirty_count(), 1);
@@ -518,7 +528,7 @@ mod tests {
             .is_empty());
         aggregator.apply(&[event(5, 1, 11, EventKind::Page)], 3);
         aggregator.insert_loaded(persisted, Some(3));
-        assert_eq!(aggregator.state(5).unwrap().state.applied_events(), 2);
+        assert_eq!(aggregator.state(id(5)).unwrap().state.applied_events(), 2);
     }
 
     #[test]
@@ -545,13 +555,13 @@ mod tests {
             1,
             "session 1 idle for 100 s"
         );
-        assert!(!aggregator.is_held(1));
+        assert!(!aggregator.is_held(id(1)));
         assert_eq!(
             aggregator.evict(now, 1_000 * second, aggregator.memory_bytes() - 1),
             1,
             "cap: least recently touched goes"
         );
-        assert!(aggregator.is_held(3) && !aggregator.is_held(2));
+        assert!(aggregator.is_held(id(3)) && !aggregator.is_held(id(2)));
     }
 
     /// One event ten years ahead must not move the idle clock for everyone (which
@@ -634,7 +644,165 @@ mod tests {
             aggregator.evict(Instant::now(), Duration::from_secs(1), 0),
             0
         );
-        assert!(aggregator.is_held(1));
+        assert!(aggregator.is_held(id(1)));
+    }
+
+    /// The reported bug: project 2 sends project 1's session id with a lower index and
+    /// another user. Project 1's session keeps its project, user and counts; project 2
+    /// gets a session of its own.
+    #[test]
+    fn another_projects_lower_index_does_not_move_a_session() {
+        let mut aggregator = Aggregator::new();
+        let ours = [user_event(7, 5, "ann"), event(7, 6, 20, EventKind::Page)];
+        let theirs = [
+            Event {
+                project_id: 2,
+                ..user_event(7, 0, "mallory")
+            },
+            Event {
+                project_id: 2,
+                ..event(7, 6, 30, EventKind::Error)
+            },
+        ];
+        aggregator.apply(&ours, 0);
+        assert_eq!(
+            aggregator.missing(&theirs),
+            vec![SessionIdentity::new(2, 7)],
+            "project 2's session is not held: it is loaded, not found in project 1's"
+        );
+        let counts = aggregator.apply(&theirs, 0);
+        assert_eq!(counts.applied, 2, "index 6 of project 2 is not a duplicate");
+        assert_eq!(aggregator.len(), 2);
+        let row = |project_id| {
+            aggregator
+                .state(SessionIdentity::new(project_id, 7))
+                .unwrap()
+                .state
+                .to_row(|_| Default::default())
+                .session
+        };
+        let (ours_row, theirs_row) = (row(1), row(2));
+        assert_eq!((ours_row.project_id, ours_row.user_id.as_str()), (1, "ann"));
+        assert_eq!((ours_row.pages_count, ours_row.errors_count), (1, 0));
+        assert_eq!(
+            (theirs_row.project_id, theirs_row.user_id.as_str()),
+            (2, "mallory")
+        );
+        assert_eq!((theirs_row.pages_count, theirs_row.errors_count), (0, 1));
+        let mut flushed: Vec<SessionIdentity> = aggregator
+            .flush_batch()
+            .iter()
+            .map(|item| item.persisted.state.identity())
+            .collect();
+        flushed.sort();
+        assert_eq!(flushed, [id(7), SessionIdentity::new(2, 7)]);
+        aggregator.mark_flushed();
+        assert_eq!(
+            aggregator.forget(&HashSet::from([SessionIdentity::new(2, 7)])),
+            1
+        );
+        assert!(
+            aggregator.is_held(id(7)),
+            "deleting project 2's keeps project 1's"
+        );
+    }
+
+    mod two_projects {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// An event of session `session` (1 to 3) of project `project` (1 or 2); its
+        /// content depends on all three, so the projects' sessions differ.
+        fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
+            (1u32..=2, 1u64..=3, 0u64..30, 0u8..4).prop_map(|(project, session, index, kind)| {
+                let timestamp = 1_000 + (index * 10 + u64::from(project)) as i64;
+                let mut event = match kind {
+                    0 => event(session, index, timestamp, EventKind::Page),
+                    1 => event(session, index, timestamp, EventKind::Error),
+                    2 => user_event(session, index, ["ann", "bob"][project as usize - 1]),
+                    _ => event(session, index, timestamp, EventKind::Click),
+                };
+                event.project_id = project;
+                event
+            })
+        }
+
+        /// What each session must be: the fold of its own distinct events (the first
+        /// event sent per `(project, session, index)`, as a producer's duplicate is the
+        /// same event), in index order.
+        fn reference(
+            distinct: &BTreeMap<(SessionIdentity, u64), Event<'static>>,
+        ) -> BTreeMap<SessionIdentity, SessionState> {
+            let mut states: BTreeMap<SessionIdentity, SessionState> = BTreeMap::new();
+            for ((identity, _), event) in distinct {
+                match states.get_mut(identity) {
+                    Some(state) => {
+                        state.apply(event);
+                    }
+                    None => {
+                        states.insert(*identity, SessionState::new(event));
+                    }
+                }
+            }
+            states
+        }
+
+        proptest! {
+            /// Two projects sending the same session ids, in any order, any batching
+            /// over any partitions, with duplicates and flushes in between: every
+            /// session of each project equals the fold of its own events alone.
+            #[test]
+            fn each_projects_sessions_are_exact_and_independent(
+                raw in proptest::collection::vec(arbitrary_event(), 1..120),
+                copies in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
+                cuts in proptest::collection::vec((1usize..8, 0i32..3, any::<bool>()), 1..60),
+                seed in any::<u64>(),
+            ) {
+                let mut distinct: BTreeMap<(SessionIdentity, u64), Event<'static>> =
+                    BTreeMap::new();
+                for event in &raw {
+                    distinct
+                        .entry((event.identity(), event.index))
+                        .or_insert_with(|| event.clone());
+                }
+                let mut delivered: Vec<Event<'static>> = distinct.values().cloned().collect();
+                let originals = delivered.clone();
+                delivered.extend(copies.iter().map(|copy| copy.get(&originals).clone()));
+                // A deterministic shuffle from the seed.
+                let mut state = seed | 1;
+                for i in (1..delivered.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    delivered.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+
+                let mut aggregator = Aggregator::new();
+                let mut rest = delivered.as_slice();
+                let mut applied = 0;
+                for (size, partition, flush) in cuts.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (batch, tail) = rest.split_at((*size).min(rest.len()));
+                    rest = tail;
+                    applied += aggregator.apply(batch, *partition).applied;
+                    if *flush {
+                        aggregator.flush_batch();
+                        aggregator.mark_flushed();
+                    }
+                }
+                prop_assert_eq!(applied, distinct.len() as u64);
+                let expected = reference(&distinct);
+                prop_assert_eq!(aggregator.len(), expected.len());
+                for (identity, state) in &expected {
+                    let held = &aggregator.state(*identity).unwrap().state;
+                    prop_assert_eq!(held, state);
+                    prop_assert_eq!(held.project_id(), identity.project_id);
+                }
+            }
+        }
     }
 
     #[test]
@@ -644,6 +812,6 @@ mod tests {
         aggregator.apply(&[event(2, 0, 1, EventKind::Page)], 1);
         assert_eq!(aggregator.drop_partitions(&[1]), 1);
         assert_eq!(aggregator.dirty_count(), 1);
-        assert!(aggregator.is_held(1));
+        assert!(aggregator.is_held(id(1)));
     }
 }

@@ -3,8 +3,9 @@
 //! [`crate::sink`]'s state writes and loads (what a flush writes, how a load rebuilds);
 //! the aggregator holds the sessions, this module knows nothing of it.
 //!
-//! A session's durable state is a `session_state` row (JSON, versioned by the number of
-//! applied events `v`) and, when its applied set is large, rows of `session_applied`:
+//! A session's durable state is a `project_session_state` row (keyed by the session's
+//! identity, project then session id; JSON, versioned by the number of applied events
+//! `v`) and, when its applied set is large, rows of `project_session_applied`:
 //! - **inline** (at most [`INLINE_MAX_RANGES`] ranges: ordinary sessions, and every state
 //!   stored before this layout): the JSON holds the applied ranges; no chunk.
 //! - **chained**: the JSON holds no ranges but names a checkpoint version `c`; the set is
@@ -177,7 +178,7 @@ pub struct Chained {
     pub unflushed: IndexSet,
 }
 
-/// One `session_applied` row to write.
+/// One `project_session_applied` row to write.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Chunk<'a> {
     pub version: u64,
@@ -267,7 +268,9 @@ pub fn plan<'a>(state: &'a SessionState, chained: Option<&'a Chained>) -> Applie
     }
 }
 
-/// The stored form of a session: `session_state.state`, JSON. The one definition of it.
+/// The stored form of a session: `project_session_state.state`, JSON. The one definition
+/// of it. A state stored before sessions were identified by project names no project
+/// (`SessionState::restore_project_id` gives it its row's).
 #[derive(Serialize, Deserialize)]
 struct StoredSession<'a> {
     /// Without its `applied` field when chained.
@@ -316,7 +319,7 @@ pub fn decode(json: &str) -> Result<Decoded, serde_json::Error> {
     })
 }
 
-/// One `session_applied` row as read.
+/// One `project_session_applied` row as read.
 #[derive(Clone, Debug)]
 pub struct StoredChunk {
     pub version: u64,

@@ -2,12 +2,22 @@
 //!
 //! The argument the worker's code rests on; each step names the code that keeps it.
 //!
+//! 0. **A session is its project and its id.** A session is identified by
+//!    `(projectId, sessionId)` (`SessionIdentity`, `sessions_events::identity`), and
+//!    everything below is per identity: the worker holds (`Aggregator`), deduplicates,
+//!    forwards (`forward`: the events keep their project), stores and loads
+//!    (`project_session_state`, `project_session_applied`, `session_keys`, all read by
+//!    `(project_id, session_id)`), marks deleted and erases (`deleted_sessions`,
+//!    `erasure`) sessions by both. So two projects' sessions of one id are two
+//!    sessions, each exact by the steps below, and no event of one project changes,
+//!    moves, counts in or reveals the other's. A session id alone only chooses a home
+//!    partition (5): two projects' sessions of one id share it, which changes nothing.
 //! 1. **A session's state is a function of the set of its distinct events.**
 //!    `SessionState` (`sessions_events::session`) picks by `index` or folds order-free,
 //!    and drops an index it has already applied. Order, batching and repetition (a
 //!    producer's duplicate, a redelivery) cannot change it.
 //! 2. **The state carries its own deduplication.** The durable state of a session
-//!    (`session_state`) holds the set of applied indexes. Any worker that takes a
+//!    (`project_session_state`) holds the set of applied indexes. Any worker that takes a
 //!    session over (after a restart, a rebalance, an eviction) loads that state before
 //!    applying anything to it (`Aggregator::missing` → `Sink::load`), so an event
 //!    already counted in the durable state is recognised as a duplicate.
@@ -23,7 +33,8 @@
 //!    are deduplicated by (2). Messages are processed in fetch order, so no commit
 //!    passes a message that was held back or parked.
 //! 4. **Rows under stale keys are hidden, even across crashes.** When a session's key
-//!    (project, userId, startTs) changes, the next flush tombstones each old key once
+//!    (project, userId, startTs: the project never changes, being part of the identity)
+//!    changes, the next flush tombstones each old key once
 //!    (again only if the session came back to it). Every key is recorded in
 //!    `session_keys` and in the state *before* any row under it (`sink`), a session
 //!    loaded from ClickHouse is always rewritten, and a load tombstones the union of
@@ -35,7 +46,8 @@
 //!    message) is not applied there: it is forwarded to its home, and the message that
 //!    carried it is committed only once the broker acknowledged the forward
 //!    (`forward`). A crash before that replays the carrier and forwards again, and the
-//!    copy is a duplicate by (2). So every event of a session is applied by the one
+//!    copy is a duplicate by (2) (the copy keeps its `projectId`, so it is a duplicate
+//!    in its own project's session only). So every event of a session is applied by the one
 //!    owner of its home partition. On revocation the worker forgets the partition's
 //!    sessions, pending offsets, forwards and dead letters without writing them (the
 //!    new owner replays from the last commit); a flush being retried is rebuilt from
@@ -87,7 +99,7 @@
 //!
 //! 7. **A large applied set is stored as deltas, and any chain rebuilds it.** A set
 //!    of more than `INLINE_MAX_RANGES` ranges is not in the state but in
-//!    `session_applied` chunks `(version, base_version, ranges)` (`durable_state`): a
+//!    `project_session_applied` chunks `(version, base_version, ranges)` (`durable_state`): a
 //!    checkpoint (base 0, the whole set) or a delta (the indexes applied since the
 //!    writer's last durable write at `base_version`). The state names its checkpoint;
 //!    a load takes the winning state (version v), the chunks between its checkpoint
@@ -101,7 +113,8 @@
 //!      owner's late write included). So a chunk `(v, b)` from any writer holds
 //!      exactly `set(v) \ set(b)`, and `set(b) ∪ chunk = set(v)`: every chain from a
 //!      checkpoint to v unites to `set(v)`, even one mixing two owners' chunks. Equal
-//!      keys `(session, version, base)` hold equal sets, so a merge keeping any is safe.
+//!      keys `(project, session, version, base)` hold equal sets, so a merge keeping any
+//!      is safe.
 //!    - *No state without its chain.* A flush writes its chunks before its states
 //!      (`sink`), and a delta's base is a version whose chain was durable (the
 //!      writer's last acknowledged flush, or the chain it loaded); nothing deletes a
@@ -142,7 +155,10 @@
 //!    - *exactness elsewhere is untouched*: dropping a session writes nothing and
 //!      changes no other session; a session first seen after the job is not
 //!      recorded and is kept.
-//!    - *Cost:* two reads of `deleted_sessions` by session id per flush; mutations
+//!    - *Per project:* a record names a project and a session id, and is matched by
+//!      both; a deletion in one project never drops or erases another project's
+//!      session of the same id.
+//!    - *Cost:* two reads of `deleted_sessions` by `(project_id, session_id)` per flush; mutations
 //!      only when a deletion raced that very flush.
 //!    - *Limit:* a worker killed between a write that raced a deletion and its second
 //!      read, when that write also landed after the job's mutations (a flush slower

@@ -6,14 +6,17 @@
 //!
 //! Contract:
 //! - [`Router::split`] keeps the events whose home is the arrival partition and groups
-//!   the others per session; the home is [`Partitioner::home_of`] with the topic's
-//!   partition count, so it must be the producers' partitioner (`KAFKA_PARTITIONER`);
+//!   the others per session (per [`SessionIdentity`]: project and session id); the home
+//!   is [`Partitioner::home_of`] of the session id with the topic's partition count, so
+//!   it must be the producers' partitioner (`KAFKA_PARTITIONER`). Two projects' sessions
+//!   of one id share a home; each forwarded event keeps its `projectId`, so the home's
+//!   owner applies it to its own project's session;
 //! - [`Forwarder::settle`] returns only when every forwarded event is acknowledged by
 //!   the broker (`acks=all`), and the worker calls it before it commits the offset of
 //!   any message that carried one: an event is committed away from the partition it
 //!   arrived on only once it is durable in its home partition. A crash before that
 //!   replays the carrying message and forwards the event again; the home's owner drops
-//!   the copy as a duplicate `(sessionId, index)`;
+//!   the copy as a duplicate `(projectId, sessionId, index)`;
 //! - a delivery that librdkafka gives up on (after its own retries, `message.timeout.ms`)
 //!   is an error that stops the worker without committing.
 
@@ -23,6 +26,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sessions_events::event::{encode_event, Event, MAX_MESSAGE_BYTES};
+use sessions_events::identity::SessionIdentity;
 
 use crate::partitioner::Partitioner;
 use crate::settings::IngestSettings;
@@ -38,7 +42,7 @@ pub struct Router {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Forward<'a> {
     pub home: i32,
-    pub session_id: u64,
+    pub identity: SessionIdentity,
     pub events: Vec<Event<'a>>,
 }
 
@@ -55,7 +59,7 @@ impl Router {
             return (events, Vec::new());
         }
         let mut local = Vec::with_capacity(events.len());
-        let mut foreign: BTreeMap<u64, Forward<'a>> = BTreeMap::new();
+        let mut foreign: BTreeMap<SessionIdentity, Forward<'a>> = BTreeMap::new();
         let mut homes = LastHome::default();
         for event in events {
             let home = homes.of(self, event.session_id);
@@ -63,10 +67,10 @@ impl Router {
                 local.push(event);
             } else {
                 foreign
-                    .entry(event.session_id)
+                    .entry(event.identity())
                     .or_insert_with(|| Forward {
                         home,
-                        session_id: event.session_id,
+                        identity: event.identity(),
                         events: Vec::new(),
                     })
                     .events
@@ -204,12 +208,13 @@ impl Forwarder {
     }
 
     /// Queues one session's events (of a message from partition `carried_on`) for its
-    /// home partition, keyed by its id; [`Forwarder::send_queued`] sends them.
+    /// home partition, keyed by its session id (the events carry their project);
+    /// [`Forwarder::send_queued`] sends them.
     pub fn queue(&mut self, carried_on: i32, forward: Forward<'_>) {
         self.queued.push(Queued {
             carried_on,
             home: forward.home,
-            key: forward.session_id.to_string(),
+            key: forward.identity.session_id.to_string(),
             payloads: encode_messages(&forward.events),
         });
     }
@@ -323,17 +328,53 @@ mod tests {
         assert_eq!(local.len() + forwarded, events.len());
         for forward in &foreign {
             assert_ne!(forward.home, here);
-            assert_eq!(forward.home, router.home_of(forward.session_id));
+            assert_eq!(forward.home, router.home_of(forward.identity.session_id));
             let indexes: Vec<u64> = forward.events.iter().map(|e| e.index).collect();
             assert_eq!(indexes, [0, 1], "order kept, one session per forward");
             assert!(forward
                 .events
                 .iter()
-                .all(|e| e.session_id == forward.session_id));
+                .all(|e| e.identity() == forward.identity));
         }
         assert!(!foreign.is_empty(), "40 sessions over 4 partitions");
         assert!(router.all_local(&local, here));
         assert!(!router.all_local(&events, here));
+    }
+
+    #[test]
+    fn two_projects_sessions_of_one_id_share_a_home_and_are_forwarded_apart() {
+        let router = Router {
+            partitioner: Partitioner::Murmur2Random,
+            partition_count: 4,
+        };
+        let session = 7;
+        let elsewhere = (router.home_of(session) + 1) % 4;
+        let theirs = |index| Event {
+            project_id: 2,
+            ..page(session, index)
+        };
+        let events = vec![page(session, 1), theirs(0), page(session, 2), theirs(1)];
+        let (local, foreign) = router.split(events, elsewhere);
+        assert!(local.is_empty());
+        let forwarded: Vec<(SessionIdentity, i32, Vec<u64>)> = foreign
+            .iter()
+            .map(|forward| {
+                assert!(forward
+                    .events
+                    .iter()
+                    .all(|e| e.identity() == forward.identity));
+                let indexes = forward.events.iter().map(|e| e.index).collect();
+                (forward.identity, forward.home, indexes)
+            })
+            .collect();
+        let home = router.home_of(session);
+        assert_eq!(
+            forwarded,
+            [
+                (SessionIdentity::new(1, session), home, vec![1, 2]),
+                (SessionIdentity::new(2, session), home, vec![0, 1]),
+            ]
+        );
     }
 
     #[test]

@@ -114,8 +114,8 @@ impl IngestMetrics {
             .expect("metric registered once");
         for table in [
             "sessions",
-            "session_state",
-            "session_applied",
+            crate::sink::STATE_TABLE,
+            crate::sink::APPLIED_TABLE,
             "session_keys",
             "rejected_events",
         ] {
@@ -132,7 +132,7 @@ impl IngestMetrics {
         registry
             .register(Box::new(state_bytes_written.clone()))
             .expect("metric registered once");
-        for table in ["session_state", "session_applied"] {
+        for table in [crate::sink::STATE_TABLE, crate::sink::APPLIED_TABLE] {
             state_bytes_written.with_label_values(&[table]);
         }
         let insert_duration = histogram(

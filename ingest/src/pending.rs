@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
+use sessions_events::identity::SessionIdentity;
 use tokio::time::Instant;
 
 use crate::metrics::age_seconds;
@@ -76,12 +77,12 @@ pub struct ParkedMessage {
     pub message: OwnedMessage,
     /// The sessions it needs that were not held when it arrived (so it need not be
     /// decoded again to know what to load).
-    pub missing: Vec<u64>,
+    pub missing: Vec<SessionIdentity>,
 }
 
 impl ParkedMessage {
     fn bytes(&self) -> usize {
-        message_bytes(&self.message) + self.missing.len() * std::mem::size_of::<u64>()
+        message_bytes(&self.message) + self.missing.len() * std::mem::size_of::<SessionIdentity>()
     }
 }
 
@@ -136,7 +137,7 @@ impl Pending {
     }
 
     /// Parks a message until the sessions it names are loaded.
-    pub fn park(&mut self, message: OwnedMessage, missing: Vec<u64>, now: Instant) {
+    pub fn park(&mut self, message: OwnedMessage, missing: Vec<SessionIdentity>, now: Instant) {
         let parked = ParkedMessage { message, missing };
         self.held_bytes += parked.bytes();
         self.parked.push(parked);
@@ -341,7 +342,7 @@ mod tests {
         let mut pending = Pending::new();
         for partition in [0, 1] {
             pending.processed(partition, 3, 10, None, now);
-            pending.park(message(partition, 3), vec![1], now);
+            pending.park(message(partition, 3), vec![SessionIdentity::new(1, 1)], now);
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
         }
@@ -457,7 +458,7 @@ mod tests {
     fn parked_messages_are_loaded_after_the_delay_or_when_many() {
         let start = Instant::now();
         let mut pending = Pending::new();
-        pending.park(message(0, 0), vec![1], start);
+        pending.park(message(0, 0), vec![SessionIdentity::new(1, 1)], start);
         assert!(!pending.load_due(start));
         assert!(pending.load_due(start + COLD_BATCH_DELAY));
         assert_eq!(
@@ -465,7 +466,7 @@ mod tests {
             Some(start + COLD_BATCH_DELAY)
         );
         for offset in 1..COLD_BATCH_MESSAGES as i64 {
-            pending.park(message(0, offset), vec![1], start);
+            pending.park(message(0, offset), vec![SessionIdentity::new(1, 1)], start);
         }
         assert!(pending.load_due(start), "a full cold batch loads at once");
         assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
@@ -509,7 +510,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = Pending::new();
         let big = |partition, offset| message_of(vec![b' '; 40_000], partition, offset);
-        pending.park(big(0, 0), vec![1], now);
+        pending.park(big(0, 0), vec![SessionIdentity::new(1, 1)], now);
         pending.hold_back(big(1, 1));
         assert!(pending.held_bytes() >= 80_000);
         assert!(!pending.flush_due(0, &POLICY, now) || pending.holds_back());

@@ -18,11 +18,17 @@ mod write;
 
 use std::time::Duration;
 
+use sessions_events::identity::SessionIdentity;
 use sessions_shared::clickhouse::{Store, StoreError};
 
 use crate::metrics::IngestMetrics;
 
 pub use dead_letter::{RejectedRecord, MAX_DEAD_LETTER_PAYLOAD};
+
+/// The sessions' durable states, keyed by identity (`schemas/007_project_sessions.sql`).
+pub const STATE_TABLE: &str = "project_session_state";
+/// The chunks of the applied sets too large to sit in a state, keyed by identity.
+pub const APPLIED_TABLE: &str = "project_session_applied";
 
 /// Why a load or a flush failed, and so what the worker does about it.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +44,11 @@ pub enum SinkError {
     /// A stored session state that does not decode, or whose applied set does not
     /// rebuild to its version: continuing would have to guess the session's applied
     /// events (and count some twice, or lose some), so stop.
-    #[error("the stored state of session {session_id} does not decode: {reason}")]
-    CorruptState { session_id: u64, reason: String },
+    #[error("the stored state of session {identity} (project/session) does not decode: {reason}")]
+    CorruptState {
+        identity: SessionIdentity,
+        reason: String,
+    },
 }
 
 impl SinkError {
@@ -89,10 +98,15 @@ impl Sink {
         }
     }
 
-    /// Erases every row of `session_ids` (sessions a deletion job recorded after a
-    /// flush wrote them; `sessions_shared::erasure::erase_sessions`).
-    pub async fn erase(&self, session_ids: &[u64]) -> Result<(), SinkError> {
-        sessions_shared::erasure::erase_sessions(&self.store, session_ids)
+    /// Erases every row of `sessions` (sessions a deletion job recorded after a flush
+    /// wrote them; `sessions_shared::erasure::erase_sessions`), and only theirs: another
+    /// project's session of the same id is untouched.
+    pub async fn erase(&self, sessions: &[SessionIdentity]) -> Result<(), SinkError> {
+        let pairs: Vec<(u32, u64)> = sessions
+            .iter()
+            .map(|identity| (identity.project_id, identity.session_id))
+            .collect();
+        sessions_shared::erasure::erase_sessions(&self.store, &pairs)
             .await
             .map_err(SinkError::from)
     }
@@ -130,7 +144,7 @@ mod tests {
         assert!(SinkError::from(StoreError::Unavailable("refused".into())).is_transient());
         assert!(SinkError::from(StoreError::Timeout(Duration::from_secs(1))).is_transient());
         let corrupt = SinkError::CorruptState {
-            session_id: 1,
+            identity: SessionIdentity::new(1, 1),
             reason: "eof".into(),
         };
         assert!(!corrupt.is_transient());

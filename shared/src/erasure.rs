@@ -17,7 +17,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::clickhouse::{id_list, Layout, Store, StoreError};
+use crate::clickhouse::{Layout, Store, StoreError};
 use crate::migrations::run_ddl_within;
 
 /// How often unfinished mutations are counted.
@@ -40,6 +40,14 @@ const MARKERS: &[(&str, &str)] = &[
     ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
     ("session_state", "(session_id) VALUES (0)"),
     ("session_applied", "(session_id) VALUES (0)"),
+    (
+        "project_session_state",
+        "(project_id, session_id) VALUES (0, 0)",
+    ),
+    (
+        "project_session_applied",
+        "(project_id, session_id) VALUES (0, 0)",
+    ),
     (
         "rejected_events",
         "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",
@@ -143,22 +151,46 @@ pub async fn wait_for_mutations(store: &Store) -> Result<(), StoreError> {
     }
 }
 
-/// Erases every row of `session_ids` from the tables the worker writes (`sessions`
-/// under any key, `session_keys`, `session_state`, `session_applied`) and waits until
-/// it is done: what a worker does when a flush raced a deletion (ingest's
-/// `exactly_once`, step 8).
-pub async fn erase_sessions(store: &Store, session_ids: &[u64]) -> Result<(), StoreError> {
-    if session_ids.is_empty() {
+/// Erases every row of `sessions`, each `(project_id, session_id)`, from the tables the
+/// worker writes (`sessions` under any key, `session_keys`, `project_session_state`,
+/// `project_session_applied`) and waits until it is done: what a worker does when a
+/// flush raced a deletion (ingest's `exactly_once`, step 8). A session is its project
+/// and its id together (docs/events.md): another project's session of the same id is
+/// left as it is.
+pub async fn erase_sessions(store: &Store, sessions: &[(u32, u64)]) -> Result<(), StoreError> {
+    if sessions.is_empty() {
         return Ok(());
     }
-    let condition = format!("session_id IN ({})", id_list(session_ids.iter().copied()));
+    let condition = format!(
+        "(project_id, session_id) IN ({})",
+        identity_tuples(sessions)
+    );
     for table in [
         "sessions",
         "session_keys",
-        "session_state",
-        "session_applied",
+        "project_session_state",
+        "project_session_applied",
     ] {
         mutate(store, table, &condition).await?;
     }
     wait_for_mutations(store).await
+}
+
+/// `(project_id, session_id)` pairs as SQL tuples: integers only, never text.
+fn identity_tuples(sessions: &[(u32, u64)]) -> String {
+    sessions
+        .iter()
+        .map(|(project_id, session_id)| format!("({project_id}, {session_id})"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_named_by_project_and_id() {
+        assert_eq!(identity_tuples(&[(1, 7), (2, 7)]), "(1, 7),(2, 7)");
+    }
 }

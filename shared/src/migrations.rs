@@ -2,9 +2,11 @@
 //! the store's layout.
 //!
 //! Contract: [`migrate`] creates the database and applies every migration not yet
-//! recorded in `schema_migrations`. Every statement is `CREATE … IF NOT EXISTS`, so
-//! applying a migration twice, or from two processes at once, is harmless; the record
-//! is written after the migration's statements succeeded. When every migration is
+//! recorded in `schema_migrations`. Every statement is `CREATE … IF NOT EXISTS`, or an
+//! `INSERT … SELECT` that copies rows from older tables into new ones (and reads only
+//! the older tables, so it copies the same rows each time, which the new tables' keys
+//! merge), so applying a migration twice, or from two processes at once, is harmless;
+//! the record is written after the migration's statements succeeded. When every migration is
 //! recorded already, it runs no DDL at all (a service starting while a cluster node is
 //! down does not wait for it).
 //!
@@ -18,6 +20,10 @@
 //!   `Distributed` table `<table>` over it, sharded by `EXPR`, which the services use.
 //!
 //! Both are created `ON CLUSTER`; `{shard}` and `{replica}` are the servers' macros.
+//! An `INSERT INTO` statement (a copy into a new table) has no layout clause: it runs
+//! as written, once, on the node the migration talks to; on a cluster it names the
+//! `Distributed` tables, and the store's client writes through them synchronously with
+//! its insert quorum, so the copy is complete on every shard when it returns.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,9 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// How long an `ON CLUSTER` statement waits for every node (`distributed_ddl_task_timeout`);
 /// the request itself may take a little longer.
 const CLUSTER_DDL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bound of one copy statement (`INSERT … SELECT`): a large table takes a while.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 pub struct Migration {
     pub version: u32,
@@ -69,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "006_jobs",
         sql: include_str!("../../schemas/006_jobs.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "007_project_sessions",
+        sql: include_str!("../../schemas/007_project_sessions.sql"),
     },
 ];
 
@@ -113,6 +127,7 @@ pub fn render(sql: &str, database: &str, layout: &Layout) -> Result<Vec<String>,
         let body = body.replace("{database}", &format!("`{database}`"));
         match (layout, table_layout) {
             (Layout::SingleNode, _) => rendered.push(body),
+            (Layout::Cluster(_), None) if body.starts_with("INSERT INTO ") => rendered.push(body),
             (Layout::Cluster(cluster), Some(table_layout)) => {
                 rendered.extend(cluster_statements(&body, database, cluster, &table_layout)?)
             }
@@ -256,7 +271,13 @@ pub async fn migrate(store: &Store) -> Result<Vec<u32>, StoreError> {
     let mut newly_applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         for statement in rendered(migration.sql, store) {
-            run_ddl(store, &statement).await?;
+            if statement.starts_with("INSERT INTO ") {
+                store
+                    .run_on_server(COPY_TIMEOUT, |server| server.query(&statement).execute())
+                    .await?;
+            } else {
+                run_ddl(store, &statement).await?;
+            }
         }
         store
             .run(|client| {
@@ -440,6 +461,18 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_runs_as_written_on_both_layouts() {
+        let sql = "CREATE TABLE IF NOT EXISTS {database}.b (x UInt8) ENGINE = MergeTree \
+                   ORDER BY x {layout: sharded by x}; \
+                   INSERT INTO {database}.b (x) SELECT x FROM {database}.a";
+        let copy = "INSERT INTO `db`.b (x) SELECT x FROM `db`.a";
+        assert_eq!(render(sql, "db", &Layout::SingleNode).unwrap()[1], copy);
+        let clustered = render(sql, "db", &cluster()).unwrap();
+        assert_eq!(clustered.len(), 3);
+        assert_eq!(clustered[2], copy, "through the Distributed tables, once");
+    }
+
+    #[test]
     fn every_migration_renders_for_both_layouts() {
         for pair in MIGRATIONS.windows(2) {
             assert!(pair[0].version < pair[1].version);
@@ -454,7 +487,10 @@ mod tests {
             assert!(single.iter().all(|s| !s.contains("{layout")));
             let clustered = render(sql, "db", &cluster()).unwrap();
             assert!(clustered.len() >= single.len());
-            assert!(clustered.iter().all(|s| s.contains("ON CLUSTER `c1`")));
+            assert!(clustered
+                .iter()
+                .filter(|s| !s.starts_with("INSERT INTO "))
+                .all(|s| s.contains("ON CLUSTER `c1`")));
         }
     }
 }

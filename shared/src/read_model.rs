@@ -273,10 +273,17 @@ static WINNING_COLUMNS: LazyLock<(String, String)> = LazyLock::new(|| {
     (outer.join(", "), inner.join(", "))
 });
 
-/// The live sessions of the whole table, ordered by session id: what tests compare with
-/// a reference.
+/// The live sessions of the whole table, one per `(project, session)` (a session is
+/// identified by both: docs/events.md), ordered by session id, then project: what tests
+/// compare with a reference. [`latest_sessions_sql`] takes the winning row per session
+/// id, which is the same within the one project every API query filters on.
 pub fn all_live_sessions_sql() -> String {
-    latest_sessions_sql("1", "ORDER BY session_id")
+    let (outer, inner) = &*WINNING_COLUMNS;
+    format!(
+        "SELECT {outer} FROM (SELECT session_id, {inner} FROM sessions \
+         ORDER BY project_id, session_id, version DESC LIMIT 1 BY project_id, session_id) \
+         WHERE s_deleted = 0 ORDER BY session_id, s_project_id"
+    )
 }
 
 #[cfg(test)]

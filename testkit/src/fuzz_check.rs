@@ -175,7 +175,7 @@ fn check_aggregation(events: &[Event<'_>]) -> usize {
     assert!(
         events
             .iter()
-            .all(|event| missing.binary_search(&event.session_id).is_ok()),
+            .all(|event| missing.binary_search(&event.identity()).is_ok()),
         "a session of the message is not missing from an empty aggregator"
     );
     let counts = aggregator.apply(events, PARTITION);
@@ -260,18 +260,22 @@ fn check_flush(aggregator: &mut Aggregator, sessions: usize) {
 }
 
 /// The same events in reverse order, one batch per event, make the same states.
-fn check_order_independence(aggregator: &Aggregator, events: &[Event<'_>], sessions: &[u64]) {
+fn check_order_independence(
+    aggregator: &Aggregator,
+    events: &[Event<'_>],
+    sessions: &[sessions_events::identity::SessionIdentity],
+) {
     let mut reversed = Aggregator::new();
     for event in events.iter().rev() {
         reversed.begin_batch(Instant::now());
         reversed.apply(std::slice::from_ref(event), PARTITION);
     }
-    for session_id in sessions {
-        let in_order = &aggregator.state(*session_id).expect("held").state;
-        let in_reverse = &reversed.state(*session_id).expect("held").state;
+    for identity in sessions {
+        let in_order = &aggregator.state(*identity).expect("held").state;
+        let in_reverse = &reversed.state(*identity).expect("held").state;
         assert_eq!(
             in_order, in_reverse,
-            "session {session_id}: the state depends on the order of its events"
+            "session {identity}: the state depends on the order of its events"
         );
     }
 }

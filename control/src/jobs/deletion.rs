@@ -5,11 +5,12 @@
 //! guarantees"): it returns, per user of the batch, Ok only when a read finds, in the
 //! tables of the database, no row of the project under the user id and no row of any
 //! session of the project listed in `deleted_sessions`, in the read model
-//! (`sessions`), the worker's durable state (`session_state`, `session_keys`,
-//! `session_applied`) and the dead letters (`rejected_events` whose payload names a
-//! user of the batch, `"userId": "<id>"` in JSON, or one of those sessions,
-//! `"sessionId": <id>`). Steps, each idempotent, so a run that stops anywhere is simply
-//! run again:
+//! (`sessions`), the worker's durable state (`project_session_state`, `session_keys`,
+//! `project_session_applied`, and the tables keyed by session id alone that held it
+//! before, `session_state` and `session_applied`) and the dead letters
+//! (`rejected_events` whose payload names a user of the batch, `"userId": "<id>"` in
+//! JSON, or one of those sessions, `"sessionId": <id>`). Steps, each idempotent, so a
+//! run that stops anywhere is simply run again:
 //!
 //! 1. **Mark.** The users' live sessions (those the sessions endpoint shows) go to
 //!    `deleted_sessions` (session id, project, time: nothing about the user), in one
@@ -31,6 +32,12 @@
 //!    nothing left is done, with the rounds it took; the others go through 3 again.
 //!    The count also runs before the first round: users with no stored data (nothing
 //!    marked, no row, no dead letter) issue no mutation.
+//!
+//! A session is its project and its id together (docs/events.md): rows of the worker's
+//! state are matched by project as well as by a deleted session's id, so another
+//! project's session of the same id is left as it is. The old tables keyed by session
+//! id alone (`session_state`, `session_applied`) are no longer read by anything: there
+//! every row of a deleted id goes.
 //!
 //! A batch is bounded (`super::batch`), so that no statement outgrows ClickHouse's
 //! `max_query_size` (256 KiB). Values never enter the SQL as text: user ids are
@@ -236,14 +243,16 @@ impl Deletion<'_> {
     }
 
     /// Rows of the projects' deleted sessions, per table, for a query (`GLOBAL IN`)
-    /// or a mutation (`IN`); `sessions` is keyed by project, so each project's
-    /// sessions are matched against its own deleted sessions.
+    /// or a mutation (`IN`). A session is its project and its id: in every table that
+    /// has the project, each project's rows are matched against its own deleted
+    /// sessions, so another project's session of the same id is left alone; the old
+    /// tables keyed by session id alone (no longer read) lose every row of those ids.
     fn deleted_conditions(
         &self,
         in_operator: &str,
         projects: &BTreeSet<u32>,
-    ) -> [(&'static str, String); 4] {
-        let sessions = projects
+    ) -> [(&'static str, String); 6] {
+        let per_project = projects
             .iter()
             .map(|&project| {
                 format!(
@@ -255,8 +264,10 @@ impl Deletion<'_> {
             .join(" OR ");
         let deleted = self.deleted_ids("session_id", in_operator, projects);
         [
-            ("sessions", sessions),
-            ("session_keys", deleted.clone()),
+            ("sessions", per_project.clone()),
+            ("session_keys", per_project.clone()),
+            ("project_session_state", per_project.clone()),
+            ("project_session_applied", per_project),
             ("session_state", deleted.clone()),
             ("session_applied", deleted),
         ]

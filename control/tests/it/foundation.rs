@@ -53,6 +53,8 @@ async fn migrations_are_idempotent_and_safe_concurrently() {
             "projects",
             "sessions",
             "session_state",
+            "project_session_state",
+            "project_session_applied",
             "rejected_events",
         ] {
             store

@@ -180,6 +180,13 @@ pub struct Event<'a> {
     pub start: Option<Box<StartMetadata<'a>>>,
 }
 
+impl Event<'_> {
+    /// The session this event belongs to: its project and session id together.
+    pub fn identity(&self) -> crate::identity::SessionIdentity {
+        crate::identity::SessionIdentity::new(self.project_id, self.session_id)
+    }
+}
+
 /// What one message decodes to.
 #[derive(Debug, Default)]
 pub struct DecodedMessage<'a> {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use sessions_events::event::{decode_message, Event};
+use sessions_events::identity::SessionIdentity;
 use sessions_shared::clock::epoch_millis;
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::Instant;
@@ -263,12 +264,12 @@ impl Worker {
         }
         let mut backoff = self.retry_backoff();
         loop {
-            let mut missing: Vec<u64> = self
+            let mut missing: Vec<SessionIdentity> = self
                 .pending
                 .parked()
                 .iter()
                 .flat_map(|parked| parked.missing.iter().copied())
-                .filter(|session_id| !self.aggregator.is_held(*session_id))
+                .filter(|identity| !self.aggregator.is_held(*identity))
                 .collect();
             missing.sort_unstable();
             missing.dedup();
@@ -305,7 +306,7 @@ impl Worker {
         self.pending.flush_started(Instant::now());
         self.resolve_parked().await?;
         let mut backoff = self.retry_backoff();
-        let mut written: Vec<u64> = Vec::new();
+        let mut written: Vec<SessionIdentity> = Vec::new();
         loop {
             self.forget_revoked();
             if let Err(error) = self.forget_deleted().await {
@@ -322,7 +323,7 @@ impl Worker {
                     self.metrics.flushes.inc();
                     written = items
                         .iter()
-                        .map(|item| item.persisted.state.session_id)
+                        .map(|item| item.persisted.state.identity())
                         .collect();
                     break;
                 }
@@ -371,7 +372,7 @@ impl Worker {
     /// meanwhile (the flush checked before the record was readable): its rows may
     /// have landed after the job's erasure (`exactly_once`, step 8). Rare: one read
     /// per flush, and mutations only when a deletion raced this very flush.
-    async fn erase_raced(&mut self, written: &[u64]) -> Result<(), SinkError> {
+    async fn erase_raced(&mut self, written: &[SessionIdentity]) -> Result<(), SinkError> {
         if written.is_empty() {
             return Ok(());
         }
@@ -379,8 +380,8 @@ impl Worker {
         loop {
             let erased = async {
                 let deleted = self.sink.deleted_among(written).await?;
-                let ids: Vec<u64> = deleted.iter().copied().collect();
-                self.sink.erase(&ids).await?;
+                let identities: Vec<SessionIdentity> = deleted.iter().copied().collect();
+                self.sink.erase(&identities).await?;
                 Ok(deleted)
             }
             .await;
@@ -404,7 +405,7 @@ impl Worker {
     }
 
     /// Forgets the sessions of `deleted` the worker holds, and counts them.
-    fn drop_deleted(&mut self, deleted: &HashSet<u64>) {
+    fn drop_deleted(&mut self, deleted: &HashSet<SessionIdentity>) {
         if deleted.is_empty() {
             return;
         }

@@ -1,7 +1,8 @@
 //! Reading sessions back: their durable states, and which of them a deletion job erased.
 //!
 //! Contract of [`Sink::load`]: it returns the durable state of each session that has
-//! one. Its written keys are the union of the state's list and `session_keys`: a state
+//! one, looked up by identity (project and session id: a session of another project
+//! with the same id is another session, never returned for this one). Its written keys are the union of the state's list and `session_keys`: a state
 //! can lose, in a merge, to a tied state of a worker that had lost the partition,
 //! `session_keys` never loses a key. It rebuilds a chained set from the chunks between
 //! the state's checkpoint and its version (`exactly_once.rs` step 7 argues any chain
@@ -12,18 +13,20 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
-use sessions_shared::clickhouse::{id_list, Row};
+use sessions_events::identity::{identity_list, SessionIdentity};
+use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::SessionKey;
 use tracing::instrument;
 
-use super::{Sink, SinkError};
+use super::{Sink, SinkError, APPLIED_TABLE, STATE_TABLE};
 use crate::durable_state::{self, Chained, PersistedSession, StoredChunk};
 
-/// Most session ids per load query.
+/// Most sessions per load query.
 const LOAD_CHUNK: usize = 2_000;
 
 #[derive(Row, Deserialize)]
 struct LoadedState {
+    project_id: u32,
     session_id: u64,
     state_version: u64,
     state: String,
@@ -31,6 +34,7 @@ struct LoadedState {
 
 #[derive(Row, Deserialize)]
 struct LoadedChunk {
+    project_id: u32,
     session_id: u64,
     version: u64,
     base_version: u64,
@@ -45,16 +49,32 @@ struct LoadedKey {
     start_ts: i64,
 }
 
+#[derive(Row, Deserialize)]
+struct LoadedIdentity {
+    project_id: u32,
+    session_id: u64,
+}
+
+impl LoadedState {
+    fn identity(&self) -> SessionIdentity {
+        SessionIdentity::new(self.project_id, self.session_id)
+    }
+}
+
 impl Sink {
     /// The durable states of the given sessions (absent ones are simply missing).
-    #[instrument(skip_all, fields(sessions = session_ids.len()))]
-    pub async fn load(&self, session_ids: &[u64]) -> Result<Vec<PersistedSession>, SinkError> {
+    #[instrument(skip_all, fields(sessions = sessions.len()))]
+    pub async fn load(
+        &self,
+        sessions: &[SessionIdentity],
+    ) -> Result<Vec<PersistedSession>, SinkError> {
         let mut loaded = Vec::new();
-        for chunk in session_ids.chunks(LOAD_CHUNK) {
-            let ids = id_list(chunk.iter().copied());
+        for chunk in sessions.chunks(LOAD_CHUNK) {
+            let identities = identity_list(chunk.iter().copied());
             let states_sql = format!(
-                "SELECT session_id, max(version) AS state_version, argMax(state, version) AS state \
-                 FROM session_state WHERE session_id IN ({ids}) GROUP BY session_id"
+                "SELECT project_id, session_id, max(version) AS state_version, \
+                 argMax(state, version) AS state FROM {STATE_TABLE} \
+                 WHERE (project_id, session_id) IN ({identities}) GROUP BY project_id, session_id"
             );
             let rows: Vec<LoadedState> = self
                 .store
@@ -70,10 +90,10 @@ impl Sink {
             let keys: Vec<LoadedKey> = if rows.is_empty() {
                 Vec::new()
             } else {
-                let found = id_list(rows.iter().map(|row| row.session_id));
+                let found = identity_list(rows.iter().map(LoadedState::identity));
                 let keys_sql = format!(
                     "SELECT DISTINCT session_id, project_id, user_id, start_ts FROM session_keys \
-                     WHERE session_id IN ({found})"
+                     WHERE (project_id, session_id) IN ({found})"
                 );
                 self.store
                     .run(|client| {
@@ -83,10 +103,10 @@ impl Sink {
                     })
                     .await?
             };
-            let mut keys_by_session: HashMap<u64, Vec<SessionKey>> = HashMap::new();
+            let mut keys_by_session: HashMap<SessionIdentity, Vec<SessionKey>> = HashMap::new();
             for key in keys {
                 keys_by_session
-                    .entry(key.session_id)
+                    .entry(SessionIdentity::new(key.project_id, key.session_id))
                     .or_default()
                     .push(SessionKey {
                         project_id: key.project_id,
@@ -96,14 +116,20 @@ impl Sink {
             }
             let mut chained = Vec::new();
             for row in rows {
-                let corrupt = |reason: String| SinkError::CorruptState {
-                    session_id: row.session_id,
-                    reason,
-                };
+                let identity = row.identity();
+                let corrupt = |reason: String| SinkError::CorruptState { identity, reason };
                 let decoded = durable_state::decode(&row.state)
                     .map_err(|error| corrupt(error.to_string()))?;
                 let mut persisted = decoded.persisted;
-                if let Some(keys) = keys_by_session.remove(&row.session_id) {
+                // A state copied from before sessions were identified by project names
+                // none: it is the row's session.
+                if !persisted.state.restore_project_id(identity) {
+                    return Err(corrupt(format!(
+                        "it holds session {}",
+                        persisted.state.identity()
+                    )));
+                }
+                if let Some(keys) = keys_by_session.remove(&identity) {
                     persisted.add_written_keys(keys);
                 }
                 match decoded.checkpoint_version {
@@ -127,26 +153,35 @@ impl Sink {
         Ok(loaded)
     }
 
-    /// Which of `session_ids` a deletion job erased (`deleted_sessions`): their events
-    /// are never written again (`exactly_once`, step 8).
-    pub async fn deleted_among(&self, session_ids: &[u64]) -> Result<HashSet<u64>, SinkError> {
+    /// Which of `sessions` a deletion job erased (`deleted_sessions`, matched by
+    /// project and session id): their events are never written again (`exactly_once`,
+    /// step 8). Another project's deleted session of the same id is not this one.
+    pub async fn deleted_among(
+        &self,
+        sessions: &[SessionIdentity],
+    ) -> Result<HashSet<SessionIdentity>, SinkError> {
         let mut deleted = HashSet::new();
-        for chunk in session_ids.chunks(LOAD_CHUNK) {
+        for chunk in sessions.chunks(LOAD_CHUNK) {
             let sql = format!(
-                "SELECT DISTINCT session_id FROM deleted_sessions WHERE session_id IN ({})",
-                id_list(chunk.iter().copied())
+                "SELECT DISTINCT project_id, session_id FROM deleted_sessions \
+                 WHERE (project_id, session_id) IN ({})",
+                identity_list(chunk.iter().copied())
             );
-            let found: Vec<u64> = self
+            let found: Vec<LoadedIdentity> = self
                 .store
                 .run(|client| self.store.read_your_writes(client.query(&sql)).fetch_all())
                 .await?;
-            deleted.extend(found);
+            deleted.extend(
+                found
+                    .into_iter()
+                    .map(|row| SessionIdentity::new(row.project_id, row.session_id)),
+            );
         }
         Ok(deleted)
     }
 
     /// Chained states `(state, its version, its checkpoint's version)` with their applied
-    /// sets rebuilt from `session_applied`: one query reads each session's chunks from
+    /// sets rebuilt from `project_session_applied`: one query reads each session's chunks from
     /// its checkpoint to its version (`durable_state::rebuild` picks the chain).
     async fn restore_chains(
         &self,
@@ -158,15 +193,18 @@ impl Sink {
         let between = chained
             .iter()
             .map(|(persisted, version, checkpoint_version)| {
+                let identity = persisted.state.identity();
                 format!(
-                    "(session_id = {} AND version >= {checkpoint_version} AND version <= {version})",
-                    persisted.state.session_id
+                    "(project_id = {} AND session_id = {} AND version >= {checkpoint_version} \
+                     AND version <= {version})",
+                    identity.project_id, identity.session_id
                 )
             })
             .collect::<Vec<_>>()
             .join(" OR ");
         let chunks_sql = format!(
-            "SELECT session_id, version, base_version, ranges FROM session_applied WHERE {between}"
+            "SELECT project_id, session_id, version, base_version, ranges FROM {APPLIED_TABLE} \
+             WHERE {between}"
         );
         let rows: Vec<LoadedChunk> = self
             .store
@@ -176,10 +214,10 @@ impl Sink {
                     .fetch_all()
             })
             .await?;
-        let mut chunks_by_session: HashMap<u64, Vec<StoredChunk>> = HashMap::new();
+        let mut chunks_by_session: HashMap<SessionIdentity, Vec<StoredChunk>> = HashMap::new();
         for row in rows {
             chunks_by_session
-                .entry(row.session_id)
+                .entry(SessionIdentity::new(row.project_id, row.session_id))
                 .or_default()
                 .push(StoredChunk {
                     version: row.version,
@@ -189,11 +227,11 @@ impl Sink {
         }
         let mut restored = Vec::with_capacity(chained.len());
         for (mut persisted, version, checkpoint_version) in chained {
-            let session_id = persisted.state.session_id;
-            let chunks = chunks_by_session.remove(&session_id).unwrap_or_default();
+            let identity = persisted.state.identity();
+            let chunks = chunks_by_session.remove(&identity).unwrap_or_default();
             let (applied, durable) = durable_state::rebuild(version, checkpoint_version, &chunks)
                 .map_err(|error| SinkError::CorruptState {
-                session_id,
+                identity,
                 reason: error.to_string(),
             })?;
             persisted.state.restore_applied(applied);

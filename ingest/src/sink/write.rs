@@ -3,11 +3,11 @@
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
 //! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
-//! written under for the first time), (2) `session_applied` (the applied-set chunk of
-//! each changed session whose set is too large to sit in its state: only the indexes
-//! applied since its last durable write, or a checkpoint; see `durable_state`), (3)
-//! `session_state` (each changed session's state, naming every key it was ever written
-//! under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
+//! written under for the first time), (2) `project_session_applied` (the applied-set
+//! chunk of each changed session whose set is too large to sit in its state: only the
+//! indexes applied since its last durable write, or a checkpoint; see `durable_state`),
+//! (3) `project_session_state` (each changed session's state, naming every key it was
+//! ever written under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
 //! tombstoned yet, and the live row), (5) `rejected_events`. The order matters for a
 //! crash in between: a key is always durable in `session_keys` (and in the state)
 //! before a row under it, so a worker that loads the session knows every key to
@@ -18,18 +18,22 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use sessions_events::identity::SessionIdentity;
 use sessions_events::useragent::AgentParser;
 use sessions_shared::clickhouse::{Row, RowWrite};
 use sessions_shared::clock::epoch_seconds;
 use sessions_shared::read_model::{Session, SessionRecord};
 use tracing::instrument;
 
-use super::{RejectedRecord, Sink, SinkError};
+use super::{RejectedRecord, Sink, SinkError, APPLIED_TABLE, STATE_TABLE};
 use crate::aggregator::FlushItem;
 use crate::durable_state;
 
+/// Every row of a session's durable state is keyed by its identity: project, then
+/// session id (`schemas/007_project_sessions.sql`).
 #[derive(Row, Serialize)]
 struct StateRecord<'a> {
+    project_id: u32,
     session_id: u64,
     version: u64,
     state: &'a str,
@@ -38,6 +42,7 @@ struct StateRecord<'a> {
 
 #[derive(Row, Serialize)]
 struct AppliedRecord<'a> {
+    project_id: u32,
     session_id: u64,
     version: u64,
     base_version: u64,
@@ -116,51 +121,51 @@ impl Sink {
 
         // Chunks before the states that need them (durable_state: a state is never
         // durable without its chain).
-        let chunks: Vec<(u64, u64, u64, String)> = items
+        let chunks: Vec<(SessionIdentity, u64, u64, String)> = items
             .iter()
             .filter_map(|item| {
                 let chunk = item.applied.chunk.as_ref()?;
                 let ranges = serde_json::to_string(chunk.ranges).expect("ranges serialize");
-                let session_id = item.persisted.state.session_id;
-                Some((session_id, chunk.version, chunk.base_version, ranges))
+                let identity = item.persisted.state.identity();
+                Some((identity, chunk.version, chunk.base_version, ranges))
             })
             .collect();
         let applied_records: Vec<AppliedRecord<'_>> = chunks
             .iter()
-            .map(
-                |(session_id, version, base_version, ranges)| AppliedRecord {
-                    session_id: *session_id,
-                    version: *version,
-                    base_version: *base_version,
-                    ranges,
-                    written_at: updated_at,
-                },
-            )
+            .map(|(identity, version, base_version, ranges)| AppliedRecord {
+                project_id: identity.project_id,
+                session_id: identity.session_id,
+                version: *version,
+                base_version: *base_version,
+                ranges,
+                written_at: updated_at,
+            })
             .collect();
-        self.insert_rows::<AppliedRecord<'_>>("session_applied", &applied_records)
+        self.insert_rows::<AppliedRecord<'_>>(APPLIED_TABLE, &applied_records)
             .await?;
-        self.count_state_bytes("session_applied", chunks.iter().map(|chunk| chunk.3.len()));
+        self.count_state_bytes(APPLIED_TABLE, chunks.iter().map(|chunk| chunk.3.len()));
 
-        let states: Vec<(u64, u64, String)> = items
+        let states: Vec<(SessionIdentity, u64, String)> = items
             .iter()
             .map(|item| {
                 let state = &item.persisted.state;
                 let json = durable_state::encode(item.persisted, &item.applied);
-                (state.session_id, state.applied_events(), json)
+                (state.identity(), state.applied_events(), json)
             })
             .collect();
         let state_records: Vec<StateRecord<'_>> = states
             .iter()
-            .map(|(session_id, version, state)| StateRecord {
-                session_id: *session_id,
+            .map(|(identity, version, state)| StateRecord {
+                project_id: identity.project_id,
+                session_id: identity.session_id,
                 version: *version,
                 state,
                 updated_at,
             })
             .collect();
-        self.insert_rows::<StateRecord<'_>>("session_state", &state_records)
+        self.insert_rows::<StateRecord<'_>>(STATE_TABLE, &state_records)
             .await?;
-        self.count_state_bytes("session_state", states.iter().map(|state| state.2.len()));
+        self.count_state_bytes(STATE_TABLE, states.iter().map(|state| state.2.len()));
 
         let mut live = Vec::with_capacity(items.len());
         let mut tombstones = Vec::new();

@@ -181,11 +181,11 @@ pub async fn live_sessions(store: &Store) -> Vec<Session> {
         .unwrap_or_default()
 }
 
-/// Polls until the live sessions equal `expected` (sorted by session id), or panics
+/// Polls until the live sessions equal `expected` (sorted by session id, then project), or panics
 /// after `timeout` with the first difference.
 pub async fn wait_for_sessions(store: &Store, expected: &[Session], timeout: Duration) {
     let mut expected = expected.to_vec();
-    expected.sort_by_key(|s| s.session_id);
+    expected.sort_by_key(|s| (s.session_id, s.project_id));
     let started = Instant::now();
     loop {
         let actual = live_sessions(store).await;
@@ -193,16 +193,19 @@ pub async fn wait_for_sessions(store: &Store, expected: &[Session], timeout: Dur
             return;
         }
         if started.elapsed() > timeout {
-            let by_id: BTreeMap<u64, &Session> = actual.iter().map(|s| (s.session_id, s)).collect();
+            let by_id: BTreeMap<(u32, u64), &Session> = actual
+                .iter()
+                .map(|s| ((s.project_id, s.session_id), s))
+                .collect();
             let missing = expected
                 .iter()
-                .filter(|e| !by_id.contains_key(&e.session_id))
+                .filter(|e| !by_id.contains_key(&(e.project_id, e.session_id)))
                 .count();
             let wrong: Vec<_> = expected
                 .iter()
                 .filter_map(|e| {
                     by_id
-                        .get(&e.session_id)
+                        .get(&(e.project_id, e.session_id))
                         .filter(|a| ***a != *e)
                         .map(|a| (e, *a))
                 })

@@ -25,6 +25,7 @@ mod outage_rebalance;
 mod sigkill;
 mod state_deltas;
 mod state_load;
+mod two_projects;
 mod user_deletion;
 
 /// The binary's allocator counts live and peak heap bytes, for the fuzz corpus checks'

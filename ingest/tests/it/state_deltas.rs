@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use sessions_events::event::{Event, EventKind};
+use sessions_events::identity::SessionIdentity;
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::metrics::IngestMetrics;
-use sessions_ingest::sink::Sink;
+use sessions_ingest::sink::{Sink, APPLIED_TABLE, STATE_TABLE};
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 use sessions_testkit::serial;
 
@@ -38,9 +39,9 @@ fn written(metrics: &IngestMetrics) -> (u64, u64, u64) {
     };
     let rows = |table: &str| metrics.rows_written.with_label_values(&[table]).get();
     (
-        bytes("session_state") + bytes("session_applied"),
-        rows("session_state"),
-        rows("session_applied"),
+        bytes(STATE_TABLE) + bytes(APPLIED_TABLE),
+        rows(STATE_TABLE),
+        rows(APPLIED_TABLE),
     )
 }
 
@@ -72,9 +73,14 @@ async fn a_flush_of_a_million_index_session_writes_what_changed() {
             let events: Vec<Event<'static>> = batch.iter().map(|i| page(*i)).collect();
             aggregator.apply(&events, 0);
         }
-        let whole_state = serde_json::to_string(&aggregator.state(SESSION).unwrap().state)
-            .unwrap()
-            .len();
+        let whole_state = serde_json::to_string(
+            &aggregator
+                .state(SessionIdentity::new(1, SESSION))
+                .unwrap()
+                .state,
+        )
+        .unwrap()
+        .len();
         flush(&mut aggregator, &sink).await;
         let (checkpoint_bytes, _, _) = written(&metrics);
         assert!(
@@ -106,10 +112,13 @@ async fn a_flush_of_a_million_index_session_writes_what_changed() {
             );
         }
 
-        let mut loaded = sink.load(&[SESSION]).await.unwrap();
+        let mut loaded = sink
+            .load(&[SessionIdentity::new(1, SESSION)])
+            .await
+            .unwrap();
         assert_eq!(loaded.len(), 1);
         let reloaded = loaded.pop().unwrap();
-        let held = aggregator.state(SESSION).unwrap();
+        let held = aggregator.state(SessionIdentity::new(1, SESSION)).unwrap();
         assert_eq!(reloaded.state.applied_events(), SPARSE_INDEXES + 15);
         assert!(reloaded.state == held.state, "{engine}: the reload differs");
         db.drop_database().await;

@@ -4,18 +4,22 @@
 //! state and win the merge while naming fewer keys; a key it misses would never be
 //! tombstoned and the session would stay listed under its old user); and a set too
 //! large to sit in its state, rebuilt from its chunks after orphans, retries and two
-//! owners writing the same version (`durable_state`, `exactly_once.rs` step 7).
+//! owners writing the same version (`durable_state`, `exactly_once.rs` step 7). Two
+//! projects' sessions of one id are stored, loaded and erased apart, and states stored
+//! before sessions were identified by project are copied by the migration and load.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use sessions_events::event::{Event, EventKind};
+use sessions_events::identity::SessionIdentity;
 use sessions_events::session::SessionState;
 use sessions_ingest::aggregator::{Aggregator, PersistedSession};
 use sessions_ingest::durable_state;
 use sessions_ingest::metrics::IngestMetrics;
-use sessions_ingest::sink::{Sink, SinkError};
+use sessions_ingest::sink::{Sink, SinkError, APPLIED_TABLE, STATE_TABLE};
 use sessions_shared::clickhouse::Row;
+use sessions_shared::migrations::{render, MIGRATIONS};
 use sessions_shared::read_model::SessionKey;
 use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
 use sessions_testkit::serial;
@@ -31,6 +35,7 @@ struct KeyRow {
 
 #[derive(Row, Serialize)]
 struct StateRow {
+    project_id: u32,
     session_id: u64,
     version: u64,
     state: String,
@@ -67,8 +72,14 @@ fn persisted(session_id: u64, events: u64, keys: &[&str]) -> PersistedSession {
     persisted
 }
 
+/// Session `session_id` of project 1.
+fn id(session_id: u64) -> SessionIdentity {
+    SessionIdentity::new(1, session_id)
+}
+
 fn row(persisted: &PersistedSession) -> StateRow {
     StateRow {
+        project_id: persisted.state.project_id(),
         session_id: persisted.state.session_id,
         version: persisted.state.applied_events(),
         state: durable_state::encode(persisted, &persisted.applied_write()),
@@ -102,7 +113,7 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
             })
             .collect();
         db.insert::<KeyRow>("session_keys", &keys).await;
-        db.insert::<StateRow>("session_state", &rows).await;
+        db.insert::<StateRow>(STATE_TABLE, &rows).await;
 
         let sink = Sink::new(
             db.store.clone(),
@@ -110,7 +121,7 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
             Duration::from_secs(30),
             1 << 20,
         );
-        let mut loaded = sink.load(&[1, 2, 3]).await.unwrap();
+        let mut loaded = sink.load(&[id(1), id(2), id(3)]).await.unwrap();
         loaded.sort_by_key(|p| p.state.session_id);
         assert_eq!(loaded.len(), 2, "{engine}: one state per stored session");
         let users = |p: &PersistedSession| -> Vec<String> {
@@ -124,14 +135,15 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
 
         // A state that does not decode stops the worker instead of stalling it.
         let corrupt = StateRow {
+            project_id: 1,
             session_id: 4,
             version: 9,
             state: "{not a state".into(),
             updated_at: 1_700_000_000,
         };
-        db.insert::<StateRow>("session_state", &[corrupt]).await;
-        match sink.load(&[4]).await {
-            Err(SinkError::CorruptState { session_id: 4, .. }) => {}
+        db.insert::<StateRow>(STATE_TABLE, &[corrupt]).await;
+        match sink.load(&[id(4)]).await {
+            Err(SinkError::CorruptState { identity, .. }) if identity == id(4) => {}
             other => panic!("{engine}: expected a corrupt state, got {other:?}"),
         }
         db.drop_database().await;
@@ -140,6 +152,7 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
 
 #[derive(Row, Serialize)]
 struct ChunkRow {
+    project_id: u32,
     session_id: u64,
     version: u64,
     base_version: u64,
@@ -169,7 +182,7 @@ fn apply(aggregator: &mut Aggregator, session_id: u64, indexes: &[u64]) {
 }
 
 async fn load_one(sink: &Sink, session_id: u64) -> PersistedSession {
-    let mut loaded = sink.load(&[session_id]).await.unwrap();
+    let mut loaded = sink.load(&[id(session_id)]).await.unwrap();
     assert_eq!(loaded.len(), 1);
     loaded.pop().unwrap()
 }
@@ -207,13 +220,14 @@ async fn chained_states_survive_orphans_retries_and_tied_owners() {
         let chunk = items[0].applied.chunk.as_ref().expect("a delta");
         assert_eq!((chunk.version, chunk.base_version), (606, 603), "{engine}");
         let orphan = ChunkRow {
+            project_id: 1,
             session_id: session,
             version: chunk.version,
             base_version: chunk.base_version,
             ranges: serde_json::to_string(chunk.ranges).unwrap(),
             written_at: 1_700_000_000,
         };
-        db.insert::<ChunkRow>("session_applied", &[orphan]).await;
+        db.insert::<ChunkRow>(APPLIED_TABLE, &[orphan]).await;
         drop(items);
         drop(owner);
         let loaded = load_one(&sink, session).await;
@@ -259,7 +273,7 @@ async fn chained_states_survive_orphans_retries_and_tied_owners() {
             assert_eq!(loaded.state, reference(session, &applied), "{engine}: (c)");
         }
         if !target.is_cluster() {
-            for table in ["session_state", "session_applied"] {
+            for table in [STATE_TABLE, APPLIED_TABLE] {
                 let sql = format!("OPTIMIZE TABLE {table} FINAL");
                 db.store.client().query(&sql).execute().await.unwrap();
             }
@@ -276,15 +290,239 @@ async fn chained_states_survive_orphans_retries_and_tied_owners() {
         lost.written_keys = vec![key("")];
         let write = lost.applied_write();
         let lost_row = StateRow {
+            project_id: 1,
             session_id: 8,
             version: lost.state.applied_events(),
             state: durable_state::encode(&lost, &write),
             updated_at: 1_700_000_000,
         };
-        db.insert::<StateRow>("session_state", &[lost_row]).await;
-        match sink.load(&[8]).await {
-            Err(SinkError::CorruptState { session_id: 8, .. }) => {}
+        db.insert::<StateRow>(STATE_TABLE, &[lost_row]).await;
+        match sink.load(&[id(8)]).await {
+            Err(SinkError::CorruptState { identity, .. }) if identity == id(8) => {}
             other => panic!("{engine}: expected a corrupt state, got {other:?}"),
+        }
+        db.drop_database().await;
+    }
+}
+
+/// Two projects' sessions of one id are two sessions: each flushed, loaded, marked
+/// deleted and erased by its identity, never found for the other.
+#[tokio::test]
+async fn two_projects_sessions_of_one_id_are_stored_loaded_and_erased_apart() {
+    let _turn = serial::shared();
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "state_projects")
+            .await
+            .expect(engine);
+        let sink = Sink::new(
+            db.store.clone(),
+            IngestMetrics::new(),
+            Duration::from_secs(30),
+            1 << 20,
+        );
+        let (ours, theirs) = (SessionIdentity::new(1, 9), SessionIdentity::new(2, 9));
+        let theirs_page = |index| Event {
+            project_id: 2,
+            ..page(9, index)
+        };
+        let mut aggregator = Aggregator::new();
+        // Project 2's indexes are lower and more: nothing of it may reach project 1's.
+        aggregator.apply(&[page(9, 5), page(9, 6)], 0);
+        aggregator.apply(&[theirs_page(0), theirs_page(1), theirs_page(5)], 0);
+        flush(&mut aggregator, &sink).await;
+        let mut loaded = sink.load(&[ours, theirs]).await.unwrap();
+        loaded.sort_by_key(|persisted| persisted.state.identity());
+        let identities: Vec<(SessionIdentity, u64)> = loaded
+            .iter()
+            .map(|p| (p.state.identity(), p.state.applied_events()))
+            .collect();
+        assert_eq!(identities, [(ours, 2), (theirs, 3)], "{engine}");
+        assert_eq!(loaded[0].state, aggregator.state(ours).unwrap().state);
+        assert_eq!(loaded[1].state, aggregator.state(theirs).unwrap().state);
+        assert_eq!(sink.load(&[ours]).await.unwrap().len(), 1, "{engine}");
+
+        // Project 2's session is deleted: project 1's is not.
+        db.store
+            .client()
+            .query("INSERT INTO deleted_sessions (session_id, project_id, deleted_at) VALUES (9, 2, now())")
+            .execute()
+            .await
+            .unwrap();
+        let deleted = sink.deleted_among(&[ours, theirs]).await.unwrap();
+        assert_eq!(
+            deleted.into_iter().collect::<Vec<_>>(),
+            [theirs],
+            "{engine}"
+        );
+        sink.erase(&[theirs]).await.unwrap();
+        let left = sink.load(&[ours, theirs]).await.unwrap();
+        assert_eq!(left.len(), 1, "{engine}");
+        assert_eq!(left[0].state.identity(), ours, "{engine}");
+        let rows = db.live_sessions().await;
+        let projects: Vec<(u32, u64)> = rows.iter().map(|s| (s.project_id, s.session_id)).collect();
+        assert_eq!(projects, [(1, 9)], "{engine}: project 1's row is kept");
+        db.drop_database().await;
+    }
+}
+
+#[derive(Row, Serialize)]
+struct LegacyStateRow {
+    session_id: u64,
+    version: u64,
+    state: String,
+    updated_at: u32,
+}
+
+#[derive(Row, Serialize)]
+struct LegacyChunkRow {
+    session_id: u64,
+    version: u64,
+    base_version: u64,
+    ranges: String,
+    written_at: u32,
+}
+
+/// `persisted` stored as before sessions were identified by project: keyed by session
+/// id alone, its JSON naming the project as `"project":[lowest index, projectId]`.
+fn legacy_row(persisted: &PersistedSession, version: u64) -> LegacyStateRow {
+    let json = durable_state::encode(persisted, &persisted.applied_write());
+    let project_id = persisted.state.project_id();
+    let field = format!("\"project_id\":{project_id}");
+    assert!(json.contains(&field), "{json}");
+    LegacyStateRow {
+        session_id: persisted.state.session_id,
+        version,
+        // The state's own field comes first; its keys keep theirs.
+        state: json.replacen(&field, &format!("\"project\":[0,{project_id}]"), 1),
+        updated_at: 1_700_000_000,
+    }
+}
+
+/// An upgrade: states and chunks stored in `session_state` and `session_applied` (keyed
+/// by session id alone) before `007_project_sessions` are copied by it under the
+/// project their state names, and load as they were; copying again (a migration run
+/// twice) changes nothing. On every engine and on the cluster.
+#[tokio::test]
+async fn states_stored_before_project_identity_are_copied_by_the_migration() {
+    let _turn = serial::shared();
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, "state_upgrade")
+            .await
+            .expect(engine);
+        // An inline session of project 3, older versions of it, and a chained one of
+        // project 4 (600 sparse indexes: a checkpoint and a delta).
+        let inline = persisted(21, 5, &["", "ann"]);
+        let inline = PersistedSession {
+            state: {
+                let mut state = SessionState::new(&Event {
+                    project_id: 3,
+                    ..page(21, 0)
+                });
+                for index in 1..5 {
+                    state.apply(&Event {
+                        project_id: 3,
+                        ..page(21, index)
+                    });
+                }
+                state
+            },
+            ..inline
+        };
+        let older = PersistedSession::new(SessionState::new(&Event {
+            project_id: 3,
+            ..page(21, 0)
+        }));
+        let sparse: Vec<u64> = (0..600).map(|k| k * 2).collect();
+        let theirs = |index| Event {
+            project_id: 4,
+            ..page(22, index)
+        };
+        let mut chained_owner = Aggregator::new();
+        chained_owner.apply(&sparse.iter().map(|i| theirs(*i)).collect::<Vec<_>>(), 0);
+        let checkpoint = {
+            let items = chained_owner.flush_batch();
+            let chunk = items[0].applied.chunk.as_ref().expect("a checkpoint");
+            LegacyChunkRow {
+                session_id: 22,
+                version: chunk.version,
+                base_version: chunk.base_version,
+                ranges: serde_json::to_string(chunk.ranges).unwrap(),
+                written_at: 1_700_000_000,
+            }
+        };
+        chained_owner.mark_flushed();
+        chained_owner.apply(&[theirs(1_201), theirs(1_203)], 0);
+        let items = chained_owner.flush_batch();
+        let delta_chunk = items[0].applied.chunk.as_ref().expect("a delta");
+        let delta = LegacyChunkRow {
+            session_id: 22,
+            version: delta_chunk.version,
+            base_version: delta_chunk.base_version,
+            ranges: serde_json::to_string(delta_chunk.ranges).unwrap(),
+            written_at: 1_700_000_000,
+        };
+        let chained_json = durable_state::encode(items[0].persisted, &items[0].applied);
+        let chained_state = items[0].persisted.state.clone();
+        drop(items);
+        let chained_row = LegacyStateRow {
+            session_id: 22,
+            version: chained_state.applied_events(),
+            state: chained_json.replacen("\"project_id\":4", "\"project\":[0,4]", 1),
+            updated_at: 1_700_000_000,
+        };
+        let marker = LegacyStateRow {
+            session_id: 0,
+            version: 0,
+            state: String::new(),
+            updated_at: 0,
+        };
+        db.insert::<LegacyStateRow>(
+            "session_state",
+            &[
+                legacy_row(&older, 1),
+                legacy_row(&inline, 5),
+                chained_row,
+                marker,
+            ],
+        )
+        .await;
+        db.insert::<LegacyChunkRow>("session_applied", &[checkpoint, delta])
+            .await;
+
+        let migration = MIGRATIONS
+            .iter()
+            .find(|migration| migration.name == "007_project_sessions")
+            .unwrap();
+        let copies: Vec<String> = render(migration.sql, db.store.database(), db.store.layout())
+            .unwrap()
+            .into_iter()
+            .filter(|statement| statement.starts_with("INSERT INTO "))
+            .collect();
+        assert_eq!(copies.len(), 2, "{engine}");
+        let sink = Sink::new(
+            db.store.clone(),
+            IngestMetrics::new(),
+            Duration::from_secs(30),
+            1 << 20,
+        );
+        let wanted = [SessionIdentity::new(3, 21), SessionIdentity::new(4, 22)];
+        for run in 0..2 {
+            for copy in &copies {
+                db.store.client().query(copy).execute().await.unwrap();
+            }
+            let mut loaded = sink
+                .load(&[wanted[0], wanted[1], SessionIdentity::new(4, 21), id(22)])
+                .await
+                .unwrap();
+            loaded.sort_by_key(|persisted| persisted.state.identity());
+            assert_eq!(
+                loaded.len(),
+                2,
+                "{engine} run {run}: the owners' sessions only"
+            );
+            assert_eq!(loaded[0].state, inline.state, "{engine} run {run}");
+            assert_eq!(loaded[0].written_keys, inline.written_keys);
+            assert_eq!(loaded[1].state, chained_state, "{engine} run {run}");
         }
         db.drop_database().await;
     }

@@ -609,8 +609,29 @@ async fn jobs_are_scheduled_listed_and_cancelled_per_project() {
     .await;
 }
 
+/// A project id no fixture project has.
+fn other_project(fixture: &Fixture) -> u32 {
+    fixture.project.project_id + 1_000
+}
+
+/// Rows of another project's session `session_id` in `table`.
+async fn rows_of_project(fixture: &Fixture, table: &str, project_id: u32, session_id: u64) -> u64 {
+    let sql = format!(
+        "SELECT count() FROM {table} WHERE project_id = {project_id} AND session_id = {session_id}"
+    );
+    fixture
+        .db
+        .store
+        .client()
+        .query(&sql)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
 /// Rows of the user and of their sessions in every table that holds user data, plus
-/// another user's, so the test can tell what a deletion took.
+/// another user's and another project's session with the id of one of hers, so the
+/// test can tell what a deletion took.
 async fn write_user_data(fixture: &Fixture) {
     write_history(fixture).await;
     let store = &fixture.db.store;
@@ -634,7 +655,33 @@ async fn write_user_data(fixture: &Fixture) {
              VALUES ({session_id}, 3, 0, '[[0,2]]', now())"
         ))
         .await;
+        run(format!(
+            "INSERT INTO project_session_state (project_id, session_id, version, state, updated_at) \
+             VALUES ({}, {session_id}, 3, '{{\"user\":\"{user}\"}}', now())",
+            fixture.project.project_id
+        ))
+        .await;
+        run(format!(
+            "INSERT INTO project_session_applied \
+             (project_id, session_id, version, base_version, ranges, written_at) \
+             VALUES ({}, {session_id}, 3, 0, '[[0,2]]', now())",
+            fixture.project.project_id
+        ))
+        .await;
     }
+    // Another project's session with the id of one of hers: another session.
+    run(format!(
+        "INSERT INTO project_session_state (project_id, session_id, version, state, updated_at) \
+         VALUES ({}, {S11}, 3, '{{}}', now())",
+        other_project(fixture)
+    ))
+    .await;
+    run(format!(
+        "INSERT INTO session_keys (session_id, project_id, user_id, start_ts, written_at) \
+         VALUES ({S11}, {}, 'zed', 1, now())",
+        other_project(fixture)
+    ))
+    .await;
     // Session 13's old key was carol's.
     run(format!(
         "INSERT INTO session_keys (session_id, project_id, user_id, start_ts, written_at) \
@@ -702,11 +749,44 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
         assert_eq!(tables, ["jobs"], "{engine}: {residue:?}");
         let residue = fixture
             .db
-            .residue(&[S11.to_string(), S12.to_string(), S13.to_string()])
+            .residue(&[S12.to_string(), S13.to_string()])
             .await;
         let mut tables: Vec<&str> = residue.iter().map(|(table, _)| table.as_str()).collect();
         tables.retain(|table| !table.starts_with("deleted_sessions"));
         assert_eq!(tables, Vec::<&str>::new(), "{engine}: {residue:?}");
+        // Session 11 of her project is gone; another project's session 11 is not hers.
+        for table in [
+            "project_session_state",
+            "project_session_applied",
+            "session_keys",
+        ] {
+            let project = fixture.project.project_id;
+            assert_eq!(
+                rows_of_project(&fixture, table, project, S11).await,
+                0,
+                "{engine}: {table}"
+            );
+        }
+        for table in ["project_session_state", "session_keys"] {
+            let other = other_project(&fixture);
+            assert_eq!(
+                rows_of_project(&fixture, table, other, S11).await,
+                1,
+                "{engine}: {table}"
+            );
+        }
+        for table in ["session_state", "session_applied"] {
+            let sql = format!("SELECT count() FROM {table} WHERE session_id = {S11}");
+            let left: u64 = fixture
+                .db
+                .store
+                .client()
+                .query(&sql)
+                .fetch_one()
+                .await
+                .unwrap();
+            assert_eq!(left, 0, "{engine}: the old {table} keeps nothing of hers");
+        }
         // Everyone else's data is where it was (carol's old key went with session 13).
         let response = fixture.get(&fixture.path("bob", "")).await;
         assert_eq!(response.body(), bob_before.body(), "{engine}");
@@ -716,6 +796,7 @@ async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
             "sessions",
             "session_keys",
             "session_state",
+            "project_session_state",
             "rejected_events",
         ] {
             assert!(
