@@ -387,5 +387,10 @@ fn session_texts_are_cut_to_their_limits_at_a_character_boundary() {
         start.user_country.as_deref().map(str::len),
         Some(USER_COUNTRY_BYTES)
     );
-    const { assert!(USER_AGENT_BYTES >= 512, "events.md: no lower than 512 bytes") };
+    const {
+        assert!(
+            USER_AGENT_BYTES >= 512,
+            "events.md: no lower than 512 bytes"
+        )
+    };
 }
