@@ -11,6 +11,7 @@
 //! `sessions-control` (with `sessions-admin`) take it as a dev-dependency only, and the
 //! crate is not published.
 
+pub mod bad_input;
 pub mod clickhouse;
 pub mod fuzz_check;
 pub mod http;

@@ -8,10 +8,11 @@ use crate::common::{wait_for_sessions, Fixture};
 use serde::Deserialize;
 use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
+use sessions_testkit::bad_input::bad_messages;
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::serial;
 use sessions_testkit::worker::{metric_value, InProcessWorker};
-use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[derive(Debug, Row, Deserialize)]
 struct DeadLetter {

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 use sessions_events::event::decode_message;
+use sessions_testkit::bad_input::bad_messages;
 use sessions_testkit::serial;
-use sessions_testkit::workload::{bad_messages, Workload, WorkloadConfig};
+use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 fn validator() -> jsonschema::Validator {
     let schema: Value =
