@@ -2,7 +2,8 @@
 # The whole test suite: installs what is missing, starts the local services
 # that are not already up (ClickHouse 18.16, Apache Kafka, chDB (scripts/chdb_server.py), the
 # three-broker Kafka cluster, the ClickHouse cluster on ZooKeeper), runs
-# `cargo test --workspace` against them, and on exit stops exactly the
+# `cargo test --workspace --no-fail-fast` against them (every test binary runs,
+# even after one fails), and on exit stops exactly the
 # services it started. Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh -p sessions-ingest -- --nocapture
 # Exit code: cargo's.
@@ -82,11 +83,11 @@ export CLICKHOUSE_CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}
 CLICKHOUSE_CLUSTER_URL=$(bash "$SERVICES_SH" cluster-urls)
 export CLICKHOUSE_CLUSTER_URL
 
-say "cargo test --workspace $*"
+say "cargo test --workspace --no-fail-fast $*"
 rc=0
 # In the background and in its own session so that a signal to this script
 # is handled at once (bash defers traps while a foreground child runs).
-setsid cargo test --workspace "$@" </dev/null &
+setsid cargo test --workspace --no-fail-fast "$@" </dev/null &
 cargo_pid=$!
 wait "$cargo_pid" || rc=$?
 cargo_pid=

@@ -174,8 +174,7 @@ impl ChildGuard {
 
 pub async fn live_sessions(store: &Store) -> Vec<Session> {
     store
-        .client()
-        .query(&all_live_sessions_sql())
+        .read_your_writes(store.client().query(&all_live_sessions_sql()))
         .fetch_all()
         .await
         .unwrap_or_default()
@@ -243,16 +242,20 @@ struct SessionIdRow {
 /// Session ids the API's filter logic finds for one user (argMax per session among
 /// the rows under that user, tombstones dropped).
 pub async fn session_ids_of_user(store: &Store, project_id: u32, user_id: &str) -> Vec<u64> {
+    // Sequentially consistent on a cluster, as the service's reads: a replica that
+    // has not yet fetched every acknowledged write refuses, and the store tries the next.
     let rows: Vec<SessionIdRow> = store
-        .client()
-        .query(
-            "SELECT session_id FROM (SELECT session_id, argMax(deleted, version) AS is_deleted \
-             FROM sessions WHERE project_id = ? AND user_id = ? GROUP BY session_id) \
-             WHERE is_deleted = 0 ORDER BY session_id",
-        )
-        .bind(project_id)
-        .bind(user_id)
-        .fetch_all()
+        .run(|client| {
+            store
+                .read_your_writes(client.query(
+                    "SELECT session_id FROM (SELECT session_id, argMax(deleted, version) AS is_deleted \
+                     FROM sessions WHERE project_id = ? AND user_id = ? GROUP BY session_id) \
+                     WHERE is_deleted = 0 ORDER BY session_id",
+                ))
+                .bind(project_id)
+                .bind(user_id)
+                .fetch_all()
+        })
         .await
         .unwrap();
     rows.into_iter().map(|r| r.session_id).collect()
