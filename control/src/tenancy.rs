@@ -303,31 +303,28 @@ impl<'a> Tenancy<'a> {
         Ok(self
             .store
             .run(|client| {
-                let query = match org_id {
+                match org_id {
                     Some(org_id) => client
                         .query("SELECT ?fields FROM projects FINAL WHERE org_id = ? ORDER BY project_id")
                         .bind(org_id),
                     None => client.query("SELECT ?fields FROM projects FINAL ORDER BY project_id"),
-                };
-                self.store.read_your_writes(query).fetch_all::<Project>()
+                }
+                .fetch_all::<Project>()
             })
             .await?)
     }
 
-    /// Every key that is not revoked (newest row per hash). On a cluster the read is
-    /// sequentially consistent: it sees every acknowledged (quorum) write, so a
-    /// revocation `revoke_key` returned from is never missed by a lagging replica.
+    /// Every key that is not revoked (newest row per hash). Not a sequentially
+    /// consistent read on a cluster: that needs ZooKeeper, and the API must keep
+    /// authorizing requests while ZooKeeper is down (docs/cluster.md), so a replica
+    /// that lags behind a revocation can still hold the key until it catches up.
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, TenancyError> {
         let sql = "SELECT key_hash, key_org AS org_id FROM (\
                      SELECT key_hash, argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked \
                      FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
         Ok(self
             .store
-            .run(|client| {
-                self.store
-                    .read_your_writes(client.query(sql))
-                    .fetch_all::<ActiveKey>()
-            })
+            .run(|client| client.query(sql).fetch_all::<ActiveKey>())
             .await?)
     }
 }
