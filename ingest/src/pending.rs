@@ -91,10 +91,6 @@ fn message_bytes(message: &OwnedMessage) -> usize {
     message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len) + 128
 }
 
-fn record_bytes(record: &RejectedRecord) -> usize {
-    record.payload.len() + record.detail.len() + record.topic.len() + 64
-}
-
 impl Pending {
     pub fn new() -> Self {
         Self::default()
@@ -128,7 +124,7 @@ impl Pending {
     }
 
     pub fn reject(&mut self, record: RejectedRecord) {
-        self.held_bytes += record_bytes(&record);
+        self.held_bytes += record.memory_bytes();
         self.rejected.push(record);
     }
 
@@ -244,7 +240,11 @@ impl Pending {
     /// Records that everything processed so far is durable: dead letters and the
     /// unflushed counters are cleared; offsets stay until they are committed.
     pub fn flushed(&mut self) {
-        self.held_bytes -= self.rejected.iter().map(record_bytes).sum::<usize>();
+        self.held_bytes -= self
+            .rejected
+            .iter()
+            .map(RejectedRecord::memory_bytes)
+            .sum::<usize>();
         self.rejected.clear();
         self.unflushed_since = None;
         self.unflushed_bytes = 0;
@@ -279,7 +279,11 @@ impl Pending {
         }
         self.held_bytes = self.parked.iter().map(ParkedMessage::bytes).sum::<usize>()
             + self.held_back.iter().map(message_bytes).sum::<usize>()
-            + self.rejected.iter().map(record_bytes).sum::<usize>();
+            + self
+                .rejected
+                .iter()
+                .map(RejectedRecord::memory_bytes)
+                .sum::<usize>();
     }
 }
 
@@ -314,6 +318,7 @@ mod tests {
             detail: String::new(),
             payload: String::new(),
             received_at: 0,
+            subjects: Vec::new(),
         }
     }
 

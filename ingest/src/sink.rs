@@ -5,7 +5,8 @@
 //!   in between harmless (keys, applied-set chunks, states, sessions, dead letters);
 //! - `load`: [`Sink::load`], the durable states read back (keys from both lists,
 //!   chained sets rebuilt), and [`Sink::deleted_among`];
-//! - `dead_letter`: [`RejectedRecord`], the row of one rejection.
+//! - `dead_letter`: [`RejectedRecord`], the row of one rejection, and the
+//!   [`SubjectRecord`]s of who it names.
 //!
 //! Error policy ([`SinkError`]): a transient failure is retried with back-pressure
 //! until it succeeds; anything a retry cannot fix stops the worker loudly, before any
@@ -23,7 +24,7 @@ use sessions_shared::clickhouse::{Store, StoreError};
 
 use crate::metrics::IngestMetrics;
 
-pub use dead_letter::{RejectedRecord, MAX_DEAD_LETTER_PAYLOAD};
+pub use dead_letter::{RejectedRecord, SubjectRecord, MAX_DEAD_LETTER_PAYLOAD};
 
 /// The sessions' durable states, keyed by identity (`schemas/007_project_sessions.sql`).
 pub const STATE_TABLE: &str = "project_session_state";

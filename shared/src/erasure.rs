@@ -52,6 +52,10 @@ const MARKERS: &[(&str, &str)] = &[
         "rejected_events",
         "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",
     ),
+    (
+        "dead_letter_subjects",
+        "(`partition`, `offset`, element) VALUES (-1, -1, -1)",
+    ),
 ];
 
 #[derive(Row, Deserialize)]

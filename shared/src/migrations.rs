@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "007_project_sessions",
         sql: include_str!("../../schemas/007_project_sessions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "008_dead_letter_subjects",
+        sql: include_str!("../../schemas/008_dead_letter_subjects.sql"),
+    },
 ];
 
 /// The bookkeeping table of [`migrate`], written like a migration.

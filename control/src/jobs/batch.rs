@@ -53,6 +53,11 @@ pub fn fits_one_batch<'a>(users: impl IntoIterator<Item = (u32, &'a str)>) -> bo
 /// `(project_id = 1 AND user_id IN (unhex('…'), …)) OR (project_id = 2 AND …)`: the
 /// rows of `users`, grouped by project, ids only as hex.
 pub fn users_condition(users: &[&DeletedUser]) -> String {
+    grouped_condition(users, |project_id| format!("project_id = {project_id}"))
+}
+
+/// `(<of project 1> AND user_id IN (…)) OR …`, the users grouped by project.
+fn grouped_condition(users: &[&DeletedUser], of_project: impl Fn(u32) -> String) -> String {
     let mut by_project: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
     for user in users {
         by_project
@@ -68,12 +73,22 @@ pub fn users_condition(users: &[&DeletedUser]) -> String {
                 .map(|id| format!("unhex('{}')", hex::encode(id)))
                 .collect();
             format!(
-                "(project_id = {project_id} AND user_id IN ({}))",
+                "({} AND user_id IN ({}))",
+                of_project(project_id),
                 ids.join(", ")
             )
         })
         .collect();
     clauses.join(" OR ")
+}
+
+/// `(project_id IN (0, 1) AND user_id IN (unhex('…'), …)) OR …`: the
+/// `dead_letter_subjects` rows naming one of `users` in their project, or in no valid
+/// project (project 0: a payload without one is every project's concern).
+pub fn subjects_condition(users: &[&DeletedUser]) -> String {
+    grouped_condition(users, |project_id| {
+        format!("project_id IN (0, {project_id})")
+    })
 }
 
 /// The pattern of a dead letter that names one of `users`: `"userId"`, a colon, and
@@ -148,6 +163,17 @@ mod tests {
     }
 
     #[test]
+    fn the_subjects_condition_also_names_dead_letters_of_no_valid_project() {
+        let users = [user(2, "b"), user(1, "a")];
+        let refs: Vec<&DeletedUser> = users.iter().collect();
+        assert_eq!(
+            subjects_condition(&refs),
+            "(project_id IN (0, 1) AND user_id IN (unhex('61'))) OR \
+             (project_id IN (0, 2) AND user_id IN (unhex('62')))"
+        );
+    }
+
+    #[test]
     fn the_dead_letters_pattern_matches_any_user_of_the_batch_literally() {
         let users = [user(1, "a.b"), user(2, "x\"y"), user(1, "a.b")];
         let refs: Vec<&DeletedUser> = users.iter().collect();
@@ -177,6 +203,7 @@ mod tests {
         let users: Vec<DeletedUser> = short.iter().map(|(p, u)| user(*p, u)).collect();
         let refs: Vec<&DeletedUser> = users.iter().collect();
         assert!(users_condition(&refs).len() <= MAX_CONDITION_BYTES);
+        assert!(subjects_condition(&refs).len() <= MAX_CONDITION_BYTES);
         assert!(hex::encode(users_pattern(&refs)).len() <= MAX_CONDITION_BYTES);
     }
 

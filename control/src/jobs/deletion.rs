@@ -8,9 +8,13 @@
 //! (`sessions`), the worker's durable state (`project_session_state`, `session_keys`,
 //! `project_session_applied`, and the tables keyed by session id alone that held it
 //! before, `session_state` and `session_applied`) and the dead letters
-//! (`rejected_events` whose payload names a user of the batch, `"userId": "<id>"` in
-//! JSON, or one of those sessions, `"sessionId": <id>`). Steps, each idempotent, so a
-//! run that stops anywhere is simply run again:
+//! (`rejected_events`, with their `dead_letter_subjects`): those whose parsed payload
+//! names the user in its project (or in no valid project), or one of those sessions
+//! (in their project or in none), matched exactly whatever escaping the producer used;
+//! and those with no subject recorded (written before `dead_letter_subjects`, or not
+//! JSON) whose stored text names the user, `"userId": "<id>"` as JSON writes it, or
+//! one of those sessions, `"sessionId": <id>`. Steps, each idempotent, so a run that
+//! stops anywhere is simply run again:
 //!
 //! 1. **Mark.** The users' live sessions (those the sessions endpoint shows) go to
 //!    `deleted_sessions` (session id, project, time: nothing about the user), in one
@@ -22,13 +26,15 @@
 //!    are bounded by its ClickHouse timeouts), so its rows exist before the mutations
 //!    are created.
 //! 3. **Erase.** One `ALTER TABLE … DELETE` per table whose condition covers every
-//!    user of the batch still having rows (and one per chunk of named dead letters),
+//!    user of the batch still having rows (and two per chunk of named dead letters:
+//!    the letters, then their subjects),
 //!    then one wait until no mutation of the database is unfinished on any node
 //!    (`sessions_shared::erasure`: on a cluster, `ON CLUSTER` on the shard-local
 //!    tables, with marker rows first).
 //! 4. **Verify.** Count what is left, per user: its rows, its project's deleted
-//!    sessions' rows, and the batch's dead letters (a dead letter is not attributed to
-//!    one user: any left keeps every user of the batch for another round). A user with
+//!    sessions' rows, and its dead letters (a dead letter found by text is not
+//!    attributed to one user: any left keeps every user of the batch for another
+//!    round). A user with
 //!    nothing left is done, with the rounds it took; the others go through 3 again.
 //!    The count also runs before the first round: users with no stored data (nothing
 //!    marked, no row, no dead letter) issue no mutation.
@@ -53,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use sessions_shared::clickhouse::{id_list, Store, StoreError};
 use sessions_shared::erasure::{mutate, wait_for_mutations, Count, LONG_REQUESTS};
 
-use super::batch::{users_condition, users_pattern, DeletedUser};
+use super::batch::{subjects_condition, users_condition, users_pattern, DeletedUser};
 
 /// Rows of `deleted_sessions` per INSERT.
 const MARK_CHUNK: usize = 100_000;
@@ -83,6 +89,30 @@ struct UserSession {
     project_id: u32,
     user_hex: String,
     session_id: u64,
+}
+
+/// A `dead_letter_subjects` row naming a user of the batch.
+#[derive(Row, Deserialize)]
+struct NamedUser {
+    letter: u64,
+    project_id: u32,
+    user_hex: String,
+}
+
+/// A dead letter to erase (by the hash of its message's key), and whose it is.
+struct DeadLetter {
+    letter: u64,
+    of: Owner,
+}
+
+/// Whose a dead letter is, for the verification of step 4.
+enum Owner {
+    /// Names this user of the batch (by position), in its project or in none.
+    User(usize),
+    /// Names a deleted session of this project.
+    Project(u32),
+    /// Found by its stored text: every user of the batch waits for it.
+    Batch,
 }
 
 #[derive(Row, Deserialize)]
@@ -273,24 +303,60 @@ impl Deletion<'_> {
         ]
     }
 
-    /// Keys (hashed) of the dead letters naming one of `users` or a deleted session of
-    /// their projects.
-    async fn dead_letters(&self, users: &[&DeletedUser]) -> Result<Vec<u64>, StoreError> {
+    /// The dead letters naming one of `users` or a deleted session of their projects,
+    /// each with whose it is: by their subjects (`dead_letter_subjects`, exact), or, for
+    /// those with no subject recorded (written before that table, or not JSON), by
+    /// their stored text.
+    async fn dead_letters(&self, users: &[&DeletedUser]) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut found = Vec::new();
+        let sql = format!(
+            "SELECT DISTINCT cityHash64(topic, `partition`, `offset`) AS letter, project_id, \
+             hex(user_id) AS user_hex FROM dead_letter_subjects WHERE {}",
+            subjects_condition(users)
+        );
+        for named in self.read::<NamedUser>(&sql).await? {
+            let user_hex = named.user_hex.to_ascii_lowercase();
+            for (index, user) in users.iter().enumerate() {
+                if (named.project_id == 0 || named.project_id == user.project_id)
+                    && hex::encode(&user.user_id) == user_hex
+                {
+                    found.push(DeadLetter {
+                        letter: named.letter,
+                        of: Owner::User(index),
+                    });
+                }
+            }
+        }
         let projects: BTreeSet<u32> = users.iter().map(|user| user.project_id).collect();
+        for &project in &projects {
+            let sql = format!(
+                "SELECT DISTINCT cityHash64(topic, `partition`, `offset`) FROM dead_letter_subjects \
+                 WHERE project_id IN (0, {project}) AND session_id != 0 AND {}",
+                self.deleted_ids("session_id", "GLOBAL IN", &BTreeSet::from([project]))
+            );
+            for letter in self.read::<u64>(&sql).await? {
+                found.push(DeadLetter {
+                    letter,
+                    of: Owner::Project(project),
+                });
+            }
+        }
         let sql = format!(
             "SELECT DISTINCT cityHash64(topic, `partition`, `offset`) FROM rejected_events \
              ARRAY JOIN arrayConcat(extractAll(payload, '\"sessionId\"\\\\s*:\\\\s*\"??([0-9]+)'), ['']) AS named \
-             WHERE match(payload, unhex('{}')) OR {}",
+             WHERE (match(payload, unhex('{}')) OR {}) \
+             AND (topic, `partition`, `offset`, element) GLOBAL NOT IN \
+             (SELECT topic, `partition`, `offset`, element FROM dead_letter_subjects)",
             hex::encode(users_pattern(users)),
             self.deleted_ids("toUInt64OrZero(named)", "GLOBAL IN", &projects)
         );
-        self.store
-            .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
-                self.store
-                    .read_your_writes(client.query(&sql))
-                    .fetch_all::<u64>()
-            })
-            .await
+        for letter in self.read::<u64>(&sql).await? {
+            found.push(DeadLetter {
+                letter,
+                of: Owner::Batch,
+            });
+        }
+        Ok(found)
     }
 
     /// Step 3 for `users`: one mutation per table, and one per chunk of named dead
@@ -305,12 +371,22 @@ impl Deletion<'_> {
             };
             self.mutate(table, &condition).await?;
         }
-        for chunk in self.dead_letters(users).await?.chunks(DEAD_LETTER_CHUNK) {
+        let letters: BTreeSet<u64> = self
+            .dead_letters(users)
+            .await?
+            .into_iter()
+            .map(|found| found.letter)
+            .collect();
+        let letters: Vec<u64> = letters.into_iter().collect();
+        for chunk in letters.chunks(DEAD_LETTER_CHUNK) {
             let condition = format!(
                 "cityHash64(topic, `partition`, `offset`) IN ({})",
                 id_list(chunk.iter().copied())
             );
+            // The dead letters before their subjects: a dead letter left by a failed
+            // round is still found by its subjects in the next.
             self.mutate("rejected_events", &condition).await?;
+            self.mutate("dead_letter_subjects", &condition).await?;
         }
         Ok(())
     }
@@ -325,7 +401,8 @@ impl Deletion<'_> {
 
     /// Step 4: per user of `users`, in order, the rows the deletion must not leave:
     /// its own (tables keyed by user), its project's deleted sessions' (every table),
-    /// and the dead letters of all of `users`.
+    /// and the dead letters that are its (by subject, of its project's deleted
+    /// sessions, or found by text, which counts for every user of the batch).
     pub async fn leftovers(&self, users: &[&DeletedUser]) -> Result<Vec<u64>, StoreError> {
         let mut left: HashMap<(u32, String), u64> = HashMap::new();
         let of_users = users_condition(users);
@@ -353,15 +430,24 @@ impl Deletion<'_> {
                     found.iter().map(|found| found.count).sum::<u64>();
             }
         }
-        let dead_letters = self.dead_letters(users).await?.len() as u64;
+        let dead_letters = self.dead_letters(users).await?;
         Ok(users
             .iter()
-            .map(|user| {
+            .enumerate()
+            .map(|(index, user)| {
+                let letters = dead_letters
+                    .iter()
+                    .filter(|found| match found.of {
+                        Owner::User(owner) => owner == index,
+                        Owner::Project(project) => project == user.project_id,
+                        Owner::Batch => true,
+                    })
+                    .count() as u64;
                 left.get(&(user.project_id, hex::encode(&user.user_id)))
                     .copied()
                     .unwrap_or(0)
                     + of_project.get(&user.project_id).copied().unwrap_or(0)
-                    + dead_letters
+                    + letters
             })
             .collect())
     }

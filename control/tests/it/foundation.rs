@@ -56,6 +56,7 @@ async fn migrations_are_idempotent_and_safe_concurrently() {
             "project_session_state",
             "project_session_applied",
             "rejected_events",
+            "dead_letter_subjects",
         ] {
             store
                 .client()

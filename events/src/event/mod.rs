@@ -24,11 +24,14 @@
 //!   types in rejection details (what the two layers around it share);
 //! - `validation`: the per-field checks that turn the fields read into an [`Event`] or
 //!   the reason and detail of its rejection;
-//! - `encode`: the way back, an [`Event`] as JSON that decodes to the same event.
+//! - `encode`: the way back, an [`Event`] as JSON that decodes to the same event;
+//! - `named_subjects`: apart from the decode, who a rejected payload names (its
+//!   projects, sessions and users), for the dead letters a user's deletion must find.
 
 mod encode;
 mod json_scalar;
 mod json_visitor;
+pub mod named_subjects;
 #[cfg(test)]
 mod tests;
 mod validation;

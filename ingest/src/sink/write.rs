@@ -8,7 +8,8 @@
 //! indexes applied since its last durable write, or a checkpoint; see `durable_state`),
 //! (3) `project_session_state` (each changed session's state, naming every key it was
 //! ever written under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
-//! tombstoned yet, and the live row), (5) `rejected_events`. The order matters for a
+//! tombstoned yet, and the live row), (5) `dead_letter_subjects` (who each dead letter
+//! names), (6) `rejected_events`. The order matters for a
 //! crash in between: a key is always durable in `session_keys` (and in the state)
 //! before a row under it, so a worker that loads the session knows every key to
 //! tombstone; a state is never durable before the chunks it rests on. All writes are
@@ -25,7 +26,7 @@ use sessions_shared::clock::epoch_seconds;
 use sessions_shared::read_model::{Session, SessionRecord};
 use tracing::instrument;
 
-use super::{RejectedRecord, Sink, SinkError, APPLIED_TABLE, STATE_TABLE};
+use super::{RejectedRecord, Sink, SinkError, SubjectRecord, APPLIED_TABLE, STATE_TABLE};
 use crate::aggregator::FlushItem;
 use crate::durable_state;
 
@@ -83,6 +84,14 @@ impl Sink {
             chunk_bytes += bytes;
         }
         self.write_sessions(&items[chunk_start..], updated_at)
+            .await?;
+        // The subjects before the dead letters they name: a dead letter a deletion can
+        // read is always found by its subjects.
+        let subjects: Vec<SubjectRecord<'_>> = rejected
+            .iter()
+            .flat_map(RejectedRecord::subject_records)
+            .collect();
+        self.insert_rows::<SubjectRecord<'_>>("dead_letter_subjects", &subjects)
             .await?;
         self.insert_rows::<RejectedRecord>("rejected_events", rejected)
             .await?;

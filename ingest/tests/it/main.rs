@@ -14,6 +14,7 @@ mod bad_input;
 mod broker_loss;
 mod clickhouse_outage;
 mod client_clock;
+mod dead_letter_deletion;
 mod event_schema;
 mod exactness;
 mod forwarding;
