@@ -6,7 +6,9 @@
 //! saying what failed, when one of these properties does not hold:
 //! - nothing panics, whatever the bytes;
 //! - decoding: at most [`MAX_REJECTIONS_PER_MESSAGE`] + 1 rejections, each payload
-//!   a slice of the message, each batch element's payload JSON on its own;
+//!   a slice of the message, each batch element's payload JSON on its own; the
+//!   subjects a dead letter records (`named_subjects`) at most one per
+//!   `BYTES_PER_SUBJECT` payload bytes, each user id within its size limit;
 //! - aggregation: every session of the message is missing from a new aggregator and
 //!   held after `apply`; each event counts once, as applied or as a duplicate; the
 //!   flush writes each session once, under its current key, and its persisted state
@@ -29,6 +31,7 @@ use std::hint::black_box;
 use std::ops::Range;
 
 use serde_json::value::RawValue;
+use sessions_events::event::named_subjects::{named_subjects, BYTES_PER_SUBJECT};
 use sessions_events::event::{
     decode_message, DecodedMessage, Event, Rejection, MAX_MESSAGE_BYTES, MAX_REJECTIONS_PER_MESSAGE,
 };
@@ -36,6 +39,7 @@ use sessions_events::session::DerivedAgent;
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::durable_state;
 use sessions_ingest::forward::encode_messages;
+use sessions_shared::read_model::MAX_USER_ID_BYTES;
 use tokio::time::Instant;
 
 pub use peak_alloc::PeakAlloc;
@@ -143,11 +147,30 @@ fn check_rejections(message: &[u8], decoded: &DecodedMessage<'_>) {
         if rejection.element.is_some() {
             check_element_payload(rejection);
         }
+        check_named_subjects(rejection.payload);
     }
 }
 
 fn contains_range(outer: &Range<*const u8>, inner: &Range<*const u8>) -> bool {
     outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// What a dead letter of `payload` records of who it names is bounded by its size.
+fn check_named_subjects(payload: &[u8]) {
+    let subjects = named_subjects(payload);
+    assert!(
+        subjects.len() <= payload.len() / BYTES_PER_SUBJECT,
+        "{} subjects named in {} bytes",
+        subjects.len(),
+        payload.len()
+    );
+    for subject in &subjects {
+        assert!(subject.user_id.len() <= MAX_USER_ID_BYTES, "{subject:?}");
+        assert!(
+            !subject.user_id.is_empty() || subject.session_id != 0,
+            "{subject:?} names no one"
+        );
+    }
 }
 
 /// A batch element's payload is its own JSON value (what the dead-letter table keeps).
