@@ -314,18 +314,10 @@ impl<'a> Tenancy<'a> {
             .await?)
     }
 
-    /// Every key that is not revoked (newest row per hash). Not a sequentially
-    /// consistent read on a cluster: that needs ZooKeeper, and the API must keep
-    /// authorizing requests while ZooKeeper is down (docs/cluster.md), so a replica
-    /// that lags behind a revocation can still hold the key until it catches up.
+    /// Every key that is not revoked (newest row per hash), with every acknowledged
+    /// revocation seen, also on a cluster whose ZooKeeper is down (`key_reads`).
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, TenancyError> {
-        let sql = "SELECT key_hash, key_org AS org_id FROM (\
-                     SELECT key_hash, argMax(org_id, version) AS key_org, argMax(revoked, version) AS is_revoked \
-                     FROM api_keys GROUP BY key_hash) WHERE is_revoked = 0";
-        Ok(self
-            .store
-            .run(|client| client.query(sql).fetch_all::<ActiveKey>())
-            .await?)
+        Ok(crate::key_reads::active_keys(self.store).await?)
     }
 }
 
