@@ -143,7 +143,7 @@ impl SessionState {
                     }));
                 }
             }
-            EventKind::UserId | EventKind::Other => {}
+            EventKind::UserId | EventKind::Custom | EventKind::Other => {}
         }
         if let Some(user_id) = &event.user_id {
             if self
@@ -324,6 +324,7 @@ mod tests {
             kind,
             user_id: None,
             start: None,
+            texts: Default::default(),
         }
     }
 

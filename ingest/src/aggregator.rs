@@ -12,7 +12,9 @@
 //!   loads cold sessions first, see [`Aggregator::missing`]), so a session's state is
 //!   always the durable state plus everything applied since: nothing is counted twice.
 //! - [`Aggregator::flush_batch`] returns every changed session with the keys it must
-//!   tombstone; [`Aggregator::mark_flushed`] is called only once those rows are durable.
+//!   tombstone, and [`Aggregator::flush_events`] the listed events they applied since
+//!   (`event_log`); [`Aggregator::mark_flushed`] is called only once those rows are
+//!   durable. Forgetting a session unwritten forgets its logged events too.
 //! - Only sessions with nothing unflushed are evicted, so evicting loses nothing: the
 //!   durable state is reloaded when a late event comes.
 //! - Idleness is measured on the worker's clock (when a session was last touched), never
@@ -29,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::durable_state::AppliedWrite;
 pub use crate::durable_state::PersistedSession;
+use crate::event_log::EventLog;
 
 struct HeldSession {
     persisted: PersistedSession,
@@ -78,6 +81,8 @@ pub struct Aggregator {
     batch_sequence: u64,
     /// The worker's time at the start of the current batch.
     batch_started: Instant,
+    /// The listed events applied since the last flush (`event_log`).
+    events: EventLog,
 }
 
 impl Default for Aggregator {
@@ -88,6 +93,7 @@ impl Default for Aggregator {
             memory: 0,
             batch_sequence: 0,
             batch_started: Instant::now(),
+            events: EventLog::new(),
         }
     }
 }
@@ -196,7 +202,10 @@ impl Aggregator {
                 }
             };
             match outcome {
-                Applied::New => counts.applied += 1,
+                Applied::New => {
+                    counts.applied += 1;
+                    self.events.push(event);
+                }
                 Applied::Duplicate => counts.duplicates += 1,
             }
         }
@@ -206,20 +215,33 @@ impl Aggregator {
     /// Every changed session, after recording its current key among its written keys
     /// (so a state persisted from this flush names every key that may hold a row).
     pub fn flush_batch(&mut self) -> Vec<FlushItem<'_>> {
+        self.flush_with_events().0
+    }
+
+    /// [`Aggregator::flush_batch`], with [`Aggregator::flush_events`].
+    pub fn flush_with_events(&mut self) -> (Vec<FlushItem<'_>>, &EventLog) {
         for held in self.sessions.values_mut().filter(|held| held.dirty) {
             held.persisted.record_current_key();
             let bytes = held.measure();
             self.memory = self.memory + bytes - held.bytes;
             held.bytes = bytes;
         }
-        self.sessions
+        let items = self
+            .sessions
             .values()
             .filter(|held| held.dirty)
             .map(|held| FlushItem {
                 persisted: &held.persisted,
                 applied: held.persisted.applied_write(),
             })
-            .collect()
+            .collect();
+        (items, &self.events)
+    }
+
+    /// The listed events the changed sessions applied since the last flush: what the
+    /// flush stores in `session_events`, before the sessions' states.
+    pub fn flush_events(&self) -> &EventLog {
+        &self.events
     }
 
     /// The changed sessions (the ones a flush would write).
@@ -240,6 +262,7 @@ impl Aggregator {
                 self.memory -= held.bytes;
             }
         }
+        self.events.forget(sessions);
         self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
         before - self.sessions.len()
     }
@@ -254,13 +277,21 @@ impl Aggregator {
             held.bytes = bytes;
         }
         self.dirty_count = 0;
+        self.events.clear();
     }
 
     /// Forgets the sessions last fed from `partitions` (revoked in a rebalance): their
     /// new owner reloads the durable state and replays what was not committed.
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.sessions.len();
+        let dropped: HashSet<SessionIdentity> = self
+            .sessions
+            .iter()
+            .filter(|(_, held)| held.partition.is_some_and(|p| partitions.contains(&p)))
+            .map(|(identity, _)| *identity)
+            .collect();
         self.retain(|held| held.partition.is_none_or(|p| !partitions.contains(&p)));
+        self.events.forget(&dropped);
         self.dirty_count = self.sessions.values().filter(|held| held.dirty).count();
         before - self.sessions.len()
     }
@@ -310,10 +341,10 @@ impl Aggregator {
     }
 
     /// Approximate bytes held by the sessions: map entries, boxes, states and the keys
-    /// they were written under (not the map's empty slots nor the allocator's
-    /// overhead). Kept as sessions change, so reading it costs nothing.
+    /// they were written under, and the logged events (not the map's empty slots nor
+    /// the allocator's overhead). Kept as sessions change, so reading it costs nothing.
     pub fn memory_bytes(&self) -> usize {
-        self.memory
+        self.memory + self.events.memory_bytes()
     }
 }
 
@@ -338,7 +369,53 @@ mod tests {
             kind,
             user_id: None,
             start: None,
+            texts: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_applied_listed_events_are_logged_once_until_their_flush() {
+        let mut aggregator = Aggregator::new();
+        aggregator.begin_batch(Instant::now());
+        let events = [
+            event(1, 0, 10, EventKind::SessionStart),
+            event(1, 1, 11, EventKind::Page),
+            event(1, 1, 99, EventKind::Click),
+            event(2, 1, 12, EventKind::Custom),
+            event(3, 1, 13, EventKind::Error),
+        ];
+        aggregator.apply(&events, 0);
+        aggregator.apply(&events[3..4], 1);
+        let (items, log) = aggregator.flush_with_events();
+        assert_eq!(items.len(), 3);
+        // Index 1 of session 1 is the page applied first, once; the session start is
+        // not listed; session 2's custom event once, although it came twice.
+        let logged: Vec<(u64, u64, i64, i8)> = log
+            .rows()
+            .map(|row| {
+                (
+                    row.session_id,
+                    row.event_index,
+                    row.timestamp,
+                    row.event_type,
+                )
+            })
+            .collect();
+        assert_eq!(logged, [(1, 1, 11, 1), (2, 1, 12, 5), (3, 1, 13, 4)]);
+        assert!(aggregator.memory_bytes() > 0);
+        // Session 3 came from partition 0 last: revoked, its events go with it; a
+        // deleted session's too.
+        aggregator.drop_partitions(&[0]);
+        assert_eq!(aggregator.flush_events().len(), 1);
+        aggregator.forget(&HashSet::from([id(2)]));
+        assert!(aggregator.flush_events().is_empty());
+        aggregator.apply(&[event(4, 1, 14, EventKind::Input)], 2);
+        aggregator.flush_batch();
+        aggregator.mark_flushed();
+        assert!(
+            aggregator.flush_events().is_empty(),
+            "written, then forgotten"
+        );
     }
 
     #[test]
@@ -598,7 +675,8 @@ mod tests {
                 .sessions
                 .values()
                 .map(|held| held.measure())
-                .sum()
+                .sum::<usize>()
+                + aggregator.events.memory_bytes()
         };
         let start = Instant::now();
         let mut aggregator = Aggregator::new();

@@ -306,6 +306,7 @@ mod tests {
             kind: EventKind::Page,
             user_id: None,
             start: None,
+            texts: Default::default(),
         }
     }
 

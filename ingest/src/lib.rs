@@ -4,6 +4,7 @@
 pub mod aggregator;
 pub mod consumer;
 pub mod durable_state;
+pub mod event_log;
 pub mod exactly_once;
 pub mod forward;
 pub mod kafka;

@@ -22,6 +22,7 @@ pub struct IngestMetrics {
     pub events_applied: IntCounter,
     pub events_duplicate: IntCounter,
     pub events_forwarded: IntCounter,
+    pub events_stored: IntCounter,
     pub deleted_sessions_dropped: IntCounter,
     pub events_rejected: IntCounterVec,
     pub rows_written: IntCounterVec,
@@ -83,6 +84,10 @@ impl IngestMetrics {
             "ingest_events_forwarded_total",
             "Events forwarded to their session's home partition (mixed batches, keyless or mis-keyed messages)",
         );
+        let events_stored = counter(
+            "ingest_events_stored_total",
+            "Events of the listed types (page, click, input, error, custom) written to session_events (a flush retried after a failure counts again)",
+        );
         let deleted_sessions_dropped = counter(
             "ingest_deleted_sessions_dropped_total",
             "Changed sessions dropped unwritten because a deletion job erased them (late, redelivered or new events of a deleted session)",
@@ -117,6 +122,8 @@ impl IngestMetrics {
             crate::sink::STATE_TABLE,
             crate::sink::APPLIED_TABLE,
             "session_keys",
+            crate::sink::EVENTS_TABLE,
+            "dead_letter_subjects",
             "rejected_events",
         ] {
             rows_written.with_label_values(&[table]);
@@ -200,6 +207,7 @@ impl IngestMetrics {
             events_applied,
             events_duplicate,
             events_forwarded,
+            events_stored,
             deleted_sessions_dropped,
             events_rejected,
             rows_written,

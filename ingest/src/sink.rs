@@ -30,6 +30,8 @@ pub use dead_letter::{RejectedRecord, SubjectRecord, MAX_DEAD_LETTER_PAYLOAD};
 pub const STATE_TABLE: &str = "project_session_state";
 /// The chunks of the applied sets too large to sit in a state, keyed by identity.
 pub const APPLIED_TABLE: &str = "project_session_applied";
+/// The listed events of every session (`schemas/009_session_events.sql`).
+pub const EVENTS_TABLE: &str = "session_events";
 
 /// Why a load or a flush failed, and so what the worker does about it.
 #[derive(Debug, thiserror::Error)]

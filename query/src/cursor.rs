@@ -7,6 +7,10 @@
 //! decode, was changed, or is presented with another query is rejected. The page size
 //! (`limit`) is deliberately not bound: clients may change it between pages.
 //!
+//! The events list's cursors ([`CursorKey::encode_events`]) have the same form, the
+//! last returned event's `timestamp` and `messageId`, under their own domain, bound
+//! to the project key and the session id.
+//!
 //! The jobs list's cursors ([`CursorKey::encode_jobs`]) have the same form, the last
 //! returned job's `createdAt` and `jobId` in place of `start_ts` and `session_id`,
 //! under another domain, bound to the project key alone: neither kind decodes as the
@@ -23,6 +27,7 @@ const TAG_BYTES: usize = 16;
 const CURSOR_BYTES: usize = 8 + 8 + TAG_BYTES;
 const DOMAIN: &[u8] = b"sessions-query/cursor/v1";
 const JOBS_DOMAIN: &[u8] = b"sessions-query/jobs-cursor/v1";
+const EVENTS_DOMAIN: &[u8] = b"sessions-query/events-cursor/v1";
 
 /// Used when `CURSOR_SECRET` is not set. Public, so cursors can be forged: production
 /// sets its own secret. (A forged cursor only moves the page start inside a query the
@@ -107,6 +112,31 @@ impl CursorKey {
         self.decode_in(JOBS_DOMAIN, &jobs_scope(project_key), cursor)
     }
 
+    /// A cursor of the events of session `session_id` (its decimal text) of
+    /// `project_key`: strictly after the event `position` names (`start_ts`: its
+    /// `timestamp`, `session_id`: its `messageId`).
+    pub fn encode_events(&self, project_key: &str, session_id: &str, position: Position) -> String {
+        self.encode_in(
+            EVENTS_DOMAIN,
+            &events_scope(project_key, session_id),
+            position,
+        )
+    }
+
+    /// The position in a cursor of the events of that session of `project_key`.
+    pub fn decode_events(
+        &self,
+        project_key: &str,
+        session_id: &str,
+        cursor: &str,
+    ) -> Result<Position, InvalidCursor> {
+        self.decode_in(
+            EVENTS_DOMAIN,
+            &events_scope(project_key, session_id),
+            cursor,
+        )
+    }
+
     fn encode_in(&self, domain: &[u8], scope: &CursorScope<'_>, position: Position) -> String {
         let tag = self.mac_in(domain, scope, position).finalize().into_bytes();
         let mut bytes = [0u8; CURSOR_BYTES];
@@ -137,6 +167,15 @@ impl CursorKey {
 }
 
 /// The scope of a jobs cursor: the project key alone.
+fn events_scope<'a>(project_key: &'a str, session_id: &'a str) -> CursorScope<'a> {
+    CursorScope {
+        project_key,
+        user_id: session_id,
+        start_date: None,
+        end_date: None,
+    }
+}
+
 fn jobs_scope(project_key: &str) -> CursorScope<'_> {
     CursorScope {
         project_key,

@@ -34,6 +34,8 @@ pub enum ApiError {
     NotFound,
     #[error("user not found")]
     UserNotFound,
+    #[error("session not found")]
+    SessionNotFound,
     #[error("job not found")]
     JobNotFound,
     #[error("job cannot be cancelled")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::ProjectNotFound
             | ApiError::NotFound
             | ApiError::UserNotFound
+            | ApiError::SessionNotFound
             | ApiError::JobNotFound => StatusCode::NOT_FOUND,
             ApiError::JobNotCancellable => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod params;
 pub mod response;
 pub mod routes;
+pub mod session_events;
 pub mod sessions;
 pub mod settings;
 pub mod supervisor;

@@ -66,13 +66,20 @@ pub enum ApiPath<'a> {
         project_key: &'a str,
         raw_job_id: &'a str,
     },
+    /// `/api/v1/:projectKey/sessions/:sessionId/events`
+    SessionEvents {
+        project_key: &'a str,
+        raw_session_id: &'a str,
+    },
 }
 
 impl ApiPath<'_> {
     /// The methods the path answers (a 405 names them in `Allow`).
     pub fn allowed_methods(&self) -> &'static str {
         match self {
-            ApiPath::UserSessions(_) | ApiPath::Jobs { .. } => "GET",
+            ApiPath::UserSessions(_) | ApiPath::Jobs { .. } | ApiPath::SessionEvents { .. } => {
+                "GET"
+            }
             ApiPath::User(_) | ApiPath::Job { .. } => "GET, DELETE",
         }
     }
@@ -84,6 +91,7 @@ impl ApiPath<'_> {
             ApiPath::User(_) => "user",
             ApiPath::Jobs { .. } => "jobs",
             ApiPath::Job { .. } => "job",
+            ApiPath::SessionEvents { .. } => "session_events",
         }
     }
 }
@@ -127,6 +135,12 @@ pub fn match_api_path(path: &str) -> Option<ApiPath<'_>> {
             project_key,
             raw_job_id,
         }),
+        [project_key, "sessions", raw_session_id, "events"] if !project_key.is_empty() => {
+            Some(ApiPath::SessionEvents {
+                project_key,
+                raw_session_id,
+            })
+        }
         _ => None,
     }
 }
@@ -156,6 +170,71 @@ pub fn check_query_length(raw_query: &str) -> Result<(), ApiError> {
 }
 
 /// A job id of the path: a non-negative integer.
+/// A session id of a path: decimal digits of an unsigned 64-bit integer, not 0.
+pub fn parse_session_id(raw_session_id: &str) -> Result<u64, ApiError> {
+    let digits_only =
+        !raw_session_id.is_empty() && raw_session_id.bytes().all(|byte| byte.is_ascii_digit());
+    match raw_session_id.parse::<u64>() {
+        Ok(id) if digits_only && id != 0 => Ok(id),
+        _ => Err(ApiError::invalid(
+            "sessionId",
+            "must be a decimal unsigned 64-bit integer other than 0",
+        )),
+    }
+}
+
+/// Events per page when `limit` is not given, and the most a page may ask for.
+pub const DEFAULT_EVENTS_LIMIT: u32 = 10_000;
+
+/// The parameters of a session's events page.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventsParams<'a> {
+    pub limit: u32,
+    pub cursor: Option<String>,
+    /// The raw pairs to repeat in the next page's link (all but `cursor`).
+    pub kept_pairs: Vec<&'a str>,
+}
+
+/// Parses the raw query string of a session's events: `limit` (1 to
+/// [`DEFAULT_EVENTS_LIMIT`], which is also the default) and `cursor`, anything else
+/// ignored and kept.
+pub fn parse_events_query(raw_query: &str) -> Result<EventsParams<'_>, ApiError> {
+    let mut limit = None;
+    let mut cursor = None;
+    let mut kept_pairs = Vec::new();
+    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        match form_decode(raw_name).as_ref() {
+            "limit" => {
+                let value = form_decode(raw_value);
+                let digits_only =
+                    !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+                let parsed = match value.parse::<u32>() {
+                    Ok(n) if digits_only && (1..=DEFAULT_EVENTS_LIMIT).contains(&n) => n,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "limit",
+                            "must be an integer from 1 to 10000",
+                        ))
+                    }
+                };
+                set_once(&mut limit, "limit", parsed)?;
+            }
+            "cursor" => {
+                set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
+                continue;
+            }
+            _ => {}
+        }
+        kept_pairs.push(pair);
+    }
+    Ok(EventsParams {
+        limit: limit.unwrap_or(DEFAULT_EVENTS_LIMIT),
+        cursor,
+        kept_pairs,
+    })
+}
+
 pub fn parse_job_id(raw_job_id: &str) -> Result<u64, ApiError> {
     if raw_job_id.is_empty() || !raw_job_id.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(ApiError::invalid("jobId", "must be an integer"));

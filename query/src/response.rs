@@ -171,6 +171,20 @@ pub fn next_jobs_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> S
     link_to(path, kept_pairs, cursor)
 }
 
+/// `</api/v1/<projectKey>/sessions/<sessionId>/events?<kept pairs>&cursor=<cursor>>; rel="next"`.
+pub fn next_events_link(
+    project_key: &str,
+    session_id: u64,
+    kept_pairs: &[&str],
+    cursor: &str,
+) -> String {
+    let path = format!(
+        "/api/v1/{}/sessions/{session_id}/events",
+        utf8_percent_encode(project_key, PATH_SEGMENT)
+    );
+    link_to(path, kept_pairs, cursor)
+}
+
 /// `<path?kept pairs&cursor=…>; rel="next"`.
 fn link_to(path: String, kept_pairs: &[&str], cursor: &str) -> String {
     let mut link = format!("<{path}?");

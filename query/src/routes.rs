@@ -46,10 +46,11 @@ use crate::error::{json_response, recover, ApiError};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_route;
 use crate::params::{
-    check_path_length, check_query_length, decode_user_id, match_api_path, parse_job_id,
-    parse_jobs_query, parse_query, ApiPath, SessionsPath,
+    check_path_length, check_query_length, decode_user_id, match_api_path, parse_events_query,
+    parse_job_id, parse_jobs_query, parse_query, parse_session_id, ApiPath, SessionsPath,
 };
-use crate::response::{data_json, next_jobs_link, next_link};
+use crate::response::{data_json, next_events_link, next_jobs_link, next_link};
+use crate::session_events;
 use crate::sessions::{PageQuery, Pager};
 use crate::users::StatsReader;
 
@@ -180,7 +181,9 @@ async fn api(
     raw_query: &str,
 ) -> Result<Response, ApiError> {
     let allowed = match path {
-        ApiPath::UserSessions(_) | ApiPath::Jobs { .. } => method == Method::GET,
+        ApiPath::UserSessions(_) | ApiPath::Jobs { .. } | ApiPath::SessionEvents { .. } => {
+            method == Method::GET
+        }
         ApiPath::User(_) | ApiPath::Job { .. } => method == Method::GET || method == Method::DELETE,
     };
     if !allowed {
@@ -202,6 +205,10 @@ async fn api(
         ApiPath::Jobs { project_key } => {
             list_jobs(state, project_key, authorization, raw_query).await
         }
+        ApiPath::SessionEvents {
+            project_key,
+            raw_session_id,
+        } => session_events(state, project_key, raw_session_id, authorization, raw_query).await,
         ApiPath::Job {
             project_key,
             raw_job_id,
@@ -215,6 +222,69 @@ async fn api(
             }
         }
     }
+}
+
+/// A page of a session's events: 404 unless the project has the session (stored, not
+/// deleted), then the events after the cursor, and a `Link` when more follow.
+#[instrument(skip_all)]
+async fn session_events(
+    state: &AppState,
+    project_key: &str,
+    raw_session_id: &str,
+    authorization: Option<&str>,
+    raw_query: &str,
+) -> Result<Response, ApiError> {
+    let project_id = state.auth.authorize(authorization, project_key)?;
+    let session_id = parse_session_id(raw_session_id)?;
+    let params = parse_events_query(raw_query)?;
+    let session_text = session_id.to_string();
+    let after = match params.cursor.as_deref() {
+        Some(cursor) => Some(
+            state
+                .cursor_key
+                .decode_events(project_key, &session_text, cursor)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "cursor",
+                        "is malformed, altered, or belongs to another query",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let page_size = params.limit as usize;
+    let (status, page) = tokio::join!(
+        session_events::session_status(&state.store, project_id, session_id),
+        session_events::fetch_events(&state.store, project_id, session_id, after, page_size + 1),
+    );
+    let status = status.map_err(|error| state.clickhouse_failed(&error, "session status"))?;
+    if !status.is_listed() {
+        return Err(ApiError::SessionNotFound);
+    }
+    let mut page = page.map_err(|error| state.clickhouse_failed(&error, "session events"))?;
+    let next_after = if page.events.len() > page_size {
+        page.events.truncate(page_size);
+        page.events
+            .last()
+            .map(session_events::StoredEvent::position)
+    } else {
+        page.resume_after
+    };
+    let mut response = json_response(
+        StatusCode::OK,
+        session_events::page_json(session_id, &page.events),
+    );
+    if let Some(after) = next_after {
+        let cursor = state
+            .cursor_key
+            .encode_events(project_key, &session_text, after);
+        let link = next_events_link(project_key, session_id, &params.kept_pairs, &cursor);
+        response.headers_mut().insert(
+            header::LINK,
+            HeaderValue::from_str(&link).map_err(|_| ApiError::Internal)?,
+        );
+    }
+    Ok(response)
 }
 
 #[instrument(skip_all)]

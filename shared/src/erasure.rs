@@ -49,6 +49,10 @@ const MARKERS: &[(&str, &str)] = &[
         "(project_id, session_id) VALUES (0, 0)",
     ),
     (
+        "session_events",
+        "(project_id, session_id, event_type) VALUES (0, 0, 'CUSTOM')",
+    ),
+    (
         "rejected_events",
         "(`partition`, `offset`, element, reason) VALUES (-1, -1, -1, 'deletion_marker')",
     ),
@@ -157,7 +161,7 @@ pub async fn wait_for_mutations(store: &Store) -> Result<(), StoreError> {
 
 /// Erases every row of `sessions`, each `(project_id, session_id)`, from the tables the
 /// worker writes (`sessions` under any key, `session_keys`, `project_session_state`,
-/// `project_session_applied`) and waits until it is done: what a worker does when a
+/// `project_session_applied`, `session_events`) and waits until it is done: what a worker does when a
 /// flush raced a deletion (ingest's `exactly_once`, step 8). A session is its project
 /// and its id together (docs/events.md): another project's session of the same id is
 /// left as it is.
@@ -174,6 +178,7 @@ pub async fn erase_sessions(store: &Store, sessions: &[(u32, u64)]) -> Result<()
         "session_keys",
         "project_session_state",
         "project_session_applied",
+        "session_events",
     ] {
         mutate(store, table, &condition).await?;
     }

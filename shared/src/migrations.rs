@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "008_dead_letter_subjects",
         sql: include_str!("../../schemas/008_dead_letter_subjects.sql"),
     },
+    Migration {
+        version: 9,
+        name: "009_session_events",
+        sql: include_str!("../../schemas/009_session_events.sql"),
+    },
 ];
 
 /// The bookkeeping table of [`migrate`], written like a migration.

@@ -14,7 +14,7 @@ use sessions_query::auth::api_key_from_header;
 use sessions_query::cursor::{CursorKey, CursorScope, Position, BUILT_IN_SECRET};
 use sessions_query::params::{
     check_path_length, check_query_length, decode_user_id, match_api_path, parse_job_id,
-    parse_query, ApiPath, MAX_LIMIT, MAX_PATH_BYTES, MAX_QUERY_BYTES,
+    parse_query, parse_session_id, ApiPath, MAX_LIMIT, MAX_PATH_BYTES, MAX_QUERY_BYTES,
 };
 use sessions_shared::read_model::MAX_USER_ID_BYTES;
 
@@ -67,6 +67,19 @@ fn check_path(path: &str) {
             project_key,
             raw_job_id,
         } => (*project_key, None, Some(*raw_job_id)),
+        ApiPath::SessionEvents {
+            project_key,
+            raw_session_id,
+        } => {
+            if let Ok(session_id) = parse_session_id(raw_session_id) {
+                assert_ne!(session_id, 0);
+                assert_eq!(
+                    session_id.to_string(),
+                    raw_session_id.trim_start_matches('0')
+                );
+            }
+            (*project_key, None, None)
+        }
     };
     assert!(!project_key.is_empty() && !project_key.contains('/'));
     if let Some(raw_user_id) = raw_user_id {

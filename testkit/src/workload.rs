@@ -185,6 +185,70 @@ impl Workload {
             .collect()
     }
 
+    /// What the events endpoint must list for `session`, in its order: each distinct
+    /// index of a listed type once, as the API's JSON, built here by hand from what
+    /// was sent (an independent check of the service's serializer).
+    pub fn expected_events(session: &PlannedSession) -> Vec<Value> {
+        let mut by_index: BTreeMap<u64, &Value> = BTreeMap::new();
+        for event in &session.events {
+            by_index
+                .entry(event["index"].as_u64().expect("index"))
+                .or_insert(event);
+        }
+        let text = |event: &Value, field: &str| event[field].as_str().unwrap_or("").to_owned();
+        let mut listed: Vec<(i64, u64, Value)> = by_index
+            .into_iter()
+            .filter_map(|(index, event)| {
+                let timestamp = event["timestamp"].as_i64().expect("timestamp");
+                let mut api = json!({
+                    "sessionId": session.session_id.to_string(),
+                    "messageId": index,
+                    "timestamp": timestamp,
+                });
+                match event["type"].as_str()? {
+                    "page" => {
+                        let url = text(event, "url");
+                        let (_, rest) = url.split_once("://").expect("an absolute URL");
+                        let (host, path_and_query) =
+                            rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                        let (path, query) = path_and_query
+                            .split_once('?')
+                            .unwrap_or((path_and_query, ""));
+                        api["type"] = json!("LOCATION");
+                        api["url"] = json!(url);
+                        api["referrer"] = json!(text(event, "referrer"));
+                        api["host"] = json!(host);
+                        api["path"] = json!(if path.is_empty() { "/" } else { path });
+                        api["query"] = json!(query);
+                    }
+                    "click" => {
+                        api["type"] = json!("CLICK");
+                        api["label"] = json!(text(event, "label"));
+                        api["selector"] = json!(text(event, "selector"));
+                    }
+                    "input" => {
+                        api["type"] = json!("INPUT");
+                        api["label"] = json!(text(event, "label"));
+                    }
+                    "error" => {
+                        api["type"] = json!("ERROR");
+                        api["name"] = json!(text(event, "name"));
+                        api["message"] = json!(text(event, "message"));
+                    }
+                    "custom" => {
+                        api["type"] = json!("CUSTOM");
+                        api["name"] = json!(text(event, "name"));
+                        api["payload"] = json!(text(event, "payload"));
+                    }
+                    _ => return None,
+                }
+                Some((timestamp, index, api))
+            })
+            .collect();
+        listed.sort_by_key(|(timestamp, index, _)| (*timestamp, *index));
+        listed.into_iter().map(|(_, _, api)| api).collect()
+    }
+
     /// Expected rows by user id (what the API must return for each user, in order).
     pub fn expected_by_user(&self) -> BTreeMap<String, Vec<Session>> {
         let mut by_user: BTreeMap<String, Vec<Session>> = BTreeMap::new();
@@ -326,6 +390,17 @@ fn plan_session(config: &WorkloadConfig, n: usize, rng: &mut StdRng) -> PlannedS
                     let mut event = common(index, timestamp, "error");
                     event["name"] = json!("TypeError");
                     event["message"] = json!("Cannot read properties of undefined (reading 'id')");
+                    event
+                }
+                92..=95 => {
+                    // Custom events count nowhere; the events endpoint lists them.
+                    let mut event = common(index, timestamp, "custom");
+                    event["name"] = json!("checkout_step");
+                    event["payload"] = json!(format!(
+                        "{{\"step\":{},\"total\":{}}}",
+                        rng.gen_range(0..1920),
+                        rng.gen_range(0..1080)
+                    ));
                     event
                 }
                 _ => {

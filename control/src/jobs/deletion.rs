@@ -5,7 +5,8 @@
 //! guarantees"): it returns, per user of the batch, Ok only when a read finds, in the
 //! tables of the database, no row of the project under the user id and no row of any
 //! session of the project listed in `deleted_sessions`, in the read model
-//! (`sessions`), the worker's durable state (`project_session_state`, `session_keys`,
+//! (`sessions`) and the session events (`session_events`), the worker's durable state
+//! (`project_session_state`, `session_keys`,
 //! `project_session_applied`, and the tables keyed by session id alone that held it
 //! before, `session_state` and `session_applied`) and the dead letters
 //! (`rejected_events`, with their `dead_letter_subjects`): those whose parsed payload
@@ -281,7 +282,7 @@ impl Deletion<'_> {
         &self,
         in_operator: &str,
         projects: &BTreeSet<u32>,
-    ) -> [(&'static str, String); 6] {
+    ) -> [(&'static str, String); 7] {
         let per_project = projects
             .iter()
             .map(|&project| {
@@ -297,7 +298,8 @@ impl Deletion<'_> {
             ("sessions", per_project.clone()),
             ("session_keys", per_project.clone()),
             ("project_session_state", per_project.clone()),
-            ("project_session_applied", per_project),
+            ("project_session_applied", per_project.clone()),
+            ("session_events", per_project),
             ("session_state", deleted.clone()),
             ("session_applied", deleted),
         ]

@@ -5,7 +5,8 @@
 //! Contract: `decode_message(&encode_batch(events))` and `decode_message(&encode_event
 //! (event))` yield the events unchanged, for any events the decoder produced (a property
 //! test holds it). Fields the decoder ignored are not carried; an unlisted type is
-//! written as `"other"`, which decodes to the same [`EventKind::Other`]. An encoded
+//! written as `"other"`, which decodes to the same [`EventKind::Other`]; the texts of a
+//! listed type are written under their fields' names when not empty. An encoded
 //! event is never longer than a single-event message it was decoded from could be:
 //! `sessionId` is written as a number, a message that was one event stays one object,
 //! and an unlisted type carries nothing but the common fields.
@@ -26,6 +27,7 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::UserId => "user_id",
             EventKind::SessionEnd => "session_end",
+            EventKind::Custom => "custom",
             EventKind::Other => "other",
         }
     }
@@ -45,6 +47,14 @@ impl Serialize for EventJson<'_, '_> {
         map.serialize_entry("type", event.kind.type_name())?;
         if let Some(user_id) = &event.user_id {
             map.serialize_entry("userId", user_id)?;
+        }
+        if let Some((first, second)) = event.kind.text_fields() {
+            if !event.texts.first.is_empty() {
+                map.serialize_entry(first.name, &event.texts.first)?;
+            }
+            if let (Some(second), false) = (second, event.texts.second.is_empty()) {
+                map.serialize_entry(second.name, &event.texts.second)?;
+            }
         }
         if let Some(start) = &event.start {
             map.serialize_entry("userUuid", &start.user_uuid)?;
@@ -79,7 +89,7 @@ pub fn encode_batch(events: &[Event<'_>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_message, StartMetadata};
+    use crate::event::{decode_message, EventTexts, StartMetadata};
     use proptest::prelude::*;
     use std::borrow::Cow;
 
@@ -92,8 +102,9 @@ mod tests {
             EventKind::Error,
             EventKind::UserId,
             EventKind::SessionEnd,
+            EventKind::Custom,
             EventKind::Other,
-        ][usize::from(choice % 8)]
+        ][usize::from(choice % 9)]
     }
 
     fn text() -> impl Strategy<Value = Option<String>> {
@@ -108,7 +119,7 @@ mod tests {
             timestamp in 1i64..,
             choice in any::<u8>(),
             user_id in text(),
-            texts in proptest::collection::vec(text(), 5),
+            texts in proptest::collection::vec(text(), 7),
             uuid in any::<u128>(),
         ) -> Event<'static> {
             let kind = kind(choice);
@@ -128,6 +139,13 @@ mod tests {
                     user_country: text(4),
                 })
             });
+            let event_texts = match kind.text_fields() {
+                Some((_, second)) => EventTexts {
+                    first: Cow::Owned(texts[5].clone().unwrap_or_default()),
+                    second: Cow::Owned(second.and(texts[6].clone()).unwrap_or_default()),
+                },
+                None => EventTexts::default(),
+            };
             Event {
                 project_id,
                 session_id,
@@ -136,6 +154,7 @@ mod tests {
                 kind,
                 user_id: user_id.map(Cow::Owned),
                 start,
+                texts: event_texts,
             }
         }
     }

@@ -209,6 +209,13 @@ enum FieldName {
     UserBrowser,
     UserDevice,
     UserCountry,
+    Url,
+    Referrer,
+    Label,
+    Selector,
+    Name,
+    Message,
+    Payload,
     Ignored,
 }
 
@@ -234,6 +241,13 @@ impl<'de> de::Deserialize<'de> for FieldName {
                     "userBrowser" => FieldName::UserBrowser,
                     "userDevice" => FieldName::UserDevice,
                     "userCountry" => FieldName::UserCountry,
+                    "url" => FieldName::Url,
+                    "referrer" => FieldName::Referrer,
+                    "label" => FieldName::Label,
+                    "selector" => FieldName::Selector,
+                    "name" => FieldName::Name,
+                    "message" => FieldName::Message,
+                    "payload" => FieldName::Payload,
                     _ => FieldName::Ignored,
                 })
             }
@@ -261,6 +275,13 @@ impl<'a> EventFields<'a> {
                 FieldName::UserBrowser => &mut fields.user_browser,
                 FieldName::UserDevice => &mut fields.user_device,
                 FieldName::UserCountry => &mut fields.user_country,
+                FieldName::Url => &mut fields.url,
+                FieldName::Referrer => &mut fields.referrer,
+                FieldName::Label => &mut fields.label,
+                FieldName::Selector => &mut fields.selector,
+                FieldName::Name => &mut fields.name,
+                FieldName::Message => &mut fields.message,
+                FieldName::Payload => &mut fields.payload,
                 FieldName::Ignored => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

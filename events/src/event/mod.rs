@@ -137,6 +137,7 @@ pub enum EventKind {
     Error,
     UserId,
     SessionEnd,
+    Custom,
     Other,
 }
 
@@ -150,6 +151,7 @@ impl EventKind {
             "error" => EventKind::Error,
             "user_id" => EventKind::UserId,
             "session_end" => EventKind::SessionEnd,
+            "custom" => EventKind::Custom,
             _ => EventKind::Other,
         }
     }
@@ -181,6 +183,77 @@ pub struct Event<'a> {
     /// Present exactly when `kind == SessionStart` (boxed: one event in ~50 has it, and
     /// an inline one would triple the size of every event the decoder moves around).
     pub start: Option<Box<StartMetadata<'a>>>,
+    /// What the events endpoint lists of a `page`, `click`, `input`, `error` or
+    /// `custom` event; empty for every other type.
+    pub texts: EventTexts<'a>,
+}
+
+/// The two texts an event of a listed type carries, by type ([`EventKind::text_fields`]):
+/// `page` url and referrer, `click` label and selector, `input` label, `error` name
+/// and message, `custom` name and payload. Empty when absent; each cut at a character
+/// boundary to its field's limit ([`TextField::limit`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventTexts<'a> {
+    pub first: Cow<'a, str>,
+    pub second: Cow<'a, str>,
+}
+
+impl EventTexts<'_> {
+    /// The bytes of both texts.
+    pub fn len(&self) -> usize {
+        self.first.len() + self.second.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A text field of a listed event type: its JSON name and how many bytes are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextField {
+    pub name: &'static str,
+    pub limit: usize,
+}
+
+/// `url` and `referrer` kept, in bytes.
+pub const URL_BYTES: usize = 2048;
+/// `label`, `selector` and `name` kept, in bytes.
+pub const LABEL_BYTES: usize = 1024;
+/// `message` and `payload` kept, in bytes.
+pub const MESSAGE_BYTES: usize = 4096;
+
+impl EventKind {
+    /// The text fields of the types the events endpoint lists (first, then second if
+    /// the type has one); `None` for the types it does not list.
+    pub fn text_fields(self) -> Option<(TextField, Option<TextField>)> {
+        let field = |name, limit| TextField { name, limit };
+        Some(match self {
+            EventKind::Page => (field("url", URL_BYTES), Some(field("referrer", URL_BYTES))),
+            EventKind::Click => (
+                field("label", LABEL_BYTES),
+                Some(field("selector", LABEL_BYTES)),
+            ),
+            EventKind::Input => (field("label", LABEL_BYTES), None),
+            EventKind::Error => (
+                field("name", LABEL_BYTES),
+                Some(field("message", MESSAGE_BYTES)),
+            ),
+            EventKind::Custom => (
+                field("name", LABEL_BYTES),
+                Some(field("payload", MESSAGE_BYTES)),
+            ),
+            EventKind::SessionStart
+            | EventKind::UserId
+            | EventKind::SessionEnd
+            | EventKind::Other => return None,
+        })
+    }
+
+    /// Whether the events endpoint lists events of this type.
+    pub fn is_listed(self) -> bool {
+        self.text_fields().is_some()
+    }
 }
 
 impl Event<'_> {

@@ -394,3 +394,82 @@ fn session_texts_are_cut_to_their_limits_at_a_character_boundary() {
         )
     };
 }
+
+fn texts_of(json: &str) -> (EventKind, String, String) {
+    let decoded = decode_message(json.as_bytes());
+    assert!(decoded.rejections.is_empty(), "{:?}", decoded.rejections);
+    let event = &decoded.events[0];
+    (
+        event.kind,
+        event.texts.first.to_string(),
+        event.texts.second.to_string(),
+    )
+}
+
+#[test]
+fn listed_types_carry_their_two_texts() {
+    let common = r#""projectId":1,"sessionId":"5","index":1,"timestamp":9"#;
+    let cases = [
+        (
+            format!(
+                r#"{{{common},"type":"page","url":"https://a.example/p?q=1","referrer":"r","label":"x"}}"#
+            ),
+            (EventKind::Page, "https://a.example/p?q=1", "r"),
+        ),
+        (
+            format!(r##"{{{common},"type":"click","label":"Buy","selector":"#buy","url":5}}"##),
+            (EventKind::Click, "Buy", "#buy"),
+        ),
+        (
+            format!(r#"{{{common},"type":"input","label":"email","selector":"ignored"}}"#),
+            (EventKind::Input, "email", ""),
+        ),
+        (
+            format!(r#"{{{common},"type":"error","name":"TypeError","message":"x is \u0041"}}"#),
+            (EventKind::Error, "TypeError", "x is A"),
+        ),
+        (
+            format!(
+                r#"{{{common},"type":"custom","name":"checkout","payload":"{{\"total\":3}}"}}"#
+            ),
+            (EventKind::Custom, "checkout", r#"{"total":3}"#),
+        ),
+        (
+            format!(r#"{{{common},"type":"page"}}"#),
+            (EventKind::Page, "", ""),
+        ),
+        (
+            format!(r#"{{{common},"type":"mouse_move","url":"not kept","name":7}}"#),
+            (EventKind::Other, "", ""),
+        ),
+    ];
+    for (json, (kind, first, second)) in cases {
+        assert_eq!(
+            texts_of(&json),
+            (kind, first.to_owned(), second.to_owned()),
+            "{json}"
+        );
+    }
+    assert!(EventKind::Custom.is_listed() && !EventKind::SessionEnd.is_listed());
+}
+
+#[test]
+fn a_listed_text_of_another_type_is_rejected_and_a_long_one_is_cut() {
+    let (reason, detail) = single_rejection(
+        br#"{"projectId":1,"sessionId":"5","index":1,"timestamp":9,"type":"custom","payload":{"a":1}}"#,
+    );
+    assert_eq!(reason, RejectReason::BadType);
+    assert_eq!(detail, "payload must be a string, found an object");
+    let long = "é".repeat(URL_BYTES);
+    let json = format!(
+        r#"{{"projectId":1,"sessionId":"5","index":1,"timestamp":9,"type":"page","url":"{long}"}}"#
+    );
+    let (_, url, _) = texts_of(&json);
+    assert_eq!(url.len(), URL_BYTES);
+    assert!(long.starts_with(&url));
+    let message = "m".repeat(MESSAGE_BYTES + 10);
+    let json = format!(
+        r#"{{"projectId":1,"sessionId":"5","index":1,"timestamp":9,"type":"error","message":"{message}"}}"#
+    );
+    assert_eq!(texts_of(&json).2.len(), MESSAGE_BYTES);
+}

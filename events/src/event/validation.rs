@@ -12,14 +12,15 @@
 //! Text sizes: a `userId` over [`MAX_USER_ID_BYTES`] rejects the event
 //! (`field_too_long`: the API and `sessions-admin` could never name, hence never
 //! delete, such a user); every other text kept is cut at a UTF-8 character boundary
-//! to its limit below, so a stored session holds a bounded number of bytes.
+//! to its limit below (the listed types' texts: `super::TextField::limit`), so a
+//! stored session or event holds a bounded number of bytes.
 
 use std::borrow::Cow;
 
 use sessions_shared::read_model::MAX_USER_ID_BYTES;
 
 use super::json_scalar::{JsonType, Scalar};
-use super::{Event, EventKind, RejectReason, StartMetadata};
+use super::{Event, EventKind, EventTexts, RejectReason, StartMetadata};
 
 /// `userAgent` kept, in bytes (the user-agent parser reads at most this much).
 pub const USER_AGENT_BYTES: usize = 512;
@@ -64,6 +65,13 @@ pub(super) struct EventFields<'a> {
     pub(super) user_browser: Scalar<'a>,
     pub(super) user_device: Scalar<'a>,
     pub(super) user_country: Scalar<'a>,
+    pub(super) url: Scalar<'a>,
+    pub(super) referrer: Scalar<'a>,
+    pub(super) label: Scalar<'a>,
+    pub(super) selector: Scalar<'a>,
+    pub(super) name: Scalar<'a>,
+    pub(super) message: Scalar<'a>,
+    pub(super) payload: Scalar<'a>,
 }
 
 impl<'a> EventFields<'a> {
@@ -128,6 +136,14 @@ impl<'a> EventFields<'a> {
         } else {
             None
         };
+        let texts = match kind {
+            EventKind::Page => texts(kind, self.url, self.referrer)?,
+            EventKind::Click => texts(kind, self.label, self.selector)?,
+            EventKind::Input => texts(kind, self.label, Scalar::Absent)?,
+            EventKind::Error => texts(kind, self.name, self.message)?,
+            EventKind::Custom => texts(kind, self.name, self.payload)?,
+            _ => EventTexts::default(),
+        };
         if kind == EventKind::UserId && user_id.is_none() {
             return Err(FieldError::new(
                 RejectReason::MissingField,
@@ -142,8 +158,25 @@ impl<'a> EventFields<'a> {
             kind,
             user_id,
             start,
+            texts,
         })
     }
+}
+
+/// The texts of a listed `kind` from its two fields' values (a missing one is empty;
+/// one of another JSON type than string is `bad_type`).
+fn texts<'a>(
+    kind: EventKind,
+    first: Scalar<'a>,
+    second: Scalar<'a>,
+) -> Result<EventTexts<'a>, FieldError> {
+    let (first_field, second_field) = kind.text_fields().expect("a listed type");
+    let first = optional_text(first_field.name, first, first_field.limit)?.unwrap_or_default();
+    let second = match second_field {
+        Some(field) => optional_text(field.name, second, field.limit)?.unwrap_or_default(),
+        None => Cow::Borrowed(""),
+    };
+    Ok(EventTexts { first, second })
 }
 
 /// A present field of the wrong JSON type (callers handle an absent field first).

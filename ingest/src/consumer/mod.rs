@@ -314,11 +314,15 @@ impl Worker {
                     .await?;
                 continue;
             }
-            let items = self.aggregator.flush_batch();
+            let (items, events) = self.aggregator.flush_with_events();
             if items.is_empty() && self.pending.rejected().is_empty() {
                 break;
             }
-            match self.sink.write_flush(&items, self.pending.rejected()).await {
+            match self
+                .sink
+                .write_flush(&items, events, self.pending.rejected())
+                .await
+            {
                 Ok(()) => {
                     self.metrics.flushes.inc();
                     written = items

@@ -23,6 +23,7 @@ fn event(index: u64) -> Event<'static> {
         kind,
         user_id: (index % 97 == 3).then(|| Cow::Owned(format!("user-{}", index % 5))),
         start: None,
+        texts: Default::default(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! in between harmless, then the dead letters.
 //!
 //! Contract of [`Sink::write_flush`]: it returns Ok only when every row of the flush is
-//! in ClickHouse, written in this order: (1) `session_keys` (each key a session is
+//! in ClickHouse, written in this order: (0) `session_events` (the listed events the
+//! flush's sessions applied, `event_log`), (1) `session_keys` (each key a session is
 //! written under for the first time), (2) `project_session_applied` (the applied-set
 //! chunk of each changed session whose set is too large to sit in its state: only the
 //! indexes applied since its last durable write, or a checkpoint; see `durable_state`),
@@ -10,8 +11,9 @@
 //! ever written under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
 //! tombstoned yet, and the live row), (5) `dead_letter_subjects` (who each dead letter
 //! names), (6) `rejected_events`. The order matters for a
-//! crash in between: a key is always durable in `session_keys` (and in the state)
-//! before a row under it, so a worker that loads the session knows every key to
+//! crash in between: an event is durable before the state that counts it (a replay
+//! applies it again and writes the same row, which merges), a key is always durable in
+//! `session_keys` (and in the state) before a row under it, so a worker that loads the session knows every key to
 //! tombstone; a state is never durable before the chunks it rests on. All writes are
 //! idempotent (ReplacingMergeTree, versions that only grow, a retried flush plans the
 //! same chunks), so retrying a flush, or replaying it after a crash, changes nothing.
@@ -26,9 +28,12 @@ use sessions_shared::clock::epoch_seconds;
 use sessions_shared::read_model::{Session, SessionRecord};
 use tracing::instrument;
 
-use super::{RejectedRecord, Sink, SinkError, SubjectRecord, APPLIED_TABLE, STATE_TABLE};
+use super::{
+    RejectedRecord, Sink, SinkError, SubjectRecord, APPLIED_TABLE, EVENTS_TABLE, STATE_TABLE,
+};
 use crate::aggregator::FlushItem;
 use crate::durable_state;
+use crate::event_log::{EventLog, EventRow};
 
 /// Every row of a session's durable state is keyed by its identity: project, then
 /// session id (`schemas/007_project_sessions.sql`).
@@ -68,10 +73,17 @@ impl Sink {
     pub async fn write_flush(
         &self,
         items: &[FlushItem<'_>],
+        events: &EventLog,
         rejected: &[RejectedRecord],
     ) -> Result<(), SinkError> {
         let started = Instant::now();
         let updated_at = epoch_seconds();
+        // Before any state that counts them: a state is never durable without its
+        // events (a crash in between replays them, and the same rows merge).
+        let rows: Vec<EventRow<'_>> = events.rows().collect();
+        self.insert_rows::<EventRow<'_>>(EVENTS_TABLE, &rows)
+            .await?;
+        self.metrics.events_stored.inc_by(rows.len() as u64);
         let mut chunk_start = 0;
         let mut chunk_bytes = 0;
         for (position, item) in items.iter().enumerate() {

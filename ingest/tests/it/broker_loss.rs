@@ -13,7 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{produce_throughout, wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{
+    assert_counts_agree, produce_throughout, wait_for_sessions, ChildGuard, Fixture,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -107,6 +109,7 @@ impl Run {
             Duration::from_secs(180),
         )
         .await;
+        assert_counts_agree(self.fixture.store(), Duration::from_secs(30)).await;
         self.worker.assert_running(&format!("after {fault}"));
         eprintln!(
             "{fault}: exact ({} sessions, {resent} batches sent again) at {:?}",

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for_sessions, Fixture};
+use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::serial;
 use sessions_testkit::services::{self, service, StartOnDrop};
@@ -50,6 +50,7 @@ async fn a_clickhouse_outage_mid_stream_loses_nothing() {
     );
 
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(90)).await;
+    assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
     worker.stop().await;
     fixture.db.drop_database().await;
 }

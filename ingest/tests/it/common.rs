@@ -221,6 +221,55 @@ pub async fn wait_for_sessions(store: &Store, expected: &[Session], timeout: Dur
     }
 }
 
+#[derive(Debug, Row, Deserialize)]
+struct SessionCounts {
+    project_id: u32,
+    session_id: u64,
+    events: u32,
+    pages: u32,
+    errors: u32,
+}
+
+/// For every live session of the database, its row's counts equal what its stored
+/// events give (docs/api.md, "A session's events"); returns how many sessions have
+/// counts. Reads until both agree for up to `patience` (on a cluster a replica may
+/// still be fetching a part), then asserts.
+pub async fn assert_counts_agree(store: &Store, patience: Duration) -> usize {
+    let events_sql = "SELECT project_id, session_id, \
+         toUInt32(countIf(event_type IN ('LOCATION', 'CLICK', 'INPUT'))) AS events, \
+         toUInt32(countIf(event_type = 'LOCATION')) AS pages, \
+         toUInt32(countIf(event_type = 'ERROR')) AS errors \
+         FROM (SELECT DISTINCT project_id, session_id, event_index, event_type FROM session_events) \
+         GROUP BY project_id, session_id";
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let rows: BTreeMap<(u32, u64), (u32, u32, u32)> = live_sessions(store)
+            .await
+            .into_iter()
+            .map(|s| {
+                let counts = (s.events_count, s.pages_count, s.errors_count);
+                ((s.project_id, s.session_id), counts)
+            })
+            .filter(|(_, counts)| *counts != (0, 0, 0))
+            .collect();
+        let stored: Vec<SessionCounts> = store
+            .read_your_writes(store.client().query(events_sql))
+            .fetch_all()
+            .await
+            .unwrap();
+        let events: BTreeMap<(u32, u64), (u32, u32, u32)> = stored
+            .into_iter()
+            .map(|c| ((c.project_id, c.session_id), (c.events, c.pages, c.errors)))
+            .filter(|(_, counts)| *counts != (0, 0, 0))
+            .collect();
+        if rows == events || tokio::time::Instant::now() >= deadline {
+            assert_eq!(rows, events, "session rows against their stored events");
+            return rows.len();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Polls until more than `more_than` sessions are live (or `timeout` passed); returns
 /// the count seen.
 pub async fn wait_for_progress(fixture: &Fixture, more_than: usize, timeout: Duration) -> usize {

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for_progress, wait_for_sessions, Fixture};
+use crate::common::{assert_counts_agree, wait_for_progress, wait_for_sessions, Fixture};
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::serial;
 use sessions_testkit::workload::{Workload, WorkloadConfig};
@@ -49,6 +49,7 @@ async fn mixed_and_keyless_batches_with_three_workers_and_a_kill_stay_exact() {
     // over when its session timeout (6 s here) runs out.
     workers.0[0] = fixture.spawn_process(&[]);
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
+    assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
     for child in &mut workers.0 {
         let pid = child.id().to_string();
         std::process::Command::new("kill")

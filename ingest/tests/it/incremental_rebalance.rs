@@ -9,7 +9,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{produce_throughout, wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{
+    assert_counts_agree, produce_throughout, wait_for_sessions, ChildGuard, Fixture,
+};
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::http::{free_loopback_address, http_get};
 use sessions_testkit::serial;
@@ -165,6 +167,7 @@ async fn rebalances_move_only_what_changes_owner(protocol: &str, seed: u64) {
         Duration::from_secs(120),
     )
     .await;
+    assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
     a.stop().await;
     eprintln!(
         "incremental rebalances ({protocol}): exact after {:?}",

@@ -23,6 +23,7 @@ mod group_membership;
 mod hostile_input;
 mod incremental_rebalance;
 mod outage_rebalance;
+mod session_events;
 mod sigkill;
 mod state_deltas;
 mod state_load;

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for_sessions, Fixture};
+use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::serial;
 use sessions_testkit::services::{self, service, StartOnDrop};
@@ -62,6 +62,7 @@ async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
     eprintln!("clickhouse was down for {:?}", outage.elapsed());
 
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
+    assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
     second_worker.stop().await;
     first_worker.stop().await;
     fixture.db.drop_database().await;

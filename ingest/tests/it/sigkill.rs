@@ -5,7 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{live_sessions, wait_for_progress, wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{
+    assert_counts_agree, live_sessions, wait_for_progress, wait_for_sessions, ChildGuard, Fixture,
+};
 use rand::Rng;
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::serial;
@@ -49,6 +51,7 @@ async fn sigkill_at_random_points_loses_and_double_counts_nothing() {
     fixture.produce(chunks[3]).await;
     let mut child = ChildGuard(fixture.spawn_process(&[]));
     wait_for_sessions(fixture.store(), &expected, Duration::from_secs(180)).await;
+    assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()

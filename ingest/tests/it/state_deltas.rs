@@ -26,6 +26,7 @@ fn page(index: u64) -> Event<'static> {
         kind: EventKind::Page,
         user_id: None,
         start: None,
+        texts: Default::default(),
     }
 }
 
@@ -46,8 +47,8 @@ fn written(metrics: &IngestMetrics) -> (u64, u64, u64) {
 }
 
 async fn flush(aggregator: &mut Aggregator, sink: &Sink) {
-    let items = aggregator.flush_batch();
-    sink.write_flush(&items, &[]).await.unwrap();
+    let (items, events) = aggregator.flush_with_events();
+    sink.write_flush(&items, events, &[]).await.unwrap();
     drop(items);
     aggregator.mark_flushed();
 }

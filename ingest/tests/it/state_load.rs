@@ -51,6 +51,7 @@ fn page(session_id: u64, index: u64) -> Event<'static> {
         kind: EventKind::Page,
         user_id: None,
         start: None,
+        texts: Default::default(),
     }
 }
 
@@ -170,8 +171,8 @@ fn reference(session_id: u64, indexes: &[u64]) -> SessionState {
 }
 
 async fn flush(aggregator: &mut Aggregator, sink: &Sink) {
-    let items = aggregator.flush_batch();
-    sink.write_flush(&items, &[]).await.unwrap();
+    let (items, events) = aggregator.flush_with_events();
+    sink.write_flush(&items, events, &[]).await.unwrap();
     drop(items);
     aggregator.mark_flushed();
 }
@@ -248,9 +249,9 @@ async fn chained_states_survive_orphans_retries_and_tied_owners() {
 
         // (b) A flush written twice (the first answer was lost), then more.
         apply(&mut next_owner, session, &[1_214]);
-        let items = next_owner.flush_batch();
-        sink.write_flush(&items, &[]).await.unwrap();
-        sink.write_flush(&items, &[]).await.unwrap();
+        let (items, events) = next_owner.flush_with_events();
+        sink.write_flush(&items, events, &[]).await.unwrap();
+        sink.write_flush(&items, events, &[]).await.unwrap();
         drop(items);
         next_owner.mark_flushed();
         applied.push(1_214);

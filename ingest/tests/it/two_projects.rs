@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for_sessions, Fixture};
+use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -210,6 +210,7 @@ async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions(
         fixture.produce_keyed(&messages).await;
         let worker = sessions_testkit::worker::InProcessWorker::start(fixture.settings(&[])).await;
         wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
+        assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
 
         let service = QueryService::new(&Settings::new(fixture.db.settings.clone())).unwrap();
         service.refresh_auth().await.unwrap();

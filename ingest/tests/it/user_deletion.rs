@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{assert_counts_agree, wait_for_sessions, ChildGuard, Fixture};
 use serde_json::Value;
 use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
@@ -274,6 +274,7 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
             .chain(first_sentinels.expected_rows())
             .collect();
         wait_for_sessions(fixture.store(), &expected, Duration::from_secs(120)).await;
+        assert_counts_agree(fixture.store(), Duration::from_secs(30)).await;
 
         assert!(api.sessions(&victim).await.is_empty(), "{engine}");
         let (status, _) = api.request("GET", &victim_path).await;
