@@ -250,6 +250,20 @@ curl -s -H 'Authorization: $DEMO_API_KEY' \\
 
 EOF
     python3 -m json.tool <<<"$body"
+    # One session's events: the first session of that page, its first 3 events.
+    local session_id events_url events_body
+    session_id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["data"][0]["sessionId"])' <<<"$body")
+    events_url="http://$QUERY_ADDR/api/v1/$DEMO_PROJECT_KEY/sessions/$session_id/events?limit=3"
+    events_body=$(curl -sf --max-time 5 -H "Authorization: $DEMO_API_KEY" "$events_url" || true)
+    cat <<EOF
+
+Events of session $session_id (its first 3; without limit, all of them):
+
+curl -s -H 'Authorization: $DEMO_API_KEY' \\
+  '$events_url' | python3 -m json.tool
+
+EOF
+    python3 -m json.tool <<<"$events_body" || echo "$events_body"
     cat <<EOF
 
 Other users: user-0@example.com … user-$((DEMO_USERS - 1))@example.com. Pages: add ?limit=2 and follow the Link header (curl -i).
