@@ -41,8 +41,12 @@
 # its JSON on stdout), KAFKA_BROKERS,
 # CLICKHOUSE_URL, CLICKHOUSE_CLUSTER (cluster mode: CLICKHOUSE_URL lists the
 # nodes; the query counts are then the first node's), BENCH_KEEP_DATABASE=NAME
-# (use that database name and keep it, for scripts/bench-cluster.sh), and the
-# worker's own settings (FLUSH_MAX_SESSIONS, ...).
+# (use that database name and keep it, for scripts/bench-cluster.sh),
+# BENCH_BASELINE_BIN (another sessions-ingest build, e.g. from before a change:
+# it drains the same topic after this build, its CPU and time reported beside),
+# and the worker's own settings (FLUSH_MAX_SESSIONS, ...). On one server it also
+# reports the session_events and sessions tables' size after merges (bytes per
+# stored event).
 set -euo pipefail
 
 SCRIPT_NAME=bench-ingest.sh
@@ -81,12 +85,19 @@ cleanup() {
     ch "DROP DATABASE IF EXISTS ${DATABASE}_live$ON_CLUSTER" >/dev/null 2>&1 || true
 }
 
-# start_worker TOPIC DATABASE: the release worker, with a fresh group, on TOPIC.
+# start_worker TOPIC DATABASE [BINARY]: the release worker (or BINARY), with a fresh
+# group named after DATABASE, on TOPIC.
 start_worker() {
-    launch "$WORKER" "$BIN/sessions-ingest" "$REPO" env KAFKA_TOPIC="$1" \
-        KAFKA_GROUP="$1" CLICKHOUSE_DATABASE="$2" \
+    local binary=${3:-$BIN/sessions-ingest}
+    launch "$WORKER" "$binary" "$REPO" env KAFKA_TOPIC="$1" \
+        KAFKA_GROUP="$2" CLICKHOUSE_DATABASE="$2" \
         INGEST_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG="${RUST_LOG:-warn}" \
-        "$BIN/sessions-ingest"
+        "$binary"
+}
+
+# worker_cpu_seconds PID: user + system CPU seconds so far (fields 14 and 15 of stat).
+worker_cpu_seconds() {
+    awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$1/stat"
 }
 
 # wait_served DATABASE SESSIONS MESSAGES: waits (600 s at most) until the worker
@@ -198,8 +209,7 @@ wait_served "$DATABASE" "$SESSIONS" "$MESSAGES"
 finished=$(now_ms)
 read -r selects_after inserts_after < <(ch_events)
 peak_rss_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
-# The worker's user + system CPU seconds so far (fields 14 and 15 of stat, in ticks).
-worker_cpu=$(awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$pid/stat")
+worker_cpu=$(worker_cpu_seconds "$pid")
 rows_keys=$(worker_metric ingest_clickhouse_rows_written_total '{table="session_keys"}')
 rows_sessions=$(worker_metric ingest_clickhouse_rows_written_total '{table="sessions"}')
 rows_state=$(worker_metric ingest_clickhouse_rows_written_total '{table="project_session_state"}')
@@ -207,7 +217,38 @@ rows_rejected=$(worker_metric ingest_clickhouse_rows_written_total '{table="reje
 flushes=$(worker_metric ingest_flushes_total)
 duplicates=$(worker_metric ingest_events_duplicate_total)
 consumed_events=$(worker_metric ingest_events_consumed_total)
+events_stored=$(worker_metric ingest_events_stored_total)
 terminate "$WORKER" 30 >/dev/null 2>&1
+
+# The second read model's size: session_events merged (one server; on a cluster its
+# parts are on the nodes, and this is skipped).
+EVENTS_STORAGE=null
+if [[ -z ${CLICKHOUSE_CLUSTER:-} ]]; then
+    CH_MAX_TIME=600 ch "OPTIMIZE TABLE $DATABASE.session_events FINAL" >/dev/null
+    CH_MAX_TIME=600 ch "OPTIMIZE TABLE $DATABASE.sessions FINAL" >/dev/null
+    EVENTS_STORAGE=$(ch "SELECT concat('{', arrayStringConcat(groupArray(concat('\"', table, '\": {\"rows\": ', toString(rows),
+        ', \"bytesOnDisk\": ', toString(bytes), ', \"uncompressedBytes\": ', toString(raw), '}')), ', '), '}') FROM (
+        SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes, sum(data_uncompressed_bytes) AS raw
+        FROM system.parts WHERE database = '$DATABASE' AND active AND table IN ('sessions', 'session_events')
+        GROUP BY table) FORMAT TSVRaw")
+fi
+
+# The same drain by another build (BENCH_BASELINE_BIN, e.g. one from before a change),
+# into a database of its own: its CPU and time beside this build's.
+BASELINE=null
+if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
+    say "baseline $BENCH_BASELINE_BIN draining the same topic into ${DATABASE}_base"
+    base_started=$(now_ms)
+    start_worker "$TOPIC" "${DATABASE}_base" "$BENCH_BASELINE_BIN"
+    base_pid=$(<"$RUN_DIR/$WORKER.pid")
+    wait_served "${DATABASE}_base" "$SESSIONS" "$MESSAGES"
+    base_finished=$(now_ms)
+    base_cpu=$(worker_cpu_seconds "$base_pid")
+    terminate "$WORKER" 30 >/dev/null 2>&1
+    ch "DROP DATABASE IF EXISTS ${DATABASE}_base$ON_CLUSTER" >/dev/null
+    BASELINE=$(python3 -c 'import json, sys; cpu, events, ms = map(float, sys.argv[1:4]); print(json.dumps({"workerCpuSecondsPerMillionEvents": round(cpu / events * 1e6, 2), "workerSeconds": round(ms / 1000, 2), "workerEventsPerSecond": round(events / (ms / 1000))}))' \
+        "$base_cpu" "$EVENTS" "$((base_finished - base_started))")
+fi
 
 FRESHNESS=null
 # In a subshell: the drain's numbers above (applied, polls, consumed_at) stay.
@@ -223,7 +264,7 @@ python3 - "$MESSAGES" "$EVENTS" "$BYTES" "$BARE_SECONDS" "$started" "$consumed_a
     "$peak_rss_kib" "$rows_sessions" "$rows_state" "$rows_rejected" "$flushes" "$applied" \
     "$duplicates" "$consumed_events" "$((selects_after - selects_before - polls - 2))" \
     "$((inserts_after - inserts_before))" "$TOPIC" "$BARE_CPU" "$worker_cpu" "$rows_keys" "$FRESHNESS" "$LIVE_RATE" \
-    "$REBALANCE" <<'EOF'
+    "$REBALANCE" "$events_stored" "$EVENTS_STORAGE" "$BASELINE" <<'EOF'
 import json, sys
 (messages, events, size, bare_s, started, consumed_at, finished, rss_kib, rows_sessions,
  rows_state, rows_rejected, flushes, applied, duplicates, consumed_events, selects,
@@ -232,6 +273,12 @@ topic = sys.argv[18]
 bare_cpu, worker_cpu, rows_keys = (float(x) for x in sys.argv[19:22])
 freshness, live_rate = json.loads(sys.argv[22]), int(sys.argv[23])
 rebalance = json.loads(sys.argv[24])
+events_stored, storage, baseline = float(sys.argv[25]), json.loads(sys.argv[26]), json.loads(sys.argv[27])
+if storage and "session_events" in storage:
+    stored = storage["session_events"]
+    storage["bytesPerStoredEvent"] = round(stored["bytesOnDisk"] / max(stored["rows"], 1), 1)
+    if "sessions" in storage:
+        storage["bytesPerSession"] = round(storage["sessions"]["bytesOnDisk"] / max(storage["sessions"]["rows"], 1), 1)
 worker_s = (finished - started) / 1000
 result = {
     "topic": topic,
@@ -256,6 +303,8 @@ result = {
     "clickhouseSelects": int(selects), "clickhouseInserts": int(inserts),
     "freshnessAtLiveRate": freshness, "liveRateMessagesPerSecond": live_rate,
     "rebalancePause": rebalance,
+    "eventsStored": int(events_stored), "storage": storage,
+    "baseline": baseline,
 }
 print(json.dumps(result))
 print(f"""
@@ -266,5 +315,7 @@ CPU seconds per million events: worker {worker_cpu / events * 1e6:.2f}, bare con
 rows written per event: {(rows_sessions + rows_state + rows_rejected) / events:.4f} (sessions {rows_sessions:.0f}, session_state {rows_state:.0f}, rejected {rows_rejected:.0f}; {flushes:.0f} flushes)
 ClickHouse queries by the worker: {selects:.0f} SELECT (incl. migrations, loads), {inserts:.0f} INSERT
 freshness at {live_rate:,} msg/s live: {freshness}
-rebalance pause of unmoved partitions: {rebalance}""", file=sys.stderr)
+rebalance pause of unmoved partitions: {rebalance}
+events stored: {events_stored:,.0f}; storage after merges: {storage}
+baseline build (BENCH_BASELINE_BIN): {baseline}""", file=sys.stderr)
 EOF

@@ -46,6 +46,7 @@ pub const ROUTES: &[&str] = &[
     "user",
     "jobs",
     "job",
+    "session_events",
     "metrics",
     "healthz",
     "readyz",
@@ -337,6 +338,7 @@ mod tests {
         assert_eq!(route_label("/api/v1/k/users/someone"), "user");
         assert_eq!(route_label("/api/v1/k/jobs"), "jobs");
         assert_eq!(route_label("/api/v1/k/jobs/12"), "job");
+        assert_eq!(route_label("/api/v1/k/sessions/12/events"), "session_events");
         assert_eq!(route_label("/api/v1/k/users/someone/x"), "other");
         assert_eq!(route_label("/secret-user-id"), "other");
         for path in [

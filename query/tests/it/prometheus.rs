@@ -248,6 +248,11 @@ async fn demo_traffic(
         for authorization in [api_key.as_str(), api_key.as_str(), "not-a-key"] {
             let _ = http_get(query, &path, &[("Authorization", authorization)]).await;
         }
+        // A session's events (the first session of this round), for their panel.
+        let project_path = path.split("/users/").next().expect("an API path");
+        let first_session = 4_813_018_042_986_240 + round * 1_000;
+        let events_path = format!("{project_path}/sessions/{first_session}/events?limit=10");
+        let _ = http_get(query, &events_path, &[("Authorization", api_key.as_str())]).await;
         round += 1;
         let _ = tokio::time::timeout(Duration::from_millis(500), stop.changed()).await;
     }
