@@ -40,6 +40,9 @@ pub use statements::{probe_sql, status_sql, window_sql, Lower};
 /// Probe and window rounds one page takes at most.
 pub const MAX_ROUNDS: u32 = 16;
 
+/// The smallest block a probe reads in (a granule of `session_events`).
+const MIN_PROBE_BLOCK: usize = 1024;
+
 /// One stored event, as the page statement reads it (`event_type`: the
 /// `session_events` enum's code).
 #[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
@@ -125,9 +128,12 @@ pub async fn fetch_events(
         let probe = probe_sql(&lower);
         let sample: Vec<i64> = store
             .run(|client| {
+                // Blocks no larger than the sample: the read stops after it (the
+                // default block of 65,536 rows would be read whole).
                 lower
                     .bind(client.query(&probe).bind(project_id).bind(session_id))
                     .bind(size as u64)
+                    .with_setting("max_block_size", size.max(MIN_PROBE_BLOCK).to_string())
                     .fetch_all::<i64>()
             })
             .await?;
