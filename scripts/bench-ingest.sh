@@ -238,6 +238,8 @@ fi
 BASELINE=null
 if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
     say "baseline $BENCH_BASELINE_BIN draining the same topic into ${DATABASE}_base"
+    # wait_served sets these globals: this build's values are the ones reported.
+    kept=("$consumed_at" "$applied" "$polls")
     base_started=$(now_ms)
     start_worker "$TOPIC" "${DATABASE}_base" "$BENCH_BASELINE_BIN"
     base_pid=$(<"$RUN_DIR/$WORKER.pid")
@@ -246,6 +248,7 @@ if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
     base_cpu=$(worker_cpu_seconds "$base_pid")
     terminate "$WORKER" 30 >/dev/null 2>&1
     ch "DROP DATABASE IF EXISTS ${DATABASE}_base$ON_CLUSTER" >/dev/null
+    consumed_at=${kept[0]} applied=${kept[1]} polls=${kept[2]}
     BASELINE=$(python3 -c 'import json, sys; cpu, events, ms = map(float, sys.argv[1:4]); print(json.dumps({"workerCpuSecondsPerMillionEvents": round(cpu / events * 1e6, 2), "workerSeconds": round(ms / 1000, 2), "workerEventsPerSecond": round(events / (ms / 1000))}))' \
         "$base_cpu" "$EVENTS" "$((base_finished - base_started))")
 fi
