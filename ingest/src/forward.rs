@@ -18,9 +18,14 @@
 //!   replays the carrying message and forwards the event again; the home's owner drops
 //!   the copy as a duplicate `(projectId, sessionId, index)`;
 //! - a delivery that librdkafka gives up on (after its own retries, `message.timeout.ms`)
-//!   is an error that stops the worker without committing.
+//!   is an error that stops the worker without committing;
+//! - the producer exists only while it has work: it is created for the first forward
+//!   and released once it has sent nothing for [`PRODUCER_IDLE_RELEASE`] with every
+//!   delivery acknowledged (producers that key by session never need it, and an idle
+//!   librdkafka producer's polling thread costs CPU every second).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -152,10 +157,17 @@ struct Queued {
     payloads: Vec<Vec<u8>>,
 }
 
-/// The producer of forwarded events, the forwards not sent yet and the deliveries
-/// not yet acknowledged.
+/// How long the producer stays after its last send once every delivery is
+/// acknowledged.
+pub const PRODUCER_IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// The producer of forwarded events (while it has work), the forwards not sent yet and
+/// the deliveries not yet acknowledged.
 pub struct Forwarder {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: Option<FutureProducer>,
+    /// When the producer last sent.
+    last_send: Instant,
     topic: String,
     queued: Vec<Queued>,
     /// `(partition the carrying message arrived on, delivery)`.
@@ -164,7 +176,8 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(settings: &IngestSettings) -> anyhow::Result<Forwarder> {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &settings.kafka_brokers)
             .set("client.id", "sessions-ingest-forwarder")
             // Every in-sync replica has a forward before it counts as acknowledged, and
@@ -179,10 +192,13 @@ impl Forwarder {
             .set(
                 "queue.buffering.max.kbytes",
                 ((8 * MAX_MESSAGE_BYTES) >> 10).to_string(),
-            )
-            .create()?;
+            );
+        // Checked now (a bad setting fails the start), then released until needed.
+        drop(config.create::<FutureProducer>()?);
         Ok(Forwarder {
-            producer,
+            config,
+            producer: None,
+            last_send: Instant::now(),
             topic: settings.kafka_topic.clone(),
             queued: Vec::new(),
             in_flight: Vec::new(),
@@ -236,12 +252,17 @@ impl Forwarder {
                     .map(move |payload| (carried_on, home, key.clone(), payload))
             });
         for (carried_on, home, key, payload) in messages {
+            if self.producer.is_none() {
+                self.producer = Some(self.config.create()?);
+            }
+            self.last_send = Instant::now();
             loop {
                 let record = FutureRecord::to(&self.topic)
                     .partition(home)
                     .key(&key)
                     .payload(&payload);
-                match self.producer.send_result(record) {
+                let producer = self.producer.as_ref().expect("created above");
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         self.in_flight.push((carried_on, delivery));
                         break;
@@ -289,6 +310,24 @@ impl Forwarder {
     /// Whether forwards wait to be sent.
     pub fn has_queued(&self) -> bool {
         !self.queued.is_empty()
+    }
+
+    /// Releases the producer when it has sent nothing for [`PRODUCER_IDLE_RELEASE`]
+    /// and nothing waits to be sent or acknowledged (the next forward creates another).
+    pub fn release_if_idle(&mut self, now: Instant) {
+        if self.producer.is_some()
+            && self.queued.is_empty()
+            && self.in_flight.is_empty()
+            && now.saturating_duration_since(self.last_send) >= PRODUCER_IDLE_RELEASE
+        {
+            self.producer = None;
+            tracing::debug!("forwarding producer released while idle");
+        }
+    }
+
+    /// Whether a producer is held (tests).
+    pub fn holds_producer(&self) -> bool {
+        self.producer.is_some()
     }
 }
 

@@ -164,6 +164,7 @@ impl Worker {
             if self.forwarder.has_queued() {
                 self.forwarder.send_queued().await?;
             }
+            self.forwarder.release_if_idle(std::time::Instant::now());
             if self.aggregator.memory_bytes() > self.sessions_budget {
                 self.relieve_memory().await?;
             }
