@@ -13,7 +13,8 @@ use sessions_query::users::StatsReader;
 use sessions_query::Settings;
 use sessions_shared::clickhouse::{Layout, Store, StoreError};
 use sessions_shared::read_model::{Session, SessionRecord};
-use sessions_testkit::clickhouse::{clickhouse_engines, cluster_target, Target};
+use sessions_testkit::clickhouse::{clickhouse_engines, Target};
+use sessions_testkit::require;
 use sessions_testkit::serial;
 
 /// Session ids of the histories (long, so that no other text contains them).
@@ -368,8 +369,7 @@ async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_on_a_cluster_reads_a_listed_node_of_the_users_shard() {
     let _turn = serial::shared();
-    let Some(target) = cluster_target() else {
-        eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
+    let Some(target) = require::cluster("this test") else {
         return;
     };
     let fixture = Fixture::new("cluster-18.16", &target, "warm_pin").await;
