@@ -28,6 +28,7 @@ use serde_json::Value;
 use sessions_query::users::StatsReader;
 use sessions_shared::clickhouse::{bounded_by, Row};
 use sessions_shared::read_model::Session;
+use sessions_testkit::api::api_json;
 use sessions_testkit::clickhouse::Target;
 use sessions_testkit::http::http_get;
 use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
@@ -176,7 +177,7 @@ impl Scenario {
             if user.is_empty() {
                 continue;
             }
-            let expected: Vec<Value> = expected.iter().map(common::api_json).collect();
+            let expected: Vec<Value> = expected.iter().map(api_json).collect();
             let first = self.fixture.path(&user.replace('@', "%40"), "limit=7");
             loop {
                 let actual =

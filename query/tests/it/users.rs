@@ -709,12 +709,19 @@ async fn write_user_data(fixture: &Fixture) {
     }
 }
 
+/// A service whose deletions start at once, on a database holding
+/// [`write_user_data`]'s users.
+async fn fixture_with_user_data(engine: &'static str, target: &Target, label: &str) -> Fixture {
+    let fixture = Fixture::with_settings(engine, target, label, prompt_deletions).await;
+    write_user_data(&fixture).await;
+    fixture
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
     let _turn = serial::shared();
     on_every_engine("erase", |engine, target, label| async move {
-        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
-        write_user_data(&fixture).await;
+        let fixture = fixture_with_user_data(engine, &target, label).await;
         let bob_before = fixture.get(&fixture.path("bob", "")).await;
         let carol_before = fixture.db.residue(&["carol".into()]).await;
         let response = fixture
@@ -850,8 +857,7 @@ async fn two_runners_finish_a_job_once_and_an_interrupted_one_is_resumed() {
     // when the next runner looks, and lapsed 1.6 s later; a loaded machine blurs both.
     let _turn = serial::exclusive();
     on_every_engine("runners", |engine, target, label| async move {
-        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
-        write_user_data(&fixture).await;
+        let fixture = fixture_with_user_data(engine, &target, label).await;
         let jobs = Jobs::new(&fixture.db.store);
         let project = fixture.project.project_id;
         let job = jobs
