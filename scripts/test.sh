@@ -77,6 +77,9 @@ export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 # The three-broker cluster, for the broker-loss tests.
 export KAFKA_CLUSTER_BROKERS="127.0.0.1:$((KAFKA_CLUSTER_BASE + 1)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 2)),127.0.0.1:$((KAFKA_CLUSTER_BASE + 3))"
 export SESSIONS_SERVICES_SCRIPT=$SERVICES_SH
+# The whole suite runs everything: a test whose service is missing fails, even if
+# the caller's shell opted out of a service for a partial run (testkit/src/require.rs).
+unset SESSIONS_TESTS_ALLOW_MISSING
 # The tests' name for it: not CLICKHOUSE_CLUSTER, which every binary a test starts
 # would inherit and take for its own setting.
 export CLICKHOUSE_CLUSTER_NAME=${CLUSTER_NAME:-sessions_cluster}

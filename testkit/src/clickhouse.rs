@@ -3,10 +3,11 @@
 //!
 //! Tests run against every engine the environment names: `CLICKHOUSE_URL` (the real
 //! ClickHouse 18.16 server, default `http://127.0.0.1:8123`), `CLICKHOUSE_MODERN_URL`
-//! (a current engine behind `scripts/chdb_server.py`, default `http://127.0.0.1:8124`) and,
-//! when `CLICKHOUSE_CLUSTER_URL` lists its nodes, the local cluster named by
-//! `CLICKHOUSE_CLUSTER_NAME` (default `sessions_cluster`). Each test gets its own database,
-//! dropped by [`TestDatabase::drop_database`].
+//! (a current engine behind `scripts/chdb_server.py`, default `http://127.0.0.1:8124`) and
+//! the local cluster whose nodes `CLICKHOUSE_CLUSTER_URL` lists, named by
+//! `CLICKHOUSE_CLUSTER_NAME` (default `sessions_cluster`). Without the cluster a test on
+//! every engine fails, unless the cluster is opted out ([`crate::require`]). Each test
+//! gets its own database, dropped by [`TestDatabase::drop_database`].
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use rand::Rng;
 use sessions_shared::clickhouse::{Row, RowWrite, Store, StoreError};
 use sessions_shared::config::ClickHouseSettings;
 use sessions_shared::read_model::{all_live_sessions_sql, Session, SessionRecord};
+
+use crate::require;
 
 /// One ClickHouse to test against: a server, or a cluster through its nodes.
 #[derive(Clone, Debug)]
@@ -55,7 +58,8 @@ pub fn legacy_target() -> Target {
     )
 }
 
-/// The local cluster, when `CLICKHOUSE_CLUSTER_URL` names its nodes.
+/// The local cluster, when `CLICKHOUSE_CLUSTER_URL` names its nodes. Tests take it
+/// through [`crate::require::cluster`], which fails them without it.
 pub fn cluster_target() -> Option<Target> {
     let urls = std::env::var("CLICKHOUSE_CLUSTER_URL").ok()?;
     let cluster =
@@ -66,7 +70,9 @@ pub fn cluster_target() -> Option<Target> {
     })
 }
 
-/// `(engine name, target)` of each ClickHouse to test against.
+/// `(engine name, target)` of each ClickHouse to test against. Without the cluster
+/// this fails the calling test, or (opted out) leaves the cluster out and says so.
+#[track_caller]
 pub fn clickhouse_engines() -> Vec<(&'static str, Target)> {
     let modern =
         std::env::var("CLICKHOUSE_MODERN_URL").unwrap_or_else(|_| "http://127.0.0.1:8124".into());
@@ -74,15 +80,16 @@ pub fn clickhouse_engines() -> Vec<(&'static str, Target)> {
         ("clickhouse-18.16", legacy_target()),
         ("current-engine", Target::server(modern)),
     ];
-    engines.extend(cluster_target().map(|cluster| ("cluster-18.16", cluster)));
+    engines.extend(require::cluster("the cluster engine").map(|c| ("cluster-18.16", c)));
     engines
 }
 
-/// The single server and, when there is one, the cluster: for tests where the
-/// engine's version does not matter but the layout does.
+/// The single server and the cluster: for tests where the engine's version does not
+/// matter but the layout does. Without the cluster, as [`clickhouse_engines`].
+#[track_caller]
 pub fn layouts() -> Vec<(&'static str, Target)> {
     let mut targets = vec![("clickhouse-18.16", legacy_target())];
-    targets.extend(cluster_target().map(|cluster| ("cluster-18.16", cluster)));
+    targets.extend(require::cluster("the cluster layout").map(|c| ("cluster-18.16", c)));
     targets
 }
 

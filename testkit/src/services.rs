@@ -1,7 +1,7 @@
 //! The fault tests' hands on the shared local services: `scripts/services.sh`, named
 //! by `SESSIONS_SERVICES_SCRIPT` (which `scripts/test.sh` sets), stops, SIGKILLs and
 //! starts ClickHouse, the Kafka cluster's brokers, ZooKeeper and the cluster's nodes.
-//! Without it those tests are skipped.
+//! Without it those tests fail, unless opted out ([`crate::require::services_script`]).
 //!
 //! Every other test uses the same services, so a test that calls this holds an
 //! exclusive turn ([`crate::serial::exclusive`]), and starts again what it stopped
@@ -16,9 +16,11 @@ pub fn script() -> Option<String> {
 }
 
 /// Runs `services.sh ACTION SERVICE...`; whether it succeeded. Panics without the
-/// script (a test checks [`script`] first to skip).
+/// script (a test takes it through [`crate::require::services_script`] first).
 pub fn run(action: &str, services: &[&str]) -> bool {
-    let script = script().expect("SESSIONS_SERVICES_SCRIPT names scripts/services.sh");
+    let script = script().expect(
+        "SESSIONS_SERVICES_SCRIPT is unset: take it through require::services_script first",
+    );
     Command::new("bash")
         .arg(&script)
         .arg(action)

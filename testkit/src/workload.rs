@@ -116,40 +116,18 @@ impl Workload {
         }
     }
 
-    /// The same events (duplicates included) as hostile producers would send them:
-    /// shuffled across sessions, in batches of 1 to 6 events that mix sessions, each
-    /// keyed by the session of its first event, except `keyless_share` of them sent
-    /// without a key. Exactness must not depend on keys (the event contract).
+    /// The same events (duplicates included) as hostile producers would send them
+    /// ([`scramble`]). Exactness must not depend on keys (the event contract).
     pub fn scrambled_messages(
         &self,
         seed: u64,
         keyless_share: f64,
     ) -> Vec<(Option<String>, Vec<u8>)> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut events: Vec<Value> = Vec::with_capacity(self.events_sent);
-        for message in &self.messages {
-            match serde_json::from_slice(&message.payload).expect("workload JSON") {
-                Value::Array(batch) => events.extend(batch),
-                event => events.push(event),
-            }
-        }
-        events.shuffle(&mut rng);
-        let mut messages = Vec::new();
-        let mut rest = events.as_slice();
-        while !rest.is_empty() {
-            let take = rng.gen_range(1..=6).min(rest.len());
-            let (batch, tail) = rest.split_at(take);
-            rest = tail;
-            let key = (!rng.gen_bool(keyless_share)).then(|| {
-                let session_id = &batch[0]["sessionId"];
-                session_id
-                    .as_str()
-                    .map_or_else(|| session_id.to_string(), str::to_owned)
-            });
-            let payload = serde_json::to_vec(batch).expect("events serialize");
-            messages.push((key, payload));
-        }
-        messages
+        let payloads = self
+            .messages
+            .iter()
+            .map(|message| serde_json::from_slice(&message.payload).expect("workload JSON"));
+        scramble(payloads.collect(), seed, keyless_share)
     }
 
     /// The hot-path benchmarks' input: the standard workload's shape (seed 1, 2,000
@@ -481,6 +459,42 @@ fn deliver(
         }
     }
     (messages, events_sent)
+}
+
+/// `payloads` (events and batches of events) taken apart and sent as hostile
+/// producers would: every event shuffled by `seed`, in batches of 1 to 6 events that
+/// mix sessions (and projects, if there are several), each keyed by the session of its
+/// first event, except `keyless_share` of them sent without a key.
+pub fn scramble(
+    payloads: Vec<Value>,
+    seed: u64,
+    keyless_share: f64,
+) -> Vec<(Option<String>, Vec<u8>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut events: Vec<Value> = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        match payload {
+            Value::Array(batch) => events.extend(batch),
+            event => events.push(event),
+        }
+    }
+    events.shuffle(&mut rng);
+    let mut messages = Vec::new();
+    let mut rest = events.as_slice();
+    while !rest.is_empty() {
+        let take = rng.gen_range(1..=6).min(rest.len());
+        let (batch, tail) = rest.split_at(take);
+        rest = tail;
+        let key = (!rng.gen_bool(keyless_share)).then(|| {
+            let session_id = &batch[0]["sessionId"];
+            session_id
+                .as_str()
+                .map_or_else(|| session_id.to_string(), str::to_owned)
+        });
+        let payload = serde_json::to_vec(batch).expect("events serialize");
+        messages.push((key, payload));
+    }
+    messages
 }
 
 #[cfg(test)]

@@ -9,8 +9,19 @@ use serde_json::Value;
 use sessions_control::tenancy::{hash_api_key, Tenancy};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::migrations::{migrate, MIGRATIONS};
-use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{clickhouse_engines, Target, TestDatabase};
 use sessions_testkit::serial;
+
+/// A migrated database of the test's own on every engine, with the engine's name and
+/// target.
+async fn database_on_every_engine(label: &str) -> Vec<(&'static str, Target, TestDatabase)> {
+    let mut databases = Vec::new();
+    for (engine, target) in clickhouse_engines() {
+        let db = TestDatabase::create(&target, label).await.expect(engine);
+        databases.push((engine, target, db));
+    }
+    databases
+}
 
 #[derive(Row, Deserialize)]
 struct Version {
@@ -20,10 +31,7 @@ struct Version {
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_concurrently() {
     let _turn = serial::shared();
-    for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "migrate")
-            .await
-            .expect(engine);
+    for (engine, target, db) in database_on_every_engine("migrate").await {
         // Already applied by create(): nothing more to do, twice.
         assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
         assert!(migrate(&db.store).await.unwrap().is_empty(), "{engine}");
@@ -96,8 +104,7 @@ struct StoredKey {
 #[tokio::test]
 async fn api_keys_are_stored_only_as_hashes() {
     let _turn = serial::shared();
-    for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "keys").await.expect(engine);
+    for (engine, _, db) in database_on_every_engine("keys").await {
         let tenancy = Tenancy::new(&db.store);
         let created = tenancy.create_organization("acme").await.unwrap();
         let second = tenancy.create_key(created.org_id).await.unwrap();
@@ -154,8 +161,7 @@ fn keys_of(value: &Value) -> Vec<&str> {
 #[tokio::test]
 async fn sessions_admin_matches_operations_md_field_for_field() {
     let _turn = serial::shared();
-    for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "admin").await.expect(engine);
+    for (engine, _, db) in database_on_every_engine("admin").await {
         let admin = Admin {
             settings: &db.settings,
         };

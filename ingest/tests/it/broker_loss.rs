@@ -23,6 +23,7 @@ use sessions_shared::clickhouse::Row;
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::legacy_target;
 use sessions_testkit::kafka::cluster_brokers;
+use sessions_testkit::require;
 use sessions_testkit::serial;
 use sessions_testkit::services::{service, StartOnDrop};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
@@ -122,6 +123,9 @@ impl Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_lost_while_events_flow_leave_every_session_exact() {
     let _turn = serial::exclusive();
+    if require::services_script("this test").is_none() {
+        return;
+    }
     let brokers = cluster_brokers();
     // Every cluster broker started again, even if the test fails midway.
     let _restart = StartOnDrop::new(&["kafka-cluster"]);

@@ -1,7 +1,9 @@
-//! The ingest tests' own helpers: a topic and a database per test, the worker as a
+//! The ingest tests' own helpers: a topic and a database per test (with an
+//! organization and projects, for a test through the API), the worker as a
 //! child process (the in-process worker and the services script are the test kit's:
 //! `sessions_testkit::worker`, `sessions_testkit::services`), producing while a test
-//! changes something, and waiting for the read model to match a reference.
+//! changes something, waiting for the read model to match a reference, and reading
+//! a user's sessions back through the API.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Deserialize;
+use serde_json::Value;
+use sessions_control::tenancy::{CreatedOrganization, Project, Tenancy};
 use sessions_ingest::IngestSettings;
+use sessions_query::QueryService;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_shared::read_model::{all_live_sessions_sql, Session};
 use sessions_testkit::clickhouse::{Target, TestDatabase};
@@ -51,6 +56,32 @@ impl Fixture {
             topic,
             brokers: brokers.to_owned(),
         }
+    }
+
+    /// A fixture whose database holds an organization, "acme", with one project for
+    /// each of `names`: the tenancy a test needs to read its sessions through the API.
+    pub async fn with_projects<const N: usize>(
+        target: &Target,
+        label: &str,
+        partitions: i32,
+        names: [&str; N],
+    ) -> (Fixture, CreatedOrganization, [Project; N]) {
+        let fixture = Fixture::new(target, label, partitions).await;
+        let tenancy = Tenancy::new(fixture.store());
+        let org = tenancy.create_organization("acme").await.unwrap();
+        let mut projects = Vec::with_capacity(N);
+        for name in names {
+            projects.push(
+                tenancy
+                    .create_project(org.org_id, name, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let Ok(projects) = <[Project; N]>::try_from(projects) else {
+            unreachable!("one project per name");
+        };
+        (fixture, org, projects)
     }
 
     /// The flags of a worker of this fixture (fast flushes, short group timeouts).
@@ -308,4 +339,34 @@ pub async fn session_ids_of_user(store: &Store, project_id: u32, user_id: &str) 
         .await
         .unwrap();
     rows.into_iter().map(|r| r.session_id).collect()
+}
+
+/// Every session of `user` the sessions endpoint serves under `project_key`,
+/// following `next` links.
+pub async fn served_sessions(
+    service: &QueryService,
+    api_key: &str,
+    project_key: &str,
+    user: &str,
+) -> Vec<Value> {
+    let encoded = user.replace('@', "%40");
+    let mut path = Some(format!(
+        "/api/v1/{project_key}/users/{encoded}/sessions?limit=7"
+    ));
+    let mut sessions = Vec::new();
+    while let Some(current) = path.take() {
+        let response = warp::test::request()
+            .path(&current)
+            .header("authorization", api_key)
+            .reply(&service.routes())
+            .await;
+        assert_eq!(response.status(), 200, "{current}");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        sessions.extend(body["data"].as_array().unwrap().iter().cloned());
+        path = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+    }
+    sessions
 }

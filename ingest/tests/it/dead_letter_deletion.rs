@@ -12,7 +12,6 @@ use crate::common::Fixture;
 use serde::Deserialize;
 use sessions_control::jobs::batch::DeletedUser;
 use sessions_control::jobs::deletion::Deletion;
-use sessions_control::tenancy::Tenancy;
 use sessions_shared::clickhouse::{Row, Store};
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
@@ -66,11 +65,7 @@ async fn subjects_count(store: &Store) -> u64 {
 async fn a_deletion_finds_dead_letters_by_their_parsed_content() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let fixture = Fixture::new(&target, "letters", 1).await;
-        let tenancy = Tenancy::new(fixture.store());
-        let org = tenancy.create_organization("acme").await.unwrap();
-        let a = tenancy.create_project(org.org_id, "a", None).await.unwrap();
-        let b = tenancy.create_project(org.org_id, "b", None).await.unwrap();
+        let (fixture, _, [a, b]) = Fixture::with_projects(&target, "letters", 1, ["a", "b"]).await;
         let (a, b) = (a.project_id, b.project_id);
         let long_id = "l".repeat(256);
         let filler = "x".repeat(70_000);

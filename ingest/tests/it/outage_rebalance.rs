@@ -5,23 +5,23 @@
 //! the partitions it got back. Now every partition makes progress and every row ends
 //! exact.
 //!
-//! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh) to stop and start the
-//! local 18.16 server; its turn is exclusive, so no other test runs meanwhile.
+//! Needs `SESSIONS_SERVICES_SCRIPT` (set by scripts/test.sh; fails without it) to stop
+//! and start the local 18.16 server; its turn is exclusive, so no other test runs meanwhile.
 
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
 use sessions_testkit::clickhouse::legacy_target;
+use sessions_testkit::require;
 use sessions_testkit::serial;
-use sessions_testkit::services::{self, service, StartOnDrop};
+use sessions_testkit::services::{service, StartOnDrop};
 use sessions_testkit::worker::{metric_value, InProcessWorker};
 use sessions_testkit::workload::{Workload, WorkloadConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_during_an_outage_leaves_no_partition_paused() {
     let _turn = serial::exclusive();
-    if services::script().is_none() {
-        eprintln!("skipped: SESSIONS_SERVICES_SCRIPT is not set (scripts/test.sh sets it)");
+    if require::services_script("this test").is_none() {
         return;
     }
     let fixture = Fixture::new(&legacy_target(), "rebalance", 4).await;

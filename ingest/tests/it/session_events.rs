@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
 use serde_json::Value;
-use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
@@ -71,17 +70,8 @@ impl Api {
 async fn session_events_are_stored_once_and_listed_as_sent() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let fixture = Fixture::new(&target, "events", 2).await;
-        let tenancy = Tenancy::new(fixture.store());
-        let org = tenancy.create_organization("acme").await.unwrap();
-        let project = tenancy
-            .create_project(org.org_id, "web", None)
-            .await
-            .unwrap();
-        let other = tenancy
-            .create_project(org.org_id, "other", None)
-            .await
-            .unwrap();
+        let (fixture, org, [project, other]) =
+            Fixture::with_projects(&target, "events", 2, ["web", "other"]).await;
         let workload = Workload::generate(&WorkloadConfig {
             seed: 26,
             project_id: project.project_id,

@@ -21,7 +21,7 @@ use sessions_ingest::sink::{Sink, SinkError, APPLIED_TABLE, STATE_TABLE};
 use sessions_shared::clickhouse::Row;
 use sessions_shared::migrations::{render, MIGRATIONS};
 use sessions_shared::read_model::SessionKey;
-use sessions_testkit::clickhouse::{clickhouse_engines, TestDatabase};
+use sessions_testkit::clickhouse::{clickhouse_engines, Target, TestDatabase};
 use sessions_testkit::serial;
 
 #[derive(Row, Serialize)]
@@ -88,13 +88,24 @@ fn row(persisted: &PersistedSession) -> StateRow {
     }
 }
 
+/// A migrated database of the test's own on `target`, and a sink on it as the worker
+/// builds one (30 s insert timeout, 1 MiB flush chunks).
+async fn database_and_sink(target: &Target, engine: &str, label: &str) -> (TestDatabase, Sink) {
+    let db = TestDatabase::create(target, label).await.expect(engine);
+    let sink = Sink::new(
+        db.store.clone(),
+        IngestMetrics::new(),
+        Duration::from_secs(30),
+        1 << 20,
+    );
+    (db, sink)
+}
+
 #[tokio::test]
 async fn the_latest_version_wins_and_every_recorded_key_is_added() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "state_load")
-            .await
-            .expect(engine);
+        let (db, sink) = database_and_sink(&target, engine, "state_load").await;
         // Session 1: the state that won names "" and "ann"; a tied state that lost the
         // merge named "late", which only session_keys still knows.
         let rows = [
@@ -116,12 +127,6 @@ async fn the_latest_version_wins_and_every_recorded_key_is_added() {
         db.insert::<KeyRow>("session_keys", &keys).await;
         db.insert::<StateRow>(STATE_TABLE, &rows).await;
 
-        let sink = Sink::new(
-            db.store.clone(),
-            IngestMetrics::new(),
-            Duration::from_secs(30),
-            1 << 20,
-        );
         let mut loaded = sink.load(&[id(1), id(2), id(3)]).await.unwrap();
         loaded.sort_by_key(|p| p.state.session_id);
         assert_eq!(loaded.len(), 2, "{engine}: one state per stored session");
@@ -197,15 +202,7 @@ async fn load_one(sink: &Sink, session_id: u64) -> PersistedSession {
 async fn chained_states_survive_orphans_retries_and_tied_owners() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "state_chain")
-            .await
-            .expect(engine);
-        let sink = Sink::new(
-            db.store.clone(),
-            IngestMetrics::new(),
-            Duration::from_secs(30),
-            1 << 20,
-        );
+        let (db, sink) = database_and_sink(&target, engine, "state_chain").await;
         let session = 7;
         let mut applied: Vec<u64> = (0..600).map(|k| k * 2).collect();
         let mut owner = Aggregator::new();
@@ -312,15 +309,7 @@ async fn chained_states_survive_orphans_retries_and_tied_owners() {
 async fn two_projects_sessions_of_one_id_are_stored_loaded_and_erased_apart() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "state_projects")
-            .await
-            .expect(engine);
-        let sink = Sink::new(
-            db.store.clone(),
-            IngestMetrics::new(),
-            Duration::from_secs(30),
-            1 << 20,
-        );
+        let (db, sink) = database_and_sink(&target, engine, "state_projects").await;
         let (ours, theirs) = (SessionIdentity::new(1, 9), SessionIdentity::new(2, 9));
         let theirs_page = |index| Event {
             project_id: 2,
@@ -407,9 +396,7 @@ fn legacy_row(persisted: &PersistedSession, version: u64) -> LegacyStateRow {
 async fn states_stored_before_project_identity_are_copied_by_the_migration() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
-        let db = TestDatabase::create(&target, "state_upgrade")
-            .await
-            .expect(engine);
+        let (db, sink) = database_and_sink(&target, engine, "state_upgrade").await;
         // An inline session of project 3, older versions of it, and a chained one of
         // project 4 (600 sparse indexes: a checkpoint and a delta).
         let inline = persisted(21, 5, &["", "ann"]);
@@ -500,12 +487,6 @@ async fn states_stored_before_project_identity_are_copied_by_the_migration() {
             .filter(|statement| statement.starts_with("INSERT INTO "))
             .collect();
         assert_eq!(copies.len(), 2, "{engine}");
-        let sink = Sink::new(
-            db.store.clone(),
-            IngestMetrics::new(),
-            Duration::from_secs(30),
-            1 << 20,
-        );
         let wanted = [SessionIdentity::new(3, 21), SessionIdentity::new(4, 22)];
         for run in 0..2 {
             for copy in &copies {

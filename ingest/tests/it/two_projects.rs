@@ -14,18 +14,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_counts_agree, wait_for_sessions, Fixture};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use crate::common::{assert_counts_agree, served_sessions, wait_for_sessions, Fixture};
 use serde_json::Value;
-use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
+use sessions_testkit::api::api_json;
 use sessions_testkit::clickhouse::clickhouse_engines;
 use sessions_testkit::serial;
 use sessions_testkit::task::AbortOnDrop;
-use sessions_testkit::workload::{Workload, WorkloadConfig};
+use sessions_testkit::workload::{scramble, Workload, WorkloadConfig};
 
 /// How one group of shared session ids is sent.
 #[derive(Clone, Copy, Debug)]
@@ -85,95 +82,13 @@ fn keyed(payloads: Vec<Value>) -> Vec<(Option<String>, Vec<u8>)> {
         .collect()
 }
 
-/// Both projects' events shuffled, in batches of 1 to 6 that mix sessions and
-/// projects, keyed by their first event's session; a fifth of them keyless.
-fn mixed(first: Vec<Value>, second: Vec<Value>, seed: u64) -> Vec<(Option<String>, Vec<u8>)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut events: Vec<Value> = Vec::new();
-    for payload in first.into_iter().chain(second) {
-        match payload {
-            Value::Array(batch) => events.extend(batch),
-            event => events.push(event),
-        }
-    }
-    events.shuffle(&mut rng);
-    let mut messages = Vec::new();
-    let mut rest = events.as_slice();
-    while !rest.is_empty() {
-        let (batch, tail) = rest.split_at(rng.gen_range(1..=6).min(rest.len()));
-        rest = tail;
-        let key = (!rng.gen_bool(0.2)).then(|| session_key(&batch[0]));
-        messages.push((key, serde_json::to_vec(batch).unwrap()));
-    }
-    messages
-}
-
-/// The API's form of a session (docs/api.md).
-fn api_json(session: &Session) -> Value {
-    serde_json::json!({
-        "projectId": session.project_id,
-        "sessionId": session.session_id.to_string(),
-        "userUuid": session.user_uuid,
-        "userId": session.user_id,
-        "userAgent": session.user_agent,
-        "userOs": session.user_os,
-        "userBrowser": session.user_browser,
-        "userDevice": session.user_device,
-        "userCountry": session.user_country,
-        "startTs": session.start_ts,
-        "duration": session.duration,
-        "eventsCount": session.events_count,
-        "pagesCount": session.pages_count,
-        "errorsCount": session.errors_count,
-    })
-}
-
-/// Every session of `user` the sessions endpoint serves under `project_key`,
-/// following `next` links.
-async fn served(
-    service: &QueryService,
-    api_key: &str,
-    project_key: &str,
-    user: &str,
-) -> Vec<Value> {
-    let encoded = user.replace('@', "%40");
-    let mut path = Some(format!(
-        "/api/v1/{project_key}/users/{encoded}/sessions?limit=7"
-    ));
-    let mut sessions = Vec::new();
-    while let Some(current) = path.take() {
-        let response = warp::test::request()
-            .path(&current)
-            .header("authorization", api_key)
-            .reply(&service.routes())
-            .await;
-        assert_eq!(response.status(), 200, "{current}");
-        let body: Value = serde_json::from_slice(response.body()).unwrap();
-        sessions.extend(body["data"].as_array().unwrap().iter().cloned());
-        path = response.headers().get("link").map(|link| {
-            let link = link.to_str().unwrap();
-            link[1..link.find('>').unwrap()].to_owned()
-        });
-    }
-    sessions
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let started = Instant::now();
-        let fixture = Fixture::new(&target, "projects", 4).await;
-        let tenancy = Tenancy::new(fixture.store());
-        let org = tenancy.create_organization("acme").await.unwrap();
-        let first = tenancy
-            .create_project(org.org_id, "first", None)
-            .await
-            .unwrap();
-        let second = tenancy
-            .create_project(org.org_id, "second", None)
-            .await
-            .unwrap();
+        let (fixture, org, [first, second]) =
+            Fixture::with_projects(&target, "projects", 4, ["first", "second"]).await;
 
         let mut expected: Vec<Session> = Vec::new();
         let mut messages: Vec<(Option<String>, Vec<u8>)> = Vec::new();
@@ -204,7 +119,10 @@ async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions(
                     messages.extend(keyed(theirs_events));
                     messages.extend(keyed(ours_events));
                 }
-                Order::Mixed => messages.extend(mixed(ours_events, theirs_events, group as u64)),
+                Order::Mixed => {
+                    let both = ours_events.into_iter().chain(theirs_events).collect();
+                    messages.extend(scramble(both, group as u64, 0.2));
+                }
             }
         }
         fixture.produce_keyed(&messages).await;
@@ -241,7 +159,8 @@ async fn two_projects_sending_the_same_session_ids_keep_separate_exact_sessions(
                 // acknowledged: ask again for a few seconds.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    let got = served(&service, &org.api_key, &project.project_key, user).await;
+                    let got =
+                        served_sessions(&service, &org.api_key, &project.project_key, user).await;
                     if got == wanted || Instant::now() > deadline {
                         assert_eq!(got, wanted, "{engine}: {user} in {}", project.name);
                         break;

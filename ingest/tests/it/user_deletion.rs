@@ -11,9 +11,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_counts_agree, wait_for_sessions, ChildGuard, Fixture};
+use crate::common::{assert_counts_agree, served_sessions, wait_for_sessions, ChildGuard, Fixture};
 use serde_json::Value;
-use sessions_control::tenancy::Tenancy;
 use sessions_query::{QueryService, Settings};
 use sessions_shared::read_model::Session;
 use sessions_testkit::clickhouse::clickhouse_engines;
@@ -49,23 +48,7 @@ impl Api {
 
     /// Every session of `user` through the sessions endpoint, following `next` links.
     async fn sessions(&self, user: &str) -> Vec<Value> {
-        let mut path = Some(format!("{}/sessions?limit=7", self.user(user)));
-        let mut sessions = Vec::new();
-        while let Some(current) = path.take() {
-            let response = warp::test::request()
-                .path(&current)
-                .header("authorization", &self.api_key)
-                .reply(&self.service.routes())
-                .await;
-            assert_eq!(response.status(), 200);
-            let body: Value = serde_json::from_slice(response.body()).unwrap();
-            sessions.extend(body["data"].as_array().unwrap().iter().cloned());
-            path = response.headers().get("link").map(|link| {
-                let link = link.to_str().unwrap();
-                link[1..link.find('>').unwrap()].to_owned()
-            });
-        }
-        sessions
+        served_sessions(&self.service, &self.api_key, &self.project_key, user).await
     }
 }
 
@@ -155,13 +138,8 @@ async fn a_deleted_user_stays_deleted_through_late_events_and_a_sigkill() {
     let _turn = serial::shared();
     for (engine, target) in clickhouse_engines() {
         let started = Instant::now();
-        let fixture = Fixture::new(&target, "erasure", 4).await;
-        let tenancy = Tenancy::new(fixture.store());
-        let org = tenancy.create_organization("acme").await.unwrap();
-        let project = tenancy
-            .create_project(org.org_id, "web", None)
-            .await
-            .unwrap();
+        let (fixture, org, [project]) =
+            Fixture::with_projects(&target, "erasure", 4, ["web"]).await;
         let workload = Workload::generate(&WorkloadConfig {
             seed: 2026,
             project_id: project.project_id,

@@ -10,8 +10,9 @@
 //! and every user's sessions come back exactly through the API afterwards, without
 //! restarting any service. Also: the node a heavy user's statistics fold reads is
 //! SIGKILLed, and the statistics keep coming (from the statement, then from a fold on
-//! the other replica). Skipped without a cluster (`CLICKHOUSE_CLUSTER_URL`) or the
-//! services script (`SESSIONS_SERVICES_SCRIPT`); `scripts/test.sh` sets both. A test
+//! the other replica). Fails without a cluster (`CLICKHOUSE_CLUSTER_URL`) or the
+//! services script (`SESSIONS_SERVICES_SCRIPT`), unless opted out
+//! (`sessions_testkit::require`); `scripts/test.sh` sets both. A test
 //! that takes a node or ZooKeeper down holds an exclusive turn (every test on the
 //! cluster needs all of it), and starts what it stopped again before giving it back.
 
@@ -27,11 +28,13 @@ use serde_json::Value;
 use sessions_query::users::StatsReader;
 use sessions_shared::clickhouse::{bounded_by, Row};
 use sessions_shared::read_model::Session;
-use sessions_testkit::clickhouse::{cluster_target, Target};
+use sessions_testkit::api::api_json;
+use sessions_testkit::clickhouse::Target;
 use sessions_testkit::http::http_get;
 use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
+use sessions_testkit::require;
 use sessions_testkit::serial;
-use sessions_testkit::services::{self, service, StartOnDrop};
+use sessions_testkit::services::{service, StartOnDrop};
 use sessions_testkit::worker::{InProcessWorker, WorkerFlags};
 use sessions_testkit::workload::{PlannedMessage, Workload, WorkloadConfig};
 use tokio::sync::watch;
@@ -174,7 +177,7 @@ impl Scenario {
             if user.is_empty() {
                 continue;
             }
-            let expected: Vec<Value> = expected.iter().map(common::api_json).collect();
+            let expected: Vec<Value> = expected.iter().map(api_json).collect();
             let first = self.fixture.path(&user.replace('@', "%40"), "limit=7");
             loop {
                 let actual =
@@ -267,15 +270,12 @@ fn failures(answers: &[(Instant, u16)]) -> BTreeMap<u16, usize> {
     failures
 }
 
-/// The local cluster, or `None` (with a note) when the suite has none, or no services
-/// script to take its nodes down.
-fn cluster() -> Option<Target> {
-    let target = cluster_target();
-    if target.is_none() || services::script().is_none() {
-        eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
-        return None;
-    }
-    target
+/// The local cluster and the services script to take its nodes down; without either
+/// the test fails, or (opted out, [`require`]) gets `None` to skip.
+fn cluster_to_take_down() -> Option<Target> {
+    let target = require::cluster("this test")?;
+    require::services_script("this test")?;
+    Some(target)
 }
 
 /// Every node started again when dropped, even if the scenario fails midway. Taken
@@ -287,7 +287,7 @@ fn restart_nodes_on_drop() -> StartOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answering() {
     let _turn = serial::exclusive();
-    let Some(target) = cluster() else {
+    let Some(target) = cluster_to_take_down() else {
         return;
     };
     let _restart = restart_nodes_on_drop();
@@ -316,7 +316,7 @@ async fn a_replica_of_every_shard_killed_loses_nothing_and_the_api_keeps_answeri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_returns() {
     let _turn = serial::exclusive();
-    let Some(target) = cluster() else {
+    let Some(target) = cluster_to_take_down() else {
         return;
     };
     let _restart = restart_nodes_on_drop();
@@ -356,7 +356,7 @@ async fn a_whole_shard_down_pauses_ingest_and_the_api_answers_503_until_it_retur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
     let _turn = serial::exclusive();
-    let Some(target) = cluster() else {
+    let Some(target) = cluster_to_take_down() else {
         return;
     };
     let _restart = restart_nodes_on_drop();
@@ -396,7 +396,7 @@ async fn zookeeper_down_for_30_s_pauses_writes_and_the_api_keeps_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_node_killed_every_binary_carries_on_through_another() {
     let _turn = serial::exclusive();
-    let Some(target) = cluster() else {
+    let Some(target) = cluster_to_take_down() else {
         return;
     };
     let _restart = restart_nodes_on_drop();
@@ -504,7 +504,7 @@ async fn local_rows(url: &str, database: &str, session_id: u64, deleted: u8) -> 
 async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_finds_it() {
     // Takes no node down: beside other tests, like every test on the cluster.
     let _turn = serial::shared();
-    let Some(target) = cluster() else {
+    let Some(target) = require::cluster("this test") else {
         return;
     };
     let fixture = common::Fixture::new("cluster-18.16", &target, "move").await;
@@ -620,7 +620,7 @@ async fn a_user_id_change_moves_a_session_between_shards_and_only_the_new_user_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folds_node_killed_the_statistics_come_from_another() {
     let _turn = serial::exclusive();
-    let Some(target) = cluster() else {
+    let Some(target) = cluster_to_take_down() else {
         return;
     };
     let _restart = restart_nodes_on_drop();

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sessions_control::tenancy::{Project, Tenancy};
 use sessions_query::{QueryService, Settings};
 use sessions_shared::clickhouse::Store;
@@ -270,25 +270,6 @@ impl Drop for QueryProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn api_json(session: &Session) -> Value {
-    json!({
-        "projectId": session.project_id,
-        "sessionId": session.session_id.to_string(),
-        "userUuid": session.user_uuid,
-        "userId": session.user_id,
-        "userAgent": session.user_agent,
-        "userOs": session.user_os,
-        "userBrowser": session.user_browser,
-        "userDevice": session.user_device,
-        "userCountry": session.user_country,
-        "startTs": session.start_ts,
-        "duration": session.duration,
-        "eventsCount": session.events_count,
-        "pagesCount": session.pages_count,
-        "errorsCount": session.errors_count,
-    })
 }
 
 /// Every page of one user's sessions, following `Link: <…>; rel="next"`; the status

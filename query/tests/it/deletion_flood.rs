@@ -20,10 +20,19 @@ const REAL_DELETION_BOUND: Duration = Duration::from_secs(60);
 /// Mutations the whole test may cause: the real user's one round (4 tables), twice
 /// over for a second round (rows written while it ran).
 const MUTATION_BOUND: u64 = 8;
+/// A deletion's wait between marking and erasing: seconds, as in production (30 s
+/// there), so that a runner paying it once per job cannot pass. Such a runner falls
+/// behind the flood, which then fills the project up to `MAX_OPEN_JOBS` (1,000) open
+/// jobs ahead of the real one, each costing it 3 s and `CLAIM_SETTLE`: far past
+/// `REAL_DELETION_BOUND`. Batched, the runner keeps up with the flood and pays the
+/// settle once per batch of up to 1,000: the real deletion takes a few seconds. A
+/// settle of a few hundred milliseconds, no longer than a claim's own wait, would
+/// leave the per-job cost to `CLAIM_SETTLE` and test the batching far less sharply.
+const DELETION_SETTLE: Duration = Duration::from_secs(3);
 
 fn prompt_deletions(settings: &mut Settings) {
     settings.deletion_grace = Duration::ZERO;
-    settings.deletion_settle = Duration::from_millis(300);
+    settings.deletion_settle = DELETION_SETTLE;
     settings.jobs_poll = Duration::from_millis(200);
 }
 

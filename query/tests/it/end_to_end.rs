@@ -8,6 +8,7 @@ use crate::common;
 use rand::Rng;
 use serde_json::Value;
 use sessions_control::tenancy::Tenancy;
+use sessions_testkit::api::api_json;
 use sessions_testkit::clickhouse::{layouts, Target, TestDatabase};
 use sessions_testkit::kafka::{brokers, create_producer, create_topic, produce_all};
 use sessions_testkit::serial;
@@ -73,7 +74,7 @@ async fn end_to_end(target: &Target) {
     let expected_by_user = workload.expected_by_user();
     let started = Instant::now();
     for (user, expected) in expected_by_user.iter().filter(|(user, _)| !user.is_empty()) {
-        let expected: Vec<Value> = expected.iter().map(common::api_json).collect();
+        let expected: Vec<Value> = expected.iter().map(api_json).collect();
         let encoded = user.replace('@', "%40");
         let first = format!(
             "/api/v1/{}/users/{encoded}/sessions?limit=7",

@@ -13,7 +13,8 @@ use sessions_query::users::StatsReader;
 use sessions_query::Settings;
 use sessions_shared::clickhouse::{Layout, Store, StoreError};
 use sessions_shared::read_model::{Session, SessionRecord};
-use sessions_testkit::clickhouse::{clickhouse_engines, cluster_target, Target};
+use sessions_testkit::clickhouse::{clickhouse_engines, Target};
+use sessions_testkit::require;
 use sessions_testkit::serial;
 
 /// Session ids of the histories (long, so that no other text contains them).
@@ -368,8 +369,7 @@ async fn a_heavy_users_folded_statistics_follow_inserts_merges_and_deletions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_on_a_cluster_reads_a_listed_node_of_the_users_shard() {
     let _turn = serial::shared();
-    let Some(target) = cluster_target() else {
-        eprintln!("skipped: no local cluster (scripts/test.sh starts one)");
+    let Some(target) = require::cluster("this test") else {
         return;
     };
     let fixture = Fixture::new("cluster-18.16", &target, "warm_pin").await;
@@ -709,12 +709,19 @@ async fn write_user_data(fixture: &Fixture) {
     }
 }
 
+/// A service whose deletions start at once, on a database holding
+/// [`write_user_data`]'s users.
+async fn fixture_with_user_data(engine: &'static str, target: &Target, label: &str) -> Fixture {
+    let fixture = Fixture::with_settings(engine, target, label, prompt_deletions).await;
+    write_user_data(&fixture).await;
+    fixture
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_leaves_the_user_nowhere_and_everyone_else_alone() {
     let _turn = serial::shared();
     on_every_engine("erase", |engine, target, label| async move {
-        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
-        write_user_data(&fixture).await;
+        let fixture = fixture_with_user_data(engine, &target, label).await;
         let bob_before = fixture.get(&fixture.path("bob", "")).await;
         let carol_before = fixture.db.residue(&["carol".into()]).await;
         let response = fixture
@@ -850,8 +857,7 @@ async fn two_runners_finish_a_job_once_and_an_interrupted_one_is_resumed() {
     // when the next runner looks, and lapsed 1.6 s later; a loaded machine blurs both.
     let _turn = serial::exclusive();
     on_every_engine("runners", |engine, target, label| async move {
-        let fixture = Fixture::with_settings(engine, &target, label, prompt_deletions).await;
-        write_user_data(&fixture).await;
+        let fixture = fixture_with_user_data(engine, &target, label).await;
         let jobs = Jobs::new(&fixture.db.store);
         let project = fixture.project.project_id;
         let job = jobs
