@@ -28,6 +28,7 @@ use sessions_shared::clickhouse::{Store, StoreError};
 use crate::metrics::IngestMetrics;
 
 pub use dead_letter::{RejectedRecord, SubjectRecord, MAX_DEAD_LETTER_PAYLOAD};
+pub use live::{drop_old_live_partitions, LIVE_TABLE};
 
 /// The sessions' durable states, keyed by identity (`schemas/007_project_sessions.sql`).
 pub const STATE_TABLE: &str = "project_session_state";

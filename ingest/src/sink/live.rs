@@ -18,7 +18,7 @@
 //! is at most a day, so no live read misses a row. A failed prune is logged and tried
 //! again an hour later; it never fails a flush.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -87,38 +87,45 @@ impl Sink {
     }
 }
 
-/// Drops every partition of `live_sessions` older than yesterday (the server's day);
-/// returns how many.
+/// Drops every partition of `live_sessions` older than yesterday (the server's day)
+/// that any node of `CLICKHOUSE_URL` holds (on a cluster each shard has its own parts:
+/// list a node of every shard); returns how many. A node that cannot be read is
+/// skipped (its old days go at a later prune); a drop that fails is an error.
 pub async fn drop_old_live_partitions(store: &Store) -> Result<usize, StoreError> {
     let layout = store.layout();
     let storage_table = layout.storage_table(LIVE_TABLE);
-    let old: Vec<PartitionId> = store
-        .run(|client| {
-            client
-                .query(
-                    "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? \
-                     AND active AND toUInt32OrZero(partition) < toYYYYMMDD(yesterday())",
-                )
-                .bind(store.database())
-                .bind(storage_table.as_str())
-                .fetch_all()
-        })
-        .await?;
+    let mut old = BTreeSet::new();
+    for node in 0..store.node_count() {
+        let listed = store
+            .run_on_node(node, |client| {
+                client
+                    .query(
+                        "SELECT DISTINCT partition FROM system.parts WHERE database = ? \
+                         AND table = ? AND active \
+                         AND toUInt32OrZero(partition) < toYYYYMMDD(yesterday())",
+                    )
+                    .bind(store.database())
+                    .bind(storage_table.as_str())
+                    .fetch_all::<PartitionId>()
+            })
+            .await;
+        match listed {
+            Ok(partitions) => old.extend(partitions.into_iter().map(|found| found.partition)),
+            Err(error) if store.node_count() == 1 => return Err(error),
+            Err(error) => {
+                tracing::warn!(node, code = ?error.code(), "live_sessions partitions not listed")
+            }
+        }
+    }
     for partition in &old {
         // The partition id is the day's digits (`toYYYYMMDD`), nothing else.
-        if partition.partition.is_empty()
-            || !partition
-                .partition
-                .bytes()
-                .all(|byte| byte.is_ascii_digit())
-        {
+        if partition.is_empty() || !partition.bytes().all(|byte| byte.is_ascii_digit()) {
             continue;
         }
         let statement = format!(
-            "ALTER TABLE {}.{storage_table}{} DROP PARTITION {}",
+            "ALTER TABLE {}.{storage_table}{} DROP PARTITION {partition}",
             store.database(),
             layout.on_cluster(),
-            partition.partition
         );
         run_ddl_within(store, &statement, store.timeout() * 12).await?;
     }
