@@ -365,7 +365,10 @@ mod tests {
         assert_eq!(route_label("/api/v1/k/users/someone"), "user");
         assert_eq!(route_label("/api/v1/k/jobs"), "jobs");
         assert_eq!(route_label("/api/v1/k/jobs/12"), "job");
-        assert_eq!(route_label("/api/v1/k/sessions/12/events"), "session_events");
+        assert_eq!(
+            route_label("/api/v1/k/sessions/12/events"),
+            "session_events"
+        );
         assert_eq!(route_label("/api/v1/k/users/someone/x"), "other");
         assert_eq!(route_label("/secret-user-id"), "other");
         for path in [

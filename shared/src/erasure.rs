@@ -37,9 +37,13 @@ const MARKERS: &[(&str, &str)] = &[
         "sessions",
         "(project_id, session_id, deleted) VALUES (0, 0, 1)",
     ),
+    // Partitioned by day: a mutation waits on each partition's last quorum part, so
+    // a marker goes to today's, yesterday's and the day before's (the older days are
+    // dropped within the hour, ingest's `sink/live.rs`).
     (
         "live_sessions",
-        "(project_id, session_id, deleted) VALUES (0, 0, 1)",
+        "(project_id, session_id, deleted, updated_at) VALUES (0, 0, 1, now()), \
+         (0, 0, 1, now() - 86400), (0, 0, 1, now() - 172800)",
     ),
     ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
     ("session_state", "(session_id) VALUES (0)"),
