@@ -39,9 +39,9 @@ pub struct ProjectRequest {
 }
 
 /// Parses a creation's body: a JSON object with a string `name` (1 to 200 bytes, not
-/// blank) and an optional string `platform` (`web`, the default, or `ios`); other
-/// members are ignored. Each error names the field (`body` when it is not a JSON
-/// object).
+/// blank) and an optional string `platform` (`web`, the default when absent, or
+/// `ios`; `null` is neither); other members are ignored. Each error names the field
+/// (`body` when it is not a JSON object).
 pub fn parse_new_project(body: &[u8]) -> Result<ProjectRequest, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::invalid("body", "must be a JSON object"))?;
@@ -55,7 +55,7 @@ pub fn parse_new_project(body: &[u8]) -> Result<ProjectRequest, ApiError> {
     };
     sessions_control::tenancy::validate_project_name(name).map_err(tenancy_error)?;
     let platform = match object.get("platform") {
-        None | Some(serde_json::Value::Null) => Platform::Web,
+        None => Platform::Web,
         Some(serde_json::Value::String(platform)) => {
             Platform::parse(platform).ok_or(ApiError::invalid("platform", "must be web or ios"))?
         }
@@ -236,12 +236,6 @@ mod tests {
                 .platform,
             Platform::Ios
         );
-        assert_eq!(
-            parse_new_project(br#"{"name": "x", "platform": null}"#)
-                .unwrap()
-                .platform,
-            Platform::Web
-        );
         let longest = format!(r#"{{"name": "{}"}}"#, "é".repeat(100));
         assert!(parse_new_project(longest.as_bytes()).is_ok());
     }
@@ -263,6 +257,7 @@ mod tests {
             (r#"{"name": "x", "platform": "android"}"#, "platform"),
             (r#"{"name": "x", "platform": "Web"}"#, "platform"),
             (r#"{"name": "x", "platform": 1}"#, "platform"),
+            (r#"{"name": "x", "platform": null}"#, "platform"),
         ] {
             assert_eq!(field_of(body), field, "{body}");
         }
