@@ -5,6 +5,17 @@
 //! hex SHA-256 of its bytes (keys are 40 random letters and digits, ~238 bits, so a
 //! fast hash is enough: there is nothing to brute-force). Revoking writes a newer row
 //! for the same hash; readers take the newest row per hash.
+//!
+//! Projects: `sessions-admin project create` and `POST /api/v1/projects` both go
+//! through [`Tenancy::create_project_of`], so they make the same project: a name of 1
+//! to [`MAX_PROJECT_NAME_BYTES`] bytes (not blank), a platform ([`Platform`], stored in
+//! `project_platforms` before the project's row, `web` when absent), a fresh key, and
+//! an id nobody else holds, also when several processes create projects at once: the
+//! id is claimed in `project_id_claims` and kept only when the claim is the only one
+//! read back (schemas/010; the later of two reads sees the other's claim, so two
+//! creators never share an id). The project's row is written last: once it is readable,
+//! the project is whole. An optional cap bounds an organization's projects (the API's
+//! `MAX_PROJECTS_PER_ORG`); creations running at once may pass it by their number.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -16,6 +27,60 @@ use sessions_shared::clock::epoch_millis;
 pub const API_KEY_LENGTH: usize = 40;
 pub const PROJECT_KEY_LENGTH: usize = 20;
 const MAX_NAME_BYTES: usize = 256;
+/// Longest project name, in bytes (the API's contract).
+pub const MAX_PROJECT_NAME_BYTES: usize = 200;
+/// Claims of a project id before a creation gives up (transiently): each lost claim
+/// means another creator took that id at the same moment.
+const MAX_ID_CLAIMS: u32 = 8;
+
+/// The platform of a project: what its tracker runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Platform {
+    #[default]
+    Web,
+    Ios,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Web => "web",
+            Platform::Ios => "ios",
+        }
+    }
+
+    /// `web` or `ios`, exactly.
+    pub fn parse(text: &str) -> Option<Platform> {
+        match text {
+            "web" => Some(Platform::Web),
+            "ios" => Some(Platform::Ios),
+            _ => None,
+        }
+    }
+
+    /// A stored platform; anything unknown (or none) reads as the default.
+    fn from_stored(text: &str) -> Platform {
+        Platform::parse(text).unwrap_or_default()
+    }
+}
+
+/// A project to create: its organization, name, platform, and key (random if none).
+#[derive(Clone, Copy, Debug)]
+pub struct NewProject<'a> {
+    pub org_id: u64,
+    pub name: &'a str,
+    pub platform: Platform,
+    pub project_key: Option<&'a str>,
+    /// Refuse the creation when the organization has this many projects already.
+    pub max_projects_of_org: Option<u64>,
+}
+
+/// A project with its platform, as `GET /api/v1/projects/:projectKey` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectDetails {
+    pub project: Project,
+    pub platform: Platform,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
@@ -25,6 +90,15 @@ pub enum TenancyError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A field of a project to create is not valid: `name` or `platform`.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// The organization has as many projects as it may have.
+    #[error("the organization has {limit} projects, the most it may have")]
+    TooManyProjects { limit: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +161,33 @@ fn validate_name(name: &str) -> Result<(), TenancyError> {
         )));
     }
     Ok(())
+}
+
+/// A project's name: 1 to [`MAX_PROJECT_NAME_BYTES`] bytes, not only whitespace.
+pub fn validate_project_name(name: &str) -> Result<(), TenancyError> {
+    if name.trim().is_empty() {
+        return Err(TenancyError::InvalidField {
+            field: "name",
+            reason: "must not be empty",
+        });
+    }
+    if name.len() > MAX_PROJECT_NAME_BYTES {
+        return Err(TenancyError::InvalidField {
+            field: "name",
+            reason: "must be at most 200 bytes",
+        });
+    }
+    Ok(())
+}
+
+#[derive(Row, Deserialize)]
+struct ClaimKey {
+    project_key: String,
+}
+
+#[derive(Row, Deserialize)]
+struct StoredPlatform {
+    platform: String,
 }
 
 #[derive(Row, Deserialize)]
@@ -239,15 +340,28 @@ impl<'a> Tenancy<'a> {
             .await
     }
 
-    /// Creates a project; `project_key` is drawn at random unless given.
+    /// Creates a `web` project; `project_key` is drawn at random unless given.
     pub async fn create_project(
         &self,
         org_id: u64,
         name: &str,
         project_key: Option<&str>,
     ) -> Result<Project, TenancyError> {
-        validate_name(name)?;
-        let project_key = match project_key {
+        self.create_project_of(NewProject {
+            org_id,
+            name,
+            platform: Platform::Web,
+            project_key,
+            max_projects_of_org: None,
+        })
+        .await
+    }
+
+    /// Creates a project (module header): checks, an id claimed, the platform, then
+    /// the project's row.
+    pub async fn create_project_of(&self, new: NewProject<'_>) -> Result<Project, TenancyError> {
+        validate_project_name(new.name)?;
+        let project_key = match new.project_key {
             Some(key) if !is_valid_project_key(key) => {
                 return Err(TenancyError::InvalidInput(format!(
                     "project key must be {PROJECT_KEY_LENGTH} letters and digits"
@@ -256,7 +370,23 @@ impl<'a> Tenancy<'a> {
             Some(key) => key.to_owned(),
             None => random_alphanumeric(PROJECT_KEY_LENGTH),
         };
-        self.require_organization(org_id).await?;
+        self.require_organization(new.org_id).await?;
+        if let Some(limit) = new.max_projects_of_org {
+            let owned: Count = self
+                .store
+                .run(|client| {
+                    self.store
+                        .read_your_writes(
+                            client.query("SELECT count() AS count FROM projects WHERE org_id = ?"),
+                        )
+                        .bind(new.org_id)
+                        .fetch_one()
+                })
+                .await?;
+            if owned.count >= limit {
+                return Err(TenancyError::TooManyProjects { limit });
+            }
+        }
         let taken: Count = self
             .store
             .run(|client| {
@@ -273,9 +403,16 @@ impl<'a> Tenancy<'a> {
                 "that project key is already taken".into(),
             ));
         }
-        let project_id = self.next_id("projects", "project_id").await?;
-        let project_id = u32::try_from(project_id)
-            .map_err(|_| TenancyError::Conflict("no project ids left".into()))?;
+        let project_id = self.claim_project_id(&project_key).await?;
+        self.store
+            .run(|client| {
+                client
+                    .query("INSERT INTO project_platforms (project_id, platform) VALUES (?, ?)")
+                    .bind(project_id)
+                    .bind(new.platform.as_str())
+                    .execute()
+            })
+            .await?;
         self.store
             .run(|client| {
                 client
@@ -285,17 +422,116 @@ impl<'a> Tenancy<'a> {
                     )
                     .bind(project_id)
                     .bind(&project_key)
-                    .bind(org_id)
-                    .bind(name)
+                    .bind(new.org_id)
+                    .bind(new.name)
                     .execute()
             })
             .await?;
         Ok(Project {
             project_id,
             project_key,
-            org_id,
-            name: name.to_owned(),
+            org_id: new.org_id,
+            name: new.name.to_owned(),
         })
+    }
+
+    /// An id for the project `project_key`, held by no other project (module header):
+    /// the next after every id used or claimed, claimed, and kept when the claim is
+    /// the only one of that id. After a lost claim the next candidate skips ahead by a
+    /// random few, so creators that collided spread out.
+    async fn claim_project_id(&self, project_key: &str) -> Result<u32, TenancyError> {
+        for attempt in 0..MAX_ID_CLAIMS {
+            let used: MaxId = self
+                .store
+                .run(|client| {
+                    self.store
+                        .read_your_writes(client.query(
+                            "SELECT toUInt64(max(project_id)) AS max_id FROM (SELECT project_id \
+                             FROM projects UNION ALL SELECT project_id FROM project_id_claims)",
+                        ))
+                        .fetch_one()
+                })
+                .await?;
+            let spread = if attempt == 0 {
+                0
+            } else {
+                rand::rngs::OsRng.gen_range(0..4 * u64::from(attempt))
+            };
+            let candidate = u32::try_from(used.max_id + 1 + spread)
+                .map_err(|_| TenancyError::Conflict("no project ids left".into()))?;
+            self.store
+                .run(|client| {
+                    client
+                        .query(
+                            "INSERT INTO project_id_claims (project_id, project_key, claimed_at) \
+                             VALUES (?, ?, now())",
+                        )
+                        .bind(candidate)
+                        .bind(project_key)
+                        .execute()
+                })
+                .await?;
+            let claims: Vec<ClaimKey> = self
+                .store
+                .run(|client| {
+                    self.store
+                        .read_your_writes(client.query(
+                            "SELECT project_key FROM project_id_claims WHERE project_id = ? \
+                             UNION ALL SELECT project_key FROM projects WHERE project_id = ?",
+                        ))
+                        .bind(candidate)
+                        .bind(candidate)
+                        .fetch_all()
+                })
+                .await?;
+            if claims.iter().all(|claim| claim.project_key == project_key) {
+                return Ok(candidate);
+            }
+            tracing::info!(candidate, attempt, "project id claimed by another creator");
+        }
+        Err(TenancyError::Conflict(
+            "project ids are contended, try again".into(),
+        ))
+    }
+
+    /// The project `project_key` of `org_id`, with its platform; `None` for an unknown
+    /// key and for another organization's project alike.
+    pub async fn project_of_org(
+        &self,
+        org_id: u64,
+        project_key: &str,
+    ) -> Result<Option<ProjectDetails>, TenancyError> {
+        let project: Option<Project> = self
+            .store
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(
+                        "SELECT ?fields FROM projects FINAL WHERE project_key = ? AND org_id = ? \
+                         ORDER BY project_id LIMIT 1",
+                    ))
+                    .bind(project_key)
+                    .bind(org_id)
+                    .fetch_optional()
+            })
+            .await?;
+        let Some(project) = project else {
+            return Ok(None);
+        };
+        let stored: Option<StoredPlatform> = self
+            .store
+            .run(|client| {
+                self.store
+                    .read_your_writes(client.query(
+                        "SELECT platform FROM project_platforms FINAL WHERE project_id = ? LIMIT 1",
+                    ))
+                    .bind(project.project_id)
+                    .fetch_optional()
+            })
+            .await?;
+        let platform = stored.map_or(Platform::Web, |stored| {
+            Platform::from_stored(&stored.platform)
+        });
+        Ok(Some(ProjectDetails { project, platform }))
     }
 
     /// Projects, ordered by id, optionally of one organization.
@@ -335,6 +571,31 @@ mod tests {
             hash_api_key("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn platforms_are_web_or_ios_and_web_by_default() {
+        assert_eq!(Platform::parse("web"), Some(Platform::Web));
+        assert_eq!(Platform::parse("ios"), Some(Platform::Ios));
+        for unknown in ["", "Web", "android", " web"] {
+            assert_eq!(Platform::parse(unknown), None, "{unknown}");
+        }
+        assert_eq!(Platform::from_stored(""), Platform::Web);
+        assert_eq!(Platform::Ios.as_str(), "ios");
+    }
+
+    #[test]
+    fn project_names_are_one_to_two_hundred_bytes_not_blank() {
+        let field_of = |name: &str| match validate_project_name(name) {
+            Ok(()) => None,
+            Err(TenancyError::InvalidField { field, .. }) => Some(field),
+            Err(other) => panic!("{other}"),
+        };
+        assert_eq!(field_of("web"), None);
+        assert_eq!(field_of(&"é".repeat(100)), None);
+        assert_eq!(field_of(&"x".repeat(201)), Some("name"));
+        assert_eq!(field_of(""), Some("name"));
+        assert_eq!(field_of("  "), Some("name"));
     }
 
     #[test]

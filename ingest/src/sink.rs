@@ -5,6 +5,8 @@
 //!   in between harmless (keys, applied-set chunks, states, sessions, dead letters);
 //! - `load`: [`Sink::load`], the durable states read back (keys from both lists,
 //!   chained sets rebuilt), and [`Sink::deleted_among`];
+//! - `live`: the live rows again in `live_sessions` (what the live sessions endpoint
+//!   reads), and the hourly drop of its old day partitions;
 //! - `dead_letter`: [`RejectedRecord`], the row of one rejection, and the
 //!   [`SubjectRecord`]s of who it names.
 //!
@@ -14,6 +16,7 @@
 //! lost. Bad *input* never reaches here as an error: it is dead-lettered by the decoder.
 
 mod dead_letter;
+mod live;
 mod load;
 mod write;
 
@@ -25,6 +28,7 @@ use sessions_shared::clickhouse::{Store, StoreError};
 use crate::metrics::IngestMetrics;
 
 pub use dead_letter::{RejectedRecord, SubjectRecord, MAX_DEAD_LETTER_PAYLOAD};
+pub use live::{drop_old_live_partitions, LIVE_TABLE};
 
 /// The sessions' durable states, keyed by identity (`schemas/007_project_sessions.sql`).
 pub const STATE_TABLE: &str = "project_session_state";

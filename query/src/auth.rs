@@ -11,6 +11,12 @@
 //! revoked during a ClickHouse outage stops working within that age instead of never.
 //! Order of checks: API key present (401), snapshot fresh (503), key known (401), then
 //! project (404 for an unknown project and for another organization's project alike).
+//!
+//! A project this replica created (`POST /api/v1/projects`) is usable here at once:
+//! [`AuthCache::add_created_project`] keeps it beside the snapshot until a reload that
+//! started [`CREATED_PROJECT_HOLD`] after its creation has been swapped in, so a reload
+//! already under way when it was created (or read from a lagging replica) cannot hide
+//! it. Other replicas see it at their next reload, within `AUTH_REFRESH_MS`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -22,6 +28,19 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+/// How long after its creation a project created here is kept beside the reloaded
+/// snapshots: longer than a reload takes, so the snapshot that replaces it holds it.
+pub const CREATED_PROJECT_HOLD: Duration = Duration::from_secs(60);
+
+/// A project created by this replica, not yet in a snapshot for sure.
+#[derive(Clone, Debug)]
+struct CreatedProject {
+    project_key: String,
+    project_id: u32,
+    org_id: u64,
+    created_at: Instant,
+}
 
 /// One consistent view of the tenancy tables.
 #[derive(Debug, Default)]
@@ -57,9 +76,15 @@ impl TenancySnapshot {
         let org_id = self
             .organization_of(api_key)
             .ok_or(ApiError::Unauthorized)?;
+        self.project_of(org_id, project_key)
+            .ok_or(ApiError::ProjectNotFound)
+    }
+
+    /// The id of `org_id`'s project `project_key`, if the snapshot holds it.
+    fn project_of(&self, org_id: u64, project_key: &str) -> Option<u32> {
         match self.project_by_key.get(project_key) {
-            Some(&(project_id, owner)) if owner == org_id => Ok(project_id),
-            _ => Err(ApiError::ProjectNotFound),
+            Some(&(project_id, owner)) if owner == org_id => Some(project_id),
+            _ => None,
         }
     }
 }
@@ -101,6 +126,8 @@ pub struct AuthCache {
     retry_after_seconds: u64,
     /// The age reported before any load is the time since the cache was made.
     created_at: Instant,
+    /// Projects created by this replica, until a snapshot surely holds them.
+    created_projects: RwLock<Vec<CreatedProject>>,
 }
 
 impl AuthCache {
@@ -113,6 +140,7 @@ impl AuthCache {
             max_age,
             retry_after_seconds: period_millis.div_ceil(1000).max(1),
             created_at: Instant::now(),
+            created_projects: RwLock::new(Vec::new()),
         }
     }
 
@@ -137,6 +165,24 @@ impl AuthCache {
             snapshot: Arc::new(snapshot),
             loaded_at,
         });
+        drop(loaded);
+        self.created_projects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|created| loaded_at < created.created_at + CREATED_PROJECT_HOLD);
+    }
+
+    /// Makes a project this replica just created usable here at once (module header).
+    pub fn add_created_project(&self, project_key: &str, project_id: u32, org_id: u64) {
+        self.created_projects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(CreatedProject {
+                project_key: project_key.to_owned(),
+                project_id,
+                org_id,
+                created_at: Instant::now(),
+            });
     }
 
     /// The snapshot, if one was loaded and is fresh at `now`.
@@ -173,11 +219,39 @@ impl AuthCache {
         project_key: &str,
         now: Instant,
     ) -> Result<u32, ApiError> {
+        let (snapshot, org_id) = self.organization_at(header, now)?;
+        if let Some(project_id) = snapshot.project_of(org_id, project_key) {
+            return Ok(project_id);
+        }
+        self.created_projects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|created| created.project_key == project_key && created.org_id == org_id)
+            .map(|created| created.project_id)
+            .ok_or(ApiError::ProjectNotFound)
+    }
+
+    /// The organization of the `Authorization` header's key: 401 or 503 as
+    /// [`AuthCache::authorize`], without a project.
+    pub fn organization(&self, header: Option<&str>) -> Result<u64, ApiError> {
+        self.organization_at(header, Instant::now())
+            .map(|(_, org_id)| org_id)
+    }
+
+    fn organization_at(
+        &self,
+        header: Option<&str>,
+        now: Instant,
+    ) -> Result<(Arc<TenancySnapshot>, u64), ApiError> {
         let api_key = api_key_from_header(header).ok_or(ApiError::Unauthorized)?;
         let snapshot = self.fresh_snapshot(now).ok_or(ApiError::KeysUnavailable {
             retry_after_seconds: self.retry_after_seconds,
         })?;
-        snapshot.authorize(api_key, project_key)
+        let org_id = snapshot
+            .organization_of(api_key)
+            .ok_or(ApiError::Unauthorized)?;
+        Ok((snapshot, org_id))
     }
 
     /// Loads keys and projects from ClickHouse and swaps them in, stamped with the
@@ -354,6 +428,36 @@ mod tests {
             cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
             Ok(10)
         );
+    }
+
+    #[test]
+    fn a_project_created_here_is_usable_at_once_and_only_by_its_organization() {
+        let cache = AuthCache::new(PERIOD, MAX_AGE);
+        let now = Instant::now();
+        cache.replace_loaded_at(snapshot(), now);
+        cache.add_created_project("createdByOrg1xxxxxxx", 11, 1);
+        let later = Instant::now();
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "createdByOrg1xxxxxxx", later),
+            Ok(11)
+        );
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-2"), "createdByOrg1xxxxxxx", later),
+            Err(ApiError::ProjectNotFound)
+        );
+        assert_eq!(
+            cache.authorize_at(Some("unknown"), "createdByOrg1xxxxxxx", later),
+            Err(ApiError::Unauthorized)
+        );
+        // A reload that started before the creation, finishing after it, does not hide
+        // it; one that started the hold after it does (it holds the project itself).
+        cache.replace_loaded_at(snapshot(), Instant::now());
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "createdByOrg1xxxxxxx", Instant::now()),
+            Ok(11)
+        );
+        cache.replace_loaded_at(snapshot(), Instant::now() + CREATED_PROJECT_HOLD);
+        assert!(cache.created_projects.read().unwrap().is_empty());
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! The jobs list's cursors ([`CursorKey::encode_jobs`]) have the same form, the last
 //! returned job's `createdAt` and `jobId` in place of `start_ts` and `session_id`,
 //! under another domain, bound to the project key alone: neither kind decodes as the
-//! other.
+//! other. The live sessions' cursors ([`CursorKey::encode_live`]) are the last returned
+//! live session's position, under a third domain, bound to the project key and the
+//! `userId` filter (empty when none: a filter is never empty).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -28,6 +30,7 @@ const CURSOR_BYTES: usize = 8 + 8 + TAG_BYTES;
 const DOMAIN: &[u8] = b"sessions-query/cursor/v1";
 const JOBS_DOMAIN: &[u8] = b"sessions-query/jobs-cursor/v1";
 const EVENTS_DOMAIN: &[u8] = b"sessions-query/events-cursor/v1";
+const LIVE_DOMAIN: &[u8] = b"sessions-query/live-cursor/v1";
 
 /// Used when `CURSOR_SECRET` is not set. Public, so cursors can be forged: production
 /// sets its own secret. (A forged cursor only moves the page start inside a query the
@@ -137,6 +140,27 @@ impl CursorKey {
         )
     }
 
+    /// A cursor of the live sessions of `project_key` (filtered on `user_id` when
+    /// given): after the live session at `position`.
+    pub fn encode_live(
+        &self,
+        project_key: &str,
+        user_id: Option<&str>,
+        position: Position,
+    ) -> String {
+        self.encode_in(LIVE_DOMAIN, &live_scope(project_key, user_id), position)
+    }
+
+    /// The position in a cursor of the live sessions of `project_key` and `user_id`.
+    pub fn decode_live(
+        &self,
+        project_key: &str,
+        user_id: Option<&str>,
+        cursor: &str,
+    ) -> Result<Position, InvalidCursor> {
+        self.decode_in(LIVE_DOMAIN, &live_scope(project_key, user_id), cursor)
+    }
+
     fn encode_in(&self, domain: &[u8], scope: &CursorScope<'_>, position: Position) -> String {
         let tag = self.mac_in(domain, scope, position).finalize().into_bytes();
         let mut bytes = [0u8; CURSOR_BYTES];
@@ -163,6 +187,16 @@ impl CursorKey {
             .verify_truncated_left(&bytes[16..])
             .map_err(|_| InvalidCursor)?;
         Ok(position)
+    }
+}
+
+/// The scope of a live sessions cursor: the project key and the `userId` filter.
+fn live_scope<'a>(project_key: &'a str, user_id: Option<&'a str>) -> CursorScope<'a> {
+    CursorScope {
+        project_key,
+        user_id: user_id.unwrap_or(""),
+        start_date: None,
+        end_date: None,
     }
 }
 
@@ -202,6 +236,23 @@ mod tests {
         start_ts: 1_623_440_822_825,
         session_id: u64::MAX - 7,
     };
+
+    #[test]
+    fn live_cursors_are_bound_to_their_filter_and_no_other_kind() {
+        let key = CursorKey::new(b"secret");
+        let project = "3sWXSsqHgSKnE87YkNJK";
+        let cursor = key.encode_live(project, Some("u"), POSITION);
+        assert_eq!(key.decode_live(project, Some("u"), &cursor), Ok(POSITION));
+        assert_eq!(key.decode_live(project, None, &cursor), Err(InvalidCursor));
+        assert_eq!(
+            key.decode_live(project, Some("v"), &cursor),
+            Err(InvalidCursor)
+        );
+        assert_eq!(key.decode_jobs(project, &cursor), Err(InvalidCursor));
+        let unfiltered = key.encode_live(project, None, POSITION);
+        assert_eq!(key.decode_live(project, None, &unfiltered), Ok(POSITION));
+        assert_eq!(key.decode_jobs(project, &unfiltered), Err(InvalidCursor));
+    }
 
     #[test]
     fn round_trips_and_is_url_safe() {

@@ -65,6 +65,12 @@ pub enum ApiError {
     /// Admitted, but not answered within `REQUEST_DEADLINE_MS` (`admission`).
     #[error("request took too long, try again later")]
     DeadlineExceeded,
+    /// A request body over the most the route reads (`projects::MAX_BODY_BYTES`).
+    #[error("request body too large (at most {max_bytes} bytes)")]
+    PayloadTooLarge { max_bytes: usize },
+    /// A project creation while the organization has `MAX_PROJECTS_PER_ORG` projects.
+    #[error("the organization has {limit} projects, the most it may have")]
+    TooManyProjects { limit: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -83,7 +89,8 @@ impl ApiError {
             | ApiError::UserNotFound
             | ApiError::SessionNotFound
             | ApiError::JobNotFound => StatusCode::NOT_FOUND,
-            ApiError::JobNotCancellable => StatusCode::CONFLICT,
+            ApiError::JobNotCancellable | ApiError::TooManyProjects { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::TooManyOpenJobs { .. } => StatusCode::TOO_MANY_REQUESTS,

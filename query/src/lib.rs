@@ -19,9 +19,11 @@ pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod heavy_users;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod projects;
 pub mod response;
 pub mod routes;
 pub mod session_events;
@@ -122,6 +124,8 @@ impl QueryService {
             deletion_grace: settings.deletion_grace,
             max_open_jobs: settings.max_open_jobs,
             deletion_retry_time: settings.deletion_settle + settings.jobs_poll,
+            max_projects_per_org: settings.max_projects_per_org,
+            live_window: settings.live_session,
         };
         // A cancellation accepted just before a job's start has landed within two
         // request bounds: a runner waits that long after the start.

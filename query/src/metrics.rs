@@ -47,6 +47,9 @@ pub const ROUTES: &[&str] = &[
     "jobs",
     "job",
     "session_events",
+    "live_sessions",
+    "projects",
+    "project",
     "metrics",
     "healthz",
     "readyz",
@@ -84,6 +87,12 @@ pub struct Metrics {
     pub heavy_pages_queued: IntGauge,
     /// Pages that stopped at `sessions::MAX_PAGE_ROUNDS` with a link to the rest.
     pub pages_cut_short: IntCounter,
+    /// Projects created through the API by this replica.
+    pub projects_created: IntCounter,
+    /// Project creations refused because the organization has `MAX_PROJECTS_PER_ORG`.
+    pub project_creations_refused: IntCounter,
+    /// Rows of `live_sessions` read by live-sessions requests (their cost).
+    pub live_rows_read: IntCounter,
 }
 
 impl Metrics {
@@ -171,6 +180,21 @@ impl Metrics {
             "query_pages_cut_short_total",
             "Pages of a heavy user that stopped after the most probe and window rounds a page may take, answered with the sessions found and a link to the rest",
         )?;
+        let projects_created = IntCounter::new(
+            "query_projects_created_total",
+            "Projects created through POST /api/v1/projects on this replica",
+        )?;
+        let project_creations_refused = IntCounter::new(
+            "query_project_creations_refused_total",
+            "POST /api/v1/projects refused (409) because the organization has MAX_PROJECTS_PER_ORG projects",
+        )?;
+        let live_rows_read = IntCounter::new(
+            "query_live_session_rows_read_total",
+            "Rows of live_sessions that live-sessions requests read (grows with the live sessions and their flushes within LIVE_SESSION_SECS, never with a project's history)",
+        )?;
+        registry.register(Box::new(projects_created.clone()))?;
+        registry.register(Box::new(project_creations_refused.clone()))?;
+        registry.register(Box::new(live_rows_read.clone()))?;
         registry.register(Box::new(requests_shed.clone()))?;
         registry.register(Box::new(requests_in_flight.clone()))?;
         registry.register(Box::new(requests_queued.clone()))?;
@@ -205,6 +229,9 @@ impl Metrics {
             heavy_pages_in_flight,
             heavy_pages_queued,
             pages_cut_short,
+            projects_created,
+            project_creations_refused,
+            live_rows_read,
         })
     }
 

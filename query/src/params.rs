@@ -71,16 +71,25 @@ pub enum ApiPath<'a> {
         project_key: &'a str,
         raw_session_id: &'a str,
     },
+    /// `/api/v1/:projectKey/assist/sessions`
+    LiveSessions { project_key: &'a str },
+    /// `/api/v1/projects`
+    Projects,
+    /// `/api/v1/projects/:projectKey`
+    Project { project_key: &'a str },
 }
 
 impl ApiPath<'_> {
     /// The methods the path answers (a 405 names them in `Allow`).
     pub fn allowed_methods(&self) -> &'static str {
         match self {
-            ApiPath::UserSessions(_) | ApiPath::Jobs { .. } | ApiPath::SessionEvents { .. } => {
-                "GET"
-            }
+            ApiPath::UserSessions(_)
+            | ApiPath::Jobs { .. }
+            | ApiPath::SessionEvents { .. }
+            | ApiPath::LiveSessions { .. }
+            | ApiPath::Project { .. } => "GET",
             ApiPath::User(_) | ApiPath::Job { .. } => "GET, DELETE",
+            ApiPath::Projects => "GET, POST",
         }
     }
 
@@ -92,6 +101,9 @@ impl ApiPath<'_> {
             ApiPath::Jobs { .. } => "jobs",
             ApiPath::Job { .. } => "job",
             ApiPath::SessionEvents { .. } => "session_events",
+            ApiPath::LiveSessions { .. } => "live_sessions",
+            ApiPath::Projects => "projects",
+            ApiPath::Project { .. } => "project",
         }
     }
 }
@@ -118,6 +130,15 @@ pub fn match_api_path(path: &str) -> Option<ApiPath<'_>> {
         return None;
     }
     match segments[..count] {
+        // Before the project routes: a project key is 20 letters and digits, never
+        // `projects`, so `/api/v1/projects/…` names no project's route.
+        ["projects"] => Some(ApiPath::Projects),
+        ["projects", project_key] if !project_key.is_empty() => {
+            Some(ApiPath::Project { project_key })
+        }
+        [project_key, "assist", "sessions"] if !project_key.is_empty() => {
+            Some(ApiPath::LiveSessions { project_key })
+        }
         [project_key, "users", raw_user_id, "sessions"] if !project_key.is_empty() => {
             Some(ApiPath::UserSessions(SessionsPath {
                 project_key,
@@ -352,7 +373,7 @@ pub fn parse_jobs_query(raw_query: &str) -> Result<JobsParams<'_>, ApiError> {
 
 /// `application/x-www-form-urlencoded` decoding of one name or value (`+` is a space).
 /// Invalid UTF-8 is replaced, which makes any known parameter invalid.
-fn form_decode(raw: &str) -> Cow<'_, str> {
+pub(crate) fn form_decode(raw: &str) -> Cow<'_, str> {
     if raw.contains('+') {
         let spaced = raw.replace('+', " ");
         return Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned());
@@ -360,7 +381,11 @@ fn form_decode(raw: &str) -> Cow<'_, str> {
     percent_decode_str(raw).decode_utf8_lossy()
 }
 
-fn set_once<T>(slot: &mut Option<T>, parameter: &'static str, value: T) -> Result<(), ApiError> {
+pub(crate) fn set_once<T>(
+    slot: &mut Option<T>,
+    parameter: &'static str,
+    value: T,
+) -> Result<(), ApiError> {
     if slot.is_some() {
         return Err(ApiError::invalid(parameter, "must be given at most once"));
     }
@@ -526,7 +551,29 @@ mod tests {
                 raw_job_id: "12"
             })
         );
+        assert_eq!(match_api_path("/api/v1/projects"), Some(ApiPath::Projects));
+        assert_eq!(
+            match_api_path("/api/v1/projects/3sWXSsqHgSKnE87YkNJK"),
+            Some(ApiPath::Project {
+                project_key: "3sWXSsqHgSKnE87YkNJK"
+            })
+        );
+        assert_eq!(
+            match_api_path("/api/v1/projects/jobs"),
+            Some(ApiPath::Project {
+                project_key: "jobs"
+            })
+        );
+        assert_eq!(
+            match_api_path("/api/v1/k/assist/sessions"),
+            Some(ApiPath::LiveSessions { project_key: "k" })
+        );
         for other in [
+            "/api/v1/projects/",
+            "/api/v1/projects/k/x",
+            "/api/v1/k/assist",
+            "/api/v1/k/assist/sessions/",
+            "/api/v1//assist/sessions",
             "/api/v1//jobs",
             "/api/v1/k/jobs/1/x",
             "/api/v1/k/users",

@@ -101,6 +101,17 @@ impl PageRows {
         self.rows.get(index).map(|(position, _)| *position)
     }
 
+    /// `{"data":{"total":<total>,"sessions":[…]}}` (live sessions).
+    pub fn into_live_body(self, total: u64) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.json.len() + 48);
+        body.extend_from_slice(br#"{"data":{"total":"#);
+        sessions_shared::json_text::write_integer(&mut body, total);
+        body.extend_from_slice(br#","sessions":["#);
+        body.extend_from_slice(&self.json[PAGE_START.len()..]);
+        body.extend_from_slice(b"]}}");
+        body
+    }
+
     /// `{"data":[…]}`.
     pub fn into_body(mut self) -> Vec<u8> {
         self.json.extend_from_slice(b"]}");
@@ -180,6 +191,15 @@ pub fn next_events_link(
 ) -> String {
     let path = format!(
         "/api/v1/{}/sessions/{session_id}/events",
+        utf8_percent_encode(project_key, PATH_SEGMENT)
+    );
+    link_to(path, kept_pairs, cursor)
+}
+
+/// `</api/v1/<projectKey>/assist/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
+pub fn next_live_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
+    let path = format!(
+        "/api/v1/{}/assist/sessions",
         utf8_percent_encode(project_key, PATH_SEGMENT)
     );
     link_to(path, kept_pairs, cursor)

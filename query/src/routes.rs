@@ -24,6 +24,10 @@
 //! - `GET …/jobs/:jobId`: another project's job is 404 `job not found`, as an unknown
 //!   one.
 //! - `DELETE …/jobs/:jobId`: cancels a scheduled job in its grace period; 409 after.
+//! - `GET …/assist/sessions`: the project's live sessions (`live`).
+//! - `GET /api/v1/projects[/:projectKey]`, `POST /api/v1/projects`: the key's
+//!   organization's projects (`projects`); only the creation reads a body, after the
+//!   key is checked, bounded (413).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,6 +53,7 @@ use crate::params::{
     check_path_length, check_query_length, decode_user_id, match_api_path, parse_events_query,
     parse_job_id, parse_jobs_query, parse_query, parse_session_id, ApiPath, SessionsPath,
 };
+use crate::projects::BodyStream;
 use crate::response::{data_json, next_events_link, next_jobs_link, next_link};
 use crate::session_events;
 use crate::sessions::{PageQuery, Pager};
@@ -75,12 +80,18 @@ pub struct AppState {
     /// The least time a due job takes to end (`DELETION_SETTLE_MS` plus
     /// `JOBS_POLL_MS`): part of a 429's `Retry-After`.
     pub deletion_retry_time: Duration,
+    /// `MAX_PROJECTS_PER_ORG`: projects an organization may have before `POST
+    /// /api/v1/projects` is refused.
+    pub max_projects_per_org: u64,
+    /// `LIVE_SESSION_SECS`: how recently a session's last event must have reached the
+    /// worker for it to be live.
+    pub live_window: Duration,
 }
 
 impl AppState {
     /// The API error of a failed ClickHouse request, counted and logged by code only
     /// (the server's message may quote the SQL and its bound user id).
-    fn clickhouse_failed(&self, error: &StoreError, what: &'static str) -> ApiError {
+    pub(crate) fn clickhouse_failed(&self, error: &StoreError, what: &'static str) -> ApiError {
         self.metrics.observe_clickhouse_error(error);
         tracing::warn!(code = ?error.code(), transient = error.is_transient(), what, "clickhouse request failed");
         ApiError::from(error)
@@ -150,26 +161,39 @@ pub fn api_route(
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();
+    // The body as a stream, read (bounded) only by the route that takes one.
+    let body = warp::body::stream().map(boxed_body);
     api_path
         .and(warp::method())
         .and(authorization)
         .and(raw_query)
+        .and(body)
         .and(with_state(state))
         .then(
             |path: FullPath,
              method: Method,
              authorization: Option<HeaderValue>,
              raw_query: String,
+             body: BodyStream,
              state: Arc<AppState>| async move {
                 let path = match_api_path(path.as_str()).expect("matched by the filter");
                 let authorization = authorization.as_ref().and_then(|value| value.to_str().ok());
-                let request = api(&state, &method, path, authorization, &raw_query);
+                let request = api(&state, &method, path, authorization, &raw_query, body);
                 match state.admission.run(request).await {
                     Ok(answer) => answer.unwrap_or_else(ApiError::into_response),
                     Err(refusal) => ApiError::from(refusal).into_response(),
                 }
             },
         )
+}
+
+/// A request body as [`BodyStream`]: its chunks as `Bytes`, boxed.
+fn boxed_body<Chunk: warp::hyper::body::Buf>(
+    stream: impl futures::Stream<Item = Result<Chunk, warp::Error>> + Send + 'static,
+) -> BodyStream {
+    Box::pin(futures::StreamExt::map(stream, |chunk| {
+        chunk.map(|mut buffer| buffer.copy_to_bytes(buffer.remaining()))
+    }))
 }
 
 /// Dispatches one API request (module contract).
@@ -179,12 +203,16 @@ async fn api(
     path: ApiPath<'_>,
     authorization: Option<&str>,
     raw_query: &str,
+    body: BodyStream,
 ) -> Result<Response, ApiError> {
     let allowed = match path {
-        ApiPath::UserSessions(_) | ApiPath::Jobs { .. } | ApiPath::SessionEvents { .. } => {
-            method == Method::GET
-        }
+        ApiPath::UserSessions(_)
+        | ApiPath::Jobs { .. }
+        | ApiPath::SessionEvents { .. }
+        | ApiPath::LiveSessions { .. }
+        | ApiPath::Project { .. } => method == Method::GET,
         ApiPath::User(_) | ApiPath::Job { .. } => method == Method::GET || method == Method::DELETE,
+        ApiPath::Projects => method == Method::GET || method == Method::POST,
     };
     if !allowed {
         return Err(ApiError::MethodNotAllowed {
@@ -192,6 +220,21 @@ async fn api(
         });
     }
     match path {
+        ApiPath::Projects if method == Method::POST => {
+            let body = crate::projects::create(state, authorization, body).await?;
+            Ok(json_response(StatusCode::OK, body))
+        }
+        ApiPath::Projects => {
+            let body = crate::projects::list(state, authorization).await?;
+            Ok(json_response(StatusCode::OK, body))
+        }
+        ApiPath::Project { project_key } => {
+            let body = crate::projects::get(state, authorization, project_key).await?;
+            Ok(json_response(StatusCode::OK, body))
+        }
+        ApiPath::LiveSessions { project_key } => {
+            crate::live::live_sessions(state, project_key, authorization, raw_query).await
+        }
         ApiPath::UserSessions(path) => user_sessions(state, path, authorization, raw_query).await,
         ApiPath::User(path) => {
             let project_id = state.auth.authorize(authorization, path.project_key)?;

@@ -142,6 +142,16 @@ pub struct Settings {
     /// also how long an HTTP/1 keep-alive connection may stay idle. Then it is closed.
     #[arg(long = "header-read-timeout-ms", env = "HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = sessions_shared::config::parse_positive_millis)]
     pub header_read_timeout: Duration,
+    /// Projects an organization may have: past it `POST /api/v1/projects` is 409. Every
+    /// replica holds every project in memory and reloads them all every
+    /// AUTH_REFRESH_MS, so one key must not be able to create millions.
+    /// `sessions-admin project create` is not bounded.
+    #[arg(long = "max-projects-per-org", env = "MAX_PROJECTS_PER_ORG", default_value = "100", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_projects_per_org: u64,
+    /// A session is live while it has no `session_end` and its last event reached the
+    /// worker at most this many seconds ago (this service's clock), 1 to 86400.
+    #[arg(long = "live-session-secs", env = "LIVE_SESSION_SECS", default_value = "300", value_parser = parse_live_window)]
+    pub live_session: Duration,
 }
 
 impl Settings {
@@ -170,6 +180,8 @@ impl Settings {
             request_deadline: Duration::from_millis(10_000),
             max_connections: 512,
             header_read_timeout: Duration::from_millis(10_000),
+            max_projects_per_org: 100,
+            live_session: Duration::from_secs(300),
         }
     }
 
@@ -215,6 +227,22 @@ fn parse_cursor_secret(value: &str) -> Result<Secret, String> {
         ));
     }
     Ok(Secret::new(value))
+}
+
+/// Longest `LIVE_SESSION_SECS`: a day. The worker keeps the live rows of the current
+/// and the previous day (`live_sessions`, partitioned by day), so a longer window would
+/// read rows already dropped.
+pub const MAX_LIVE_SESSION_SECS: u32 = 86_400;
+
+fn parse_live_window(value: &str) -> Result<Duration, String> {
+    match value.parse::<u32>() {
+        Ok(seconds) if (1..=MAX_LIVE_SESSION_SECS).contains(&seconds) => {
+            Ok(Duration::from_secs(seconds.into()))
+        }
+        _ => Err(format!(
+            "must be a whole number of seconds from 1 to {MAX_LIVE_SESSION_SECS}"
+        )),
+    }
 }
 
 fn parse_grace_seconds(value: &str) -> Result<Duration, String> {

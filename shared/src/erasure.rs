@@ -37,6 +37,14 @@ const MARKERS: &[(&str, &str)] = &[
         "sessions",
         "(project_id, session_id, deleted) VALUES (0, 0, 1)",
     ),
+    // Partitioned by day: a mutation waits on each partition's last quorum part, so
+    // a marker goes to today's, yesterday's and the day before's (the older days are
+    // dropped within the hour, ingest's `sink/live.rs`).
+    (
+        "live_sessions",
+        "(project_id, session_id, deleted, updated_at) VALUES (0, 0, 1, now()), \
+         (0, 0, 1, now() - 86400), (0, 0, 1, now() - 172800)",
+    ),
     ("session_keys", "(session_id, project_id) VALUES (0, 0)"),
     ("session_state", "(session_id) VALUES (0)"),
     ("session_applied", "(session_id) VALUES (0)"),
@@ -160,8 +168,8 @@ pub async fn wait_for_mutations(store: &Store) -> Result<(), StoreError> {
 }
 
 /// Erases every row of `sessions`, each `(project_id, session_id)`, from the tables the
-/// worker writes (`sessions` under any key, `session_keys`, `project_session_state`,
-/// `project_session_applied`, `session_events`) and waits until it is done: what a worker does when a
+/// worker writes (`sessions` under any key, `live_sessions`, `session_keys`,
+/// `project_session_state`, `project_session_applied`, `session_events`) and waits until it is done: what a worker does when a
 /// flush raced a deletion (ingest's `exactly_once`, step 8). A session is its project
 /// and its id together (docs/events.md): another project's session of the same id is
 /// left as it is.
@@ -175,6 +183,7 @@ pub async fn erase_sessions(store: &Store, sessions: &[(u32, u64)]) -> Result<()
     );
     for table in [
         "sessions",
+        "live_sessions",
         "session_keys",
         "project_session_state",
         "project_session_applied",

@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "009_session_events",
         sql: include_str!("../../schemas/009_session_events.sql"),
     },
+    Migration {
+        version: 10,
+        name: "010_projects_and_live_sessions",
+        sql: include_str!("../../schemas/010_projects_and_live_sessions.sql"),
+    },
 ];
 
 /// The bookkeeping table of [`migrate`], written like a migration.

@@ -62,7 +62,13 @@ fn check_path(path: &str) {
     };
     let (project_key, raw_user_id, raw_job_id) = match &matched {
         ApiPath::UserSessions(p) | ApiPath::User(p) => (p.project_key, Some(p.raw_user_id), None),
-        ApiPath::Jobs { project_key } => (*project_key, None, None),
+        ApiPath::Jobs { project_key }
+        | ApiPath::LiveSessions { project_key }
+        | ApiPath::Project { project_key } => (*project_key, None, None),
+        ApiPath::Projects => {
+            assert_eq!(path, "/api/v1/projects");
+            return;
+        }
         ApiPath::Job {
             project_key,
             raw_job_id,
@@ -123,6 +129,12 @@ fn check_query(query: &str) {
         }
         for pair in &params.kept_pairs {
             assert!(query.contains(pair));
+        }
+    }
+    if let Ok(params) = sessions_query::live::parse_live_query(query) {
+        assert!((1..=sessions_query::live::MAX_LIVE_LIMIT).contains(&params.limit));
+        if let Some(user_id) = &params.user_id {
+            assert!((1..=MAX_USER_ID_BYTES).contains(&user_id.len()));
         }
     }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessions_control::jobs::Jobs;
 use sessions_control::rebuild::{rebuild_sessions, Rebuilt};
-use sessions_control::tenancy::Tenancy;
+use sessions_control::tenancy::{NewProject, Platform, Tenancy};
 use sessions_shared::clickhouse::Store;
 use sessions_shared::config::ClickHouseSettings;
 use sessions_shared::migrations::migrate;
@@ -119,6 +119,9 @@ enum ProjectCommand {
         /// A chosen project key (20 letters and digits); random if absent.
         #[arg(long)]
         key: Option<String>,
+        /// What the project's tracker runs on: web (the default) or ios.
+        #[arg(long, default_value = "web", value_parser = parse_platform)]
+        platform: Platform,
     },
     /// List projects as a JSON array.
     List {
@@ -153,9 +156,24 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             json!({"revoked": true})
         }
         Command::Project {
-            command: ProjectCommand::Create { org, name, key },
+            command:
+                ProjectCommand::Create {
+                    org,
+                    name,
+                    key,
+                    platform,
+                },
         } => {
-            let project = tenancy.create_project(org, &name, key.as_deref()).await?;
+            // The same creation as `POST /api/v1/projects`, without its cap.
+            let project = tenancy
+                .create_project_of(NewProject {
+                    org_id: org,
+                    name: &name,
+                    platform,
+                    project_key: key.as_deref(),
+                    max_projects_of_org: None,
+                })
+                .await?;
             json!({"projectId": project.project_id, "projectKey": project.project_key})
         }
         Command::Project {
@@ -229,4 +247,8 @@ fn key_to_revoke() -> anyhow::Result<String> {
         "no key to revoke: give it in API_KEY or on standard input"
     );
     Ok(key.to_owned())
+}
+
+fn parse_platform(value: &str) -> Result<Platform, String> {
+    Platform::parse(value).ok_or_else(|| "must be web or ios".to_owned())
 }

@@ -5,8 +5,8 @@
 //! guarantees"): it returns, per user of the batch, Ok only when a read finds, in the
 //! tables of the database, no row of the project under the user id and no row of any
 //! session of the project listed in `deleted_sessions`, in the read model
-//! (`sessions`) and the session events (`session_events`), the worker's durable state
-//! (`project_session_state`, `session_keys`,
+//! (`sessions`, and its live copies in `live_sessions`) and the session events
+//! (`session_events`), the worker's durable state (`project_session_state`, `session_keys`,
 //! `project_session_applied`, and the tables keyed by session id alone that held it
 //! before, `session_state` and `session_applied`) and the dead letters
 //! (`rejected_events`, with their `dead_letter_subjects`): those whose parsed payload
@@ -282,7 +282,7 @@ impl Deletion<'_> {
         &self,
         in_operator: &str,
         projects: &BTreeSet<u32>,
-    ) -> [(&'static str, String); 7] {
+    ) -> [(&'static str, String); 8] {
         let per_project = projects
             .iter()
             .map(|&project| {
@@ -296,6 +296,7 @@ impl Deletion<'_> {
         let deleted = self.deleted_ids("session_id", in_operator, projects);
         [
             ("sessions", per_project.clone()),
+            ("live_sessions", per_project.clone()),
             ("session_keys", per_project.clone()),
             ("project_session_state", per_project.clone()),
             ("project_session_applied", per_project.clone()),
@@ -368,7 +369,9 @@ impl Deletion<'_> {
         let of_users = users_condition(users);
         for (table, deleted) in self.deleted_conditions("IN", &projects) {
             let condition = match table {
-                "sessions" | "session_keys" => format!("({of_users}) OR {deleted}"),
+                "sessions" | "live_sessions" | "session_keys" => {
+                    format!("({of_users}) OR {deleted}")
+                }
                 _ => deleted,
             };
             self.mutate(table, &condition).await?;
@@ -408,12 +411,12 @@ impl Deletion<'_> {
     pub async fn leftovers(&self, users: &[&DeletedUser]) -> Result<Vec<u64>, StoreError> {
         let mut left: HashMap<(u32, String), u64> = HashMap::new();
         let of_users = users_condition(users);
-        for table in ["sessions", "session_keys"] {
+        for table in ["sessions", "live_sessions", "session_keys"] {
             let sql = format!(
                 "SELECT project_id, hex(user_id) AS user_hex, count() AS count FROM {table} \
                  WHERE {of_users} GROUP BY project_id, user_hex"
             );
-            let counts: Vec<UserCount> = self.read(&sql).await?;
+            let counts: Vec<UserCount> = self.read_of(table, &sql).await?;
             for count in counts {
                 *left
                     .entry((count.project_id, count.user_hex.to_ascii_lowercase()))
@@ -427,7 +430,7 @@ impl Deletion<'_> {
                 self.deleted_conditions("GLOBAL IN", &BTreeSet::from([project]))
             {
                 let sql = format!("SELECT count() AS count FROM {table} WHERE {condition}");
-                let found: Vec<Count> = self.read(&sql).await?;
+                let found: Vec<Count> = self.read_of(table, &sql).await?;
                 *of_project.entry(project).or_default() +=
                     found.iter().map(|found| found.count).sum::<u64>();
             }
@@ -452,6 +455,26 @@ impl Deletion<'_> {
                     + letters
             })
             .collect())
+    }
+
+    /// [`Deletion::read`] of `table`; of `live_sessions` a plain read. The workers
+    /// drop its old day partitions, and on a cluster of 18.16 a partition dropped
+    /// after a quorum write makes every sequentially consistent read of the table fail
+    /// ("replica doesn't have part …", measured); a plain read is enough here: the
+    /// mutations are done on every node by then (`wait_for_mutations`), so a replica
+    /// holds no row of a deleted session in any part, fetched yet or not.
+    async fn read_of<T>(&self, table: &str, sql: &str) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        if table != "live_sessions" {
+            return self.read(sql).await;
+        }
+        self.store
+            .run_for(self.store.timeout() * LONG_REQUESTS, |client| {
+                client.query(sql).fetch_all::<T>()
+            })
+            .await
     }
 
     async fn read<T>(&self, sql: &str) -> Result<Vec<T>, StoreError>

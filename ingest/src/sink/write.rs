@@ -9,7 +9,8 @@
 //! indexes applied since its last durable write, or a checkpoint; see `durable_state`),
 //! (3) `project_session_state` (each changed session's state, naming every key it was
 //! ever written under, and its checkpoint when chained), (4) `sessions` (a tombstone per old key not
-//! tombstoned yet, and the live row), (5) `dead_letter_subjects` (who each dead letter
+//! tombstoned yet, and the live row), then the live rows again in `live_sessions`
+//! (`live.rs`), (5) `dead_letter_subjects` (who each dead letter
 //! names), (6) `rejected_events`. The order matters for a
 //! crash in between: an event is durable before the state that counts it (a replay
 //! applies it again and writes the same row, which merges), a key is always durable in
@@ -210,7 +211,8 @@ impl Sink {
             }))
             .collect();
         self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
-            .await
+            .await?;
+        self.write_live_sessions(&session_records).await
     }
 
     /// Counts the bytes of durable state (JSON states, chunk ranges) written to `table`.
@@ -223,7 +225,7 @@ impl Sink {
 
     /// One INSERT of `rows` into `table` (none when there are no rows), under the insert
     /// time bound, counted in `rows_written_total`.
-    async fn insert_rows<T: Row + RowWrite>(
+    pub(super) async fn insert_rows<T: Row + RowWrite>(
         &self,
         table: &str,
         rows: &[T::Value<'_>],

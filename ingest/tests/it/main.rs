@@ -22,6 +22,7 @@ mod fuzz_corpus;
 mod group_membership;
 mod hostile_input;
 mod incremental_rebalance;
+mod live_sessions_retention;
 mod outage_rebalance;
 mod session_events;
 mod sigkill;

@@ -232,8 +232,14 @@ pub struct QueryProcess {
 
 impl QueryProcess {
     pub fn spawn(fixture: &Fixture) -> QueryProcess {
+        QueryProcess::spawn_with(fixture, &[])
+    }
+
+    /// [`QueryProcess::spawn`] with more environment variables.
+    pub fn spawn_with(fixture: &Fixture, environment: &[(&str, &str)]) -> QueryProcess {
         let address = free_loopback_address();
         let child = query_binary()
+            .envs(environment.iter().copied())
             .args(fixture.db.settings.to_args())
             .env("QUERY_ADDR", address.to_string())
             .env("AUTH_REFRESH_MS", "500")

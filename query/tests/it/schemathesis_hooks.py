@@ -6,7 +6,9 @@ whose every parameter matches its schema) is made valid by the whole contract
 
 - `cursor` is a token the service signs and hands out in `Link` headers, bound to its
   query: a generated one is never valid, so positive cases go without one;
-- `start_date` must not be after `end_date`: a positive case with both has them in order.
+- `start_date` must not be after `end_date`: a positive case with both has them in order;
+- a project's `name` is 1 to 200 *bytes* (the schema counts characters) and not only
+  whitespace: a positive creation's name is cut to 200 bytes and given a letter.
 
 Negative cases keep whatever was generated. No failure is filtered out here.
 """
@@ -21,10 +23,22 @@ def _as_int(value):
         return None
 
 
+def _project_name(name):
+    """`name` within the contract: at most 200 bytes of UTF-8, not only whitespace."""
+    encoded = name.encode("utf-8")[:199]
+    return "p" + encoded.decode("utf-8", errors="ignore")
+
+
 @schemathesis.hook
 def map_case(context, case):
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or not case.query:
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    if case.method.upper() == "POST" and isinstance(case.body, dict):
+        if isinstance(case.body.get("name"), str):
+            case.body["name"] = _project_name(case.body["name"])
+        return case
+    if not case.query:
         return case
     case.query.pop("cursor", None)
     start = _as_int(case.query.get("start_date"))
