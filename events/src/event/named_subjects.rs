@@ -44,12 +44,21 @@ pub fn named_subjects(payload: &[u8]) -> Vec<NamedSubject> {
     let mut found = BTreeSet::new();
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
     // An error ends the reading; what was read before it stays.
-    let _ = Payload(&mut found).deserialize(&mut deserializer);
+    let _ = Payload {
+        found: &mut found,
+        top_level: true,
+    }
+    .deserialize(&mut deserializer);
     found.into_iter().collect()
 }
 
-/// The whole payload: an object, an array of them, or anything else (nothing).
-struct Payload<'a>(&'a mut BTreeSet<NamedSubject>);
+/// A value of the payload: an event object names its subject; at the top level an
+/// array's elements are read the same way (one level: an array inside an array is
+/// skipped); any other value names nothing.
+struct Payload<'a> {
+    found: &'a mut BTreeSet<NamedSubject>,
+    top_level: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for Payload<'_> {
     type Value = ();
@@ -67,58 +76,22 @@ impl<'de> Visitor<'de> for Payload<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        EventObject(self.0).visit_map(map)
+        EventObject(self.found).visit_map(map)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Element(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-/// An element of an array payload: an event object, or anything else (skipped).
-struct Element<'a>(&'a mut BTreeSet<NamedSubject>);
-
-impl<'de> DeserializeSeed<'de> for Element<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Element<'_> {
-    type Value = ();
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("a batch element")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        EventObject(self.0).visit_map(map)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        if self.top_level {
+            let found = self.found;
+            while seq
+                .next_element_seed(Payload {
+                    found: &mut *found,
+                    top_level: false,
+                })?
+                .is_some()
+            {}
+        } else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+        }
         Ok(())
     }
 
