@@ -146,6 +146,16 @@ impl From<crate::admission::Refusal> for ApiError {
     }
 }
 
+impl From<crate::cursor::InvalidCursor> for ApiError {
+    /// 400 naming `cursor`, whatever was wrong with it (every list's cursors).
+    fn from(_: crate::cursor::InvalidCursor) -> Self {
+        ApiError::invalid(
+            "cursor",
+            "is malformed, altered, or belongs to another query",
+        )
+    }
+}
+
 impl From<&StoreError> for ApiError {
     /// Transient trouble (unreachable, too slow, overloaded) is 503; anything else 500.
     fn from(error: &StoreError) -> Self {

@@ -34,7 +34,7 @@ use warp::reply::Response;
 
 use crate::cursor::Position;
 use crate::error::{json_response, ApiError};
-use crate::params::{form_decode, set_once, DEFAULT_LIMIT};
+use crate::params::{form_decode, parse_limit_within, set_once, DEFAULT_LIMIT};
 use crate::response::{next_live_link, PageRows};
 use crate::routes::AppState;
 
@@ -95,14 +95,7 @@ fn parse_user_id(raw_value: &str) -> Result<String, ApiError> {
 }
 
 fn parse_live_limit(value: &str) -> Result<u32, ApiError> {
-    let digits_only = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
-    match value.parse::<u32>() {
-        Ok(limit) if digits_only && (1..=MAX_LIVE_LIMIT).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::invalid(
-            "limit",
-            "must be an integer from 1 to 200",
-        )),
-    }
+    parse_limit_within(value, MAX_LIVE_LIMIT, "must be an integer from 1 to 200")
 }
 
 /// The inner statement: per session of the project written within the window, its
@@ -259,12 +252,7 @@ pub async fn live_sessions(
             state
                 .cursor_key
                 .decode_live(project_key, user_id, cursor)
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "cursor",
-                        "is malformed, altered, or belongs to another query",
-                    )
-                })?,
+                .map_err(ApiError::from)?,
         ),
         None => None,
     };

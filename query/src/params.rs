@@ -207,52 +207,16 @@ pub fn parse_session_id(raw_session_id: &str) -> Result<u64, ApiError> {
 /// Events per page when `limit` is not given, and the most a page may ask for.
 pub const DEFAULT_EVENTS_LIMIT: u32 = 10_000;
 
-/// The parameters of a session's events page.
-#[derive(Debug, PartialEq, Eq)]
-pub struct EventsParams<'a> {
-    pub limit: u32,
-    pub cursor: Option<String>,
-    /// The raw pairs to repeat in the next page's link (all but `cursor`).
-    pub kept_pairs: Vec<&'a str>,
-}
-
 /// Parses the raw query string of a session's events: `limit` (1 to
 /// [`DEFAULT_EVENTS_LIMIT`], which is also the default) and `cursor`, anything else
 /// ignored and kept.
-pub fn parse_events_query(raw_query: &str) -> Result<EventsParams<'_>, ApiError> {
-    let mut limit = None;
-    let mut cursor = None;
-    let mut kept_pairs = Vec::new();
-    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        match form_decode(raw_name).as_ref() {
-            "limit" => {
-                let value = form_decode(raw_value);
-                let digits_only =
-                    !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
-                let parsed = match value.parse::<u32>() {
-                    Ok(n) if digits_only && (1..=DEFAULT_EVENTS_LIMIT).contains(&n) => n,
-                    _ => {
-                        return Err(ApiError::invalid(
-                            "limit",
-                            "must be an integer from 1 to 10000",
-                        ))
-                    }
-                };
-                set_once(&mut limit, "limit", parsed)?;
-            }
-            "cursor" => {
-                set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
-                continue;
-            }
-            _ => {}
-        }
-        kept_pairs.push(pair);
-    }
-    Ok(EventsParams {
-        limit: limit.unwrap_or(DEFAULT_EVENTS_LIMIT),
-        cursor,
-        kept_pairs,
+pub fn parse_events_query(raw_query: &str) -> Result<ListParams<'_>, ApiError> {
+    parse_list_query(raw_query, DEFAULT_EVENTS_LIMIT, |value| {
+        parse_limit_within(
+            value,
+            DEFAULT_EVENTS_LIMIT,
+            "must be an integer from 1 to 10000",
+        )
     })
 }
 
@@ -336,9 +300,10 @@ pub fn parse_query(raw_query: &str) -> Result<PageParams<'_>, ApiError> {
     })
 }
 
-/// The query parameters of a jobs list request.
+/// The query parameters of a list with only `limit` and `cursor` (jobs, a session's
+/// events).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct JobsParams<'a> {
+pub struct ListParams<'a> {
     pub limit: u32,
     pub cursor: Option<String>,
     /// Every `name=value` pair but the cursor, as received: the next page's link
@@ -348,7 +313,17 @@ pub struct JobsParams<'a> {
 
 /// Parses the raw query string of a jobs list: `limit` and `cursor` as for sessions,
 /// anything else ignored and kept.
-pub fn parse_jobs_query(raw_query: &str) -> Result<JobsParams<'_>, ApiError> {
+pub fn parse_jobs_query(raw_query: &str) -> Result<ListParams<'_>, ApiError> {
+    parse_list_query(raw_query, DEFAULT_LIMIT, parse_limit)
+}
+
+/// `limit` (by `parse_limit`, `default` when absent) and `cursor`, each at most once;
+/// every other pair ignored and kept.
+fn parse_list_query<'a>(
+    raw_query: &'a str,
+    default: u32,
+    parse_limit: impl Fn(&str) -> Result<u32, ApiError>,
+) -> Result<ListParams<'a>, ApiError> {
     let mut limit = None;
     let mut cursor = None;
     let mut kept_pairs = Vec::new();
@@ -364,8 +339,8 @@ pub fn parse_jobs_query(raw_query: &str) -> Result<JobsParams<'_>, ApiError> {
         }
         kept_pairs.push(pair);
     }
-    Ok(JobsParams {
-        limit: limit.unwrap_or(DEFAULT_LIMIT),
+    Ok(ListParams {
+        limit: limit.unwrap_or(default),
         cursor,
         kept_pairs,
     })
@@ -405,13 +380,16 @@ fn parse_epoch_millis(value: &str, parameter: &'static str) -> Result<i64, ApiEr
 }
 
 fn parse_limit(value: &str) -> Result<u32, ApiError> {
+    parse_limit_within(value, MAX_LIMIT, "must be an integer from 1 to 1000")
+}
+
+/// A `limit`: decimal digits only, from 1 to `max`; else 400 naming `limit` with
+/// `reason` (which states that range).
+pub fn parse_limit_within(value: &str, max: u32, reason: &'static str) -> Result<u32, ApiError> {
     let digits_only = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
     match value.parse::<u32>() {
-        Ok(limit) if digits_only && (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::invalid(
-            "limit",
-            "must be an integer from 1 to 1000",
-        )),
+        Ok(limit) if digits_only && (1..=max).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::invalid("limit", reason)),
     }
 }
 
@@ -639,7 +617,7 @@ mod tests {
     fn jobs_lists_take_a_limit_and_a_cursor() {
         assert_eq!(
             parse_jobs_query(""),
-            Ok(JobsParams {
+            Ok(ListParams {
                 limit: DEFAULT_LIMIT,
                 cursor: None,
                 kept_pairs: vec![]
@@ -647,7 +625,7 @@ mod tests {
         );
         assert_eq!(
             parse_jobs_query("limit=1000&x=%3C&cursor=ab-_&start_date=junk"),
-            Ok(JobsParams {
+            Ok(ListParams {
                 limit: 1000,
                 cursor: Some("ab-_".into()),
                 kept_pairs: vec!["limit=1000", "x=%3C", "start_date=junk"]

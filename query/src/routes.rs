@@ -286,12 +286,7 @@ async fn session_events(
             state
                 .cursor_key
                 .decode_events(project_key, &session_text, cursor)
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "cursor",
-                        "is malformed, altered, or belongs to another query",
-                    )
-                })?,
+                .map_err(ApiError::from)?,
         ),
         None => None,
     };
@@ -394,12 +389,7 @@ async fn list_jobs(
             let position = state
                 .cursor_key
                 .decode_jobs(project_key, cursor)
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "cursor",
-                        "is malformed, altered, or belongs to another query",
-                    )
-                })?;
+                .map_err(ApiError::from)?;
             Some(JobPosition {
                 created_at: position.start_ts,
                 job_id: position.session_id,
@@ -478,12 +468,12 @@ async fn user_sessions(
         end_date: params.end_date,
     };
     let after = match params.cursor.as_deref() {
-        Some(cursor) => Some(state.cursor_key.decode(&scope, cursor).map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                "is malformed, altered, or belongs to another query",
-            )
-        })?),
+        Some(cursor) => Some(
+            state
+                .cursor_key
+                .decode(&scope, cursor)
+                .map_err(ApiError::from)?,
+        ),
         None => None,
     };
     let page_size = params.limit as usize;
