@@ -17,8 +17,9 @@ const FLOOD: usize = 10_000;
 const CONCURRENCY: usize = 8;
 /// How long the real user's deletion may take, from its first request to `completed`.
 const REAL_DELETION_BOUND: Duration = Duration::from_secs(60);
-/// Mutations the whole test may cause: the real user's one round (4 tables), twice
-/// over for a second round (rows written while it ran).
+/// Mutations the whole test may cause: the real user's one round, one per table a
+/// deletion mutates (8: `Deletion::deleted_conditions`); a second round (rows
+/// written while it ran) would exceed it, and nothing writes the user's rows here.
 const MUTATION_BOUND: u64 = 8;
 /// A deletion's wait between marking and erasing: seconds, as in production (30 s
 /// there), so that a runner paying it once per job cannot pass. Such a runner falls
