@@ -5,7 +5,8 @@
 //! through the decoder and the worker's aggregation as the worker does, and panics,
 //! saying what failed, when one of these properties does not hold:
 //! - nothing panics, whatever the bytes;
-//! - decoding: at most [`MAX_REJECTIONS_PER_MESSAGE`] + 1 rejections, each payload
+//! - decoding: the decoder (its fast path first) gives the events and rejections of
+//!   the serde path alone; at most [`MAX_REJECTIONS_PER_MESSAGE`] + 1 rejections, each payload
 //!   a slice of the message, each batch element's payload JSON on its own; the
 //!   subjects a dead letter records (`named_subjects`) at most one per
 //!   `BYTES_PER_SUBJECT` payload bytes, each user id within its size limit;
@@ -33,7 +34,8 @@ use std::ops::Range;
 use serde_json::value::RawValue;
 use sessions_events::event::named_subjects::{named_subjects, BYTES_PER_SUBJECT};
 use sessions_events::event::{
-    decode_message, DecodedMessage, Event, Rejection, MAX_MESSAGE_BYTES, MAX_REJECTIONS_PER_MESSAGE,
+    decode_message, decode_message_by_serde_alone, DecodedMessage, Event, Rejection,
+    MAX_MESSAGE_BYTES, MAX_REJECTIONS_PER_MESSAGE,
 };
 use sessions_events::session::DerivedAgent;
 use sessions_ingest::aggregator::Aggregator;
@@ -93,6 +95,9 @@ pub fn check_message(message: &[u8]) -> CheckReport {
     let live_before = allocator.current_usage();
     let (events, rejections, sessions) = check_properties(message);
     let peak_bytes = allocator.peak_usage().saturating_sub(live_before);
+    // Outside the peak's measure: a second decode of the same bytes, by the serde path
+    // alone, must give exactly what the decoder gave (its fast path first).
+    check_paths_agree(message);
     let report = CheckReport {
         message_bytes: message.len(),
         events,
@@ -109,6 +114,20 @@ pub fn check_message(message: &[u8]) -> CheckReport {
         peak_bytes_allowed(message.len()),
     );
     report
+}
+
+/// The decoder's fast path first and the serde path alone decode `message` alike.
+fn check_paths_agree(message: &[u8]) {
+    let fast_first = decode_message(message);
+    let serde_alone = decode_message_by_serde_alone(message);
+    assert_eq!(
+        fast_first.events, serde_alone.events,
+        "the fast path's events differ"
+    );
+    assert_eq!(
+        fast_first.rejections, serde_alone.rejections,
+        "the fast path's rejections differ"
+    );
 }
 
 /// Without the counting allocator the peak reads 0 and the bound would hold vacuously.

@@ -7,7 +7,7 @@
 //!   event object becomes [`EventFields`] and is validated at once: a valid event is
 //!   pushed to `events`, a bad one to `bad_elements` with its batch position (0 for a
 //!   single event). The seed fails only when the bytes are not JSON.
-//! - Only the fields named in [`FieldName`] are read, each as a [`Scalar`]; every other
+//! - Only the fields named in [`FieldName`] (the validation layer's) are read, each as a [`Scalar`]; every other
 //!   field, and any array or object inside a field, is skipped without being built.
 //! - Strings without escapes are borrowed from the message bytes, not copied.
 
@@ -17,8 +17,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::json_scalar::{JsonType, Scalar};
-use super::validation::{EventFields, FieldError};
-use super::{BadElements, Event, RejectReason};
+use super::validation::{EventFields, FieldError, FieldName};
+use super::{BadElements, Event};
 
 /// What the top-level value of a message was.
 pub(super) enum MessageShape {
@@ -66,13 +66,9 @@ impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
                     Ok(event) => self.events.push(event),
                     Err(error) => self.bad_elements.push(position, error),
                 },
-                Element::NotAnObject(found) => self.bad_elements.push(
-                    position,
-                    FieldError::new(
-                        RejectReason::NotAnEvent,
-                        format!("expected an event object, found {}", found.describe()),
-                    ),
-                ),
+                Element::NotAnObject(found) => self
+                    .bad_elements
+                    .push(position, FieldError::not_an_event_object(found)),
             }
             position += 1;
         }
@@ -195,64 +191,22 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// The field names we read; everything else is skipped unparsed.
-enum FieldName {
-    ProjectId,
-    SessionId,
-    Index,
-    Timestamp,
-    Type,
-    UserUuid,
-    UserAgent,
-    UserId,
-    UserOs,
-    UserBrowser,
-    UserDevice,
-    UserCountry,
-    Url,
-    Referrer,
-    Label,
-    Selector,
-    Name,
-    Message,
-    Payload,
-    Ignored,
-}
+/// An object key as the validation layer names it (`FieldName::of`).
+struct FieldKey(FieldName);
 
-impl<'de> de::Deserialize<'de> for FieldName {
+impl<'de> de::Deserialize<'de> for FieldKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldNameVisitor;
-        impl Visitor<'_> for FieldNameVisitor {
-            type Value = FieldName;
+        struct FieldKeyVisitor;
+        impl Visitor<'_> for FieldKeyVisitor {
+            type Value = FieldKey;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a field name")
             }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<FieldName, E> {
-                Ok(match name {
-                    "projectId" => FieldName::ProjectId,
-                    "sessionId" => FieldName::SessionId,
-                    "index" => FieldName::Index,
-                    "timestamp" => FieldName::Timestamp,
-                    "type" => FieldName::Type,
-                    "userUuid" => FieldName::UserUuid,
-                    "userAgent" => FieldName::UserAgent,
-                    "userId" => FieldName::UserId,
-                    "userOs" => FieldName::UserOs,
-                    "userBrowser" => FieldName::UserBrowser,
-                    "userDevice" => FieldName::UserDevice,
-                    "userCountry" => FieldName::UserCountry,
-                    "url" => FieldName::Url,
-                    "referrer" => FieldName::Referrer,
-                    "label" => FieldName::Label,
-                    "selector" => FieldName::Selector,
-                    "name" => FieldName::Name,
-                    "message" => FieldName::Message,
-                    "payload" => FieldName::Payload,
-                    _ => FieldName::Ignored,
-                })
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<FieldKey, E> {
+                Ok(FieldKey(FieldName::of(name.as_bytes())))
             }
         }
-        deserializer.deserialize_identifier(FieldNameVisitor)
+        deserializer.deserialize_identifier(FieldKeyVisitor)
     }
 }
 
@@ -261,33 +215,13 @@ impl<'a> EventFields<'a> {
     /// its last value), every other field skipped unparsed.
     fn from_map<M: MapAccess<'a>>(mut map: M) -> Result<Self, M::Error> {
         let mut fields = EventFields::default();
-        while let Some(name) = map.next_key::<FieldName>()? {
-            let slot = match name {
-                FieldName::ProjectId => &mut fields.project_id,
-                FieldName::SessionId => &mut fields.session_id,
-                FieldName::Index => &mut fields.index,
-                FieldName::Timestamp => &mut fields.timestamp,
-                FieldName::Type => &mut fields.event_type,
-                FieldName::UserUuid => &mut fields.user_uuid,
-                FieldName::UserAgent => &mut fields.user_agent,
-                FieldName::UserId => &mut fields.user_id,
-                FieldName::UserOs => &mut fields.user_os,
-                FieldName::UserBrowser => &mut fields.user_browser,
-                FieldName::UserDevice => &mut fields.user_device,
-                FieldName::UserCountry => &mut fields.user_country,
-                FieldName::Url => &mut fields.url,
-                FieldName::Referrer => &mut fields.referrer,
-                FieldName::Label => &mut fields.label,
-                FieldName::Selector => &mut fields.selector,
-                FieldName::Name => &mut fields.name,
-                FieldName::Message => &mut fields.message,
-                FieldName::Payload => &mut fields.payload,
-                FieldName::Ignored => {
+        while let Some(FieldKey(name)) = map.next_key::<FieldKey>()? {
+            match fields.slot(name) {
+                Some(slot) => *slot = map.next_value::<Scalar<'a>>()?,
+                None => {
                     map.next_value::<IgnoredAny>()?;
-                    continue;
                 }
-            };
-            *slot = map.next_value::<Scalar<'a>>()?;
+            }
         }
         Ok(fields)
     }

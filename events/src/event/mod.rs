@@ -10,14 +10,19 @@
 //! counted in one more `too_many_rejections` rejection.
 //!
 //! Cost: one UTF-8 check of the whole message (which spares the parser checking each
-//! string again), then one pass of `serde_json` over the text with a hand-written visitor (no intermediate `serde_json::Value`); strings without escapes
-//! are borrowed, not copied. A second pass runs only when a batch holds a bad element,
+//! string again), then one pass over the text: the byte-level fast path
+//! (`byte_scan`) for messages whose read values are plain (no escapes, plain integers),
+//! which is nearly all of them, else one pass of `serde_json` with a hand-written
+//! visitor (no intermediate `serde_json::Value`), after what the fast path read is
+//! dropped. Both read the same fields into the same structure for the same validation;
+//! strings without escapes are borrowed, not copied. A second pass runs only when a batch holds a bad element,
 //! to cut out the raw bytes of the (at most 100) elements it names. Memory is bounded
 //! by a small multiple of the message's size whatever it holds.
 //!
 //! Layers, one file each:
 //! - this file: the event types and [`decode_message`], which turns the outcome of the
 //!   pass into [`Rejection`]s (whole-message checks, batch positions, payload slices);
+//! - `byte_scan`: the fast path, which defers to the serde path on anything not plain;
 //! - `json_visitor`: the serde visitors of that one pass, which read the fields an event
 //!   needs and skip everything else;
 //! - `json_scalar`: the JSON values those fields are read as, and the names of the JSON
@@ -28,7 +33,10 @@
 //! - `named_subjects`: apart from the decode, who a rejected payload names (its
 //!   projects, sessions and users), for the dead letters a user's deletion must find.
 
+mod byte_scan;
 mod encode;
+#[cfg(test)]
+mod fast_path_tests;
 mod json_scalar;
 mod json_visitor;
 pub mod named_subjects;
@@ -279,6 +287,26 @@ pub fn decode_message(bytes: &[u8]) -> DecodedMessage<'_> {
 
 /// [`decode_message`] into a reusable buffer (cleared first), for the hot path.
 pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
+    decode_with(bytes, out, Path::FastFirst);
+}
+
+/// [`decode_message`] by the serde path alone, without the fast path tried first: what
+/// the fast path is checked against (the fuzz target, the differential tests).
+#[doc(hidden)]
+pub fn decode_message_by_serde_alone(bytes: &[u8]) -> DecodedMessage<'_> {
+    let mut decoded = DecodedMessage::default();
+    decode_with(bytes, &mut decoded, Path::SerdeAlone);
+    decoded
+}
+
+/// Whether `byte_scan` is tried before the serde path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    FastFirst,
+    SerdeAlone,
+}
+
+fn decode_with<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>, path: Path) {
     out.events.clear();
     out.rejections.clear();
     let whole = |reason, detail: String| Rejection {
@@ -317,16 +345,27 @@ pub fn decode_message_into<'a>(bytes: &'a [u8], out: &mut DecodedMessage<'a>) {
             return;
         }
     };
-    let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut bad_elements = BadElements::default();
-    let seed = MessageSeed {
-        events: &mut out.events,
-        bad_elements: &mut bad_elements,
+    let fast = match path {
+        Path::FastFirst => byte_scan::scan_message(text, &mut out.events, &mut bad_elements),
+        Path::SerdeAlone => None,
     };
-    let shape = match seed
-        .deserialize(&mut deserializer)
-        .and_then(|shape| deserializer.end().map(|()| shape))
-    {
+    let read = match fast {
+        Some(shape) => Ok(shape),
+        None => {
+            // Deferred: the serde path decides, from scratch.
+            out.events.clear();
+            bad_elements = BadElements::default();
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let seed = MessageSeed {
+                events: &mut out.events,
+                bad_elements: &mut bad_elements,
+            };
+            seed.deserialize(&mut deserializer)
+                .and_then(|shape| deserializer.end().map(|()| shape))
+        }
+    };
+    let shape = match read {
         Ok(shape) => shape,
         Err(error) => {
             out.events.clear();

@@ -47,10 +47,103 @@ impl FieldError {
             detail: detail.into(),
         }
     }
+
+    /// A batch element that is not an object.
+    pub(super) fn not_an_event_object(found: JsonType) -> Self {
+        FieldError::new(
+            RejectReason::NotAnEvent,
+            format!("expected an event object, found {}", found.describe()),
+        )
+    }
 }
 
-/// The raw fields of one event object, before validation (filled by the JSON visitor
-/// layer; a field not in the object stays [`Scalar::Absent`]).
+/// Declares [`FieldName`] and its lookup from one list of the read fields' JSON names.
+macro_rules! read_fields {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The fields of an event object that are read (each into its slot of
+        /// [`EventFields`]); every other key is [`FieldName::Ignored`] and its value
+        /// skipped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(super) enum FieldName {
+            $($variant,)*
+            Ignored,
+        }
+
+        impl FieldName {
+            /// Every read field with its JSON name.
+            #[cfg(test)]
+            pub(super) const ALL: &[(FieldName, &str)] = &[$((FieldName::$variant, $name),)*];
+
+            /// The field a (decoded) object key names: the key's length and
+            /// [`key_word`] matched against the names' own, computed at compile time.
+            pub(super) fn of(key: &[u8]) -> FieldName {
+                #[allow(non_upper_case_globals)]
+                mod names {
+                    $(pub const $variant: (usize, u128) =
+                        ($name.len(), super::key_word($name.as_bytes()));)*
+                }
+                if key.is_empty() || key.len() > 16 {
+                    return FieldName::Ignored;
+                }
+                match (key.len(), key_word(key)) {
+                    $(names::$variant => FieldName::$variant,)*
+                    _ => FieldName::Ignored,
+                }
+            }
+        }
+    };
+}
+
+read_fields! {
+    ProjectId => "projectId",
+    SessionId => "sessionId",
+    Index => "index",
+    Timestamp => "timestamp",
+    Type => "type",
+    UserUuid => "userUuid",
+    UserAgent => "userAgent",
+    UserId => "userId",
+    UserOs => "userOs",
+    UserBrowser => "userBrowser",
+    UserDevice => "userDevice",
+    UserCountry => "userCountry",
+    Url => "url",
+    Referrer => "referrer",
+    Label => "label",
+    Selector => "selector",
+    Name => "name",
+    Message => "message",
+    Payload => "payload",
+}
+
+/// A key of 1 to 16 bytes as one integer, which with the key's length tells keys apart:
+/// its first and last 8 bytes (overlapping when shorter than 16), or first and last 4,
+/// or its first, middle and last byte, each read as a little-endian integer. A few
+/// loads at run time, and usable at compile time for the names.
+const fn key_word(key: &[u8]) -> u128 {
+    let len = key.len();
+    if len >= 8 {
+        little_endian(key, 0, 8) | (little_endian(key, len - 8, 8) << 64)
+    } else if len >= 4 {
+        little_endian(key, 0, 4) | (little_endian(key, len - 4, 4) << 64)
+    } else {
+        (key[0] as u128) | ((key[len / 2] as u128) << 8) | ((key[len - 1] as u128) << 16)
+    }
+}
+
+/// `count` bytes of `bytes` from `from`, as a little-endian integer.
+const fn little_endian(bytes: &[u8], from: usize, count: usize) -> u128 {
+    let mut value = 0u128;
+    let mut at = 0;
+    while at < count {
+        value |= (bytes[from + at] as u128) << (8 * at);
+        at += 1;
+    }
+    value
+}
+
+/// The raw fields of one event object, before validation (filled by the fast
+/// path or the JSON visitor layer; a field not in the object stays [`Scalar::Absent`]).
 #[derive(Default)]
 pub(super) struct EventFields<'a> {
     pub(super) project_id: Scalar<'a>,
@@ -75,6 +168,33 @@ pub(super) struct EventFields<'a> {
 }
 
 impl<'a> EventFields<'a> {
+    /// Where the value of field `name` goes (`None` for an ignored field); a repeated
+    /// field's last value wins.
+    pub(super) fn slot(&mut self, name: FieldName) -> Option<&mut Scalar<'a>> {
+        Some(match name {
+            FieldName::ProjectId => &mut self.project_id,
+            FieldName::SessionId => &mut self.session_id,
+            FieldName::Index => &mut self.index,
+            FieldName::Timestamp => &mut self.timestamp,
+            FieldName::Type => &mut self.event_type,
+            FieldName::UserUuid => &mut self.user_uuid,
+            FieldName::UserAgent => &mut self.user_agent,
+            FieldName::UserId => &mut self.user_id,
+            FieldName::UserOs => &mut self.user_os,
+            FieldName::UserBrowser => &mut self.user_browser,
+            FieldName::UserDevice => &mut self.user_device,
+            FieldName::UserCountry => &mut self.user_country,
+            FieldName::Url => &mut self.url,
+            FieldName::Referrer => &mut self.referrer,
+            FieldName::Label => &mut self.label,
+            FieldName::Selector => &mut self.selector,
+            FieldName::Name => &mut self.name,
+            FieldName::Message => &mut self.message,
+            FieldName::Payload => &mut self.payload,
+            FieldName::Ignored => return None,
+        })
+    }
+
     pub(super) fn validate(self) -> Result<Event<'a>, FieldError> {
         let project_id = required_unsigned("projectId", self.project_id)?;
         let project_id = u32::try_from(project_id)

@@ -1,0 +1,546 @@
+//! The decoder's fast path: one pass over a message's bytes that reads the same fields
+//! as the serde path (`json_visitor`) into the same [`EventFields`], validated by the
+//! same code, for the messages whose every decoded value is plain.
+//!
+//! Contract: [`scan_message`] either reads the whole message and returns its shape,
+//! having pushed the valid events and the bad elements the serde path would push, in
+//! the same order, or returns `None` ("defer"), and its caller drops what was pushed
+//! and runs the serde path, which decides. A shape is returned only for a message that
+//! is JSON as `serde_json` reads it (RFC 8259: no trailing commas, no leading zeros, no
+//! control characters in strings, nothing after the value but whitespace), in which
+//! - no object key holds an escape (keys are borrowed as they are); the strings the
+//!   serde path decodes (a read field's value, a batch element, the message itself)
+//!   are borrowed without escapes, and decoded as `serde_json` decodes them with
+//!   escapes, a lone surrogate deferred; escapes in skipped strings are checked as
+//!   `serde_json` checks them there (`"\/bfnrt` or `u` and four hex digits) and not
+//!   decoded;
+//! - every number the serde path reads as a value (a read field's, a batch element,
+//!   the message itself) is 1 to 19 digits, without sign, fraction or exponent, hence
+//!   a `u64`; skipped numbers follow JSON's grammar, whatever their size;
+//! - arrays and objects nest at most [`MAX_DEPTH`] deep.
+//!
+//! Everything else (escapes in keys, negative or fractional numbers where they are read, deep
+//! nesting, any syntax error) is rare in what trackers send and deferred: such a
+//! message costs at most this pass more than before.
+//!
+//! Cost: each byte is looked at once (a string's bytes eight at a time), nothing is
+//! allocated but the pushed events, decoded strings with escapes and the rejections'
+//! details, no recursion past
+//! [`MAX_DEPTH`].
+
+use std::borrow::Cow;
+
+use super::json_scalar::{JsonType, Scalar};
+use super::json_visitor::MessageShape;
+use super::validation::{EventFields, FieldError, FieldName};
+use super::{BadElements, Event};
+
+/// Deepest nesting of arrays and objects the fast path reads (the event object and
+/// the batch around it count); deeper messages are deferred.
+pub(super) const MAX_DEPTH: usize = 32;
+
+/// The fast path stops: the serde path decides.
+struct Defer;
+
+type Scan<T> = Result<T, Defer>;
+
+/// Reads `text` as one message (see the module docs); `None` defers to the serde path.
+pub(super) fn scan_message<'a>(
+    text: &'a str,
+    events: &mut Vec<Event<'a>>,
+    bad_elements: &mut BadElements,
+) -> Option<MessageShape> {
+    let mut scanner = Scanner { text, at: 0 };
+    scanner.message(events, bad_elements).ok()
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    /// The next byte to read.
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn message(
+        &mut self,
+        events: &mut Vec<Event<'a>>,
+        bad_elements: &mut BadElements,
+    ) -> Scan<MessageShape> {
+        self.skip_whitespace();
+        let shape = match self.peek()? {
+            b'{' => {
+                match self.event()? {
+                    Ok(event) => events.push(event),
+                    Err(error) => bad_elements.push(0, error),
+                }
+                MessageShape::Single
+            }
+            b'[' => {
+                self.batch(events, bad_elements)?;
+                MessageShape::Batch
+            }
+            _ => MessageShape::NotAnEvent(self.not_an_object()?),
+        };
+        self.skip_whitespace();
+        if self.at != self.text.len() {
+            return Err(Defer);
+        }
+        Ok(shape)
+    }
+
+    /// A batch: each element an event object, or a bad element naming its JSON type.
+    fn batch(&mut self, events: &mut Vec<Event<'a>>, bad_elements: &mut BadElements) -> Scan<()> {
+        self.at += 1; // '['
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Ok(());
+        }
+        let mut position = 0;
+        loop {
+            self.skip_whitespace();
+            if self.peek()? == b'{' {
+                match self.event()? {
+                    Ok(event) => events.push(event),
+                    Err(error) => bad_elements.push(position, error),
+                }
+            } else {
+                let found = self.not_an_object()?;
+                bad_elements.push(position, FieldError::not_an_event_object(found));
+            }
+            position += 1;
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => {}
+                b']' => return Ok(()),
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    /// A value read where an event object was expected but something else is: its
+    /// type (an array's contents skipped).
+    fn not_an_object(&mut self) -> Scan<JsonType> {
+        Ok(match self.peek()? {
+            b'[' => {
+                self.skip_array(2)?;
+                JsonType::Array
+            }
+            b'"' => {
+                self.at += 1;
+                self.string()?;
+                JsonType::String
+            }
+            b'0'..=b'9' => {
+                self.plain_integer()?;
+                JsonType::Number
+            }
+            b't' => {
+                self.literal(b"true")?;
+                JsonType::Boolean
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                JsonType::Boolean
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                JsonType::Null
+            }
+            _ => return Err(Defer),
+        })
+    }
+
+    /// One event object (at `{`, depth 1 or 2), validated.
+    fn event(&mut self) -> Scan<Result<Event<'a>, FieldError>> {
+        let mut fields = EventFields::default();
+        self.event_object(&mut fields)?;
+        Ok(fields.validate())
+    }
+
+    /// The read fields of an event object into their slots.
+    fn event_object(&mut self, fields: &mut EventFields<'a>) -> Scan<()> {
+        self.at += 1; // '{'
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            let name = FieldName::of(self.key()?.as_bytes());
+            self.skip_whitespace();
+            match fields.slot(name) {
+                Some(slot) => *slot = self.scalar()?,
+                None => self.skip_value(3)?,
+            }
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => {}
+                b'}' => return Ok(()),
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    /// A read field's value, as the serde path's `Scalar` reads it.
+    fn scalar(&mut self) -> Scan<Scalar<'a>> {
+        Ok(match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                Scalar::Str(self.string()?)
+            }
+            b'0'..=b'9' => Scalar::Unsigned(self.plain_integer()?),
+            b't' => {
+                self.literal(b"true")?;
+                Scalar::Bool
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Scalar::Bool
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                Scalar::Null
+            }
+            b'[' => {
+                self.skip_array(3)?;
+                Scalar::Array
+            }
+            b'{' => {
+                self.skip_object(3)?;
+                Scalar::Object
+            }
+            _ => return Err(Defer),
+        })
+    }
+
+    /// An object key and its colon (at the opening quote).
+    fn key(&mut self) -> Scan<&'a str> {
+        if self.next()? != b'"' {
+            return Err(Defer);
+        }
+        let key = self.plain_string()?;
+        self.skip_whitespace();
+        if self.next()? != b':' {
+            return Err(Defer);
+        }
+        self.skip_whitespace();
+        Ok(key)
+    }
+
+    /// Skips any value, checking its syntax (`depth`: the nesting it would open).
+    fn skip_value(&mut self, depth: usize) -> Scan<()> {
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                self.skip_string()
+            }
+            b'{' => self.skip_object(depth),
+            b'[' => self.skip_array(depth),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => Err(Defer),
+        }
+    }
+
+    fn skip_array(&mut self, depth: usize) -> Scan<()> {
+        if depth > MAX_DEPTH {
+            return Err(Defer);
+        }
+        self.at += 1; // '['
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            self.skip_value(depth + 1)?;
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => {}
+                b']' => return Ok(()),
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    fn skip_object(&mut self, depth: usize) -> Scan<()> {
+        if depth > MAX_DEPTH {
+            return Err(Defer);
+        }
+        self.at += 1; // '{'
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_whitespace();
+            self.key()?;
+            self.skip_value(depth + 1)?;
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => {}
+                b'}' => return Ok(()),
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    /// JSON's number grammar: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
+    fn skip_number(&mut self) -> Scan<()> {
+        if self.peek()? == b'-' {
+            self.at += 1;
+        }
+        match self.next()? {
+            b'0' => {
+                if self.peek_digit() {
+                    return Err(Defer);
+                }
+            }
+            b'1'..=b'9' => {
+                self.skip_digits();
+            }
+            _ => return Err(Defer),
+        }
+        if self.peek_byte() == Some(b'.') {
+            self.at += 1;
+            if self.skip_digits() == 0 {
+                return Err(Defer);
+            }
+        }
+        if matches!(self.peek_byte(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek_byte(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if self.skip_digits() == 0 {
+                return Err(Defer);
+            }
+        }
+        Ok(())
+    }
+
+    /// 1 to 19 digits, no leading zero, not followed by a fraction or an exponent.
+    fn plain_integer(&mut self) -> Scan<u64> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut value: u64 = 0;
+        while let Some(digit) = bytes.get(self.at).filter(|byte| byte.is_ascii_digit()) {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        if digits > 19 || (digits > 1 && bytes[start] == b'0') {
+            return Err(Defer);
+        }
+        if matches!(self.peek_byte(), Some(b'.' | b'e' | b'E')) {
+            return Err(Defer);
+        }
+        Ok(value)
+    }
+
+    fn skip_digits(&mut self) -> usize {
+        let start = self.at;
+        while self.peek_digit() {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    /// The rest of a string without escapes (after its opening quote), borrowed.
+    fn plain_string(&mut self) -> Scan<&'a str> {
+        let start = self.at;
+        self.at = string_stop(self.text.as_bytes(), self.at).ok_or(Defer)?;
+        if self.next()? != b'"' {
+            return Err(Defer); // an escape or a control character
+        }
+        // Between two ASCII quotes: always character boundaries.
+        self.text.get(start..self.at - 1).ok_or(Defer)
+    }
+
+    /// The rest of a string (after its opening quote), decoded: borrowed without
+    /// escapes, else copied with them decoded as `serde_json` decodes them (a surrogate
+    /// pair is one character; a lone surrogate defers).
+    fn string(&mut self) -> Scan<Cow<'a, str>> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let stop = string_stop(bytes, self.at).ok_or(Defer)?;
+        if bytes[stop] == b'"' {
+            self.at = stop + 1;
+            return self.text.get(start..stop).map(Cow::Borrowed).ok_or(Defer);
+        }
+        let mut decoded = String::with_capacity(stop - start + 16);
+        self.at = stop;
+        let mut run = start;
+        loop {
+            decoded.push_str(self.text.get(run..self.at).ok_or(Defer)?);
+            match self.next()? {
+                b'"' => return Ok(Cow::Owned(decoded)),
+                b'\\' => decoded.push(self.escape()?),
+                _ => return Err(Defer), // a control character
+            }
+            run = self.at;
+            self.at = string_stop(bytes, self.at).ok_or(Defer)?;
+        }
+    }
+
+    /// The character of an escape (after its backslash).
+    fn escape(&mut self) -> Scan<char> {
+        Ok(match self.next()? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                let code = match first {
+                    0xD800..=0xDBFF => {
+                        if self.text.as_bytes().get(self.at..self.at + 2) != Some(b"\\u") {
+                            return Err(Defer);
+                        }
+                        self.at += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return Err(Defer);
+                        }
+                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                    }
+                    _ => first,
+                };
+                char::from_u32(code).ok_or(Defer)?
+            }
+            _ => return Err(Defer),
+        })
+    }
+
+    /// Four hex digits of a `\u` escape, as a number.
+    fn hex4(&mut self) -> Scan<u32> {
+        let digits = self
+            .text
+            .as_bytes()
+            .get(self.at..self.at + 4)
+            .ok_or(Defer)?;
+        let mut value = 0;
+        for digit in digits {
+            value = value * 16 + char::from(*digit).to_digit(16).ok_or(Defer)?;
+        }
+        self.at += 4;
+        Ok(value)
+    }
+
+    /// Skips the rest of a string (after its opening quote), checking its escapes.
+    fn skip_string(&mut self) -> Scan<()> {
+        let bytes = self.text.as_bytes();
+        loop {
+            self.at = string_stop(bytes, self.at).ok_or(Defer)?;
+            match self.next()? {
+                b'"' => return Ok(()),
+                b'\\' => match self.next()? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        self.hex4()?;
+                    }
+                    _ => return Err(Defer),
+                },
+                _ => return Err(Defer), // a control character
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Scan<()> {
+        if self.text.as_bytes().get(self.at..self.at + word.len()) != Some(word) {
+            return Err(Defer);
+        }
+        self.at += word.len();
+        Ok(())
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek_byte(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn peek_byte(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn peek_digit(&self) -> bool {
+        self.peek_byte().is_some_and(|byte| byte.is_ascii_digit())
+    }
+
+    fn peek(&self) -> Scan<u8> {
+        self.peek_byte().ok_or(Defer)
+    }
+
+    fn next(&mut self) -> Scan<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Ok(byte)
+    }
+}
+
+/// The position of the first byte at or after `from` that ends a string's plain run:
+/// a quote, a backslash or a control character; `None` if there is none. Eight bytes
+/// at a time while eight remain.
+fn string_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(from..from + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte's high bit is set in `found` when the byte is a quote, a backslash or
+        // below 0x20 (the classic "has a zero byte" test on three transforms; bytes at
+        // or above 0x80 are excluded by `!word`). A borrow can mark a byte above a
+        // found one falsely, never one below it, so the lowest mark is exact.
+        let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        let control = word.wrapping_sub(ONES * 0x20);
+        let found = (quote | backslash | control) & !word & HIGHS;
+        if found != 0 {
+            return Some(from + (found.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    bytes[from.min(bytes.len())..]
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+        .map(|offset| from + offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::string_stop;
+
+    fn stop_by_bytes(bytes: &[u8], from: usize) -> Option<usize> {
+        bytes[from..]
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+            .map(|offset| from + offset)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn string_stop_finds_the_first_quote_backslash_or_control(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![b'"', b'\\', 0u8, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff, b'a']),
+                    proptest::num::u8::ANY,
+                ],
+                0..40,
+            ),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            proptest::prop_assert_eq!(string_stop(&bytes, from), stop_by_bytes(&bytes, from));
+        }
+    }
+}
