@@ -74,18 +74,26 @@ macro_rules! read_fields {
             #[cfg(test)]
             pub(super) const ALL: &[(FieldName, &str)] = &[$((FieldName::$variant, $name),)*];
 
-            /// The field a (decoded) object key names: the key's length and
-            /// [`key_word`] matched against the names' own, computed at compile time.
+            /// The field a (decoded) object key names.
             pub(super) fn of(key: &[u8]) -> FieldName {
+                if key.len() > 16 {
+                    return FieldName::Ignored;
+                }
+                let mut padded = [0u8; 16];
+                padded[..key.len()].copy_from_slice(key);
+                FieldName::of_word(key.len(), u128::from_le_bytes(padded))
+            }
+
+            /// The field named by a key of `len` bytes (at most 16) whose bytes,
+            /// zero-padded to 16, read as the little-endian `word`: matched against
+            /// the names' own, computed at compile time.
+            pub(super) fn of_word(len: usize, word: u128) -> FieldName {
                 #[allow(non_upper_case_globals)]
                 mod names {
                     $(pub const $variant: (usize, u128) =
-                        ($name.len(), super::key_word($name.as_bytes()));)*
+                        ($name.len(), super::padded_word($name.as_bytes()));)*
                 }
-                if key.is_empty() || key.len() > 16 {
-                    return FieldName::Ignored;
-                }
-                match (key.len(), key_word(key)) {
+                match (len, word) {
                     $(names::$variant => FieldName::$variant,)*
                     _ => FieldName::Ignored,
                 }
@@ -116,30 +124,17 @@ read_fields! {
     Payload => "payload",
 }
 
-/// A key of 1 to 16 bytes as one integer, which with the key's length tells keys apart:
-/// its first and last 8 bytes (overlapping when shorter than 16), or first and last 4,
-/// or its first, middle and last byte, each read as a little-endian integer. A few
-/// loads at run time, and usable at compile time for the names.
-const fn key_word(key: &[u8]) -> u128 {
-    let len = key.len();
-    if len >= 8 {
-        little_endian(key, 0, 8) | (little_endian(key, len - 8, 8) << 64)
-    } else if len >= 4 {
-        little_endian(key, 0, 4) | (little_endian(key, len - 4, 4) << 64)
-    } else {
-        (key[0] as u128) | ((key[len / 2] as u128) << 8) | ((key[len - 1] as u128) << 16)
-    }
-}
-
-/// `count` bytes of `bytes` from `from`, as a little-endian integer.
-const fn little_endian(bytes: &[u8], from: usize, count: usize) -> u128 {
-    let mut value = 0u128;
+/// A name of at most 16 bytes, zero-padded to 16, as a little-endian integer (with the
+/// length, which tells `"a"` from `"a\0"`, it identifies the name).
+const fn padded_word(name: &[u8]) -> u128 {
+    assert!(name.len() <= 16);
+    let mut word = 0u128;
     let mut at = 0;
-    while at < count {
-        value |= (bytes[from + at] as u128) << (8 * at);
+    while at < name.len() {
+        word |= (name[at] as u128) << (8 * at);
         at += 1;
     }
-    value
+    word
 }
 
 /// The raw fields of one event object, before validation (filled by the fast
