@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
+use sessions_events::event::Event;
 use sessions_events::identity::SessionIdentity;
 use tokio::time::Instant;
 
@@ -72,17 +73,22 @@ pub struct Pending {
     message_timestamps: Vec<(i32, i64)>,
 }
 
-/// A message waiting for the sessions it names to be loaded.
+/// A message's events waiting for the sessions they name to be loaded: decoded once,
+/// kept owned (not the message, which would be decoded again).
 pub struct ParkedMessage {
-    pub message: OwnedMessage,
-    /// The sessions it needs that were not held when it arrived (so it need not be
-    /// decoded again to know what to load).
+    /// The partition the message came from.
+    pub partition: i32,
+    /// Its events applied here (those forwarded home were queued when it arrived).
+    pub events: Vec<Event<'static>>,
+    /// The sessions it needs that were not held when it arrived.
     pub missing: Vec<SessionIdentity>,
 }
 
 impl ParkedMessage {
     fn bytes(&self) -> usize {
-        message_bytes(&self.message) + self.missing.len() * std::mem::size_of::<SessionIdentity>()
+        self.events.iter().map(Event::owned_bytes).sum::<usize>()
+            + self.missing.len() * std::mem::size_of::<SessionIdentity>()
+            + 128
     }
 }
 
@@ -133,8 +139,7 @@ impl Pending {
     }
 
     /// Parks a message until the sessions it names are loaded.
-    pub fn park(&mut self, message: OwnedMessage, missing: Vec<SessionIdentity>, now: Instant) {
-        let parked = ParkedMessage { message, missing };
+    pub fn park(&mut self, parked: ParkedMessage, now: Instant) {
         self.held_bytes += parked.bytes();
         self.parked.push(parked);
         self.parked_since.get_or_insert(now);
@@ -267,7 +272,7 @@ impl Pending {
         self.offsets
             .retain(|partition, _| !partitions.contains(partition));
         self.parked
-            .retain(|parked| !partitions.contains(&parked.message.partition()));
+            .retain(|parked| !partitions.contains(&parked.partition));
         self.held_back
             .retain(|message| !partitions.contains(&message.partition()));
         self.rejected
@@ -291,6 +296,25 @@ impl Pending {
 mod tests {
     use super::*;
     use rdkafka::message::Timestamp;
+    use sessions_events::event::decode_message;
+
+    /// A parked message of `events` page events from partition `partition`, each with
+    /// a url of `url_bytes` bytes.
+    fn parked(partition: i32, events: usize, url_bytes: usize) -> ParkedMessage {
+        let json = format!(
+            r#"{{"projectId":1,"sessionId":1,"index":0,"timestamp":1,"type":"page","url":"{}"}}"#,
+            "u".repeat(url_bytes)
+        );
+        let event = decode_message(json.as_bytes())
+            .events
+            .remove(0)
+            .into_owned();
+        ParkedMessage {
+            partition,
+            events: vec![event; events],
+            missing: vec![SessionIdentity::new(1, 1)],
+        }
+    }
 
     fn message(partition: i32, offset: i64) -> OwnedMessage {
         message_of(b"{}".to_vec(), partition, offset)
@@ -347,13 +371,13 @@ mod tests {
         let mut pending = Pending::new();
         for partition in [0, 1] {
             pending.processed(partition, 3, 10, None, now);
-            pending.park(message(partition, 3), vec![SessionIdentity::new(1, 1)], now);
+            pending.park(parked(partition, 1, 10), now);
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
         }
         pending.forget_partitions(&[1]);
         assert_eq!(pending.offsets_to_commit(), [(0, 4)]);
-        assert!(pending.parked().iter().all(|p| p.message.partition() == 0));
+        assert!(pending.parked().iter().all(|p| p.partition == 0));
         assert_eq!(pending.parked().len(), 1);
         let held_back = pending.take_held_back();
         assert_eq!(held_back.len(), 1);
@@ -463,15 +487,15 @@ mod tests {
     fn parked_messages_are_loaded_after_the_delay_or_when_many() {
         let start = Instant::now();
         let mut pending = Pending::new();
-        pending.park(message(0, 0), vec![SessionIdentity::new(1, 1)], start);
+        pending.park(parked(0, 1, 10), start);
         assert!(!pending.load_due(start));
         assert!(pending.load_due(start + COLD_BATCH_DELAY));
         assert_eq!(
             pending.next_deadline(&POLICY, start),
             Some(start + COLD_BATCH_DELAY)
         );
-        for offset in 1..COLD_BATCH_MESSAGES as i64 {
-            pending.park(message(0, offset), vec![SessionIdentity::new(1, 1)], start);
+        for _ in 1..COLD_BATCH_MESSAGES as i64 {
+            pending.park(parked(0, 1, 10), start);
         }
         assert!(pending.load_due(start), "a full cold batch loads at once");
         assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
@@ -515,7 +539,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = Pending::new();
         let big = |partition, offset| message_of(vec![b' '; 40_000], partition, offset);
-        pending.park(big(0, 0), vec![SessionIdentity::new(1, 1)], now);
+        pending.park(parked(0, 20, 2_000), now);
         pending.hold_back(big(1, 1));
         assert!(pending.held_bytes() >= 80_000);
         assert!(!pending.flush_due(0, &POLICY, now) || pending.holds_back());

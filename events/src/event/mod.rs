@@ -269,6 +269,49 @@ impl Event<'_> {
     pub fn identity(&self) -> crate::identity::SessionIdentity {
         crate::identity::SessionIdentity::new(self.project_id, self.session_id)
     }
+
+    /// The same event, owning its texts (to keep it past its message's bytes).
+    pub fn into_owned(self) -> Event<'static> {
+        let owned = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        Event {
+            project_id: self.project_id,
+            session_id: self.session_id,
+            index: self.index,
+            timestamp: self.timestamp,
+            kind: self.kind,
+            user_id: self.user_id.map(owned),
+            start: self.start.map(|start| {
+                Box::new(StartMetadata {
+                    user_uuid: start.user_uuid,
+                    user_agent: start.user_agent.map(owned),
+                    user_os: start.user_os.map(owned),
+                    user_browser: start.user_browser.map(owned),
+                    user_device: start.user_device.map(owned),
+                    user_country: start.user_country.map(owned),
+                })
+            }),
+            texts: EventTexts {
+                first: owned(self.texts.first),
+                second: owned(self.texts.second),
+            },
+        }
+    }
+
+    /// Heap and inline bytes this event holds once owned ([`Event::into_owned`]): what
+    /// keeping it costs.
+    pub fn owned_bytes(&self) -> usize {
+        let text = |text: &Option<Cow<'_, str>>| text.as_ref().map_or(0, |text| text.len());
+        let start = self.start.as_ref().map_or(0, |start| {
+            std::mem::size_of::<StartMetadata>()
+                + start.user_uuid.len()
+                + text(&start.user_agent)
+                + text(&start.user_os)
+                + text(&start.user_browser)
+                + text(&start.user_device)
+                + text(&start.user_country)
+        });
+        std::mem::size_of::<Event>() + text(&self.user_id) + start + self.texts.len()
+    }
 }
 
 /// What one message decodes to.

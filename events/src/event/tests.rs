@@ -473,3 +473,20 @@ fn a_listed_text_of_another_type_is_rejected_and_a_long_one_is_cut() {
     );
     assert_eq!(texts_of(&json).2.len(), MESSAGE_BYTES);
 }
+
+#[test]
+fn an_owned_event_equals_the_borrowed_one_and_counts_its_texts() {
+    let json = format!(
+        r#"[{},{{"projectId":1,"sessionId":"42","index":1,"timestamp":2,"type":"click","label":"L","selector":"S"}}]"#,
+        start_json()
+    );
+    let decoded = decode_message(json.as_bytes());
+    assert_eq!(decoded.events.len(), 2);
+    for event in decoded.events {
+        let bytes = event.owned_bytes();
+        assert!(bytes > std::mem::size_of::<Event>());
+        let owned = event.clone().into_owned();
+        assert_eq!(owned, event);
+        assert_eq!(owned.owned_bytes(), bytes);
+    }
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use sessions_events::event::{decode_message, Event};
 use sessions_events::identity::SessionIdentity;
 use sessions_shared::clock::epoch_millis;
@@ -31,7 +31,7 @@ use crate::forward::{Forwarder, Router};
 use crate::kafka::{self, KafkaConsumer};
 use crate::memory::MemoryBudget;
 use crate::metrics::{age_seconds, IngestMetrics};
-use crate::pending::{FlushPolicy, Pending};
+use crate::pending::{FlushPolicy, ParkedMessage, Pending};
 use crate::settings::IngestSettings;
 use crate::sink::{RejectedRecord, Sink, SinkError};
 
@@ -148,23 +148,28 @@ impl Worker {
                 biased;
                 () = &mut shutdown => true,
                 received = consumer.recv() => {
+                    now = Instant::now();
                     self.forget_revoked();
                     match received {
-                        Ok(message) => self.accept(&message),
+                        Ok(message) => self.accept(&message, now),
                         Err(error) => tracing::warn!(%error, "kafka error"),
                     }
                     false
                 }
-                () = &mut timer => false,
+                () = &mut timer => {
+                    now = Instant::now();
+                    false
+                }
             };
             if stop {
                 break;
             }
-            now = Instant::now();
+            // One clock reading per wake-up serves the message and the loop.
             if self.forwarder.has_queued() {
                 self.forwarder.send_queued().await?;
+                now = Instant::now();
             }
-            self.forwarder.release_if_idle(std::time::Instant::now());
+            self.forwarder.release_if_idle(now.into_std());
             if self.aggregator.memory_bytes() > self.sessions_budget {
                 self.relieve_memory().await?;
             }
@@ -193,7 +198,7 @@ impl Worker {
 
     /// Decodes one message and applies it, or parks it until its sessions are loaded;
     /// queues it behind held-back messages if there are any (fetch order is kept).
-    fn accept(&mut self, message: &BorrowedMessage<'_>) {
+    fn accept(&mut self, message: &BorrowedMessage<'_>, now: Instant) {
         if let Some(timestamp_ms) = message.timestamp().to_millis() {
             let delay = age_seconds(epoch_millis(), timestamp_ms);
             self.metrics.receive_delay.observe(delay);
@@ -207,7 +212,7 @@ impl Worker {
             message.offset(),
             message.timestamp().to_millis(),
             message.payload().unwrap_or(&[]),
-            || message.detach(),
+            now,
         );
     }
 
@@ -217,7 +222,7 @@ impl Worker {
         offset: i64,
         timestamp_ms: Option<i64>,
         payload: &[u8],
-        detach: impl FnOnce() -> OwnedMessage,
+        now: Instant,
     ) {
         self.metrics.messages_consumed.inc();
         let mut decoded = decode_message(payload);
@@ -243,7 +248,6 @@ impl Worker {
             let record = RejectedRecord::new(topic, partition, offset, rejection);
             self.pending.reject(record);
         }
-        let now = Instant::now();
         let missing = self.aggregator.missing(&decoded.events);
         if missing.is_empty() {
             self.aggregator.begin_batch(now);
@@ -251,7 +255,14 @@ impl Worker {
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
-            self.pending.park(detach(), missing, now);
+            // Owned now, so the message is neither kept nor decoded again.
+            let events = decoded.events.into_iter().map(Event::into_owned).collect();
+            let parked = ParkedMessage {
+                partition,
+                events,
+                missing,
+            };
+            self.pending.park(parked, now);
         }
         self.pending
             .processed(partition, offset, payload.len(), timestamp_ms, now);
@@ -293,8 +304,7 @@ impl Worker {
         }
         self.aggregator.begin_batch(Instant::now());
         for parked in self.pending.take_parked() {
-            let events = self.local_events(&parked.message);
-            let counts = self.aggregator.apply(&events, parked.message.partition());
+            let counts = self.aggregator.apply(&parked.events, parked.partition);
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         }
@@ -355,7 +365,7 @@ impl Worker {
                 message.offset(),
                 message.timestamp().to_millis(),
                 message.payload().unwrap_or(&[]),
-                || message.clone(),
+                Instant::now(),
             );
         }
         Ok(())
@@ -428,13 +438,6 @@ impl Worker {
             freshness.observe(age);
         }
         freshness.flush();
-    }
-
-    /// The events of a parked message that are applied here (the others were queued
-    /// for their home partitions when it was first processed).
-    fn local_events<'m>(&self, message: &'m OwnedMessage) -> Vec<Event<'m>> {
-        let decoded = decode_message(message.payload().unwrap_or(&[]));
-        self.router().split(decoded.events, message.partition()).0
     }
 
     /// Stores the offsets the last flush made durable, for librdkafka to commit (see
