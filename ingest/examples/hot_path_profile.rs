@@ -10,7 +10,7 @@
 //! ```
 //! Instructions per event = total collected instructions / events printed.
 
-use sessions_events::event::decode_message;
+use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
 use sessions_ingest::partitioner::Partitioner;
@@ -37,8 +37,9 @@ fn hot_path_pass(messages: &[Vec<u8>]) -> usize {
         partition_count: 1,
     };
     let mut events = 0;
+    let mut decoded = DecodedMessage::default();
     for message in messages {
-        let decoded = decode_message(message);
+        decode_message_into(message, &mut decoded);
         std::hint::black_box(router.all_local(&decoded.events, 0));
         std::hint::black_box(aggregator.missing(&decoded.events));
         aggregator.apply(&decoded.events, 0);

@@ -90,15 +90,32 @@ impl FromStr for Partitioner {
 /// `value` in decimal, written at the end of `buffer`.
 fn decimal(mut value: u64, buffer: &mut [u8; 20]) -> &[u8] {
     let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &buffer[start..];
-        }
+    // Two digits per division.
+    while value >= 100 {
+        start -= 2;
+        buffer[start..start + 2].copy_from_slice(&DIGIT_PAIRS[(value % 100) as usize]);
+        value /= 100;
     }
+    if value >= 10 {
+        start -= 2;
+        buffer[start..start + 2].copy_from_slice(&DIGIT_PAIRS[value as usize]);
+    } else {
+        start -= 1;
+        buffer[start] = b'0' + value as u8;
+    }
+    &buffer[start..]
 }
+
+/// `"00"` to `"99"`.
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    pairs
+};
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, librdkafka's `rd_murmur2`).
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -172,6 +189,17 @@ pub fn fnv1a(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn decimal_writes_what_to_string_writes(value in proptest::num::u64::ANY, small in 0u64..1000) {
+            for value in [value, small] {
+                let mut buffer = [0u8; 20];
+                let expected = value.to_string();
+                proptest::prop_assert_eq!(decimal(value, &mut buffer), expected.as_bytes());
+            }
+        }
+    }
 
     /// The Java client's own test vectors (`UtilsTest.testMurmur2`).
     #[test]

@@ -30,9 +30,10 @@
 
 use std::borrow::Cow;
 
+use super::field_names::FieldName;
 use super::json_scalar::{JsonType, Scalar};
 use super::json_visitor::MessageShape;
-use super::validation::{EventFields, FieldError, FieldName};
+use super::validation::{EventFields, FieldError};
 use super::{BadElements, Event};
 
 /// Deepest nesting of arrays and objects the fast path reads (the event object and

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::byte_scan::{scan_message, MAX_DEPTH};
-use super::validation::FieldName;
+use super::field_names::FieldName;
 use super::*;
 
 fn assert_paths_agree(bytes: &[u8]) {

@@ -16,8 +16,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::field_names::FieldName;
 use super::json_scalar::{JsonType, Scalar};
-use super::validation::{EventFields, FieldError, FieldName};
+use super::validation::{EventFields, FieldError};
 use super::{BadElements, Event};
 
 /// What the top-level value of a message was.
@@ -62,7 +63,7 @@ impl<'de, 'o> Visitor<'de> for MessageSeed<'o, 'de> {
         let mut position = 0;
         while let Some(element) = seq.next_element::<Element<'de>>()? {
             match element {
-                Element::Event(fields) => match fields.validate() {
+                Element::Event(mut fields) => match fields.validate() {
                     Ok(event) => self.events.push(event),
                     Err(error) => self.bad_elements.push(position, error),
                 },

@@ -23,6 +23,7 @@
 //! - this file: the event types and [`decode_message`], which turns the outcome of the
 //!   pass into [`Rejection`]s (whole-message checks, batch positions, payload slices);
 //! - `byte_scan`: the fast path, which defers to the serde path on anything not plain;
+//! - `field_names`: the names of the fields read, and how a key is found among them;
 //! - `json_visitor`: the serde visitors of that one pass, which read the fields an event
 //!   needs and skip everything else;
 //! - `json_scalar`: the JSON values those fields are read as, and the names of the JSON
@@ -37,6 +38,7 @@ mod byte_scan;
 mod encode;
 #[cfg(test)]
 mod fast_path_tests;
+mod field_names;
 mod json_scalar;
 mod json_visitor;
 pub mod named_subjects;
@@ -319,6 +321,28 @@ impl Event<'_> {
 pub struct DecodedMessage<'a> {
     pub events: Vec<Event<'a>>,
     pub rejections: Vec<Rejection<'a>>,
+}
+
+impl DecodedMessage<'_> {
+    /// These buffers, emptied, to decode another message into ([`decode_message_into`])
+    /// without allocating while it fits: the vectors keep their capacity across the
+    /// change of lifetime (an in-place collect of nothing).
+    pub fn recycle<'b>(mut self) -> DecodedMessage<'b> {
+        self.events.clear();
+        self.rejections.clear();
+        DecodedMessage {
+            events: self
+                .events
+                .into_iter()
+                .map(|_| unreachable!("emptied"))
+                .collect(),
+            rejections: self
+                .rejections
+                .into_iter()
+                .map(|_| unreachable!("emptied"))
+                .collect(),
+        }
+    }
 }
 
 /// Decodes one Kafka message value into events and rejections (see the module docs).

@@ -490,3 +490,42 @@ fn an_owned_event_equals_the_borrowed_one_and_counts_its_texts() {
         assert_eq!(owned.owned_bytes(), bytes);
     }
 }
+
+#[test]
+fn a_session_id_string_is_bad_type_unless_all_digits_then_out_of_range_if_too_large() {
+    let with_session_id = |id: &str| {
+        format!(r#"{{"projectId":1,"sessionId":"{id}","index":0,"timestamp":5,"type":"page"}}"#)
+    };
+    for (id, reason) in [
+        ("", RejectReason::BadType),
+        ("99999999999999999999x", RejectReason::BadType),
+        ("+1", RejectReason::BadType),
+        ("18446744073709551616", RejectReason::OutOfRange),
+        ("99999999999999999999", RejectReason::OutOfRange),
+    ] {
+        assert_eq!(
+            single_rejection(with_session_id(id).as_bytes()).0,
+            reason,
+            "{id:?}"
+        );
+    }
+    let max = with_session_id("18446744073709551615");
+    let max = decode_message(max.as_bytes());
+    assert_eq!(max.events[0].session_id, u64::MAX);
+}
+
+#[test]
+fn recycled_buffers_keep_their_capacity() {
+    let first = start_json();
+    let mut decoded = DecodedMessage::default();
+    decode_message_into(first.as_bytes(), &mut decoded);
+    let capacity = decoded.events.capacity();
+    assert!(capacity >= 1);
+    let mut recycled = decoded.recycle();
+    assert!(recycled.events.is_empty());
+    assert_eq!(recycled.events.capacity(), capacity);
+    let second = start_json();
+    decode_message_into(second.as_bytes(), &mut recycled);
+    assert_eq!(recycled.events.len(), 1);
+    assert_eq!(recycled.events.capacity(), capacity);
+}

@@ -16,9 +16,11 @@
 //! stored session or event holds a bounded number of bytes.
 
 use std::borrow::Cow;
+use std::mem::take;
 
 use sessions_shared::read_model::MAX_USER_ID_BYTES;
 
+use super::field_names::FieldName;
 use super::json_scalar::{JsonType, Scalar};
 use super::{Event, EventKind, EventTexts, RejectReason, StartMetadata};
 
@@ -57,141 +59,31 @@ impl FieldError {
     }
 }
 
-/// Declares [`FieldName`] and its lookup from one list of the read fields' JSON names.
-macro_rules! read_fields {
-    ($($variant:ident => $name:literal,)*) => {
-        /// The fields of an event object that are read (each into its slot of
-        /// [`EventFields`]); every other key is [`FieldName::Ignored`] and its value
-        /// skipped.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub(super) enum FieldName {
-            $($variant,)*
-            Ignored,
-        }
-
-        impl FieldName {
-            /// Every read field with its JSON name.
-            #[cfg(test)]
-            pub(super) const ALL: &[(FieldName, &str)] = &[$((FieldName::$variant, $name),)*];
-
-            /// The field a (decoded) object key names.
-            pub(super) fn of(key: &[u8]) -> FieldName {
-                if key.len() > 16 {
-                    return FieldName::Ignored;
-                }
-                let mut padded = [0u8; 16];
-                padded[..key.len()].copy_from_slice(key);
-                FieldName::of_word(key.len(), u128::from_le_bytes(padded))
-            }
-
-            /// The field named by a key of `len` bytes (at most 16) whose bytes,
-            /// zero-padded to 16, read as the little-endian `word`: matched against
-            /// the names' own, computed at compile time.
-            pub(super) fn of_word(len: usize, word: u128) -> FieldName {
-                #[allow(non_upper_case_globals)]
-                mod names {
-                    $(pub const $variant: (usize, u128) =
-                        ($name.len(), super::padded_word($name.as_bytes()));)*
-                }
-                match (len, word) {
-                    $(names::$variant => FieldName::$variant,)*
-                    _ => FieldName::Ignored,
-                }
-            }
-        }
-    };
-}
-
-read_fields! {
-    ProjectId => "projectId",
-    SessionId => "sessionId",
-    Index => "index",
-    Timestamp => "timestamp",
-    Type => "type",
-    UserUuid => "userUuid",
-    UserAgent => "userAgent",
-    UserId => "userId",
-    UserOs => "userOs",
-    UserBrowser => "userBrowser",
-    UserDevice => "userDevice",
-    UserCountry => "userCountry",
-    Url => "url",
-    Referrer => "referrer",
-    Label => "label",
-    Selector => "selector",
-    Name => "name",
-    Message => "message",
-    Payload => "payload",
-}
-
-/// A name of at most 16 bytes, zero-padded to 16, as a little-endian integer (with the
-/// length, which tells `"a"` from `"a\0"`, it identifies the name).
-const fn padded_word(name: &[u8]) -> u128 {
-    assert!(name.len() <= 16);
-    let mut word = 0u128;
-    let mut at = 0;
-    while at < name.len() {
-        word |= (name[at] as u128) << (8 * at);
-        at += 1;
-    }
-    word
-}
-
-/// The raw fields of one event object, before validation (filled by the fast
-/// path or the JSON visitor layer; a field not in the object stays [`Scalar::Absent`]).
+/// The raw fields of one event object, before validation, one slot per [`FieldName`]
+/// (filled by the fast path or the JSON visitor layer; a field not in the object stays
+/// [`Scalar::Absent`]).
 #[derive(Default)]
 pub(super) struct EventFields<'a> {
-    pub(super) project_id: Scalar<'a>,
-    pub(super) session_id: Scalar<'a>,
-    pub(super) index: Scalar<'a>,
-    pub(super) timestamp: Scalar<'a>,
-    pub(super) event_type: Scalar<'a>,
-    pub(super) user_uuid: Scalar<'a>,
-    pub(super) user_agent: Scalar<'a>,
-    pub(super) user_id: Scalar<'a>,
-    pub(super) user_os: Scalar<'a>,
-    pub(super) user_browser: Scalar<'a>,
-    pub(super) user_device: Scalar<'a>,
-    pub(super) user_country: Scalar<'a>,
-    pub(super) url: Scalar<'a>,
-    pub(super) referrer: Scalar<'a>,
-    pub(super) label: Scalar<'a>,
-    pub(super) selector: Scalar<'a>,
-    pub(super) name: Scalar<'a>,
-    pub(super) message: Scalar<'a>,
-    pub(super) payload: Scalar<'a>,
+    slots: [Scalar<'a>; FieldName::COUNT],
 }
 
 impl<'a> EventFields<'a> {
     /// Where the value of field `name` goes (`None` for an ignored field); a repeated
     /// field's last value wins.
     pub(super) fn slot(&mut self, name: FieldName) -> Option<&mut Scalar<'a>> {
-        Some(match name {
-            FieldName::ProjectId => &mut self.project_id,
-            FieldName::SessionId => &mut self.session_id,
-            FieldName::Index => &mut self.index,
-            FieldName::Timestamp => &mut self.timestamp,
-            FieldName::Type => &mut self.event_type,
-            FieldName::UserUuid => &mut self.user_uuid,
-            FieldName::UserAgent => &mut self.user_agent,
-            FieldName::UserId => &mut self.user_id,
-            FieldName::UserOs => &mut self.user_os,
-            FieldName::UserBrowser => &mut self.user_browser,
-            FieldName::UserDevice => &mut self.user_device,
-            FieldName::UserCountry => &mut self.user_country,
-            FieldName::Url => &mut self.url,
-            FieldName::Referrer => &mut self.referrer,
-            FieldName::Label => &mut self.label,
-            FieldName::Selector => &mut self.selector,
-            FieldName::Name => &mut self.name,
-            FieldName::Message => &mut self.message,
-            FieldName::Payload => &mut self.payload,
-            FieldName::Ignored => return None,
-        })
+        self.slots.get_mut(name as usize)
     }
 
-    pub(super) fn validate(self) -> Result<Event<'a>, FieldError> {
-        let project_id = required_unsigned("projectId", self.project_id)?;
+    /// The value of field `name`, taken out of its slot.
+    fn take(&mut self, name: FieldName) -> Scalar<'a> {
+        self.slots
+            .get_mut(name as usize)
+            .map(take)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn validate(&mut self) -> Result<Event<'a>, FieldError> {
+        let project_id = required_unsigned("projectId", self.take(FieldName::ProjectId))?;
         let project_id = u32::try_from(project_id)
             .ok()
             .filter(|id| *id != 0)
@@ -201,9 +93,9 @@ impl<'a> EventFields<'a> {
                     format!("projectId {project_id} is outside 1..=4294967295"),
                 )
             })?;
-        let session_id = session_id(self.session_id)?;
-        let index = required_unsigned("index", self.index)?;
-        let timestamp = required_unsigned("timestamp", self.timestamp)?;
+        let session_id = session_id(self.take(FieldName::SessionId))?;
+        let index = required_unsigned("index", self.take(FieldName::Index))?;
+        let timestamp = required_unsigned("timestamp", self.take(FieldName::Timestamp))?;
         let timestamp = i64::try_from(timestamp)
             .ok()
             .filter(|ts| *ts > 0)
@@ -213,7 +105,7 @@ impl<'a> EventFields<'a> {
                     format!("timestamp {timestamp} is not a positive epoch in milliseconds"),
                 )
             })?;
-        let kind = match self.event_type {
+        let kind = match self.take(FieldName::Type) {
             Scalar::Str(name) => EventKind::from_type_name(&name),
             Scalar::Absent | Scalar::Null => {
                 return Err(FieldError::new(
@@ -225,7 +117,9 @@ impl<'a> EventFields<'a> {
         };
         // Fields a type does not list are ignored, whatever their JSON type.
         let user_id = match kind {
-            EventKind::UserId | EventKind::SessionStart => optional_string("userId", self.user_id)?,
+            EventKind::UserId | EventKind::SessionStart => {
+                optional_string("userId", self.take(FieldName::UserId))?
+            }
             _ => None,
         };
         if let Some(user_id) = &user_id {
@@ -241,22 +135,54 @@ impl<'a> EventFields<'a> {
         }
         let start = if kind == EventKind::SessionStart {
             Some(Box::new(StartMetadata {
-                user_uuid: user_uuid(self.user_uuid)?,
-                user_agent: optional_text("userAgent", self.user_agent, USER_AGENT_BYTES)?,
-                user_os: optional_text("userOs", self.user_os, USER_FAMILY_BYTES)?,
-                user_browser: optional_text("userBrowser", self.user_browser, USER_FAMILY_BYTES)?,
-                user_device: optional_text("userDevice", self.user_device, USER_FAMILY_BYTES)?,
-                user_country: optional_text("userCountry", self.user_country, USER_COUNTRY_BYTES)?,
+                user_uuid: user_uuid(self.take(FieldName::UserUuid))?,
+                user_agent: optional_text(
+                    "userAgent",
+                    self.take(FieldName::UserAgent),
+                    USER_AGENT_BYTES,
+                )?,
+                user_os: optional_text("userOs", self.take(FieldName::UserOs), USER_FAMILY_BYTES)?,
+                user_browser: optional_text(
+                    "userBrowser",
+                    self.take(FieldName::UserBrowser),
+                    USER_FAMILY_BYTES,
+                )?,
+                user_device: optional_text(
+                    "userDevice",
+                    self.take(FieldName::UserDevice),
+                    USER_FAMILY_BYTES,
+                )?,
+                user_country: optional_text(
+                    "userCountry",
+                    self.take(FieldName::UserCountry),
+                    USER_COUNTRY_BYTES,
+                )?,
             }))
         } else {
             None
         };
         let texts = match kind {
-            EventKind::Page => texts(kind, self.url, self.referrer)?,
-            EventKind::Click => texts(kind, self.label, self.selector)?,
-            EventKind::Input => texts(kind, self.label, Scalar::Absent)?,
-            EventKind::Error => texts(kind, self.name, self.message)?,
-            EventKind::Custom => texts(kind, self.name, self.payload)?,
+            EventKind::Page => texts(
+                kind,
+                self.take(FieldName::Url),
+                self.take(FieldName::Referrer),
+            )?,
+            EventKind::Click => texts(
+                kind,
+                self.take(FieldName::Label),
+                self.take(FieldName::Selector),
+            )?,
+            EventKind::Input => texts(kind, self.take(FieldName::Label), Scalar::Absent)?,
+            EventKind::Error => texts(
+                kind,
+                self.take(FieldName::Name),
+                self.take(FieldName::Message),
+            )?,
+            EventKind::Custom => texts(
+                kind,
+                self.take(FieldName::Name),
+                self.take(FieldName::Payload),
+            )?,
             _ => EventTexts::default(),
         };
         if kind == EventKind::UserId && user_id.is_none() {
@@ -321,13 +247,26 @@ fn required_unsigned(field: &str, value: Scalar<'_>) -> Result<u64, FieldError> 
 fn session_id(value: Scalar<'_>) -> Result<u64, FieldError> {
     let id = match value {
         Scalar::Str(text) => {
-            if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-                return Err(FieldError::new(
+            // One pass: every byte a digit (else `bad_type`), the value checked for
+            // overflow (`out_of_range`, reported only when every byte is a digit).
+            let not_decimal = || {
+                FieldError::new(
                     RejectReason::BadType,
                     "sessionId must be a decimal string or an integer",
-                ));
+                )
+            };
+            let mut value = Some(0u64); // None once it overflows
+            for byte in text.bytes() {
+                if !byte.is_ascii_digit() {
+                    return Err(not_decimal());
+                }
+                let digit = u64::from(byte - b'0');
+                value = value.and_then(|value| value.checked_mul(10)?.checked_add(digit));
             }
-            text.parse::<u64>().map_err(|_| {
+            if text.is_empty() {
+                return Err(not_decimal());
+            }
+            value.ok_or_else(|| {
                 FieldError::new(
                     RejectReason::OutOfRange,
                     "sessionId is larger than an unsigned 64-bit integer",

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use sessions_events::event::{decode_message, Event};
+use sessions_events::event::{decode_message_into, DecodedMessage, Event};
 use sessions_events::identity::SessionIdentity;
 use sessions_shared::clock::epoch_millis;
 use sessions_shared::shutdown::Shutdown;
@@ -61,6 +61,8 @@ pub struct Worker {
     /// Most bytes of sessions held (the memory budget's `sessions` share).
     sessions_budget: usize,
     aggregator: Aggregator,
+    /// The decoder's buffers, kept from one message to the next.
+    decode_buffers: DecodedMessage<'static>,
     pending: Pending,
     forwarder: Forwarder,
     /// The topic's partition count, from the broker's metadata (0 until known).
@@ -97,6 +99,7 @@ impl Worker {
             flush_policy,
             sessions_budget: budget.sessions,
             aggregator: Aggregator::new(),
+            decode_buffers: DecodedMessage::default(),
             pending: Pending::new(),
             forwarder,
             partition_count: Arc::new(AtomicU32::new(0)),
@@ -225,7 +228,8 @@ impl Worker {
         now: Instant,
     ) {
         self.metrics.messages_consumed.inc();
-        let mut decoded = decode_message(payload);
+        let mut decoded = std::mem::take(&mut self.decode_buffers).recycle();
+        decode_message_into(payload, &mut decoded);
         self.metrics
             .events_consumed
             .inc_by(decoded.events.len() as u64);
@@ -256,7 +260,7 @@ impl Worker {
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
             // Owned now, so the message is neither kept nor decoded again.
-            let events = decoded.events.into_iter().map(Event::into_owned).collect();
+            let events = decoded.events.drain(..).map(Event::into_owned).collect();
             let parked = ParkedMessage {
                 partition,
                 events,
@@ -266,6 +270,7 @@ impl Worker {
         }
         self.pending
             .processed(partition, offset, payload.len(), timestamp_ms, now);
+        self.decode_buffers = decoded.recycle();
     }
 
     /// Loads the sessions parked messages need, then applies those messages.
