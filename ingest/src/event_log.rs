@@ -10,8 +10,11 @@
 //! - The log forgets a session's events whenever the worker forgets the session
 //!   unwritten (a revoked partition, a deleted session): the new owner replays them,
 //!   or they must never be written. [`EventLog::clear`] runs once a flush is durable.
-//! - Texts are copied once into one buffer (no allocation per event); memory is the
-//!   texts plus a fixed size per event ([`EventLog::memory_bytes`]).
+//! - Texts are copied once into chunks of [`TEXT_CHUNK_BYTES`] (no allocation per
+//!   event, and nothing is ever copied again as the log grows: a full chunk is left as
+//!   it is and a new one started); events are kept in chunks of [`EVENT_CHUNK_LEN`]
+//!   alike. [`EventLog::clear`] gives them back. Memory is the chunks' capacity
+//!   ([`EventLog::memory_bytes`]).
 //!
 //! Pure: no I/O (the sink writes [`EventLog::rows`]).
 
@@ -35,15 +38,28 @@ pub fn type_code(kind: EventKind) -> Option<i8> {
     })
 }
 
-/// One logged event; its texts are ranges of the log's buffer.
+/// Bytes of one text chunk (a longer text gets a chunk of its own size).
+pub const TEXT_CHUNK_BYTES: usize = 64 << 10;
+/// Events in one chunk of events.
+pub const EVENT_CHUNK_LEN: usize = 1024;
+
+/// One logged event; its texts are in the log's text chunks.
 #[derive(Clone, Debug)]
 struct LoggedEvent {
     identity: SessionIdentity,
     index: u64,
     timestamp: i64,
     event_type: i8,
-    first: Range<usize>,
-    second: Range<usize>,
+    first: TextRef,
+    second: TextRef,
+}
+
+/// Where a text is: a chunk and a range in it (an empty text is `0, 0..0`, whatever
+/// the chunks).
+#[derive(Clone, Debug)]
+struct TextRef {
+    chunk: u32,
+    range: Range<u32>,
 }
 
 /// A row of `session_events`: the texts under their type's columns, the others empty.
@@ -65,8 +81,11 @@ pub struct EventRow<'a> {
 
 #[derive(Default)]
 pub struct EventLog {
-    text: String,
-    events: Vec<LoggedEvent>,
+    /// Text chunks, each filled up to its capacity, the last one being filled.
+    texts: Vec<String>,
+    /// Event chunks of [`EVENT_CHUNK_LEN`], the last one being filled.
+    events: Vec<Vec<LoggedEvent>>,
+    len: usize,
 }
 
 impl EventLog {
@@ -75,11 +94,11 @@ impl EventLog {
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 
     /// Logs `event` if the events endpoint lists its type (the caller: only an event
@@ -90,51 +109,88 @@ impl EventLog {
         };
         let first = self.append(&event.texts.first);
         let second = self.append(&event.texts.second);
-        self.events.push(LoggedEvent {
+        let logged = LoggedEvent {
             identity: event.identity(),
             index: event.index,
             timestamp: event.timestamp,
             event_type,
             first,
             second,
-        });
+        };
+        match self.events.last_mut() {
+            Some(chunk) if chunk.len() < EVENT_CHUNK_LEN => chunk.push(logged),
+            _ => {
+                let mut chunk = Vec::with_capacity(EVENT_CHUNK_LEN);
+                chunk.push(logged);
+                self.events.push(chunk);
+            }
+        }
+        self.len += 1;
     }
 
-    fn append(&mut self, text: &str) -> Range<usize> {
-        let start = self.text.len();
-        self.text.push_str(text);
-        start..self.text.len()
+    fn append(&mut self, text: &str) -> TextRef {
+        if text.is_empty() {
+            return TextRef {
+                chunk: 0,
+                range: 0..0,
+            };
+        }
+        let fits = |chunk: &String| chunk.capacity() - chunk.len() >= text.len();
+        if !self.texts.last().is_some_and(fits) {
+            self.texts
+                .push(String::with_capacity(text.len().max(TEXT_CHUNK_BYTES)));
+        }
+        let chunk = self.texts.len() - 1;
+        let buffer = &mut self.texts[chunk];
+        let start = buffer.len();
+        buffer.push_str(text);
+        TextRef {
+            chunk: chunk as u32,
+            range: start as u32..buffer.len() as u32,
+        }
+    }
+
+    fn text(&self, text: &TextRef) -> &str {
+        if text.range.is_empty() {
+            return "";
+        }
+        &self.texts[text.chunk as usize][text.range.start as usize..text.range.end as usize]
     }
 
     /// Forgets the events of `sessions`.
     pub fn forget(&mut self, sessions: &HashSet<SessionIdentity>) {
-        if sessions.is_empty() || self.events.is_empty() {
+        if sessions.is_empty() || self.is_empty() {
             return;
         }
-        self.events
-            .retain(|event| !sessions.contains(&event.identity));
-        if self.events.is_empty() {
-            self.text.clear();
+        // Their texts stay in the chunks until the log is cleared.
+        for chunk in &mut self.events {
+            chunk.retain(|event| !sessions.contains(&event.identity));
+        }
+        self.len = self.events.iter().map(Vec::len).sum();
+        if self.is_empty() {
+            self.clear();
         }
     }
 
-    /// Forgets everything (its flush is durable), and gives the buffers back: a burst
-    /// does not keep its memory after its flush.
+    /// Forgets everything (its flush is durable) and gives the chunks back: a burst
+    /// does not keep its memory after its flush (a chunk costs one allocation per
+    /// [`EVENT_CHUNK_LEN`] events or [`TEXT_CHUNK_BYTES`] of text).
     pub fn clear(&mut self) {
-        self.events = Vec::new();
-        self.text = String::new();
+        *self = EventLog::default();
     }
 
-    /// Bytes held: the texts and a fixed size per event.
+    /// Bytes held: the chunks' capacity.
     pub fn memory_bytes(&self) -> usize {
-        self.text.capacity() + self.events.capacity() * std::mem::size_of::<LoggedEvent>()
+        self.texts.iter().map(String::capacity).sum::<usize>()
+            + self.events.iter().map(Vec::capacity).sum::<usize>()
+                * std::mem::size_of::<LoggedEvent>()
     }
 
     /// The rows to write.
     pub fn rows(&self) -> impl Iterator<Item = EventRow<'_>> {
-        self.events.iter().map(|event| {
-            let first = &self.text[event.first.clone()];
-            let second = &self.text[event.second.clone()];
+        self.events.iter().flatten().map(|event| {
+            let first = self.text(&event.first);
+            let second = self.text(&event.second);
             let mut row = EventRow {
                 project_id: event.identity.project_id,
                 session_id: event.identity.session_id,
@@ -251,5 +307,55 @@ mod tests {
         log.clear();
         assert!(log.is_empty());
         assert_eq!(log.rows().count(), 0);
+    }
+
+    #[test]
+    fn chunks_keep_every_text_and_clear_gives_them_back() {
+        let mut log = EventLog::new();
+        let count = 3 * EVENT_CHUNK_LEN + 7;
+        let long = "L".repeat(TEXT_CHUNK_BYTES + 1);
+        let text = |n: usize| format!("https://example.com/{n}/{}", "p".repeat(n % 97));
+        for n in 0..count {
+            log.push(&event(
+                n as u64 % 5 + 1,
+                n as u64,
+                EventKind::Page,
+                &text(n),
+                "",
+            ));
+            if n == 1500 {
+                log.push(&event(9, 0, EventKind::Error, "Big", &long));
+            }
+        }
+        assert_eq!(log.len(), count + 1);
+        assert!(log.texts.len() > 2, "the texts span chunks");
+        let rows: Vec<EventRow<'_>> = log.rows().collect();
+        assert_eq!(rows.len(), count + 1);
+        let pages: Vec<&EventRow<'_>> = rows.iter().filter(|row| row.event_type == 1).collect();
+        for (n, row) in pages.iter().enumerate() {
+            assert_eq!((row.event_index, row.url), (n as u64, text(n).as_str()));
+        }
+        let big = rows
+            .iter()
+            .find(|row| row.event_type == 4)
+            .expect("the big error");
+        assert_eq!((big.name, big.message.len()), ("Big", long.len()));
+
+        log.forget(&HashSet::from([
+            SessionIdentity::new(3, 1),
+            SessionIdentity::new(3, 9),
+        ]));
+        assert_eq!(log.len(), count - count.div_ceil(5));
+        assert!(log
+            .rows()
+            .all(|row| row.session_id != 1 && row.session_id != 9));
+
+        assert!(log.memory_bytes() > count * std::mem::size_of::<LoggedEvent>() + long.len());
+        log.clear();
+        assert!(log.is_empty() && log.rows().next().is_none());
+        assert_eq!(log.memory_bytes(), 0);
+        log.push(&event(1, 0, EventKind::Click, "again", "x"));
+        let rows: Vec<EventRow<'_>> = log.rows().collect();
+        assert_eq!((rows[0].label, rows[0].selector), ("again", "x"));
     }
 }
