@@ -7,6 +7,7 @@ use serde::de::IgnoredAny;
 use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
+use sessions_ingest::home_cache::HomeCache;
 use sessions_ingest::partitioner::Partitioner;
 use sessions_testkit::workload::Workload;
 
@@ -51,13 +52,15 @@ fn hot_path(c: &mut Criterion) {
         b.iter_batched(
             Aggregator::new,
             |mut aggregator| {
+                // Buffers and the homes seen, fresh like the aggregator each pass.
                 let mut decoded = DecodedMessage::default();
+                let mut homes = HomeCache::default();
                 for message in &messages {
                     decode_message_into(message, &mut decoded);
                     // The worker's home check (is every event's session at home on
                     // this partition?), and its cold-session check (here nothing is
                     // loaded: a session not held yet simply starts).
-                    std::hint::black_box(ROUTER.all_local(&decoded.events, 0));
+                    std::hint::black_box(ROUTER.all_local(&decoded.events, 0, &mut homes));
                     std::hint::black_box(aggregator.missing(&decoded.events));
                     aggregator.apply(&decoded.events, 0);
                 }

@@ -13,6 +13,7 @@
 use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
 use sessions_ingest::forward::Router;
+use sessions_ingest::home_cache::HomeCache;
 use sessions_ingest::partitioner::Partitioner;
 use sessions_testkit::workload::Workload;
 
@@ -38,9 +39,10 @@ fn hot_path_pass(messages: &[Vec<u8>]) -> usize {
     };
     let mut events = 0;
     let mut decoded = DecodedMessage::default();
+    let mut homes = HomeCache::default();
     for message in messages {
         decode_message_into(message, &mut decoded);
-        std::hint::black_box(router.all_local(&decoded.events, 0));
+        std::hint::black_box(router.all_local(&decoded.events, 0, &mut homes));
         std::hint::black_box(aggregator.missing(&decoded.events));
         aggregator.apply(&decoded.events, 0);
         events += decoded.events.len();

@@ -33,11 +33,12 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sessions_events::event::{encode_event, Event, MAX_MESSAGE_BYTES};
 use sessions_events::identity::SessionIdentity;
 
+use crate::home_cache::HomeCache;
 use crate::partitioner::Partitioner;
 use crate::settings::IngestSettings;
 
 /// Decides, per event, whether it is applied here or forwarded to its home.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Router {
     pub partitioner: Partitioner,
     pub partition_count: u32,
@@ -59,15 +60,15 @@ impl Router {
         &self,
         events: Vec<Event<'a>>,
         partition: i32,
+        homes: &mut HomeCache,
     ) -> (Vec<Event<'a>>, Vec<Forward<'a>>) {
-        if self.all_local(&events, partition) {
+        if self.all_local(&events, partition, homes) {
             return (events, Vec::new());
         }
         let mut local = Vec::with_capacity(events.len());
         let mut foreign: BTreeMap<SessionIdentity, Forward<'a>> = BTreeMap::new();
-        let mut homes = LastHome::default();
         for event in events {
-            let home = homes.of(self, event.session_id);
+            let home = homes.home(*self, event.session_id);
             if home == partition {
                 local.push(event);
             } else {
@@ -86,33 +87,14 @@ impl Router {
     }
 
     /// Whether every event of `events` is at home on `partition` (no allocation).
-    pub fn all_local(&self, events: &[Event<'_>], partition: i32) -> bool {
-        let mut homes = LastHome::default();
+    pub fn all_local(&self, events: &[Event<'_>], partition: i32, homes: &mut HomeCache) -> bool {
         events
             .iter()
-            .all(|event| homes.of(self, event.session_id) == partition)
+            .all(|event| homes.home(*self, event.session_id) == partition)
     }
 
     pub fn home_of(&self, session_id: u64) -> i32 {
         self.partitioner.home_of(session_id, self.partition_count)
-    }
-}
-
-/// The home of the last session looked up: consecutive events are usually of one
-/// session, so each session id is hashed once per run of its events.
-#[derive(Default)]
-struct LastHome(Option<(u64, i32)>);
-
-impl LastHome {
-    fn of(&mut self, router: &Router, session_id: u64) -> i32 {
-        match self.0 {
-            Some((last, home)) if last == session_id => home,
-            _ => {
-                let home = router.home_of(session_id);
-                self.0 = Some((session_id, home));
-                home
-            }
-        }
     }
 }
 
@@ -172,6 +154,8 @@ pub struct Forwarder {
     queued: Vec<Queued>,
     /// `(partition the carrying message arrived on, delivery)`.
     in_flight: Vec<(i32, DeliveryFuture)>,
+    /// The homes of the sessions seen lately.
+    homes: HomeCache,
 }
 
 impl Forwarder {
@@ -202,6 +186,7 @@ impl Forwarder {
             topic: settings.kafka_topic.clone(),
             queued: Vec::new(),
             in_flight: Vec::new(),
+            homes: HomeCache::default(),
         })
     }
 
@@ -214,7 +199,7 @@ impl Forwarder {
         events: Vec<Event<'a>>,
         partition: i32,
     ) -> (Vec<Event<'a>>, u64) {
-        let (local, foreign) = router.split(events, partition);
+        let (local, foreign) = router.split(events, partition, &mut self.homes);
         let mut forwarded = 0;
         for forward in foreign {
             forwarded += forward.events.len() as u64;
@@ -361,7 +346,7 @@ mod tests {
             .iter()
             .flat_map(|session| [page(*session, 0), page(*session, 1)])
             .collect();
-        let (local, foreign) = router.split(events.clone(), here);
+        let (local, foreign) = router.split(events.clone(), here, &mut HomeCache::default());
         assert!(local.iter().all(|e| router.home_of(e.session_id) == here));
         assert!(local.iter().any(|e| e.session_id == sessions[0]));
         let forwarded: usize = foreign.iter().map(|f| f.events.len()).sum();
@@ -377,8 +362,8 @@ mod tests {
                 .all(|e| e.identity() == forward.identity));
         }
         assert!(!foreign.is_empty(), "40 sessions over 4 partitions");
-        assert!(router.all_local(&local, here));
-        assert!(!router.all_local(&events, here));
+        assert!(router.all_local(&local, here, &mut HomeCache::default()));
+        assert!(!router.all_local(&events, here, &mut HomeCache::default()));
     }
 
     #[test]
@@ -394,7 +379,7 @@ mod tests {
             ..page(session, index)
         };
         let events = vec![page(session, 1), theirs(0), page(session, 2), theirs(1)];
-        let (local, foreign) = router.split(events, elsewhere);
+        let (local, foreign) = router.split(events, elsewhere, &mut HomeCache::default());
         assert!(local.is_empty());
         let forwarded: Vec<(SessionIdentity, i32, Vec<u64>)> = foreign
             .iter()
@@ -450,7 +435,8 @@ mod tests {
             partitioner: Partitioner::Consistent,
             partition_count: 1,
         };
-        let (local, foreign) = router.split(vec![page(7, 0), page(8, 0)], 0);
+        let (local, foreign) =
+            router.split(vec![page(7, 0), page(8, 0)], 0, &mut HomeCache::default());
         assert_eq!(local.len(), 2);
         assert!(foreign.is_empty());
     }

@@ -7,6 +7,7 @@ pub mod durable_state;
 pub mod event_log;
 pub mod exactly_once;
 pub mod forward;
+pub mod home_cache;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
