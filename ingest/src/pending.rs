@@ -82,13 +82,25 @@ pub struct ParkedMessage {
     pub events: Vec<Event<'static>>,
     /// The sessions it needs that were not held when it arrived.
     pub missing: Vec<SessionIdentity>,
+    /// What holding it costs, counted once.
+    bytes: usize,
 }
 
 impl ParkedMessage {
+    pub fn new(partition: i32, events: Vec<Event<'static>>, missing: Vec<SessionIdentity>) -> Self {
+        let bytes = events.iter().map(Event::owned_bytes).sum::<usize>()
+            + missing.len() * std::mem::size_of::<SessionIdentity>()
+            + 128;
+        ParkedMessage {
+            partition,
+            events,
+            missing,
+            bytes,
+        }
+    }
+
     fn bytes(&self) -> usize {
-        self.events.iter().map(Event::owned_bytes).sum::<usize>()
-            + self.missing.len() * std::mem::size_of::<SessionIdentity>()
-            + 128
+        self.bytes
     }
 }
 
@@ -309,11 +321,11 @@ mod tests {
             .events
             .remove(0)
             .into_owned();
-        ParkedMessage {
+        ParkedMessage::new(
             partition,
-            events: vec![event; events],
-            missing: vec![SessionIdentity::new(1, 1)],
-        }
+            vec![event; events],
+            vec![SessionIdentity::new(1, 1)],
+        )
     }
 
     fn message(partition: i32, offset: i64) -> OwnedMessage {

@@ -261,12 +261,8 @@ impl Worker {
         } else {
             // Owned now, so the message is neither kept nor decoded again.
             let events = decoded.events.drain(..).map(Event::into_owned).collect();
-            let parked = ParkedMessage {
-                partition,
-                events,
-                missing,
-            };
-            self.pending.park(parked, now);
+            self.pending
+                .park(ParkedMessage::new(partition, events, missing), now);
         }
         self.pending
             .processed(partition, offset, payload.len(), timestamp_ms, now);
