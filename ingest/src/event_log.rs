@@ -10,10 +10,10 @@
 //! - The log forgets a session's events whenever the worker forgets the session
 //!   unwritten (a revoked partition, a deleted session): the new owner replays them,
 //!   or they must never be written. [`EventLog::clear`] runs once a flush is durable.
-//! - Texts are copied once into chunks of [`TEXT_CHUNK_BYTES`] (no allocation per
-//!   event, and nothing is ever copied again as the log grows: a full chunk is left as
-//!   it is and a new one started); events are kept in chunks of [`EVENT_CHUNK_LEN`]
-//!   alike. [`EventLog::clear`] gives them back. Memory is the chunks' capacity
+//! - Texts are copied once into chunks (no allocation per event, and nothing is ever
+//!   copied again as the log grows: a full chunk is left as it is and a new one, twice
+//!   as large up to [`TEXT_CHUNK_BYTES`], started); events are kept in chunks alike, up
+//!   to [`EVENT_CHUNK_LEN`]. [`EventLog::clear`] gives them back. Memory is the chunks' capacity
 //!   ([`EventLog::memory_bytes`]).
 //!
 //! Pure: no I/O (the sink writes [`EventLog::rows`]).
@@ -38,10 +38,16 @@ pub fn type_code(kind: EventKind) -> Option<i8> {
     })
 }
 
-/// Bytes of one text chunk (a longer text gets a chunk of its own size).
+/// Largest text chunk, in bytes (a longer text gets a chunk of its own size).
 pub const TEXT_CHUNK_BYTES: usize = 64 << 10;
-/// Events in one chunk of events.
+/// Most events in one chunk of events.
 pub const EVENT_CHUNK_LEN: usize = 1024;
+
+/// The size of a log's next chunk: small for its first (a flush of a few events holds
+/// little), then twice the last one, up to `max`.
+fn next_chunk_size(last: Option<usize>, max: usize) -> usize {
+    last.map_or(max / 64, |last| (2 * last).min(max)).max(1)
+}
 
 /// One logged event; its texts are in the log's text chunks.
 #[derive(Clone, Debug)]
@@ -118,9 +124,10 @@ impl EventLog {
             second,
         };
         match self.events.last_mut() {
-            Some(chunk) if chunk.len() < EVENT_CHUNK_LEN => chunk.push(logged),
-            _ => {
-                let mut chunk = Vec::with_capacity(EVENT_CHUNK_LEN);
+            Some(chunk) if chunk.len() < chunk.capacity() => chunk.push(logged),
+            last => {
+                let size = next_chunk_size(last.map(|chunk| chunk.capacity()), EVENT_CHUNK_LEN);
+                let mut chunk = Vec::with_capacity(size);
                 chunk.push(logged);
                 self.events.push(chunk);
             }
@@ -137,8 +144,8 @@ impl EventLog {
         }
         let fits = |chunk: &String| chunk.capacity() - chunk.len() >= text.len();
         if !self.texts.last().is_some_and(fits) {
-            self.texts
-                .push(String::with_capacity(text.len().max(TEXT_CHUNK_BYTES)));
+            let size = next_chunk_size(self.texts.last().map(String::capacity), TEXT_CHUNK_BYTES);
+            self.texts.push(String::with_capacity(size.max(text.len())));
         }
         let chunk = self.texts.len() - 1;
         let buffer = &mut self.texts[chunk];
@@ -173,8 +180,7 @@ impl EventLog {
     }
 
     /// Forgets everything (its flush is durable) and gives the chunks back: a burst
-    /// does not keep its memory after its flush (a chunk costs one allocation per
-    /// [`EVENT_CHUNK_LEN`] events or [`TEXT_CHUNK_BYTES`] of text).
+    /// does not keep its memory after its flush.
     pub fn clear(&mut self) {
         *self = EventLog::default();
     }
