@@ -15,7 +15,7 @@
 //! - Every `userId` of an object counts (a repeated key names each value); a repeated
 //!   `projectId` or `sessionId` keeps its last valid value, as the decoder does.
 //! - An object that names neither a user nor a session names nothing (a project
-//!   alone is no one's data).
+//!   alone is no one's data; an empty `userId` names no user).
 //! - Invalid JSON: the subjects read before the error, and nothing after it.
 //! - Cost: one pass over the payload, no value built but the ids; the result is
 //!   distinct and sorted, at most one subject per [`BYTES_PER_SUBJECT`] bytes of
@@ -139,8 +139,11 @@ impl EventObject<'_> {
                         }
                     }
                     FieldName::UserId => {
+                        // An empty id names no user (no deletion can name it).
                         if let Some(id) = map.next_value::<Lenient>()?.text() {
-                            user_ids.push(id);
+                            if !id.is_empty() {
+                                user_ids.push(id);
+                            }
                         }
                     }
                     FieldName::Other => {
@@ -310,6 +313,12 @@ mod tests {
     fn is_lenient_on_types_and_strict_on_ranges() {
         let payload = br#"[{"projectId":-1,"sessionId":0,"userId":123},{"projectId":4294967296,"sessionId":1.5,"userId":null},{"projectId":"12","sessionId":"x","userId":true}]"#;
         assert_eq!(named_subjects(payload), [subject(0, 0, "123")]);
+    }
+
+    #[test]
+    fn an_empty_user_id_names_no_user() {
+        let payload = br#"[{"projectId":4,"sessionId":"x","userId":""},{"projectId":4,"sessionId":9,"userId":""}]"#;
+        assert_eq!(named_subjects(payload), [subject(4, 9, "")]);
     }
 
     #[test]
