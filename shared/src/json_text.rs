@@ -4,10 +4,12 @@
 //! Contract: [`write_utf8`] writes exactly what `serde_json` writes for the same text
 //! as a `&str` (the page's bytes do not depend on which writer produced them): `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` short, every other byte below 0x20 as
-//! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. It scans
-//! eight bytes at a time and copies runs that need no escape whole; user agents, the
-//! longest text of a session, almost never hold a byte to escape, and a string's last
-//! bytes are tested as one word too. The text comes as bytes not yet known to be UTF-8
+//! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. Most text
+//! of a page is printable ASCII with no `"` or `\` (user agents, the longest, almost
+//! never hold anything else): one pass of eight bytes at a time finds that, and such a
+//! text is copied whole; any other text is scanned again eight bytes at a time, copying
+//! the runs that need no escape whole, a string's last bytes tested as one word too.
+//! The text comes as bytes not yet known to be UTF-8
 //! (a page's text, borrowed from ClickHouse's answer) and is checked in the same pass:
 //! text that is not UTF-8 is an error, never written as JSON. Property-tested against
 //! `serde_json` on arbitrary strings and bytes.
@@ -15,16 +17,52 @@
 use std::str::Utf8Error;
 
 /// `"text"`, escaped, for text that should be UTF-8 but was not checked (a borrowed
-/// ClickHouse `String`): checked in the same pass, so an all-ASCII text (most of a
-/// page's) is read once. Not UTF-8: an error, with `out` left partly written.
+/// ClickHouse `String`): checked in the same pass, so a plain text (most of a page's:
+/// [`is_plain`]) is read once, then copied. Not UTF-8: an error, with `out` left partly
+/// written.
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if is_plain(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return Ok(());
+    }
+    write_escaped(out, bytes)
+}
+
+/// Whether every byte of `bytes` is printable ASCII other than `"` and `\`: written as
+/// is (and UTF-8). Per word `x` with no byte ≥ 0x80, no addition below carries from one
+/// byte into the next (0x7F + 0x7F < 0x100), so each byte's high bit says: `x + 0x60`,
+/// the byte is ≥ 0x20; `(x ^ c) + 0x7F`, the byte is not `c`; `!x`, the byte is ASCII
+/// (a word with a byte ≥ 0x80 fails on that byte's `!x`, whatever carried elsewhere).
+fn is_plain(bytes: &[u8]) -> bool {
+    let plain_word = |x: u64| {
+        let printable = x.wrapping_add(0x60 * ONES);
+        let not_quote = (x ^ (ONES * u64::from(b'"'))).wrapping_add(0x7F * ONES);
+        let not_backslash = (x ^ (ONES * u64::from(b'\\'))).wrapping_add(0x7F * ONES);
+        printable & not_quote & not_backslash & !x & HIGHS == HIGHS
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut plain = true;
+    for word in &mut words {
+        plain &= plain_word(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        plain &= plain_word(word_at(bytes, bytes.len() - rest.len()));
+    }
+    plain
+}
+
+/// [`write_utf8`] after the opening quote, for text that is not plain: escapes, and
+/// UTF-8 checked from the first word with a byte ≥ 0x80.
 ///
 /// The first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
 /// before `at` was in a word tested before and is ASCII, so `at` is a character
 /// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
-pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
     let mut checked = false;
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     let mut copied = 0; // bytes[..copied] are written
     let mut at = 0;
     while at < bytes.len() {
@@ -216,7 +254,42 @@ mod tests {
         }
     }
 
+    /// The reference definition of [`is_plain`].
+    fn plain_bytes(bytes: &[u8]) -> bool {
+        bytes
+            .iter()
+            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\')
+    }
+
+    #[test]
+    fn the_plain_test_finds_each_byte_in_every_lane_of_every_length() {
+        for length in 1..=17 {
+            for lane in 0..length {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; length];
+                    text[lane] = byte;
+                    assert_eq!(
+                        is_plain(&text),
+                        plain_bytes(&text),
+                        "byte {byte:#x} at {lane} of {length}"
+                    );
+                }
+            }
+        }
+        assert!(is_plain(b""));
+    }
+
     proptest! {
+        #[test]
+        fn the_plain_test_is_the_reference_on_any_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![any::<u8>(), 0x20..0x80u8, Just(0x7F), Just(0x80), Just(0xFF)],
+                0..40,
+            )
+        ) {
+            prop_assert_eq!(is_plain(&bytes), plain_bytes(&bytes));
+        }
+
         #[test]
         fn any_string_is_written_as_serde_json_writes_it(value in any::<String>()) {
             prop_assert_eq!(written(&value), serde_json::to_string(&value).unwrap());

@@ -79,6 +79,19 @@ macro_rules! session_types {
                 Ok(())
             }
         }
+
+        impl<'a> SessionRef<'a> {
+            /// Reads one row of a read's RowBinary answer ([`Session::COLUMNS`], in
+            /// order) from the start of `input`, its text borrowed, no serde in
+            /// between: the session and the row's length in bytes, or [`Incomplete`]
+            /// when `input` ends inside the row.
+            pub fn read_row_binary(input: &'a [u8]) -> Result<(SessionRef<'a>, usize), Incomplete> {
+                let mut reader = RowBinary { input, at: 0 };
+                // Fields are read in the order written, the columns' order.
+                let row = SessionRef { $($field: session_types!(@read reader, $kind),)* };
+                Ok((row, reader.at))
+            }
+        }
     };
     (@owned text) => { String };
     (@owned id) => { u64 };
@@ -97,6 +110,63 @@ macro_rules! session_types {
         $out.push(b'"');
     }};
     (@json $out:ident, $value:expr, $kind:tt) => { json_text::write_integer($out, $value) };
+    (@read $reader:ident, text) => { $reader.text()? };
+    (@read $reader:ident, id) => { u64::from_le_bytes($reader.fixed()?) };
+    (@read $reader:ident, $kind:ty) => { <$kind>::from_le_bytes($reader.fixed()?) };
+}
+
+/// A RowBinary row continues past the end of its input: it has at least `needs`
+/// bytes (`usize::MAX` when its text's length is not a valid LEB128: it never ends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a RowBinary row continues past its input (at least {needs} bytes)")]
+pub struct Incomplete {
+    pub needs: usize,
+}
+
+/// Reads RowBinary values from `input[at..]` (`SessionRef::read_row_binary`).
+struct RowBinary<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl<'a> RowBinary<'a> {
+    /// A fixed-size value's `N` bytes (integers are little-endian).
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], Incomplete> {
+        let end = self.at + N;
+        let bytes = self
+            .input
+            .get(self.at..end)
+            .ok_or(Incomplete { needs: end })?;
+        self.at = end;
+        Ok(bytes.try_into().expect("N bytes"))
+    }
+
+    /// A `String`: its length (unsigned LEB128), then its bytes.
+    fn text(&mut self) -> Result<&'a [u8], Incomplete> {
+        const NEVER: Incomplete = Incomplete { needs: usize::MAX };
+        let mut length = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self
+                .input
+                .get(self.at)
+                .ok_or(Incomplete { needs: self.at + 1 })?;
+            self.at += 1;
+            length |= u64::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                let end = usize::try_from(length)
+                    .ok()
+                    .and_then(|length| self.at.checked_add(length))
+                    .ok_or(NEVER)?;
+                let text = self
+                    .input
+                    .get(self.at..end)
+                    .ok_or(Incomplete { needs: end })?;
+                self.at = end;
+                return Ok(text);
+            }
+        }
+        Err(NEVER)
+    }
 }
 
 session_types! {
@@ -386,6 +456,110 @@ mod tests {
             proptest::prop_assert_eq!(&fast, &serde_json::to_vec(&session).unwrap());
             proptest::prop_assert_eq!(session.as_ref().to_owned(), session);
         }
+    }
+
+    /// ClickHouse 18.16's RowBinary for one row of the read's column types (`SELECT
+    /// toUInt32(1), toUInt64(4813018042986240), '15bd…', …, toUInt32(0) FORMAT RowBinary`).
+    const CLICKHOUSE_ROW: &str = concat!(
+        "0100000000efbf166a1911002431356264373066362d616564662d343534342d386165362d353765",
+        "623636333938653934166d69636b61656c406f70656e7265706c61792e636f6d0f4d6f7a696c6c61",
+        "2f352e3020227822084d6163204f532058064368726f6d650002494ed7ed620386feffffffffffff",
+        "ffffffff01000000ffffffff00000000",
+    );
+
+    #[test]
+    fn reads_clickhouse_row_binary() {
+        let bytes = hex::decode(CLICKHOUSE_ROW).unwrap();
+        let (row, length) = SessionRef::read_row_binary(&bytes).unwrap();
+        assert_eq!(length, bytes.len());
+        let expected = Session {
+            project_id: 1,
+            session_id: 4813018042986240,
+            user_uuid: "15bd70f6-aedf-4544-8ae6-57eb66398e94".into(),
+            user_id: "mickael@openreplay.com".into(),
+            user_agent: "Mozilla/5.0 \"x\"".into(),
+            user_os: "Mac OS X".into(),
+            user_browser: "Chrome".into(),
+            user_device: String::new(),
+            user_country: "IN".into(),
+            start_ts: -1623440822825,
+            duration: u64::MAX,
+            events_count: 1,
+            pages_count: u32::MAX,
+            errors_count: 0,
+        };
+        assert_eq!(row.to_owned(), expected);
+    }
+
+    /// RowBinary of `session` as ClickHouse writes the read's columns: integers
+    /// little-endian, text as its length (LEB128) and its bytes.
+    fn row_binary(session: &Session, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: &str| {
+            let mut length = text.len();
+            while length >= 0x80 {
+                out.push(length as u8 | 0x80);
+                length >>= 7;
+            }
+            out.push(length as u8);
+            out.extend_from_slice(text.as_bytes());
+        };
+        out.extend_from_slice(&session.project_id.to_le_bytes());
+        out.extend_from_slice(&session.session_id.to_le_bytes());
+        for field in [
+            &session.user_uuid,
+            &session.user_id,
+            &session.user_agent,
+            &session.user_os,
+            &session.user_browser,
+            &session.user_device,
+            &session.user_country,
+        ] {
+            text(out, field);
+        }
+        out.extend_from_slice(&session.start_ts.to_le_bytes());
+        out.extend_from_slice(&session.duration.to_le_bytes());
+        for count in [
+            session.events_count,
+            session.pages_count,
+            session.errors_count,
+        ] {
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn row_binary_is_read_back_and_every_cut_is_incomplete(
+            session in any_session(),
+            long_agent in 0usize..400,
+        ) {
+            let mut session = session;
+            // Lengths of two LEB128 bytes too.
+            session.user_agent.push_str(&"a".repeat(long_agent));
+            let mut bytes = Vec::new();
+            row_binary(&session, &mut bytes);
+            let whole = bytes.len();
+            bytes.extend_from_slice(b"next row");
+            let (row, length) = SessionRef::read_row_binary(&bytes).unwrap();
+            proptest::prop_assert_eq!(length, whole);
+            proptest::prop_assert_eq!(row.to_owned(), session);
+            for cut in 0..whole {
+                let Err(Incomplete { needs }) = SessionRef::read_row_binary(&bytes[..cut]) else {
+                    panic!("a row cut at {cut} of {whole} bytes was read");
+                };
+                proptest::prop_assert!(needs > cut && needs <= whole, "{} <= {} <= {}", cut, needs, whole);
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_text_length_never_ends() {
+        let mut bytes = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0xFF; 11]);
+        assert_eq!(
+            SessionRef::read_row_binary(&bytes).unwrap_err(),
+            Incomplete { needs: usize::MAX }
+        );
     }
 
     #[test]
