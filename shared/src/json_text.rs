@@ -20,10 +20,10 @@ use std::str::Utf8Error;
 /// ClickHouse `String`): checked in the same pass, so a plain text (most of a page's:
 /// [`is_plain`]) is read once, then copied. Not UTF-8: an error, with `out` left partly
 /// written.
+#[inline]
 pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     if is_plain(bytes) {
+        out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
         return Ok(());
@@ -36,6 +36,7 @@ pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
 /// byte into the next (0x7F + 0x7F < 0x100), so each byte's high bit says: `x + 0x60`,
 /// the byte is ≥ 0x20; `(x ^ c) + 0x7F`, the byte is not `c`; `!x`, the byte is ASCII
 /// (a word with a byte ≥ 0x80 fails on that byte's `!x`, whatever carried elsewhere).
+#[inline]
 fn is_plain(bytes: &[u8]) -> bool {
     let plain_word = |x: u64| {
         let printable = x.wrapping_add(0x60 * ONES);
@@ -55,13 +56,16 @@ fn is_plain(bytes: &[u8]) -> bool {
     plain
 }
 
-/// [`write_utf8`] after the opening quote, for text that is not plain: escapes, and
-/// UTF-8 checked from the first word with a byte ≥ 0x80.
+/// [`write_utf8`] for text that is not plain: escapes, and UTF-8 checked from the
+/// first word with a byte ≥ 0x80.
 ///
 /// The first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
 /// before `at` was in a word tested before and is ASCII, so `at` is a character
 /// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
+#[cold]
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut checked = false;
     let mut copied = 0; // bytes[..copied] are written
     let mut at = 0;
@@ -111,9 +115,91 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(padded)
 }
 
-/// An integer in decimal.
-pub fn write_integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+/// An integer in decimal, as `serde_json` (and `Display`) writes it.
+#[inline]
+pub fn write_integer(out: &mut Vec<u8>, value: impl Integer) {
+    let (negative, magnitude) = value.sign_and_magnitude();
+    if negative {
+        out.push(b'-');
+    }
+    write_magnitude(out, magnitude);
+}
+
+/// The integer types a page writes.
+pub trait Integer: Copy {
+    /// Whether it is below zero, and its absolute value.
+    fn sign_and_magnitude(self) -> (bool, u64);
+}
+
+impl Integer for u32 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (false, u64::from(self))
+    }
+}
+
+impl Integer for u64 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (false, self)
+    }
+}
+
+impl Integer for i64 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (self < 0, self.unsigned_abs())
+    }
+}
+
+/// `value`'s digits, eight at a time ([`eight_digits`]) into a buffer, the first block's
+/// leading zeros shifted out; then the whole buffer is copied (a fixed size, no call to
+/// `memcpy`) and the bytes past the digits dropped.
+#[inline]
+fn write_magnitude(out: &mut Vec<u8>, value: u64) {
+    if value < 10 {
+        out.push(b'0' + value as u8);
+        return;
+    }
+    if value < 100 {
+        out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+        return;
+    }
+    const BLOCK: u64 = 100_000_000;
+    let digits = value.ilog10() as usize + 1;
+    let length = out.len();
+    if value < BLOCK {
+        let word = eight_digits(value as u32) >> (8 * (8 - digits));
+        out.extend_from_slice(&word.to_le_bytes());
+        out.truncate(length + digits);
+        return;
+    }
+    let blocks = [value / BLOCK / BLOCK, value / BLOCK % BLOCK, value % BLOCK];
+    let used = digits.div_ceil(8);
+    let first = blocks.len() - used; // the block holding the first digit
+    let first_digits = digits - 8 * (used - 1);
+    let mut buffer = [0u8; 24];
+    let leading = eight_digits(blocks[first] as u32) >> (8 * (8 - first_digits));
+    buffer[..8].copy_from_slice(&leading.to_le_bytes());
+    let mut at = first_digits;
+    for block in &blocks[first + 1..] {
+        buffer[at..at + 8].copy_from_slice(&eight_digits(*block as u32).to_le_bytes());
+        at += 8;
+    }
+    out.extend_from_slice(&buffer);
+    out.truncate(length + digits);
+}
+
+/// The eight decimal digits of `value` (below 10^8), leading zeros included, as ASCII
+/// in a little-endian word (the first digit in the lowest byte), computed in lanes
+/// (SWAR): the two halves of four digits in 32-bit lanes, each split by 100 into 16-bit
+/// lanes, each of those by 10 into bytes. Multiplying and shifting divides exactly in
+/// these ranges (`x * 10486 >> 20` is `x / 100` below 43,699; `x * 103 >> 10` is `x / 10`
+/// below 179); the tests compare every digit count and random values with `Display`.
+fn eight_digits(value: u32) -> u64 {
+    let merged = u64::from(value / 10_000) | (u64::from(value % 10_000) << 32);
+    let hundreds = ((merged * 10_486) >> 20) & ((0x7F << 32) | 0x7F);
+    let pairs = ((merged - 100 * hundreds) << 16) + hundreds;
+    let tens = ((pairs * 103) >> 10) & ((0xF << 48) | (0xF << 32) | (0xF << 16) | 0xF);
+    let digits = tens + ((pairs - 10 * tens) << 8);
+    digits + 0x3030_3030_3030_3030
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -330,13 +416,51 @@ mod tests {
 
         #[test]
         fn integers_are_decimal(a in any::<u64>(), b in any::<i64>(), c in any::<u32>()) {
-            let mut out = Vec::new();
-            write_integer(&mut out, a);
-            out.push(b' ');
-            write_integer(&mut out, b);
-            out.push(b' ');
-            write_integer(&mut out, c);
-            prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{a} {b} {c}"));
+            for (a, b, c) in [(a, b, c), (a % 1000, b % 1000, c % 1000)] {
+                let mut out = Vec::new();
+                write_integer(&mut out, a);
+                out.push(b' ');
+                write_integer(&mut out, b);
+                out.push(b' ');
+                write_integer(&mut out, c);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{a} {b} {c}"));
+            }
         }
+    }
+
+    #[test]
+    fn eight_digits_are_every_value_below_ten_to_the_eighth() {
+        for value in (0..100_000_000u32)
+            .step_by(9_973)
+            .chain([99_999_999, 10_000_000, 1])
+        {
+            assert_eq!(
+                eight_digits(value).to_le_bytes(),
+                *format!("{value:08}").as_bytes(),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_at_every_digit_count_and_the_extremes_are_decimal() {
+        let mut values: Vec<u64> = vec![0, u64::MAX];
+        for digits in 1..20 {
+            let power = 10u64.pow(digits);
+            values.extend([power - 1, power, power + 1]);
+        }
+        for value in values {
+            let mut out = Vec::new();
+            write_integer(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        for value in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX, -10, -99, -100] {
+            let mut out = Vec::new();
+            write_integer(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        let mut out = Vec::new();
+        write_integer(&mut out, u32::MAX);
+        assert_eq!(out, b"4294967295");
     }
 }

@@ -69,13 +69,17 @@ macro_rules! session_types {
             /// `serde_json` writes for the [`Session`], written faster (`json_text`).
             /// A text that is not UTF-8 is an error, with `out` left partly written.
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                out.push(b'{');
+                // Room for all of it but escapes: each field's `,"name":` and up to 22
+                // bytes of a number (or a text's quotes), the texts, the closing brace.
+                const ROOM: usize = 1 $(+ concat!(",\"", $json, "\":").len() + 22)*;
+                out.reserve(ROOM $(+ session_types!(@text_length self.$field, $kind))*);
+                let start = out.len();
                 $(
-                    out.extend_from_slice(concat!("\"", $json, "\":").as_bytes());
+                    out.extend_from_slice(concat!(",\"", $json, "\":").as_bytes());
                     session_types!(@json out, self.$field, $kind);
-                    out.push(b',');
                 )*
-                *out.last_mut().expect("a session has fields") = b'}';
+                out[start] = b'{'; // the first field's comma
+                out.push(b'}');
                 Ok(())
             }
         }
@@ -86,10 +90,10 @@ macro_rules! session_types {
             /// between: the session and the row's length in bytes, or [`Incomplete`]
             /// when `input` ends inside the row.
             pub fn read_row_binary(input: &'a [u8]) -> Result<(SessionRef<'a>, usize), Incomplete> {
-                let mut reader = RowBinary { input, at: 0 };
+                let mut reader = RowBinary { input, rest: input };
                 // Fields are read in the order written, the columns' order.
                 let row = SessionRef { $($field: session_types!(@read reader, $kind),)* };
-                Ok((row, reader.at))
+                Ok((row, reader.read()))
             }
         }
     };
@@ -110,6 +114,8 @@ macro_rules! session_types {
         $out.push(b'"');
     }};
     (@json $out:ident, $value:expr, $kind:tt) => { json_text::write_integer($out, $value) };
+    (@text_length $value:expr, text) => { $value.len() };
+    (@text_length $value:expr, $kind:tt) => { 0 };
     (@read $reader:ident, text) => { $reader.text()? };
     (@read $reader:ident, id) => { u64::from_le_bytes($reader.fixed()?) };
     (@read $reader:ident, $kind:ty) => { <$kind>::from_le_bytes($reader.fixed()?) };
@@ -123,49 +129,58 @@ pub struct Incomplete {
     pub needs: usize,
 }
 
-/// Reads RowBinary values from `input[at..]` (`SessionRef::read_row_binary`).
+/// Reads RowBinary values from the start of `rest`, the part of `input` not read yet
+/// (`SessionRef::read_row_binary`).
 struct RowBinary<'a> {
     input: &'a [u8],
-    at: usize,
+    rest: &'a [u8],
 }
 
 impl<'a> RowBinary<'a> {
+    /// The bytes read so far.
+    fn read(&self) -> usize {
+        self.input.len() - self.rest.len()
+    }
+
+    /// The row needs `more` bytes past those read so far.
+    #[cold]
+    fn short_by(&self, more: usize) -> Incomplete {
+        Incomplete {
+            needs: self.read().saturating_add(more),
+        }
+    }
+
     /// A fixed-size value's `N` bytes (integers are little-endian).
+    #[inline]
     fn fixed<const N: usize>(&mut self) -> Result<[u8; N], Incomplete> {
-        let end = self.at + N;
-        let bytes = self
-            .input
-            .get(self.at..end)
-            .ok_or(Incomplete { needs: end })?;
-        self.at = end;
-        Ok(bytes.try_into().expect("N bytes"))
+        let Some((bytes, rest)) = self.rest.split_first_chunk::<N>() else {
+            return Err(self.short_by(N));
+        };
+        self.rest = rest;
+        Ok(*bytes)
     }
 
     /// A `String`: its length (unsigned LEB128), then its bytes.
+    #[inline]
     fn text(&mut self) -> Result<&'a [u8], Incomplete> {
-        const NEVER: Incomplete = Incomplete { needs: usize::MAX };
         let mut length = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self
-                .input
-                .get(self.at)
-                .ok_or(Incomplete { needs: self.at + 1 })?;
-            self.at += 1;
+            let Some((&byte, rest)) = self.rest.split_first() else {
+                return Err(self.short_by(1));
+            };
+            self.rest = rest;
             length |= u64::from(byte & 0x7F) << shift;
             if byte < 0x80 {
-                let end = usize::try_from(length)
-                    .ok()
-                    .and_then(|length| self.at.checked_add(length))
-                    .ok_or(NEVER)?;
-                let text = self
-                    .input
-                    .get(self.at..end)
-                    .ok_or(Incomplete { needs: end })?;
-                self.at = end;
+                let length = usize::try_from(length).unwrap_or(usize::MAX);
+                if length > self.rest.len() {
+                    return Err(self.short_by(length));
+                }
+                let (text, rest) = self.rest.split_at(length);
+                self.rest = rest;
                 return Ok(text);
             }
         }
-        Err(NEVER)
+        Err(Incomplete { needs: usize::MAX })
     }
 }
 
