@@ -20,12 +20,18 @@ use std::str::Utf8Error;
 /// ClickHouse `String`): checked in the same pass, so a plain text (most of a page's:
 /// [`is_plain`]) is read once, then copied. Not UTF-8: an error, with `out` left partly
 /// written.
-#[inline]
 pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    out.push(b'"');
+    write_utf8_unquoted(out, bytes)?;
+    out.push(b'"');
+    Ok(())
+}
+
+/// [`write_utf8`] without the quotes (a caller that writes them with the text around).
+#[inline(always)]
+pub fn write_utf8_unquoted(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
     if is_plain(bytes) {
-        out.push(b'"');
         out.extend_from_slice(bytes);
-        out.push(b'"');
         return Ok(());
     }
     write_escaped(out, bytes)
@@ -36,7 +42,7 @@ pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
 /// byte into the next (0x7F + 0x7F < 0x100), so each byte's high bit says: `x + 0x60`,
 /// the byte is ≥ 0x20; `(x ^ c) + 0x7F`, the byte is not `c`; `!x`, the byte is ASCII
 /// (a word with a byte ≥ 0x80 fails on that byte's `!x`, whatever carried elsewhere).
-#[inline]
+#[inline(always)]
 fn is_plain(bytes: &[u8]) -> bool {
     let plain_word = |x: u64| {
         let printable = x.wrapping_add(0x60 * ONES);
@@ -49,23 +55,26 @@ fn is_plain(bytes: &[u8]) -> bool {
     for word in &mut words {
         plain &= plain_word(u64::from_le_bytes(word.try_into().expect("eight bytes")));
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        plain &= plain_word(word_at(bytes, bytes.len() - rest.len()));
+    match (words.remainder(), bytes.last_chunk::<8>()) {
+        ([], _) => plain,
+        // The last eight bytes: those already tested again, the rest with them.
+        (_, Some(last)) => plain & plain_word(u64::from_le_bytes(*last)),
+        // Shorter than a word (a country, an OS, a browser): byte by byte.
+        (short, None) => short
+            .iter()
+            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\'),
     }
-    plain
 }
 
-/// [`write_utf8`] for text that is not plain: escapes, and UTF-8 checked from the
-/// first word with a byte ≥ 0x80.
+/// [`write_utf8_unquoted`] for text that is not plain: escapes, and UTF-8 checked from
+/// the first word with a byte ≥ 0x80.
 ///
 /// The first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
 /// before `at` was in a word tested before and is ASCII, so `at` is a character
 /// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
 #[cold]
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    out.reserve(bytes.len());
     let mut checked = false;
     let mut copied = 0; // bytes[..copied] are written
     let mut at = 0;
@@ -92,7 +101,6 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
         }
     }
     out.extend_from_slice(&bytes[copied..]);
-    out.push(b'"');
     Ok(())
 }
 
@@ -116,7 +124,7 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// An integer in decimal, as `serde_json` (and `Display`) writes it.
-#[inline]
+#[inline(always)]
 pub fn write_integer(out: &mut Vec<u8>, value: impl Integer) {
     let (negative, magnitude) = value.sign_and_magnitude();
     if negative {
@@ -149,10 +157,10 @@ impl Integer for i64 {
     }
 }
 
-/// `value`'s digits, eight at a time ([`eight_digits`]) into a buffer, the first block's
-/// leading zeros shifted out; then the whole buffer is copied (a fixed size, no call to
-/// `memcpy`) and the bytes past the digits dropped.
-#[inline]
+/// `value`'s digits, eight at a time ([`eight_digits`]), the first block's leading
+/// zeros (its zero bytes from the low end) shifted out, each block copied as one word
+/// (a fixed size, no call to `memcpy`) and the bytes past the digits dropped.
+#[inline(always)]
 fn write_magnitude(out: &mut Vec<u8>, value: u64) {
     if value < 10 {
         out.push(b'0' + value as u8);
@@ -163,32 +171,37 @@ fn write_magnitude(out: &mut Vec<u8>, value: u64) {
         return;
     }
     const BLOCK: u64 = 100_000_000;
-    let digits = value.ilog10() as usize + 1;
-    let length = out.len();
-    if value < BLOCK {
-        let word = eight_digits(value as u32) >> (8 * (8 - digits));
-        out.extend_from_slice(&word.to_le_bytes());
-        out.truncate(length + digits);
+    let (high, low) = (value / BLOCK, value % BLOCK);
+    if high == 0 {
+        write_leading_block(out, low as u32);
         return;
     }
-    let blocks = [value / BLOCK / BLOCK, value / BLOCK % BLOCK, value % BLOCK];
-    let used = digits.div_ceil(8);
-    let first = blocks.len() - used; // the block holding the first digit
-    let first_digits = digits - 8 * (used - 1);
-    let mut buffer = [0u8; 24];
-    let leading = eight_digits(blocks[first] as u32) >> (8 * (8 - first_digits));
-    buffer[..8].copy_from_slice(&leading.to_le_bytes());
-    let mut at = first_digits;
-    for block in &blocks[first + 1..] {
-        buffer[at..at + 8].copy_from_slice(&eight_digits(*block as u32).to_le_bytes());
-        at += 8;
+    if high < BLOCK {
+        write_leading_block(out, high as u32);
+    } else {
+        write_leading_block(out, (high / BLOCK) as u32);
+        out.extend_from_slice(&ascii(eight_digits((high % BLOCK) as u32)).to_le_bytes());
     }
-    out.extend_from_slice(&buffer);
-    out.truncate(length + digits);
+    out.extend_from_slice(&ascii(eight_digits(low as u32)).to_le_bytes());
 }
 
-/// The eight decimal digits of `value` (below 10^8), leading zeros included, as ASCII
-/// in a little-endian word (the first digit in the lowest byte), computed in lanes
+/// The digits of `block` (1 to 10^8 - 1), without leading zeros.
+#[inline(always)]
+fn write_leading_block(out: &mut Vec<u8>, block: u32) {
+    let digits = eight_digits(block);
+    let zeros = (digits.trailing_zeros() / 8) as usize; // not 8: `block` is not 0
+    let length = out.len();
+    out.extend_from_slice(&(ascii(digits) >> (8 * zeros)).to_le_bytes());
+    out.truncate(length + 8 - zeros);
+}
+
+/// Digit values (0 to 9 per byte) as ASCII.
+fn ascii(digits: u64) -> u64 {
+    digits + 0x3030_3030_3030_3030
+}
+
+/// The eight decimal digits of `value` (below 10^8), leading zeros included, as values
+/// 0 to 9 in the bytes of a little-endian word (the first digit in the lowest byte), computed in lanes
 /// (SWAR): the two halves of four digits in 32-bit lanes, each split by 100 into 16-bit
 /// lanes, each of those by 10 into bytes. Multiplying and shifting divides exactly in
 /// these ranges (`x * 10486 >> 20` is `x / 100` below 43,699; `x * 103 >> 10` is `x / 10`
@@ -198,8 +211,7 @@ fn eight_digits(value: u32) -> u64 {
     let hundreds = ((merged * 10_486) >> 20) & ((0x7F << 32) | 0x7F);
     let pairs = ((merged - 100 * hundreds) << 16) + hundreds;
     let tens = ((pairs * 103) >> 10) & ((0xF << 48) | (0xF << 32) | (0xF << 16) | 0xF);
-    let digits = tens + ((pairs - 10 * tens) << 8);
-    digits + 0x3030_3030_3030_3030
+    tens + ((pairs - 10 * tens) << 8)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -435,7 +447,7 @@ mod tests {
             .chain([99_999_999, 10_000_000, 1])
         {
             assert_eq!(
-                eight_digits(value).to_le_bytes(),
+                ascii(eight_digits(value)).to_le_bytes(),
                 *format!("{value:08}").as_bytes(),
                 "{value}"
             );

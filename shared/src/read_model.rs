@@ -71,11 +71,11 @@ macro_rules! session_types {
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
                 // Room for all of it but escapes: each field's `,"name":` and up to 22
                 // bytes of a number (or a text's quotes), the texts, the closing brace.
-                const ROOM: usize = 1 $(+ concat!(",\"", $json, "\":").len() + 22)*;
+                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
                 out.reserve(ROOM $(+ session_types!(@text_length self.$field, $kind))*);
                 let start = out.len();
                 $(
-                    out.extend_from_slice(concat!(",\"", $json, "\":").as_bytes());
+                    out.extend_from_slice(session_types!(@name $json, $kind).as_bytes());
                     session_types!(@json out, self.$field, $kind);
                 )*
                 out[start] = b'{'; // the first field's comma
@@ -107,9 +107,15 @@ macro_rules! session_types {
     (@borrow $value:expr, $kind:tt) => { $value };
     (@own $value:expr, text) => { String::from_utf8($value.to_vec()).expect("UTF-8 text") };
     (@own $value:expr, $kind:tt) => { $value };
-    (@json $out:ident, $value:expr, text) => { json_text::write_utf8($out, $value)? };
-    (@json $out:ident, $value:expr, id) => {{
+    // `,"name":`, with the opening quote of a text or an id.
+    (@name $json:literal, text) => { concat!(",\"", $json, "\":\"") };
+    (@name $json:literal, id) => { concat!(",\"", $json, "\":\"") };
+    (@name $json:literal, $kind:tt) => { concat!(",\"", $json, "\":") };
+    (@json $out:ident, $value:expr, text) => {{
+        json_text::write_utf8_unquoted($out, $value)?;
         $out.push(b'"');
+    }};
+    (@json $out:ident, $value:expr, id) => {{
         json_text::write_integer($out, $value);
         $out.push(b'"');
     }};
@@ -163,6 +169,14 @@ impl<'a> RowBinary<'a> {
     /// A `String`: its length (unsigned LEB128), then its bytes.
     #[inline]
     fn text(&mut self) -> Result<&'a [u8], Incomplete> {
+        // Most texts are shorter than 128 bytes: a length of one byte.
+        if let Some((&length, rest)) = self.rest.split_first() {
+            if length < 0x80 && usize::from(length) <= rest.len() {
+                let (text, rest) = rest.split_at(usize::from(length));
+                self.rest = rest;
+                return Ok(text);
+            }
+        }
         let mut length = 0u64;
         for shift in (0..64).step_by(7) {
             let Some((&byte, rest)) = self.rest.split_first() else {
