@@ -43,27 +43,28 @@ pub fn write_utf8_unquoted(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Er
 /// the byte is ≥ 0x20; `(x ^ c) + 0x7F`, the byte is not `c`; `!x`, the byte is ASCII
 /// (a word with a byte ≥ 0x80 fails on that byte's `!x`, whatever carried elsewhere).
 #[inline(always)]
-fn is_plain(bytes: &[u8]) -> bool {
-    let plain_word = |x: u64| {
+pub fn is_plain(bytes: &[u8]) -> bool {
+    // Per byte, the high bit of `plain_lanes` is set when that byte is plain.
+    let plain_lanes = |x: u64| {
         let printable = x.wrapping_add(0x60 * ONES);
         let not_quote = (x ^ (ONES * u64::from(b'"'))).wrapping_add(0x7F * ONES);
         let not_backslash = (x ^ (ONES * u64::from(b'\\'))).wrapping_add(0x7F * ONES);
-        printable & not_quote & not_backslash & !x & HIGHS == HIGHS
+        printable & not_quote & not_backslash & !x
     };
-    let mut words = bytes.chunks_exact(8);
-    let mut plain = true;
-    for word in &mut words {
-        plain &= plain_word(u64::from_le_bytes(word.try_into().expect("eight bytes")));
-    }
-    match (words.remainder(), bytes.last_chunk::<8>()) {
-        ([], _) => plain,
-        // The last eight bytes: those already tested again, the rest with them.
-        (_, Some(last)) => plain & plain_word(u64::from_le_bytes(*last)),
+    let Some(last) = bytes.last_chunk::<8>() else {
         // Shorter than a word (a country, an OS, a browser): byte by byte.
-        (short, None) => short
+        return bytes
             .iter()
-            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\'),
+            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\');
+    };
+    // The last eight bytes, then the words before them (some bytes tested twice).
+    let mut lanes = plain_lanes(u64::from_le_bytes(*last));
+    let mut rest = bytes;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        lanes &= plain_lanes(u64::from_le_bytes(*word));
+        rest = tail;
     }
+    lanes & HIGHS == HIGHS
 }
 
 /// [`write_utf8_unquoted`] for text that is not plain: escapes, and UTF-8 checked from
@@ -124,13 +125,32 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// An integer in decimal, as `serde_json` (and `Display`) writes it.
-#[inline(always)]
 pub fn write_integer(out: &mut Vec<u8>, value: impl Integer) {
+    let mut digits = [0u8; INTEGER_ROOM];
+    let length = put_integer(&mut digits, 0, value);
+    out.extend_from_slice(&digits[..length]);
+}
+
+/// Bytes [`put_integer`] may write past its position (a sign, 20 digits, the rest of
+/// the last eight-byte word).
+pub const INTEGER_ROOM: usize = 22;
+
+/// `bytes[at..]`, then the position after them (a window's write: see
+/// `read_model::SessionRef::write_json`).
+#[inline(always)]
+pub fn put(window: &mut [u8], at: usize, bytes: &[u8]) -> usize {
+    let end = at + bytes.len();
+    window[at..end].copy_from_slice(bytes);
+    end
+}
+
+/// [`write_integer`] into `window` at `at`, which has [`INTEGER_ROOM`] bytes after it
+/// (written, whatever the digits need): the position after the digits.
+#[inline(always)]
+pub fn put_integer(window: &mut [u8], at: usize, value: impl Integer) -> usize {
     let (negative, magnitude) = value.sign_and_magnitude();
-    if negative {
-        out.push(b'-');
-    }
-    write_magnitude(out, magnitude);
+    let at = if negative { put(window, at, b"-") } else { at };
+    put_magnitude(window, at, magnitude)
 }
 
 /// The integer types a page writes.
@@ -157,42 +177,47 @@ impl Integer for i64 {
     }
 }
 
-/// `value`'s digits, eight at a time ([`eight_digits`]), the first block's leading
-/// zeros (its zero bytes from the low end) shifted out, each block copied as one word
-/// (a fixed size, no call to `memcpy`) and the bytes past the digits dropped.
+/// `value`'s digits, eight at a time ([`eight_digits`]), each block written as one
+/// word (a fixed size, no call to `memcpy`), the first block's leading zeros (its zero
+/// bytes from the low end) shifted out.
 #[inline(always)]
-fn write_magnitude(out: &mut Vec<u8>, value: u64) {
+fn put_magnitude(window: &mut [u8], at: usize, value: u64) -> usize {
     if value < 10 {
-        out.push(b'0' + value as u8);
-        return;
+        window[at] = b'0' + value as u8;
+        return at + 1;
     }
     if value < 100 {
-        out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
-        return;
+        window[at..at + 2].copy_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+        return at + 2;
     }
     const BLOCK: u64 = 100_000_000;
     let (high, low) = (value / BLOCK, value % BLOCK);
     if high == 0 {
-        write_leading_block(out, low as u32);
-        return;
+        return put_leading_block(window, at, low as u32);
     }
-    if high < BLOCK {
-        write_leading_block(out, high as u32);
+    let at = if high < BLOCK {
+        put_leading_block(window, at, high as u32)
     } else {
-        write_leading_block(out, (high / BLOCK) as u32);
-        out.extend_from_slice(&ascii(eight_digits((high % BLOCK) as u32)).to_le_bytes());
-    }
-    out.extend_from_slice(&ascii(eight_digits(low as u32)).to_le_bytes());
+        let at = put_leading_block(window, at, (high / BLOCK) as u32);
+        put_block(window, at, (high % BLOCK) as u32)
+    };
+    put_block(window, at, low as u32)
 }
 
-/// The digits of `block` (1 to 10^8 - 1), without leading zeros.
+/// The digits of `block` (1 to 10^8 - 1), without leading zeros (eight bytes written).
 #[inline(always)]
-fn write_leading_block(out: &mut Vec<u8>, block: u32) {
+fn put_leading_block(window: &mut [u8], at: usize, block: u32) -> usize {
     let digits = eight_digits(block);
     let zeros = (digits.trailing_zeros() / 8) as usize; // not 8: `block` is not 0
-    let length = out.len();
-    out.extend_from_slice(&(ascii(digits) >> (8 * zeros)).to_le_bytes());
-    out.truncate(length + 8 - zeros);
+    window[at..at + 8].copy_from_slice(&(ascii(digits) >> (8 * zeros)).to_le_bytes());
+    at + 8 - zeros
+}
+
+/// The eight digits of `block` (below 10^8), leading zeros included.
+#[inline(always)]
+fn put_block(window: &mut [u8], at: usize, block: u32) -> usize {
+    window[at..at + 8].copy_from_slice(&ascii(eight_digits(block)).to_le_bytes());
+    at + 8
 }
 
 /// Digit values (0 to 9 per byte) as ASCII.
