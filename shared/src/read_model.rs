@@ -118,6 +118,7 @@ macro_rules! session_types {
             /// order) from the start of `input`, its text borrowed, no serde in
             /// between: the session and the row's length in bytes, or [`Incomplete`]
             /// when `input` ends inside the row.
+            #[inline(always)]
             pub fn read_row_binary(input: &'a [u8]) -> Result<(SessionRef<'a>, usize), Incomplete> {
                 let mut reader = RowBinary { input, rest: input };
                 // Fields are read in the order written, the columns' order.
