@@ -73,6 +73,7 @@ macro_rules! session_types {
             /// written into a window of `out` sized for them once, at positions kept in
             /// a register, instead of through a `Vec` write (its length and capacity
             /// loaded, compared and stored) per name, text and number.
+            #[inline]
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
                 // Room for all of it but escapes: each field's `,"name":` and up to 22
                 // bytes of a number (the words `json_text::put_integer` writes) or a
