@@ -11,14 +11,19 @@
 # medians of p50, p99, requests/s, and the CPU time per request of each process in
 # between and of ClickHouse's server (from /proc/<pid>/stat; ClickHouse's pid from
 # BENCH_CLICKHOUSE_PID or the one scripts/services.sh started, when it is local).
+# Then, unless BENCH_CALLGRIND=0, the instructions per request of the floor, the
+# service and the baseline for the same page under callgrind (scripts/
+# bench-instructions.sh, BENCH_REQUESTS requests each: deterministic where the clock
+# and /proc are not), after the timed rounds, so that valgrind never runs beside them.
 #
-# Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1)
-# and the release builds: cargo build --release -p sessions-query --bins
-#   --example statement_sql --example tcp_relay --example stack_floor
+# Needs ClickHouse up with scripts/bench-query.sh's data kept (BENCH_KEEP_DATA=1),
+# valgrind for the callgrind step, and the release builds: cargo build --release
+#   -p sessions-query --bins --example statement_sql --example tcp_relay --example stack_floor
 # Knobs: BENCH_USER (bench-100@example.com), BENCH_LIMIT (50), BENCH_ROUNDS (5),
 # BENCH_DURATION (5s), BENCH_CONNECTIONS ("1 16"), BENCH_BASELINE_BIN,
 # BENCH_COMPRESSION (lz4): CLICKHOUSE_COMPRESSION of the floor and of the services,
-# BENCH_BASELINE_COMPRESSION (BENCH_COMPRESSION): the baseline's.
+# BENCH_BASELINE_COMPRESSION (BENCH_COMPRESSION): the baseline's; BENCH_CALLGRIND (1),
+# BENCH_REQUESTS (100): the callgrind step and its requests per target.
 # Output: the table on stderr, one JSON line per run on stdout.
 set -euo pipefail
 
@@ -162,3 +167,9 @@ for round in $(seq "$ROUNDS"); do
     done
 done | tee "$runs_file"
 python3 -c "$SUMMARIZE" <"$runs_file" >&2
+if [[ ${BENCH_CALLGRIND:-1} != 0 ]]; then
+    cleanup # the timed targets stop before valgrind starts
+    pids=()
+    BENCH_USER=$USER_ID BENCH_LIMIT=$LIMIT BENCH_COMPRESSION=$CLICKHOUSE_COMPRESSION \
+        bash "$REPO/scripts/bench-instructions.sh"
+fi

@@ -33,6 +33,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sessions_control::jobs::{Cancellation, JobJson, JobPosition, Jobs, Scheduling};
 use sessions_shared::clickhouse::{Store, StoreError};
 use sessions_shared::clock::epoch_millis;
@@ -163,6 +164,11 @@ pub fn api_route(
         .unify();
     // The body as a stream, read (bounded) only by the route that takes one.
     let body = warp::body::stream().map(boxed_body);
+    // The request's future is boxed, and so is the handler's inside it: warp and hyper
+    // move the future they are handed several times before and while polling it, and
+    // the handler's (every route's state machine, the ClickHouse reads included) is
+    // kilobytes, so unboxed those moves were ~130k instructions of `memcpy` per request,
+    // more than the whole stack floor's request (BENCHMARKS.md §6).
     api_path
         .and(warp::method())
         .and(authorization)
@@ -175,14 +181,19 @@ pub fn api_route(
              authorization: Option<HeaderValue>,
              raw_query: String,
              body: BodyStream,
-             state: Arc<AppState>| async move {
-                let path = match_api_path(path.as_str()).expect("matched by the filter");
-                let authorization = authorization.as_ref().and_then(|value| value.to_str().ok());
-                let request = api(&state, &method, path, authorization, &raw_query, body);
-                match state.admission.run(request).await {
-                    Ok(answer) => answer.unwrap_or_else(ApiError::into_response),
-                    Err(refusal) => ApiError::from(refusal).into_response(),
-                }
+             state: Arc<AppState>|
+             -> BoxFuture<'static, Response> {
+                Box::pin(async move {
+                    let path = match_api_path(path.as_str()).expect("matched by the filter");
+                    let authorization =
+                        authorization.as_ref().and_then(|value| value.to_str().ok());
+                    let request =
+                        Box::pin(api(&state, &method, path, authorization, &raw_query, body));
+                    match state.admission.run(request).await {
+                        Ok(answer) => answer.unwrap_or_else(ApiError::into_response),
+                        Err(refusal) => ApiError::from(refusal).into_response(),
+                    }
+                })
             },
         )
 }

@@ -57,15 +57,16 @@ use std::time::Instant;
 
 use prometheus::{IntCounter, IntCounterVec};
 use sessions_shared::clickhouse::{Query, Store, StoreError};
-use sessions_shared::read_model::SessionRef;
 
 use crate::cursor::Position;
 use crate::heavy_users::{Density, HeavyUsers};
 use crate::metrics::PAGE_STATEMENTS;
 use crate::response::PageRows;
 
+mod answer;
 mod statements;
 
+use answer::PageDecoder;
 use statements::{bind_filter, SAMPLE_PER_SESSION};
 pub use statements::{
     bounded_sql, probe_sql, refused, sample_size, whole_range_sql, window_sql, Lower, PageQuery,
@@ -134,14 +135,15 @@ async fn run_page(
         .await
 }
 
-/// The sessions `request` answers, written out as they are decoded.
+/// The sessions `request` answers, written out as they are decoded (`answer`).
 async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
-    let mut cursor = request.fetch::<SessionRef<'static>>()?;
-    let mut page = PageRows::with_capacity(expected);
-    while let Some(session) = cursor.next().await? {
-        page.push(&session)?;
+    let mut answer = request.fetch_bytes("RowBinary")?;
+    let mut page = PageDecoder::new(expected);
+    while let Some(chunk) = answer.next().await? {
+        page.feed(&chunk)?;
     }
-    Ok(page)
+    page.finish()
+        .map_err(|_| clickhouse::error::Error::NotEnoughData)
 }
 
 /// Reads pages, choosing per user the cheapest of three exact ways (module header):

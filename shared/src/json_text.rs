@@ -4,10 +4,12 @@
 //! Contract: [`write_utf8`] writes exactly what `serde_json` writes for the same text
 //! as a `&str` (the page's bytes do not depend on which writer produced them): `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` short, every other byte below 0x20 as
-//! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. It scans
-//! eight bytes at a time and copies runs that need no escape whole; user agents, the
-//! longest text of a session, almost never hold a byte to escape, and a string's last
-//! bytes are tested as one word too. The text comes as bytes not yet known to be UTF-8
+//! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. Most text
+//! of a page is printable ASCII with no `"` or `\` (user agents, the longest, almost
+//! never hold anything else): one pass of eight bytes at a time finds that, and such a
+//! text is copied whole; any other text is scanned again eight bytes at a time, copying
+//! the runs that need no escape whole, a string's last bytes tested as one word too.
+//! The text comes as bytes not yet known to be UTF-8
 //! (a page's text, borrowed from ClickHouse's answer) and is checked in the same pass:
 //! text that is not UTF-8 is an error, never written as JSON. Property-tested against
 //! `serde_json` on arbitrary strings and bytes.
@@ -15,16 +17,66 @@
 use std::str::Utf8Error;
 
 /// `"text"`, escaped, for text that should be UTF-8 but was not checked (a borrowed
-/// ClickHouse `String`): checked in the same pass, so an all-ASCII text (most of a
-/// page's) is read once. Not UTF-8: an error, with `out` left partly written.
+/// ClickHouse `String`): checked in the same pass, so a plain text (most of a page's:
+/// [`is_plain`]) is read once, then copied. Not UTF-8: an error, with `out` left partly
+/// written.
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    out.push(b'"');
+    write_utf8_unquoted(out, bytes)?;
+    out.push(b'"');
+    Ok(())
+}
+
+/// [`write_utf8`] without the quotes (a caller that writes them with the text around).
+#[inline(always)]
+pub fn write_utf8_unquoted(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    if is_plain(bytes) {
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
+    write_escaped(out, bytes)
+}
+
+/// Whether every byte of `bytes` is printable ASCII other than `"` and `\`: written as
+/// is (and UTF-8). Per word `x` with no byte ≥ 0x80, no addition below carries from one
+/// byte into the next (0x7F + 0x7F < 0x100), so each byte's high bit says: `x + 0x60`,
+/// the byte is ≥ 0x20; `(x ^ c) + 0x7F`, the byte is not `c`; `!x`, the byte is ASCII
+/// (a word with a byte ≥ 0x80 fails on that byte's `!x`, whatever carried elsewhere).
+#[inline(always)]
+pub fn is_plain(bytes: &[u8]) -> bool {
+    // Per byte, the high bit of `plain_lanes` is set when that byte is plain.
+    let plain_lanes = |x: u64| {
+        let printable = x.wrapping_add(0x60 * ONES);
+        let not_quote = (x ^ (ONES * u64::from(b'"'))).wrapping_add(0x7F * ONES);
+        let not_backslash = (x ^ (ONES * u64::from(b'\\'))).wrapping_add(0x7F * ONES);
+        printable & not_quote & not_backslash & !x
+    };
+    let Some(last) = bytes.last_chunk::<8>() else {
+        // Shorter than a word (a country, an OS, a browser): byte by byte.
+        return bytes
+            .iter()
+            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\');
+    };
+    // The last eight bytes, then the words before them (some bytes tested twice).
+    let mut lanes = plain_lanes(u64::from_le_bytes(*last));
+    let mut rest = bytes;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        lanes &= plain_lanes(u64::from_le_bytes(*word));
+        rest = tail;
+    }
+    lanes & HIGHS == HIGHS
+}
+
+/// [`write_utf8_unquoted`] for text that is not plain: escapes, and UTF-8 checked from
+/// the first word with a byte ≥ 0x80.
 ///
 /// The first word holding a non-ASCII byte has `bytes[at..]` checked: every byte
 /// before `at` was in a word tested before and is ASCII, so `at` is a character
 /// boundary (the tail's overlapping word included: its bytes before `at` are ASCII).
-pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
+    out.reserve(bytes.len());
     let mut checked = false;
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     let mut copied = 0; // bytes[..copied] are written
     let mut at = 0;
     while at < bytes.len() {
@@ -50,7 +102,6 @@ pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Utf8Error> {
         }
     }
     out.extend_from_slice(&bytes[copied..]);
-    out.push(b'"');
     Ok(())
 }
 
@@ -73,9 +124,119 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(padded)
 }
 
-/// An integer in decimal.
-pub fn write_integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+/// An integer in decimal, as `serde_json` (and `Display`) writes it.
+pub fn write_integer(out: &mut Vec<u8>, value: impl Integer) {
+    let mut digits = [0u8; INTEGER_ROOM];
+    let length = put_integer(&mut digits, 0, value);
+    out.extend_from_slice(&digits[..length]);
+}
+
+/// Bytes [`put_integer`] may write past its position (a sign, 20 digits, the rest of
+/// the last eight-byte word).
+pub const INTEGER_ROOM: usize = 22;
+
+/// `bytes[at..]`, then the position after them (a window's write: see
+/// `read_model::SessionRef::write_json`).
+#[inline(always)]
+pub fn put(window: &mut [u8], at: usize, bytes: &[u8]) -> usize {
+    let end = at + bytes.len();
+    window[at..end].copy_from_slice(bytes);
+    end
+}
+
+/// [`write_integer`] into `window` at `at`, which has [`INTEGER_ROOM`] bytes after it
+/// (written, whatever the digits need): the position after the digits.
+#[inline(always)]
+pub fn put_integer(window: &mut [u8], at: usize, value: impl Integer) -> usize {
+    let (negative, magnitude) = value.sign_and_magnitude();
+    let at = if negative { put(window, at, b"-") } else { at };
+    put_magnitude(window, at, magnitude)
+}
+
+/// The integer types a page writes.
+pub trait Integer: Copy {
+    /// Whether it is below zero, and its absolute value.
+    fn sign_and_magnitude(self) -> (bool, u64);
+}
+
+impl Integer for u32 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (false, u64::from(self))
+    }
+}
+
+impl Integer for u64 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (false, self)
+    }
+}
+
+impl Integer for i64 {
+    fn sign_and_magnitude(self) -> (bool, u64) {
+        (self < 0, self.unsigned_abs())
+    }
+}
+
+/// `value`'s digits, eight at a time ([`eight_digits`]), each block written as one
+/// word (a fixed size, no call to `memcpy`), the first block's leading zeros (its zero
+/// bytes from the low end) shifted out.
+#[inline(always)]
+fn put_magnitude(window: &mut [u8], at: usize, value: u64) -> usize {
+    if value < 10 {
+        window[at] = b'0' + value as u8;
+        return at + 1;
+    }
+    if value < 100 {
+        window[at..at + 2].copy_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+        return at + 2;
+    }
+    const BLOCK: u64 = 100_000_000;
+    let (high, low) = (value / BLOCK, value % BLOCK);
+    if high == 0 {
+        return put_leading_block(window, at, low as u32);
+    }
+    let at = if high < BLOCK {
+        put_leading_block(window, at, high as u32)
+    } else {
+        let at = put_leading_block(window, at, (high / BLOCK) as u32);
+        put_block(window, at, (high % BLOCK) as u32)
+    };
+    put_block(window, at, low as u32)
+}
+
+/// The digits of `block` (1 to 10^8 - 1), without leading zeros (eight bytes written).
+#[inline(always)]
+fn put_leading_block(window: &mut [u8], at: usize, block: u32) -> usize {
+    let digits = eight_digits(block);
+    let zeros = (digits.trailing_zeros() / 8) as usize; // not 8: `block` is not 0
+    window[at..at + 8].copy_from_slice(&(ascii(digits) >> (8 * zeros)).to_le_bytes());
+    at + 8 - zeros
+}
+
+/// The eight digits of `block` (below 10^8), leading zeros included.
+#[inline(always)]
+fn put_block(window: &mut [u8], at: usize, block: u32) -> usize {
+    window[at..at + 8].copy_from_slice(&ascii(eight_digits(block)).to_le_bytes());
+    at + 8
+}
+
+/// Digit values (0 to 9 per byte) as ASCII.
+fn ascii(digits: u64) -> u64 {
+    digits + 0x3030_3030_3030_3030
+}
+
+/// The eight decimal digits of `value` (below 10^8), leading zeros included, as values
+/// 0 to 9 in the bytes of a little-endian word (the first digit in the lowest byte), computed in lanes
+/// (SWAR): the two halves of four digits in 32-bit lanes, each split by 100 into 16-bit
+/// lanes, each of those by 10 into bytes. Multiplying and shifting divides exactly in
+/// these ranges (`x * 10486 >> 20` is `x / 100` below 43,699; `x * 103 >> 10` is `x / 10`
+/// below 179); the tests compare every digit count and random values with `Display`.
+fn eight_digits(value: u32) -> u64 {
+    let merged = u64::from(value / 10_000) | (u64::from(value % 10_000) << 32);
+    let hundreds = ((merged * 10_486) >> 20) & ((0x7F << 32) | 0x7F);
+    let pairs = ((merged - 100 * hundreds) << 16) + hundreds;
+    let tens = ((pairs * 103) >> 10) & ((0xF << 48) | (0xF << 32) | (0xF << 16) | 0xF);
+    tens + ((pairs - 10 * tens) << 8)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -216,7 +377,42 @@ mod tests {
         }
     }
 
+    /// The reference definition of [`is_plain`].
+    fn plain_bytes(bytes: &[u8]) -> bool {
+        bytes
+            .iter()
+            .all(|byte| (0x20..0x80).contains(byte) && *byte != b'"' && *byte != b'\\')
+    }
+
+    #[test]
+    fn the_plain_test_finds_each_byte_in_every_lane_of_every_length() {
+        for length in 1..=17 {
+            for lane in 0..length {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; length];
+                    text[lane] = byte;
+                    assert_eq!(
+                        is_plain(&text),
+                        plain_bytes(&text),
+                        "byte {byte:#x} at {lane} of {length}"
+                    );
+                }
+            }
+        }
+        assert!(is_plain(b""));
+    }
+
     proptest! {
+        #[test]
+        fn the_plain_test_is_the_reference_on_any_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![any::<u8>(), 0x20..0x80u8, Just(0x7F), Just(0x80), Just(0xFF)],
+                0..40,
+            )
+        ) {
+            prop_assert_eq!(is_plain(&bytes), plain_bytes(&bytes));
+        }
+
         #[test]
         fn any_string_is_written_as_serde_json_writes_it(value in any::<String>()) {
             prop_assert_eq!(written(&value), serde_json::to_string(&value).unwrap());
@@ -257,13 +453,51 @@ mod tests {
 
         #[test]
         fn integers_are_decimal(a in any::<u64>(), b in any::<i64>(), c in any::<u32>()) {
-            let mut out = Vec::new();
-            write_integer(&mut out, a);
-            out.push(b' ');
-            write_integer(&mut out, b);
-            out.push(b' ');
-            write_integer(&mut out, c);
-            prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{a} {b} {c}"));
+            for (a, b, c) in [(a, b, c), (a % 1000, b % 1000, c % 1000)] {
+                let mut out = Vec::new();
+                write_integer(&mut out, a);
+                out.push(b' ');
+                write_integer(&mut out, b);
+                out.push(b' ');
+                write_integer(&mut out, c);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{a} {b} {c}"));
+            }
         }
+    }
+
+    #[test]
+    fn eight_digits_are_every_value_below_ten_to_the_eighth() {
+        for value in (0..100_000_000u32)
+            .step_by(9_973)
+            .chain([99_999_999, 10_000_000, 1])
+        {
+            assert_eq!(
+                ascii(eight_digits(value)).to_le_bytes(),
+                *format!("{value:08}").as_bytes(),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_at_every_digit_count_and_the_extremes_are_decimal() {
+        let mut values: Vec<u64> = vec![0, u64::MAX];
+        for digits in 1..20 {
+            let power = 10u64.pow(digits);
+            values.extend([power - 1, power, power + 1]);
+        }
+        for value in values {
+            let mut out = Vec::new();
+            write_integer(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        for value in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX, -10, -99, -100] {
+            let mut out = Vec::new();
+            write_integer(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        let mut out = Vec::new();
+        write_integer(&mut out, u32::MAX);
+        assert_eq!(out, b"4294967295");
     }
 }

@@ -68,15 +68,63 @@ macro_rules! session_types {
             /// Appends the API's JSON object of this session to `out`: the bytes
             /// `serde_json` writes for the [`Session`], written faster (`json_text`).
             /// A text that is not UTF-8 is an error, with `out` left partly written.
+            ///
+            /// Most sessions' texts are all plain (`json_text::is_plain`): those are
+            /// written into a window of `out` sized for them once, at positions kept in
+            /// a register, instead of through a `Vec` write (its length and capacity
+            /// loaded, compared and stored) per name, text and number.
+            #[inline]
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                out.push(b'{');
+                // Room for all of it but escapes: each field's `,"name":` and up to 22
+                // bytes of a number (the words `json_text::put_integer` writes) or a
+                // text's closing quote, the texts, the closing brace.
+                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
+                let plain = true $(&& session_types!(@plain self.$field, $kind))*;
+                if !plain {
+                    return self.write_json_escaped(out);
+                }
+                let start = out.len();
+                out.resize(start + ROOM $(+ session_types!(@text_length self.$field, $kind))*, 0);
+                let window = &mut out[start..];
+                let mut at = 0;
                 $(
-                    out.extend_from_slice(concat!("\"", $json, "\":").as_bytes());
-                    session_types!(@json out, self.$field, $kind);
-                    out.push(b',');
+                    at = json_text::put(window, at, session_types!(@name $json, $kind).as_bytes());
+                    at = session_types!(@put window, at, self.$field, $kind);
                 )*
-                *out.last_mut().expect("a session has fields") = b'}';
+                window[0] = b'{'; // the first field's comma
+                window[at] = b'}';
+                out.truncate(start + at + 1);
                 Ok(())
+            }
+
+            /// [`SessionRef::write_json`] for a session with text to escape (or not
+            /// UTF-8), through `Vec` writes.
+            #[cold]
+            fn write_json_escaped(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
+                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
+                out.reserve(ROOM $(+ session_types!(@text_length self.$field, $kind))*);
+                let start = out.len();
+                $(
+                    out.extend_from_slice(session_types!(@name $json, $kind).as_bytes());
+                    session_types!(@json out, self.$field, $kind);
+                )*
+                out[start] = b'{'; // the first field's comma
+                out.push(b'}');
+                Ok(())
+            }
+        }
+
+        impl<'a> SessionRef<'a> {
+            /// Reads one row of a read's RowBinary answer ([`Session::COLUMNS`], in
+            /// order) from the start of `input`, its text borrowed, no serde in
+            /// between: the session and the row's length in bytes, or [`Incomplete`]
+            /// when `input` ends inside the row.
+            #[inline(always)]
+            pub fn read_row_binary(input: &'a [u8]) -> Result<(SessionRef<'a>, usize), Incomplete> {
+                let mut reader = RowBinary { input, rest: input };
+                // Fields are read in the order written, the columns' order.
+                let row = SessionRef { $($field: session_types!(@read reader, $kind),)* };
+                Ok((row, reader.read()))
             }
         }
     };
@@ -90,13 +138,108 @@ macro_rules! session_types {
     (@borrow $value:expr, $kind:tt) => { $value };
     (@own $value:expr, text) => { String::from_utf8($value.to_vec()).expect("UTF-8 text") };
     (@own $value:expr, $kind:tt) => { $value };
-    (@json $out:ident, $value:expr, text) => { json_text::write_utf8($out, $value)? };
-    (@json $out:ident, $value:expr, id) => {{
+    // `,"name":`, with the opening quote of a text or an id.
+    (@name $json:literal, text) => { concat!(",\"", $json, "\":\"") };
+    (@name $json:literal, id) => { concat!(",\"", $json, "\":\"") };
+    (@name $json:literal, $kind:tt) => { concat!(",\"", $json, "\":") };
+    (@plain $value:expr, text) => { json_text::is_plain($value) };
+    (@plain $value:expr, $kind:tt) => { true };
+    (@put $window:ident, $at:ident, $value:expr, text) => {{
+        let at = json_text::put($window, $at, $value);
+        json_text::put($window, at, b"\"")
+    }};
+    (@put $window:ident, $at:ident, $value:expr, id) => {{
+        let at = json_text::put_integer($window, $at, $value);
+        json_text::put($window, at, b"\"")
+    }};
+    (@put $window:ident, $at:ident, $value:expr, $kind:tt) => {
+        json_text::put_integer($window, $at, $value)
+    };
+    (@json $out:ident, $value:expr, text) => {{
+        json_text::write_utf8_unquoted($out, $value)?;
         $out.push(b'"');
+    }};
+    (@json $out:ident, $value:expr, id) => {{
         json_text::write_integer($out, $value);
         $out.push(b'"');
     }};
     (@json $out:ident, $value:expr, $kind:tt) => { json_text::write_integer($out, $value) };
+    (@text_length $value:expr, text) => { $value.len() };
+    (@text_length $value:expr, $kind:tt) => { 0 };
+    (@read $reader:ident, text) => { $reader.text()? };
+    (@read $reader:ident, id) => { u64::from_le_bytes($reader.fixed()?) };
+    (@read $reader:ident, $kind:ty) => { <$kind>::from_le_bytes($reader.fixed()?) };
+}
+
+/// A RowBinary row continues past the end of its input: it has at least `needs`
+/// bytes (`usize::MAX` when its text's length is not a valid LEB128: it never ends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a RowBinary row continues past its input (at least {needs} bytes)")]
+pub struct Incomplete {
+    pub needs: usize,
+}
+
+/// Reads RowBinary values from the start of `rest`, the part of `input` not read yet
+/// (`SessionRef::read_row_binary`).
+struct RowBinary<'a> {
+    input: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> RowBinary<'a> {
+    /// The bytes read so far.
+    fn read(&self) -> usize {
+        self.input.len() - self.rest.len()
+    }
+
+    /// The row needs `more` bytes past those read so far.
+    #[cold]
+    fn short_by(&self, more: usize) -> Incomplete {
+        Incomplete {
+            needs: self.read().saturating_add(more),
+        }
+    }
+
+    /// A fixed-size value's `N` bytes (integers are little-endian).
+    #[inline]
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], Incomplete> {
+        let Some((bytes, rest)) = self.rest.split_first_chunk::<N>() else {
+            return Err(self.short_by(N));
+        };
+        self.rest = rest;
+        Ok(*bytes)
+    }
+
+    /// A `String`: its length (unsigned LEB128), then its bytes.
+    #[inline]
+    fn text(&mut self) -> Result<&'a [u8], Incomplete> {
+        // Most texts are shorter than 128 bytes: a length of one byte.
+        if let Some((&length, rest)) = self.rest.split_first() {
+            if length < 0x80 && usize::from(length) <= rest.len() {
+                let (text, rest) = rest.split_at(usize::from(length));
+                self.rest = rest;
+                return Ok(text);
+            }
+        }
+        let mut length = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some((&byte, rest)) = self.rest.split_first() else {
+                return Err(self.short_by(1));
+            };
+            self.rest = rest;
+            length |= u64::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                let length = usize::try_from(length).unwrap_or(usize::MAX);
+                if length > self.rest.len() {
+                    return Err(self.short_by(length));
+                }
+                let (text, rest) = self.rest.split_at(length);
+                self.rest = rest;
+                return Ok(text);
+            }
+        }
+        Err(Incomplete { needs: usize::MAX })
+    }
 }
 
 session_types! {
@@ -378,7 +521,26 @@ mod tests {
         }
     }
 
+    proptest::prop_compose! {
+        /// A session whose texts are all plain (printable ASCII, no `"` or `\\`): the
+        /// window path of `write_json`.
+        fn any_plain_session()(
+            session in any_session(),
+            text in proptest::array::uniform7("[ !#-\\[\\]-~]{0,150}"),
+        ) -> Session {
+            let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] = text;
+            Session { user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country, ..session }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn plain_sessions_are_serde_json_byte_for_byte(session in any_plain_session()) {
+            let mut fast = b"[".to_vec();
+            session.as_ref().write_json(&mut fast).unwrap();
+            proptest::prop_assert_eq!(&fast[1..], &serde_json::to_vec(&session).unwrap()[..]);
+        }
+
         #[test]
         fn the_fast_json_is_serde_json_byte_for_byte(session in any_session()) {
             let mut fast = Vec::new();
@@ -386,6 +548,110 @@ mod tests {
             proptest::prop_assert_eq!(&fast, &serde_json::to_vec(&session).unwrap());
             proptest::prop_assert_eq!(session.as_ref().to_owned(), session);
         }
+    }
+
+    /// ClickHouse 18.16's RowBinary for one row of the read's column types (`SELECT
+    /// toUInt32(1), toUInt64(4813018042986240), '15bd…', …, toUInt32(0) FORMAT RowBinary`).
+    const CLICKHOUSE_ROW: &str = concat!(
+        "0100000000efbf166a1911002431356264373066362d616564662d343534342d386165362d353765",
+        "623636333938653934166d69636b61656c406f70656e7265706c61792e636f6d0f4d6f7a696c6c61",
+        "2f352e3020227822084d6163204f532058064368726f6d650002494ed7ed620386feffffffffffff",
+        "ffffffff01000000ffffffff00000000",
+    );
+
+    #[test]
+    fn reads_clickhouse_row_binary() {
+        let bytes = hex::decode(CLICKHOUSE_ROW).unwrap();
+        let (row, length) = SessionRef::read_row_binary(&bytes).unwrap();
+        assert_eq!(length, bytes.len());
+        let expected = Session {
+            project_id: 1,
+            session_id: 4813018042986240,
+            user_uuid: "15bd70f6-aedf-4544-8ae6-57eb66398e94".into(),
+            user_id: "mickael@openreplay.com".into(),
+            user_agent: "Mozilla/5.0 \"x\"".into(),
+            user_os: "Mac OS X".into(),
+            user_browser: "Chrome".into(),
+            user_device: String::new(),
+            user_country: "IN".into(),
+            start_ts: -1623440822825,
+            duration: u64::MAX,
+            events_count: 1,
+            pages_count: u32::MAX,
+            errors_count: 0,
+        };
+        assert_eq!(row.to_owned(), expected);
+    }
+
+    /// RowBinary of `session` as ClickHouse writes the read's columns: integers
+    /// little-endian, text as its length (LEB128) and its bytes.
+    fn row_binary(session: &Session, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: &str| {
+            let mut length = text.len();
+            while length >= 0x80 {
+                out.push(length as u8 | 0x80);
+                length >>= 7;
+            }
+            out.push(length as u8);
+            out.extend_from_slice(text.as_bytes());
+        };
+        out.extend_from_slice(&session.project_id.to_le_bytes());
+        out.extend_from_slice(&session.session_id.to_le_bytes());
+        for field in [
+            &session.user_uuid,
+            &session.user_id,
+            &session.user_agent,
+            &session.user_os,
+            &session.user_browser,
+            &session.user_device,
+            &session.user_country,
+        ] {
+            text(out, field);
+        }
+        out.extend_from_slice(&session.start_ts.to_le_bytes());
+        out.extend_from_slice(&session.duration.to_le_bytes());
+        for count in [
+            session.events_count,
+            session.pages_count,
+            session.errors_count,
+        ] {
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn row_binary_is_read_back_and_every_cut_is_incomplete(
+            session in any_session(),
+            long_agent in 0usize..400,
+        ) {
+            let mut session = session;
+            // Lengths of two LEB128 bytes too.
+            session.user_agent.push_str(&"a".repeat(long_agent));
+            let mut bytes = Vec::new();
+            row_binary(&session, &mut bytes);
+            let whole = bytes.len();
+            bytes.extend_from_slice(b"next row");
+            let (row, length) = SessionRef::read_row_binary(&bytes).unwrap();
+            proptest::prop_assert_eq!(length, whole);
+            proptest::prop_assert_eq!(row.to_owned(), session);
+            for cut in 0..whole {
+                let Err(Incomplete { needs }) = SessionRef::read_row_binary(&bytes[..cut]) else {
+                    panic!("a row cut at {cut} of {whole} bytes was read");
+                };
+                proptest::prop_assert!(needs > cut && needs <= whole, "{} <= {} <= {}", cut, needs, whole);
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_text_length_never_ends() {
+        let mut bytes = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0xFF; 11]);
+        assert_eq!(
+            SessionRef::read_row_binary(&bytes).unwrap_err(),
+            Incomplete { needs: usize::MAX }
+        );
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! A page statement's answer, RowBinary as ClickHouse sends it, decoded chunk by chunk
+//! straight into the page's JSON ([`PageRows`]).
+//!
+//! Contract: the rows come out as the chunks' concatenation holds them, whatever the
+//! chunk boundaries. Each row is read in place from its chunk
+//! (`SessionRef::read_row_binary`: no serde, its text borrowed) and written out at
+//! once; only a row split between chunks is copied, into one buffer kept for the page,
+//! until it is whole. No allocation per row. Text that is not UTF-8 stops the page; so
+//! does an answer that ends inside a row.
+
+use std::str::Utf8Error;
+
+use sessions_shared::read_model::{Incomplete, SessionRef};
+
+use crate::response::PageRows;
+
+/// Decodes one answer's chunks, in order, into a page.
+pub struct PageDecoder {
+    rows: PageRows,
+    /// The start of a row that the last chunk ended inside (empty between rows).
+    split: Vec<u8>,
+}
+
+impl PageDecoder {
+    /// A page of about `sessions` sessions.
+    pub fn new(sessions: usize) -> PageDecoder {
+        PageDecoder {
+            rows: PageRows::with_capacity(sessions),
+            split: Vec::new(),
+        }
+    }
+
+    /// Decodes the rows `chunk` ends, the one it continues first.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), Utf8Error> {
+        if !self.split.is_empty() {
+            // Only as many bytes as the row is known to need at least, so that no byte
+            // of the rows after it is copied.
+            loop {
+                match SessionRef::read_row_binary(&self.split) {
+                    Ok((row, _)) => {
+                        self.rows.push(&row)?;
+                        self.split.clear();
+                        break;
+                    }
+                    Err(Incomplete { needs }) => {
+                        let take = (needs - self.split.len()).min(chunk.len());
+                        if take == 0 {
+                            return Ok(());
+                        }
+                        self.split.extend_from_slice(&chunk[..take]);
+                        chunk = &chunk[take..];
+                    }
+                }
+            }
+        }
+        while !chunk.is_empty() {
+            match SessionRef::read_row_binary(chunk) {
+                Ok((row, length)) => {
+                    self.rows.push(&row)?;
+                    chunk = &chunk[length..];
+                }
+                Err(Incomplete { .. }) => {
+                    self.split.extend_from_slice(chunk);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The page, once the answer has ended: an error when it ended inside a row.
+    pub fn finish(self) -> Result<PageRows, Incomplete> {
+        match SessionRef::read_row_binary(&self.split) {
+            _ if self.split.is_empty() => Ok(self.rows),
+            Ok(_) => unreachable!("a whole row is decoded as soon as it is"),
+            Err(incomplete) => Err(incomplete),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use sessions_shared::read_model::Session;
+
+    use super::*;
+
+    /// RowBinary of `session` (the read's columns): integers little-endian, text as its
+    /// length (LEB128) and its bytes.
+    fn row_binary(session: &Session, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: &str| {
+            let mut length = text.len();
+            while length >= 0x80 {
+                out.push(length as u8 | 0x80);
+                length >>= 7;
+            }
+            out.push(length as u8);
+            out.extend_from_slice(text.as_bytes());
+        };
+        out.extend_from_slice(&session.project_id.to_le_bytes());
+        out.extend_from_slice(&session.session_id.to_le_bytes());
+        for field in [
+            &session.user_uuid,
+            &session.user_id,
+            &session.user_agent,
+            &session.user_os,
+            &session.user_browser,
+            &session.user_device,
+            &session.user_country,
+        ] {
+            text(out, field);
+        }
+        out.extend_from_slice(&session.start_ts.to_le_bytes());
+        out.extend_from_slice(&session.duration.to_le_bytes());
+        for count in [
+            session.events_count,
+            session.pages_count,
+            session.errors_count,
+        ] {
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+    }
+
+    prop_compose! {
+        fn any_session()(
+            numbers in any::<(u32, u64, i64, u64, u32, u32, u32)>(),
+            // Text that needs escapes, non-ASCII, empty, and long enough for a
+            // two-byte length.
+            text in proptest::array::uniform7(prop_oneof![
+                any::<String>(),
+                Just(String::new()),
+                "[a-z\"\\\\\u{1}\n\u{7f}é]{0,12}",
+                "[ -~]{120,200}",
+            ]),
+        ) -> Session {
+            let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] = text;
+            Session {
+                project_id: numbers.0,
+                session_id: numbers.1,
+                user_uuid,
+                user_id,
+                user_agent,
+                user_os,
+                user_browser,
+                user_device,
+                user_country,
+                start_ts: numbers.2,
+                duration: numbers.3,
+                events_count: numbers.4,
+                pages_count: numbers.5,
+                errors_count: numbers.6,
+            }
+        }
+    }
+
+    /// The page the serde path wrote: each session serialized by `serde_json`.
+    fn serde_page(sessions: &[Session]) -> Vec<u8> {
+        crate::response::data_json(sessions)
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_serde_page(
+            sessions in proptest::collection::vec(any_session(), 0..6),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut answer = Vec::new();
+            for session in &sessions {
+                row_binary(session, &mut answer);
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(answer.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(answer.len());
+            cuts.sort_unstable();
+            let mut decoder = PageDecoder::new(sessions.len());
+            for pair in cuts.windows(2) {
+                decoder.feed(&answer[pair[0]..pair[1]]).unwrap();
+            }
+            let rows = decoder.finish().unwrap();
+            prop_assert_eq!(rows.len(), sessions.len());
+            for (index, session) in sessions.iter().enumerate() {
+                prop_assert_eq!(rows.position(index).unwrap().session_id, session.session_id);
+                prop_assert_eq!(rows.position(index).unwrap().start_ts, session.start_ts);
+            }
+            let page = rows.into_body();
+            prop_assert_eq!(
+                String::from_utf8(page).unwrap(),
+                String::from_utf8(serde_page(&sessions)).unwrap()
+            );
+        }
+
+        #[test]
+        fn an_answer_cut_inside_a_row_is_an_error(
+            session in any_session(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut answer = Vec::new();
+            row_binary(&session, &mut answer);
+            let kept = cut.index(answer.len() - 1) + 1; // 1..len: inside the row
+            let mut decoder = PageDecoder::new(1);
+            decoder.feed(&answer[..kept]).unwrap();
+            prop_assert!(decoder.finish().is_err());
+        }
+    }
+
+    #[test]
+    fn text_not_utf8_stops_the_page() {
+        let mut answer = Vec::new();
+        row_binary(&Session::default(), &mut answer);
+        let at = 4 + 8; // the uuid's length
+        answer[at] = 2;
+        answer.splice(at + 1..at + 1, [0xC3, 0x28]);
+        let mut decoder = PageDecoder::new(1);
+        assert!(decoder.feed(&answer).is_err());
+    }
+}
