@@ -285,6 +285,41 @@ impl Session {
     /// The columns of a read, in field order (what RowBinary decoding relies on).
     pub const COLUMNS: &'static [&'static str] = <Session as Row>::COLUMN_NAMES;
 
+    /// RowBinary of this session as ClickHouse writes the read's columns: integers
+    /// little-endian, text as its length (LEB128) and its bytes. Written by hand, field
+    /// by field, as an independent check of the generated reader
+    /// (`SessionRef::read_row_binary`); for tests (feature `test-support`).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn write_row_binary(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, text: &str| {
+            let mut length = text.len();
+            while length >= 0x80 {
+                out.push(length as u8 | 0x80);
+                length >>= 7;
+            }
+            out.push(length as u8);
+            out.extend_from_slice(text.as_bytes());
+        };
+        out.extend_from_slice(&self.project_id.to_le_bytes());
+        out.extend_from_slice(&self.session_id.to_le_bytes());
+        for field in [
+            &self.user_uuid,
+            &self.user_id,
+            &self.user_agent,
+            &self.user_os,
+            &self.user_browser,
+            &self.user_device,
+            &self.user_country,
+        ] {
+            text(out, field);
+        }
+        out.extend_from_slice(&self.start_ts.to_le_bytes());
+        out.extend_from_slice(&self.duration.to_le_bytes());
+        for count in [self.events_count, self.pages_count, self.errors_count] {
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+    }
+
     pub fn key(&self) -> SessionKey {
         SessionKey {
             project_id: self.project_id,
@@ -583,42 +618,6 @@ mod tests {
         assert_eq!(row.to_owned(), expected);
     }
 
-    /// RowBinary of `session` as ClickHouse writes the read's columns: integers
-    /// little-endian, text as its length (LEB128) and its bytes.
-    fn row_binary(session: &Session, out: &mut Vec<u8>) {
-        let text = |out: &mut Vec<u8>, text: &str| {
-            let mut length = text.len();
-            while length >= 0x80 {
-                out.push(length as u8 | 0x80);
-                length >>= 7;
-            }
-            out.push(length as u8);
-            out.extend_from_slice(text.as_bytes());
-        };
-        out.extend_from_slice(&session.project_id.to_le_bytes());
-        out.extend_from_slice(&session.session_id.to_le_bytes());
-        for field in [
-            &session.user_uuid,
-            &session.user_id,
-            &session.user_agent,
-            &session.user_os,
-            &session.user_browser,
-            &session.user_device,
-            &session.user_country,
-        ] {
-            text(out, field);
-        }
-        out.extend_from_slice(&session.start_ts.to_le_bytes());
-        out.extend_from_slice(&session.duration.to_le_bytes());
-        for count in [
-            session.events_count,
-            session.pages_count,
-            session.errors_count,
-        ] {
-            out.extend_from_slice(&count.to_le_bytes());
-        }
-    }
-
     proptest::proptest! {
         #[test]
         fn row_binary_is_read_back_and_every_cut_is_incomplete(
@@ -629,7 +628,7 @@ mod tests {
             // Lengths of two LEB128 bytes too.
             session.user_agent.push_str(&"a".repeat(long_agent));
             let mut bytes = Vec::new();
-            row_binary(&session, &mut bytes);
+            session.write_row_binary(&mut bytes);
             let whole = bytes.len();
             bytes.extend_from_slice(b"next row");
             let (row, length) = SessionRef::read_row_binary(&bytes).unwrap();

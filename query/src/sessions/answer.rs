@@ -85,42 +85,6 @@ mod tests {
 
     use super::*;
 
-    /// RowBinary of `session` (the read's columns): integers little-endian, text as its
-    /// length (LEB128) and its bytes.
-    fn row_binary(session: &Session, out: &mut Vec<u8>) {
-        let text = |out: &mut Vec<u8>, text: &str| {
-            let mut length = text.len();
-            while length >= 0x80 {
-                out.push(length as u8 | 0x80);
-                length >>= 7;
-            }
-            out.push(length as u8);
-            out.extend_from_slice(text.as_bytes());
-        };
-        out.extend_from_slice(&session.project_id.to_le_bytes());
-        out.extend_from_slice(&session.session_id.to_le_bytes());
-        for field in [
-            &session.user_uuid,
-            &session.user_id,
-            &session.user_agent,
-            &session.user_os,
-            &session.user_browser,
-            &session.user_device,
-            &session.user_country,
-        ] {
-            text(out, field);
-        }
-        out.extend_from_slice(&session.start_ts.to_le_bytes());
-        out.extend_from_slice(&session.duration.to_le_bytes());
-        for count in [
-            session.events_count,
-            session.pages_count,
-            session.errors_count,
-        ] {
-            out.extend_from_slice(&count.to_le_bytes());
-        }
-    }
-
     prop_compose! {
         fn any_session()(
             numbers in any::<(u32, u64, i64, u64, u32, u32, u32)>(),
@@ -166,7 +130,7 @@ mod tests {
         ) {
             let mut answer = Vec::new();
             for session in &sessions {
-                row_binary(session, &mut answer);
+                session.write_row_binary(&mut answer);
             }
             let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(answer.len() + 1)).collect();
             cuts.push(0);
@@ -195,7 +159,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let mut answer = Vec::new();
-            row_binary(&session, &mut answer);
+            session.write_row_binary(&mut answer);
             let kept = cut.index(answer.len() - 1) + 1; // 1..len: inside the row
             let mut decoder = PageDecoder::new(1);
             decoder.feed(&answer[..kept]).unwrap();
@@ -206,7 +170,7 @@ mod tests {
     #[test]
     fn text_not_utf8_stops_the_page() {
         let mut answer = Vec::new();
-        row_binary(&Session::default(), &mut answer);
+        Session::default().write_row_binary(&mut answer);
         let at = 4 + 8; // the uuid's length
         answer[at] = 2;
         answer.splice(at + 1..at + 1, [0xC3, 0x28]);
