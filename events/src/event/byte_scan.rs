@@ -91,32 +91,20 @@ impl<'a> Scanner<'a> {
 
     /// A batch: each element an event object, or a bad element naming its JSON type.
     fn batch(&mut self, events: &mut Vec<Event<'a>>, bad_elements: &mut BadElements) -> Scan<()> {
-        self.at += 1; // '['
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Ok(());
-        }
         let mut position = 0;
-        loop {
-            self.skip_whitespace();
-            if self.peek()? == b'{' {
-                match self.event()? {
+        self.members(b']', |scanner| {
+            if scanner.peek()? == b'{' {
+                match scanner.event()? {
                     Ok(event) => events.push(event),
                     Err(error) => bad_elements.push(position, error),
                 }
             } else {
-                let found = self.not_an_object()?;
+                let found = scanner.not_an_object()?;
                 bad_elements.push(position, FieldError::not_an_event_object(found));
             }
             position += 1;
-            self.skip_whitespace();
-            match self.next()? {
-                b',' => {}
-                b']' => return Ok(()),
-                _ => return Err(Defer),
-            }
-        }
+            Ok(())
+        })
     }
 
     /// A value read where an event object was expected but something else is: its
@@ -136,18 +124,7 @@ impl<'a> Scanner<'a> {
                 self.plain_integer()?;
                 JsonType::Number
             }
-            b't' => {
-                self.literal(b"true")?;
-                JsonType::Boolean
-            }
-            b'f' => {
-                self.literal(b"false")?;
-                JsonType::Boolean
-            }
-            b'n' => {
-                self.literal(b"null")?;
-                JsonType::Null
-            }
+            b't' | b'f' | b'n' => self.literal()?,
             _ => return Err(Defer),
         })
     }
@@ -161,26 +138,14 @@ impl<'a> Scanner<'a> {
 
     /// The read fields of an event object into their slots.
     fn event_object(&mut self, fields: &mut EventFields<'a>) -> Scan<()> {
-        self.at += 1; // '{'
-        self.skip_whitespace();
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_whitespace();
-            let name = self.field_name()?;
+        self.members(b'}', |scanner| {
+            let name = scanner.field_name()?;
             match fields.slot(name) {
-                Some(slot) => *slot = self.scalar()?,
-                None => self.skip_value(3)?,
+                Some(slot) => *slot = scanner.scalar()?,
+                None => scanner.skip_value(3)?,
             }
-            self.skip_whitespace();
-            match self.next()? {
-                b',' => {}
-                b'}' => return Ok(()),
-                _ => return Err(Defer),
-            }
-        }
+            Ok(())
+        })
     }
 
     /// A read field's value, as the serde path's `Scalar` reads it.
@@ -191,18 +156,10 @@ impl<'a> Scanner<'a> {
                 Scalar::Str(self.string()?)
             }
             b'0'..=b'9' => Scalar::Unsigned(self.plain_integer()?),
-            b't' => {
-                self.literal(b"true")?;
-                Scalar::Bool
-            }
-            b'f' => {
-                self.literal(b"false")?;
-                Scalar::Bool
-            }
-            b'n' => {
-                self.literal(b"null")?;
-                Scalar::Null
-            }
+            b't' | b'f' | b'n' => match self.literal()? {
+                JsonType::Null => Scalar::Null,
+                _ => Scalar::Bool,
+            },
             b'[' => {
                 self.skip_array(3)?;
                 Scalar::Array
@@ -267,9 +224,7 @@ impl<'a> Scanner<'a> {
             }
             b'{' => self.skip_object(depth),
             b'[' => self.skip_array(depth),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
+            b't' | b'f' | b'n' => self.literal().map(drop),
             b'-' | b'0'..=b'9' => self.skip_number(),
             _ => Err(Defer),
         }
@@ -279,42 +234,37 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return Err(Defer);
         }
-        self.at += 1; // '['
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_whitespace();
-            self.skip_value(depth + 1)?;
-            self.skip_whitespace();
-            match self.next()? {
-                b',' => {}
-                b']' => return Ok(()),
-                _ => return Err(Defer),
-            }
-        }
+        self.members(b']', |scanner| scanner.skip_value(depth + 1))
     }
 
     fn skip_object(&mut self, depth: usize) -> Scan<()> {
         if depth > MAX_DEPTH {
             return Err(Defer);
         }
-        self.at += 1; // '{'
+        self.members(b'}', |scanner| {
+            scanner.key()?;
+            scanner.skip_value(depth + 1)
+        })
+    }
+
+    /// The members of an array or an object (at its opening bracket; `close` is its
+    /// closing one), each read by `member` (whitespace around it skipped here), comma
+    /// separated: none is fine, a trailing comma is not.
+    #[inline(always)]
+    fn members(&mut self, close: u8, mut member: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        self.at += 1; // the opening bracket
         self.skip_whitespace();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.at += 1;
             return Ok(());
         }
         loop {
             self.skip_whitespace();
-            self.key()?;
-            self.skip_value(depth + 1)?;
+            member(self)?;
             self.skip_whitespace();
             match self.next()? {
                 b',' => {}
-                b'}' => return Ok(()),
+                byte if byte == close => return Ok(()),
                 _ => return Err(Defer),
             }
         }
@@ -485,12 +435,19 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Scan<()> {
+    /// `true`, `false` or `null` (at its first letter): its type.
+    fn literal(&mut self) -> Scan<JsonType> {
+        let (word, found): (&[u8], _) = match self.peek()? {
+            b't' => (b"true", JsonType::Boolean),
+            b'f' => (b"false", JsonType::Boolean),
+            b'n' => (b"null", JsonType::Null),
+            _ => return Err(Defer),
+        };
         if self.text.as_bytes().get(self.at..self.at + word.len()) != Some(word) {
             return Err(Defer);
         }
         self.at += word.len();
-        Ok(())
+        Ok(found)
     }
 
     fn skip_whitespace(&mut self) {
