@@ -242,15 +242,23 @@ fn eight_digits(value: u32) -> u64 {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is below 0x20, a `"` or a `\`. Each test is the classic
-/// "has a byte below n": `(x - n·ONES) & !x & HIGHS` is non-zero exactly when some
-/// byte of `x` is below `n` (n ≤ 0x80); a byte equal to `c` is a zero byte of `x ^ c`.
+/// Whether any byte of `word` is below 0x20, a `"` or a `\`.
 fn needs_escape(word: u64) -> bool {
+    escape_marks(word) != 0
+}
+
+/// The high bit of each byte of `word` (little-endian) that JSON text escapes: below
+/// 0x20, a `"` or a `\`. Each test is the classic "has a byte below n":
+/// `(x - n·ONES) & !x & HIGHS` marks the bytes of `x` below `n` (n ≤ 0x80); a byte
+/// equal to `c` is a zero byte of `x ^ c`. A borrow can mark a byte above a marked one
+/// falsely, never one below it, so the lowest mark is exact (where a string's plain run
+/// ends, for the event decoder).
+#[inline]
+pub fn escape_marks(word: u64) -> u64 {
     let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
-    (below(word, 0x20)
+    below(word, 0x20)
         | below(word ^ (ONES * b'"' as u64), 1)
-        | below(word ^ (ONES * b'\\' as u64), 1))
-        != 0
+        | below(word ^ (ONES * b'\\' as u64), 1)
 }
 
 enum Escape {

@@ -30,6 +30,8 @@
 
 use std::borrow::Cow;
 
+use sessions_shared::json_text::escape_marks;
+
 use super::field_names::FieldName;
 use super::json_scalar::{JsonType, Scalar};
 use super::json_visitor::MessageShape;
@@ -183,7 +185,7 @@ impl<'a> Scanner<'a> {
         };
         let low = u64::from_le_bytes(window[..8].try_into().expect("eight bytes"));
         let high = u64::from_le_bytes(window[8..].try_into().expect("eight bytes"));
-        let len = match (stop_marks(low), stop_marks(high)) {
+        let len = match (escape_marks(low), escape_marks(high)) {
             (0, 0) => return Ok(FieldName::of(self.key()?.as_bytes())),
             (0, marks) => 8 + (marks.trailing_zeros() / 8) as usize,
             (marks, _) => (marks.trailing_zeros() / 8) as usize,
@@ -480,7 +482,7 @@ impl<'a> Scanner<'a> {
 /// at a time while eight remain.
 fn string_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
     while let Some(chunk) = bytes.get(from..from + 8) {
-        let marks = stop_marks(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        let marks = escape_marks(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
         if marks != 0 {
             return Some(from + (marks.trailing_zeros() / 8) as usize);
         }
@@ -490,19 +492,6 @@ fn string_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
         .iter()
         .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
         .map(|offset| from + offset)
-}
-
-/// Eight bytes (little-endian) with the high bit of each byte set that is a quote, a
-/// backslash or below 0x20 (the classic "has a zero byte" test on three transforms;
-/// bytes at or above 0x80 are excluded by `!word`). A borrow can mark a byte above a
-/// marked one falsely, never one below it, so the lowest mark is exact.
-fn stop_marks(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
-    let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
-    let control = word.wrapping_sub(ONES * 0x20);
-    (quote | backslash | control) & !word & HIGHS
 }
 
 #[cfg(test)]
