@@ -13,6 +13,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sessions_shared::json_text::{put_integer, INTEGER_ROOM};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Partitioner {
     Murmur2,
@@ -51,7 +53,7 @@ impl Partitioner {
 
     /// The home partition of a session: its id as a decimal string, partitioned.
     pub fn home_of(self, session_id: u64, partition_count: u32) -> i32 {
-        let mut digits = [0u8; 20];
+        let mut digits = [0u8; INTEGER_ROOM];
         let key = decimal(session_id, &mut digits);
         self.partition(key, partition_count)
     }
@@ -87,35 +89,11 @@ impl FromStr for Partitioner {
     }
 }
 
-/// `value` in decimal, written at the end of `buffer`.
-fn decimal(mut value: u64, buffer: &mut [u8; 20]) -> &[u8] {
-    let mut start = buffer.len();
-    // Two digits per division.
-    while value >= 100 {
-        start -= 2;
-        buffer[start..start + 2].copy_from_slice(&DIGIT_PAIRS[(value % 100) as usize]);
-        value /= 100;
-    }
-    if value >= 10 {
-        start -= 2;
-        buffer[start..start + 2].copy_from_slice(&DIGIT_PAIRS[value as usize]);
-    } else {
-        start -= 1;
-        buffer[start] = b'0' + value as u8;
-    }
-    &buffer[start..]
+/// `value` in decimal (the page writer's digits: `json_text::put_integer`).
+fn decimal(value: u64, buffer: &mut [u8; INTEGER_ROOM]) -> &[u8] {
+    let length = put_integer(buffer, 0, value);
+    &buffer[..length]
 }
-
-/// `"00"` to `"99"`.
-const DIGIT_PAIRS: [[u8; 2]; 100] = {
-    let mut pairs = [[0u8; 2]; 100];
-    let mut n = 0;
-    while n < 100 {
-        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-        n += 1;
-    }
-    pairs
-};
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, librdkafka's `rd_murmur2`).
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -194,7 +172,7 @@ mod tests {
         #[test]
         fn decimal_writes_what_to_string_writes(value in proptest::num::u64::ANY, small in 0u64..1000) {
             for value in [value, small] {
-                let mut buffer = [0u8; 20];
+                let mut buffer = [0u8; INTEGER_ROOM];
                 let expected = value.to_string();
                 proptest::prop_assert_eq!(decimal(value, &mut buffer), expected.as_bytes());
             }
@@ -241,7 +219,7 @@ mod tests {
         let expected = (murmur2(id.to_string().as_bytes()) & 0x7fff_ffff) % 4;
         assert_eq!(Partitioner::Murmur2Random.home_of(id, 4), expected as i32);
         for id in [0, 1, 9, 10, u64::MAX] {
-            let mut digits = [0u8; 20];
+            let mut digits = [0u8; INTEGER_ROOM];
             assert_eq!(decimal(id, &mut digits), id.to_string().as_bytes());
         }
         for partitioner in ["murmur2", "consistent_random", "fnv1a_random"] {
