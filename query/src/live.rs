@@ -34,7 +34,9 @@ use warp::reply::Response;
 
 use crate::cursor::Position;
 use crate::error::{json_response, ApiError};
-use crate::params::{form_decode, parse_limit_within, set_once, DEFAULT_LIMIT};
+use crate::params::{
+    form_decode, parse_limit_within, read_query_pairs, set_once, QueryPairs, DEFAULT_LIMIT,
+};
 use crate::response::{next_live_link, PageRows};
 use crate::routes::AppState;
 
@@ -55,25 +57,16 @@ pub struct LiveParams<'a> {
 pub fn parse_live_query(raw_query: &str) -> Result<LiveParams<'_>, ApiError> {
     let mut user_id = None;
     let mut limit = None;
-    let mut cursor = None;
-    let mut kept_pairs = Vec::new();
-    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        match form_decode(raw_name).as_ref() {
-            "userId" => set_once(&mut user_id, "userId", parse_user_id(raw_value)?)?,
+    let QueryPairs { cursor, kept_pairs } =
+        read_query_pairs(raw_query, |name, raw_value| match name {
+            "userId" => set_once(&mut user_id, "userId", parse_user_id(raw_value)?),
             "limit" => set_once(
                 &mut limit,
                 "limit",
                 parse_live_limit(&form_decode(raw_value))?,
-            )?,
-            "cursor" => {
-                set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
-                continue;
-            }
-            _ => {}
-        }
-        kept_pairs.push(pair);
-    }
+            ),
+            _ => Ok(()),
+        })?;
     Ok(LiveParams {
         user_id,
         limit: limit.unwrap_or(DEFAULT_LIMIT),

@@ -257,32 +257,23 @@ pub fn parse_query(raw_query: &str) -> Result<PageParams<'_>, ApiError> {
     let mut start_date = None;
     let mut end_date = None;
     let mut limit = None;
-    let mut cursor = None;
-    let mut kept_pairs = Vec::new();
-    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = form_decode(raw_name);
+    let QueryPairs { cursor, kept_pairs } = read_query_pairs(raw_query, |name, raw_value| {
         let value = || form_decode(raw_value);
-        match name.as_ref() {
+        match name {
             "start_date" => set_once(
                 &mut start_date,
                 "start_date",
                 parse_epoch_millis(&value(), "start_date")?,
-            )?,
+            ),
             "end_date" => set_once(
                 &mut end_date,
                 "end_date",
                 parse_epoch_millis(&value(), "end_date")?,
-            )?,
-            "limit" => set_once(&mut limit, "limit", parse_limit(&value())?)?,
-            "cursor" => {
-                set_once(&mut cursor, "cursor", value().into_owned())?;
-                continue;
-            }
-            _ => {}
+            ),
+            "limit" => set_once(&mut limit, "limit", parse_limit(&value())?),
+            _ => Ok(()),
         }
-        kept_pairs.push(pair);
-    }
+    })?;
     if let (Some(start), Some(end)) = (start_date, end_date) {
         if start > end {
             return Err(ApiError::invalid(
@@ -325,25 +316,45 @@ fn parse_list_query<'a>(
     parse_limit: impl Fn(&str) -> Result<u32, ApiError>,
 ) -> Result<ListParams<'a>, ApiError> {
     let mut limit = None;
-    let mut cursor = None;
-    let mut kept_pairs = Vec::new();
-    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        match form_decode(raw_name).as_ref() {
-            "limit" => set_once(&mut limit, "limit", parse_limit(&form_decode(raw_value))?)?,
-            "cursor" => {
-                set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
-                continue;
-            }
-            _ => {}
-        }
-        kept_pairs.push(pair);
-    }
+    let QueryPairs { cursor, kept_pairs } =
+        read_query_pairs(raw_query, |name, raw_value| match name {
+            "limit" => set_once(&mut limit, "limit", parse_limit(&form_decode(raw_value))?),
+            _ => Ok(()),
+        })?;
     Ok(ListParams {
         limit: limit.unwrap_or(default),
         cursor,
         kept_pairs,
     })
+}
+
+/// A raw query string's `cursor` and the pairs the next page's link repeats.
+pub(crate) struct QueryPairs<'a> {
+    pub cursor: Option<String>,
+    /// Every `name=value` pair but the cursor, as received.
+    pub kept_pairs: Vec<&'a str>,
+}
+
+/// Reads the `name=value` pairs of a raw query string in order: `cursor` (at most once)
+/// is taken and left out of the kept pairs; every other pair is kept and given to
+/// `read` as its decoded name and raw value. The first error stops the reading.
+pub(crate) fn read_query_pairs<'a>(
+    raw_query: &'a str,
+    mut read: impl FnMut(&str, &str) -> Result<(), ApiError>,
+) -> Result<QueryPairs<'a>, ApiError> {
+    let mut cursor = None;
+    let mut kept_pairs = Vec::new();
+    for pair in raw_query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(raw_name);
+        if name == "cursor" {
+            set_once(&mut cursor, "cursor", form_decode(raw_value).into_owned())?;
+        } else {
+            read(&name, raw_value)?;
+            kept_pairs.push(pair);
+        }
+    }
+    Ok(QueryPairs { cursor, kept_pairs })
 }
 
 /// `application/x-www-form-urlencoded` decoding of one name or value (`+` is a space).
