@@ -6,7 +6,7 @@ use clap::Parser;
 use sessions_ingest::IngestSettings;
 use sessions_shared::service::serve_main;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let settings = IngestSettings::parse();
     sessions_shared::telemetry::init_logging();

@@ -21,7 +21,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use sessions_events::event::{decode_message_into, DecodedMessage, Event};
 use sessions_events::identity::SessionIdentity;
-use sessions_shared::clock::epoch_millis;
+use sessions_shared::clock::{epoch_millis, WallAnchor};
 use sessions_shared::shutdown::Shutdown;
 use tokio::time::Instant;
 use tracing::instrument;
@@ -72,6 +72,9 @@ pub struct Worker {
     shutdown: Shutdown,
     /// Set when a shutdown meets a failing ClickHouse: retries stop at this instant.
     shutdown_deadline: Option<Instant>,
+    /// The wall clock read off the loop's monotonic readings (a message's receive
+    /// delay costs no clock reading of its own), re-anchored at each housekeeping.
+    wall: WallAnchor,
 }
 
 impl Worker {
@@ -106,6 +109,7 @@ impl Worker {
             rebalances_seen: 0,
             shutdown,
             shutdown_deadline: None,
+            wall: WallAnchor::now(),
         }
     }
 
@@ -188,6 +192,7 @@ impl Worker {
                 now = Instant::now();
             }
             if now >= next_housekeeping {
+                self.wall = WallAnchor::now();
                 self.housekeeping();
                 next_housekeeping = now + HOUSEKEEPING_PERIOD;
             }
@@ -203,7 +208,7 @@ impl Worker {
     /// queues it behind held-back messages if there are any (fetch order is kept).
     fn accept(&mut self, message: &BorrowedMessage<'_>, now: Instant) {
         if let Some(timestamp_ms) = message.timestamp().to_millis() {
-            let delay = age_seconds(epoch_millis(), timestamp_ms);
+            let delay = age_seconds(self.wall.epoch_millis_at(now.into_std()), timestamp_ms);
             self.metrics.receive_delay.observe(delay);
         }
         if self.pending.holds_back() {
