@@ -11,6 +11,7 @@ pub mod home_cache;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
+pub mod parked;
 pub mod partitioner;
 pub mod pending;
 pub mod settings;

@@ -24,6 +24,7 @@
 //!   with the rest of its input.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -32,6 +33,7 @@ use sessions_events::identity::SessionIdentity;
 use tokio::time::Instant;
 
 use crate::metrics::age_seconds;
+use crate::parked::{KeptEvents, ParkedEvents};
 use crate::sink::RejectedRecord;
 
 /// Parked messages (of sessions being loaded) that trigger a load at once.
@@ -56,6 +58,8 @@ pub struct Pending {
     offsets: HashMap<i32, i64>,
     /// Messages waiting for their sessions to be loaded.
     parked: Vec<ParkedMessage>,
+    /// The parked messages' events (`parked`).
+    parked_events: ParkedEvents,
     parked_since: Option<Instant>,
     /// Messages fetched while writes fail, processed once a flush succeeds.
     held_back: Vec<OwnedMessage>,
@@ -73,13 +77,13 @@ pub struct Pending {
     message_timestamps: Vec<(i32, i64)>,
 }
 
-/// A message's events waiting for the sessions they name to be loaded: decoded once,
-/// kept owned (not the message, which would be decoded again).
+/// A message waiting for the sessions it names to be loaded: its events decoded once
+/// and kept owned in [`ParkedEvents`] (not the message, which would be decoded again).
 pub struct ParkedMessage {
     /// The partition the message came from.
     pub partition: i32,
     /// Its events applied here (those forwarded home were queued when it arrived).
-    pub events: Vec<Event<'static>>,
+    events: Range<usize>,
     /// The sessions it needs that were not held when it arrived.
     pub missing: Vec<SessionIdentity>,
     /// What holding it costs, counted once.
@@ -87,20 +91,40 @@ pub struct ParkedMessage {
 }
 
 impl ParkedMessage {
-    pub fn new(partition: i32, events: Vec<Event<'static>>, missing: Vec<SessionIdentity>) -> Self {
-        let bytes = events.iter().map(Event::owned_bytes).sum::<usize>()
-            + missing.len() * std::mem::size_of::<SessionIdentity>()
-            + 128;
-        ParkedMessage {
-            partition,
-            events,
-            missing,
-            bytes,
-        }
-    }
-
     fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+/// The parked messages taken for applying: [`Parked::replay`] hands each one's events
+/// back in the order they were parked.
+pub struct Parked<'p> {
+    messages: Vec<ParkedMessage>,
+    events: &'p mut ParkedEvents,
+}
+
+impl Parked<'_> {
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Hands `apply` each message's partition and events, in the order they were parked.
+    pub fn replay(mut self, apply: impl FnMut(i32, &[Event<'_>])) {
+        let messages = std::mem::take(&mut self.messages)
+            .into_iter()
+            .map(|message| (message.events, message.partition));
+        self.events.replay(messages, apply);
+    }
+}
+
+/// Taken messages not replayed are dropped with their events.
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.events.clear();
     }
 }
 
@@ -150,10 +174,24 @@ impl Pending {
         &self.rejected
     }
 
-    /// Parks a message until the sessions it names are loaded.
-    pub fn park(&mut self, parked: ParkedMessage, now: Instant) {
-        self.held_bytes += parked.bytes();
-        self.parked.push(parked);
+    /// Parks a message from `partition` (its `events`, decoded) until the sessions it
+    /// names, `missing`, are loaded.
+    pub fn park<'a>(
+        &mut self,
+        partition: i32,
+        events: impl IntoIterator<Item = Event<'a>>,
+        missing: Vec<SessionIdentity>,
+        now: Instant,
+    ) {
+        let KeptEvents { range, bytes } = self.parked_events.keep(events);
+        let bytes = bytes + missing.len() * std::mem::size_of::<SessionIdentity>() + 128;
+        self.held_bytes += bytes;
+        self.parked.push(ParkedMessage {
+            partition,
+            events: range,
+            missing,
+            bytes,
+        });
         self.parked_since.get_or_insert(now);
     }
 
@@ -162,10 +200,13 @@ impl Pending {
     }
 
     /// The parked messages, to apply once their sessions are loaded.
-    pub fn take_parked(&mut self) -> Vec<ParkedMessage> {
+    pub fn take_parked(&mut self) -> Parked<'_> {
         self.parked_since = None;
         self.held_bytes -= self.parked.iter().map(ParkedMessage::bytes).sum::<usize>();
-        std::mem::take(&mut self.parked)
+        Parked {
+            messages: std::mem::take(&mut self.parked),
+            events: &mut self.parked_events,
+        }
     }
 
     /// Whether parked messages have waited long enough, or are many enough, to load.
@@ -293,6 +334,7 @@ impl Pending {
             .retain(|(partition, _)| !partitions.contains(partition));
         if self.parked.is_empty() {
             self.parked_since = None;
+            self.parked_events.clear();
         }
         self.held_bytes = self.parked.iter().map(ParkedMessage::bytes).sum::<usize>()
             + self.held_back.iter().map(message_bytes).sum::<usize>()
@@ -310,22 +352,20 @@ mod tests {
     use rdkafka::message::Timestamp;
     use sessions_events::event::decode_message;
 
-    /// A parked message of `events` page events from partition `partition`, each with
+    /// Parks a message of `events` page events from partition `partition`, each with
     /// a url of `url_bytes` bytes.
-    fn parked(partition: i32, events: usize, url_bytes: usize) -> ParkedMessage {
+    fn park(pending: &mut Pending, partition: i32, events: usize, url_bytes: usize, now: Instant) {
         let json = format!(
             r#"{{"projectId":1,"sessionId":1,"index":0,"timestamp":1,"type":"page","url":"{}"}}"#,
             "u".repeat(url_bytes)
         );
-        let event = decode_message(json.as_bytes())
-            .events
-            .remove(0)
-            .into_owned();
-        ParkedMessage::new(
+        let event = decode_message(json.as_bytes()).events.remove(0);
+        pending.park(
             partition,
             vec![event; events],
             vec![SessionIdentity::new(1, 1)],
-        )
+            now,
+        );
     }
 
     fn message(partition: i32, offset: i64) -> OwnedMessage {
@@ -383,7 +423,7 @@ mod tests {
         let mut pending = Pending::new();
         for partition in [0, 1] {
             pending.processed(partition, 3, 10, None, now);
-            pending.park(parked(partition, 1, 10), now);
+            park(&mut pending, partition, 1, 10, now);
             pending.hold_back(message(partition, 4));
             pending.reject(rejected_record(partition));
         }
@@ -499,7 +539,7 @@ mod tests {
     fn parked_messages_are_loaded_after_the_delay_or_when_many() {
         let start = Instant::now();
         let mut pending = Pending::new();
-        pending.park(parked(0, 1, 10), start);
+        park(&mut pending, 0, 1, 10, start);
         assert!(!pending.load_due(start));
         assert!(pending.load_due(start + COLD_BATCH_DELAY));
         assert_eq!(
@@ -507,7 +547,7 @@ mod tests {
             Some(start + COLD_BATCH_DELAY)
         );
         for _ in 1..COLD_BATCH_MESSAGES as i64 {
-            pending.park(parked(0, 1, 10), start);
+            park(&mut pending, 0, 1, 10, start);
         }
         assert!(pending.load_due(start), "a full cold batch loads at once");
         assert_eq!(pending.take_parked().len(), COLD_BATCH_MESSAGES);
@@ -551,7 +591,7 @@ mod tests {
         let now = Instant::now();
         let mut pending = Pending::new();
         let big = |partition, offset| message_of(vec![b' '; 40_000], partition, offset);
-        pending.park(parked(0, 20, 2_000), now);
+        park(&mut pending, 0, 20, 2_000, now);
         pending.hold_back(big(1, 1));
         assert!(pending.held_bytes() >= 80_000);
         assert!(!pending.flush_due(0, &POLICY, now) || pending.holds_back());

@@ -266,7 +266,7 @@ impl EventKind {
     }
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
     /// The session this event belongs to: its project and session id together.
     pub fn identity(&self) -> crate::identity::SessionIdentity {
         crate::identity::SessionIdentity::new(self.project_id, self.session_id)
@@ -274,8 +274,19 @@ impl Event<'_> {
 
     /// The same event, owning its texts (to keep it past its message's bytes).
     pub fn into_owned(self) -> Event<'static> {
+        let (mut event, texts) = self.into_owned_but_texts();
+        event.texts = EventTexts {
+            first: Cow::Owned(texts.first.into_owned()),
+            second: Cow::Owned(texts.second.into_owned()),
+        };
+        event
+    }
+
+    /// The same event owning everything but its two listed texts, which are left empty
+    /// and returned as they were (for a caller that keeps texts in a place of its own).
+    pub fn into_owned_but_texts(self) -> (Event<'static>, EventTexts<'a>) {
         let owned = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
-        Event {
+        let event = Event {
             project_id: self.project_id,
             session_id: self.session_id,
             index: self.index,
@@ -292,11 +303,9 @@ impl Event<'_> {
                     user_country: start.user_country.map(owned),
                 })
             }),
-            texts: EventTexts {
-                first: owned(self.texts.first),
-                second: owned(self.texts.second),
-            },
-        }
+            texts: EventTexts::default(),
+        };
+        (event, self.texts)
     }
 
     /// Heap and inline bytes this event holds once owned ([`Event::into_owned`]): what

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use sessions_events::event::{decode_message_into, DecodedMessage, Event};
+use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_events::identity::SessionIdentity;
 use sessions_shared::clock::{epoch_millis, WallAnchor};
 use sessions_shared::shutdown::Shutdown;
@@ -31,7 +31,7 @@ use crate::forward::{Forwarder, Router};
 use crate::kafka::{self, KafkaConsumer};
 use crate::memory::MemoryBudget;
 use crate::metrics::{age_seconds, IngestMetrics};
-use crate::pending::{FlushPolicy, ParkedMessage, Pending};
+use crate::pending::{FlushPolicy, Pending};
 use crate::settings::IngestSettings;
 use crate::sink::{RejectedRecord, Sink, SinkError};
 
@@ -264,10 +264,9 @@ impl Worker {
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
-            // Owned now, so the message is neither kept nor decoded again.
-            let events = decoded.events.drain(..).map(Event::into_owned).collect();
+            // Kept owned now, so the message is neither kept nor decoded again.
             self.pending
-                .park(ParkedMessage::new(partition, events, missing), now);
+                .park(partition, decoded.events.drain(..), missing, now);
         }
         self.pending
             .processed(partition, offset, payload.len(), timestamp_ms, now);
@@ -309,11 +308,12 @@ impl Worker {
             }
         }
         self.aggregator.begin_batch(Instant::now());
-        for parked in self.pending.take_parked() {
-            let counts = self.aggregator.apply(&parked.events, parked.partition);
-            self.metrics.events_applied.inc_by(counts.applied);
-            self.metrics.events_duplicate.inc_by(counts.duplicates);
-        }
+        let (aggregator, metrics) = (&mut self.aggregator, &self.metrics);
+        self.pending.take_parked().replay(|partition, events| {
+            let counts = aggregator.apply(events, partition);
+            metrics.events_applied.inc_by(counts.applied);
+            metrics.events_duplicate.inc_by(counts.duplicates);
+        });
         Ok(())
     }
 
