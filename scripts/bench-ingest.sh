@@ -109,7 +109,9 @@ wait_served() {
     consumed_at=""
     polls=0
     while :; do
-        pid_of "$WORKER" >/dev/null || { show_log "$LOG_DIR/$WORKER.log"; die "the worker exited"; }
+        # Asked twice: while `env` execs the worker, its command line reads empty.
+        pid_of "$WORKER" >/dev/null || { sleep 0.5 && pid_of "$WORKER" >/dev/null; } ||
+            { show_log "$LOG_DIR/$WORKER.log"; die "the worker exited"; }
         (($(now_ms) < deadline)) || die "not served within 600 s"
         if [[ -z $consumed_at ]]; then
             if (($(worker_metric ingest_messages_consumed_total) >= messages)); then
