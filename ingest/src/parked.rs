@@ -23,9 +23,11 @@ use std::ops::Range;
 
 use sessions_events::event::{Event, EventTexts};
 
-/// Text capacity kept from one batch of parked events to the next (a larger one, left
-/// by a burst of long texts, is given back).
+/// Capacity kept from one batch of parked events to the next, in text bytes and in
+/// events (a larger one, left by a burst of long texts or of huge batches, is given
+/// back: the memory budget counts only what is parked).
 const KEPT_TEXT_CAPACITY: usize = 4 << 20;
+const KEPT_EVENT_CAPACITY: usize = 16 << 10;
 
 /// One parked event: owned, its two listed texts in the store's `texts`.
 struct StoredEvent {
@@ -127,6 +129,9 @@ impl ParkedEvents {
         if self.texts.capacity() > KEPT_TEXT_CAPACITY {
             self.texts = String::new();
         }
+        if self.events.capacity() > KEPT_EVENT_CAPACITY {
+            self.events = Vec::new();
+        }
     }
 }
 
@@ -191,6 +196,24 @@ mod tests {
                 prop_assert_eq!(events, &decoded[*want]);
             }
         }
+    }
+
+    #[test]
+    fn a_burst_s_capacity_is_given_back() {
+        let text = &messages()[1];
+        let event = decode_message(text.as_bytes()).events.remove(0);
+        let mut store = ParkedEvents::default();
+        store.keep(vec![event.clone(); 2 * KEPT_EVENT_CAPACITY]);
+        store.replay([(0..1, ())], |(), events: &[Event<'_>]| {
+            assert_eq!(events, std::slice::from_ref(&event))
+        });
+        assert!(store.events.capacity() <= KEPT_EVENT_CAPACITY);
+        store.keep([event.clone()]);
+        store.clear();
+        assert!(
+            store.events.capacity() >= 1,
+            "a small batch's capacity is kept"
+        );
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Worker {
             self.metrics.events_applied.inc_by(counts.applied);
             self.metrics.events_duplicate.inc_by(counts.duplicates);
         } else {
-            // Kept owned now, so the message is neither kept nor decoded again.
+            // Its events kept owned (`parked`): the message is neither kept nor decoded again.
             self.pending
                 .park(partition, decoded.events.drain(..), missing, now);
         }
