@@ -57,6 +57,15 @@ impl PageRows {
         Ok(())
     }
 
+    /// Appends one session whose JSON object `json` is already written, at `position`.
+    pub fn push_json(&mut self, json: &[u8], position: Position) {
+        if !self.rows.is_empty() {
+            self.json.push(b',');
+        }
+        self.json.extend_from_slice(json);
+        self.rows.push((position, self.json.len()));
+    }
+
     /// Appends every session of `other`, in order.
     pub fn append(&mut self, other: PageRows) {
         if other.rows.is_empty() {

@@ -66,7 +66,7 @@ use crate::response::PageRows;
 mod answer;
 mod statements;
 
-use answer::PageDecoder;
+pub use answer::PageDecoder;
 use statements::{bind_filter, SAMPLE_PER_SESSION};
 pub use statements::{
     bounded_sql, probe_sql, refused, sample_size, whole_range_sql, window_sql, Lower, PageQuery,
