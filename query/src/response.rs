@@ -174,21 +174,18 @@ const LINK_UNSAFE: &AsciiSet = &CONTROLS
 
 /// `</api/v1/<projectKey>/users/<userId>/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_link(project_key: &str, user_id: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/users/{}/sessions",
-        utf8_percent_encode(project_key, PATH_SEGMENT),
-        utf8_percent_encode(user_id, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 3 * user_id.len(), kept_pairs, cursor);
+    link.push_str("/users/");
+    link.extend(utf8_percent_encode(user_id, PATH_SEGMENT));
+    link.push_str("/sessions");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/jobs?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_jobs_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/jobs",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 0, kept_pairs, cursor);
+    link.push_str("/jobs");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/sessions/<sessionId>/events?<kept pairs>&cursor=<cursor>>; rel="next"`.
@@ -198,25 +195,33 @@ pub fn next_events_link(
     kept_pairs: &[&str],
     cursor: &str,
 ) -> String {
-    let path = format!(
-        "/api/v1/{}/sessions/{session_id}/events",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 40, kept_pairs, cursor);
+    link.push_str("/sessions/");
+    link.push_str(&session_id.to_string());
+    link.push_str("/events");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/assist/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_live_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/assist/sessions",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 0, kept_pairs, cursor);
+    link.push_str("/assist/sessions");
+    finish_link(link, kept_pairs, cursor)
 }
 
-/// `<path?kept pairs&cursor=…>; rel="next"`.
-fn link_to(path: String, kept_pairs: &[&str], cursor: &str) -> String {
-    let mut link = format!("<{path}?");
+/// `</api/v1/<projectKey>`, in a string with room for the rest of the link (`more`
+/// bytes of path after the project key, most often enough).
+fn start_link(project_key: &str, more: usize, kept_pairs: &[&str], cursor: &str) -> String {
+    let pairs: usize = kept_pairs.iter().map(|pair| pair.len() + 1).sum();
+    let mut link = String::with_capacity(48 + 3 * project_key.len() + more + pairs + cursor.len());
+    link.push_str("</api/v1/");
+    link.extend(utf8_percent_encode(project_key, PATH_SEGMENT));
+    link
+}
+
+/// `link` (`<path`) then `?kept pairs&cursor=…>; rel="next"`.
+fn finish_link(mut link: String, kept_pairs: &[&str], cursor: &str) -> String {
+    link.push('?');
     for pair in kept_pairs {
         link.extend(utf8_percent_encode(pair, LINK_UNSAFE));
         link.push('&');
