@@ -21,49 +21,80 @@ const PAGE_START: &[u8] = br#"{"data":["#;
 
 /// A page's sessions, already in the body's JSON: each session is written out as its
 /// row is decoded (its text borrowed from ClickHouse's response), so a page holds one
-/// buffer, not a `String` per field. Keeps each session's position (for the cursor)
-/// and where its JSON ends (to drop the extra session fetched to learn whether a next
-/// page exists).
-#[derive(Clone, PartialEq, Eq)]
+/// buffer, not a `String` per field; most are written in place, into room kept after
+/// the JSON ([`PageRows::room`]). Keeps each session's position (for the cursor) and
+/// where its JSON ends (to drop the extra session fetched to learn whether a next page
+/// exists).
+#[derive(Clone)]
 pub struct PageRows {
-    /// [`PAGE_START`], then the sessions separated by commas.
+    /// [`PAGE_START`], then the sessions separated by commas, in `json[..end]`; the
+    /// bytes after `end` are the room, whatever they hold.
     json: Vec<u8>,
+    end: usize,
     /// Per session, in order: its position and the end of its JSON in `json`.
     rows: Vec<(Position, usize)>,
 }
 
+/// Bytes of room [`PageRows::room`] gives: a session with up to ~1 KiB of text (one
+/// with more is written by [`PageRows::push`]).
+pub const ROOM_BYTES: usize = 1536;
+/// Bytes the room grows by beyond [`ROOM_BYTES`] when it is short, zeroed once.
+const ROOM_STEP: usize = 1024;
+
 impl PageRows {
     /// Room for about `sessions` sessions (~400 bytes each with a typical user agent).
     pub fn with_capacity(sessions: usize) -> PageRows {
-        let mut json = Vec::with_capacity(PAGE_START.len() + 2 + sessions.min(1 << 12) * 512);
+        let mut json = Vec::with_capacity(
+            PAGE_START.len() + 2 + sessions.min(1 << 12) * 512 + ROOM_BYTES + ROOM_STEP,
+        );
         json.extend_from_slice(PAGE_START);
         PageRows {
+            end: json.len(),
             json,
             rows: Vec::with_capacity(sessions.min(1 << 12)),
         }
     }
 
+    /// At least [`ROOM_BYTES`] bytes after the JSON (and its separating comma), for the
+    /// next session's JSON object written in place, then [`PageRows::commit`]ted.
+    pub fn room(&mut self) -> &mut [u8] {
+        let start = self.next_start();
+        if self.json.len() < start + ROOM_BYTES {
+            self.json.resize(start + ROOM_BYTES + ROOM_STEP, 0);
+        }
+        &mut self.json[start..]
+    }
+
+    /// Appends the session whose JSON object is the first `written` bytes of the
+    /// [`PageRows::room`], at `position`.
+    pub fn commit(&mut self, written: usize, position: Position) {
+        let start = self.next_start();
+        if start > self.end {
+            self.json[self.end] = b',';
+        }
+        self.end = start + written;
+        self.rows.push((position, self.end));
+    }
+
+    /// Where the next session's JSON starts: after a comma but for the first.
+    fn next_start(&self) -> usize {
+        self.end + usize::from(!self.rows.is_empty())
+    }
+
     /// Appends one session; its text not UTF-8 is an error (the page is not answered).
     pub fn push(&mut self, session: &SessionRef<'_>) -> Result<(), Utf8Error> {
+        self.json.truncate(self.end);
         if !self.rows.is_empty() {
             self.json.push(b',');
         }
         session.write_json(&mut self.json)?;
+        self.end = self.json.len();
         let position = Position {
             start_ts: session.start_ts,
             session_id: session.session_id,
         };
-        self.rows.push((position, self.json.len()));
+        self.rows.push((position, self.end));
         Ok(())
-    }
-
-    /// Appends one session whose JSON object `json` is already written, at `position`.
-    pub fn push_json(&mut self, json: &[u8], position: Position) {
-        if !self.rows.is_empty() {
-            self.json.push(b',');
-        }
-        self.json.extend_from_slice(json);
-        self.rows.push((position, self.json.len()));
     }
 
     /// Appends every session of `other`, in order.
@@ -71,11 +102,14 @@ impl PageRows {
         if other.rows.is_empty() {
             return;
         }
+        self.json.truncate(self.end);
         if !self.rows.is_empty() {
             self.json.push(b',');
         }
         let shift = self.json.len() - PAGE_START.len();
-        self.json.extend_from_slice(&other.json[PAGE_START.len()..]);
+        self.json
+            .extend_from_slice(&other.json[PAGE_START.len()..other.end]);
+        self.end = self.json.len();
         self.rows.extend(
             other
                 .rows
@@ -94,6 +128,7 @@ impl PageRows {
             kept => self.rows[kept - 1].1,
         };
         self.json.truncate(end);
+        self.end = end;
         self.rows.truncate(sessions);
     }
 
@@ -116,17 +151,27 @@ impl PageRows {
         body.extend_from_slice(br#"{"data":{"total":"#);
         sessions_shared::json_text::write_integer(&mut body, total);
         body.extend_from_slice(br#","sessions":["#);
-        body.extend_from_slice(&self.json[PAGE_START.len()..]);
+        body.extend_from_slice(&self.json[PAGE_START.len()..self.end]);
         body.extend_from_slice(b"]}}");
         body
     }
 
     /// `{"data":[…]}`.
     pub fn into_body(mut self) -> Vec<u8> {
+        self.json.truncate(self.end);
         self.json.extend_from_slice(b"]}");
         self.json
     }
 }
+
+/// Equal when they hold the same sessions (whatever their room holds).
+impl PartialEq for PageRows {
+    fn eq(&self, other: &PageRows) -> bool {
+        self.json[..self.end] == other.json[..other.end] && self.rows == other.rows
+    }
+}
+
+impl Eq for PageRows {}
 
 impl fmt::Debug for PageRows {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -135,7 +180,7 @@ impl fmt::Debug for PageRows {
             .field("sessions", &self.rows.len())
             .field(
                 "json",
-                &String::from_utf8_lossy(&self.json[PAGE_START.len()..]),
+                &String::from_utf8_lossy(&self.json[PAGE_START.len()..self.end]),
             )
             .finish()
     }
@@ -336,6 +381,40 @@ mod tests {
         );
         assert_eq!(rows.position(5), None);
         assert!(rows_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn sessions_written_in_place_are_the_sessions_pushed() {
+        let sessions: Vec<Session> = (0..5)
+            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
+            .collect();
+        // Each session but one (or none) written in place, that one pushed.
+        for pushed in 0..=sessions.len() {
+            let mut rows = PageRows::with_capacity(1);
+            for (index, session) in sessions.iter().enumerate() {
+                if index == pushed {
+                    rows.push(&session.as_ref()).unwrap();
+                    continue;
+                }
+                let mut bytes = Vec::new();
+                session.write_row_binary(&mut bytes);
+                // A row the fast path declines leaves the room as it found it.
+                assert!(SessionRef::read_row_binary_as_json(&bytes[..9], rows.room()).is_none());
+                let (row, _, written) =
+                    SessionRef::read_row_binary_as_json(&bytes, rows.room()).unwrap();
+                let position = Position {
+                    start_ts: row.start_ts,
+                    session_id: row.session_id,
+                };
+                rows.commit(written, position);
+            }
+            assert_eq!(rows, rows_of(&sessions), "pushed {pushed}");
+            assert_eq!(
+                rows.clone().into_live_body(5),
+                rows_of(&sessions).into_live_body(5)
+            );
+            assert_eq!(rows.into_body(), page_json(&sessions));
+        }
     }
 
     #[test]
