@@ -70,8 +70,11 @@ pub struct TenancySnapshot {
 struct ResolvedKeys {
     hasher: RandomState,
     /// Keyed hash of the key → the key and its organization.
-    by_hash: RwLock<HashMap<u64, (Box<[u8]>, u64)>>,
+    by_hash: RwLock<HashMap<u64, ResolvedKey>>,
 }
+
+/// A key as presented, and its organization.
+type ResolvedKey = (Box<[u8]>, u64);
 
 impl std::fmt::Debug for ResolvedKeys {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -135,8 +135,12 @@ async fn run_page(
         .await
 }
 
-/// The sessions `request` answers, written out as they are decoded (`answer`).
-async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
+/// The sessions `request` answers, written out as they are decoded (`answer`): a
+/// page statement's, or any statement's whose columns are `Session::COLUMNS`.
+pub(crate) async fn decode_page(
+    request: Query,
+    expected: usize,
+) -> clickhouse::error::Result<PageRows> {
     let mut answer = request.fetch_bytes("RowBinary")?;
     let mut page = PageDecoder::new(expected);
     while let Some(chunk) = answer.next().await? {

@@ -1,18 +1,21 @@
 //! JSON text written straight into a byte buffer, for the hot path of a page: every
-//! session's fields go through here (`read_model::SessionRef::write_json`).
+//! session's fields go through here (`read_model::SessionRef::read_row_binary_as_json`,
+//! and `SessionRef::write_json` for the rest).
 //!
-//! Contract: [`write_utf8`] writes exactly what `serde_json` writes for the same text
+//! Contract: what is written is exactly what `serde_json` writes for the same text
 //! as a `&str` (the page's bytes do not depend on which writer produced them): `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` short, every other byte below 0x20 as
 //! `\u00xx` (lowercase hex), everything else (0x7F and all non-ASCII) as is. Most text
 //! of a page is printable ASCII with no `"` or `\` (user agents, the longest, almost
-//! never hold anything else): one pass of eight bytes at a time finds that, and such a
-//! text is copied whole; any other text is scanned again eight bytes at a time, copying
-//! the runs that need no escape whole, a string's last bytes tested as one word too.
-//! The text comes as bytes not yet known to be UTF-8
-//! (a page's text, borrowed from ClickHouse's answer) and is checked in the same pass:
-//! text that is not UTF-8 is an error, never written as JSON. Property-tested against
-//! `serde_json` on arbitrary strings and bytes.
+//! never hold anything else), whose JSON is its bytes: [`PlainCopy`] copies a row's
+//! texts sixteen bytes at a time on that assumption and tests it in the same pass (the
+//! row is written the general way when it fails). [`write_utf8`], the general way,
+//! tests a text eight bytes at a time and copies it whole when plain; any other text is
+//! scanned again eight bytes at a time, copying the runs that need no escape whole, a
+//! string's last bytes tested as one word too. The text comes as bytes not yet known to
+//! be UTF-8 (a page's text, borrowed from ClickHouse's answer) and is checked in the
+//! same pass (plain text is ASCII): text that is not UTF-8 is an error, never written
+//! as JSON. Property-tested against `serde_json` on arbitrary strings and bytes.
 
 use std::str::Utf8Error;
 

@@ -68,41 +68,10 @@ macro_rules! session_types {
             /// Appends the API's JSON object of this session to `out`: the bytes
             /// `serde_json` writes for the [`Session`], written faster (`json_text`).
             /// A text that is not UTF-8 is an error, with `out` left partly written.
-            ///
-            /// Most sessions' texts are all plain (`json_text::is_plain`): those are
-            /// written into a window of `out` sized for them once, at positions kept in
-            /// a register, instead of through a `Vec` write (its length and capacity
-            /// loaded, compared and stored) per name, text and number.
-            #[inline]
+            /// (A page writes most of its sessions in one pass from their RowBinary
+            /// instead: [`SessionRef::read_row_binary_as_json`].)
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                // Room for all of it but escapes: each field's `,"name":` and up to 22
-                // bytes of a number (the words `json_text::put_integer` writes) or a
-                // text's closing quote, the texts, the closing brace.
-                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
-                let plain = true $(&& session_types!(@plain self.$field, $kind))*;
-                if !plain {
-                    return self.write_json_escaped(out);
-                }
-                let start = out.len();
-                out.resize(start + ROOM $(+ session_types!(@text_length self.$field, $kind))*, 0);
-                let window = &mut out[start..];
-                let mut at = 0;
-                $(
-                    at = json_text::put(window, at, session_types!(@name $json, $kind).as_bytes());
-                    at = session_types!(@put window, at, self.$field, $kind);
-                )*
-                window[0] = b'{'; // the first field's comma
-                window[at] = b'}';
-                out.truncate(start + at + 1);
-                Ok(())
-            }
-
-            /// [`SessionRef::write_json`] for a session with text to escape (or not
-            /// UTF-8), through `Vec` writes.
-            #[cold]
-            fn write_json_escaped(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
-                out.reserve(ROOM $(+ session_types!(@text_length self.$field, $kind))*);
+                out.reserve(Self::JSON_ROOM $(+ session_types!(@text_length self.$field, $kind))*);
                 let start = out.len();
                 $(
                     out.extend_from_slice(session_types!(@name $json, $kind).as_bytes());
@@ -187,19 +156,6 @@ macro_rules! session_types {
     (@name $json:literal, text) => { concat!(",\"", $json, "\":\"") };
     (@name $json:literal, id) => { concat!(",\"", $json, "\":\"") };
     (@name $json:literal, $kind:tt) => { concat!(",\"", $json, "\":") };
-    (@plain $value:expr, text) => { json_text::is_plain($value) };
-    (@plain $value:expr, $kind:tt) => { true };
-    (@put $window:ident, $at:ident, $value:expr, text) => {{
-        let at = json_text::put($window, $at, $value);
-        json_text::put($window, at, b"\"")
-    }};
-    (@put $window:ident, $at:ident, $value:expr, id) => {{
-        let at = json_text::put_integer($window, $at, $value);
-        json_text::put($window, at, b"\"")
-    }};
-    (@put $window:ident, $at:ident, $value:expr, $kind:tt) => {
-        json_text::put_integer($window, $at, $value)
-    };
     (@json $out:ident, $value:expr, text) => {{
         json_text::write_utf8_unquoted($out, $value)?;
         $out.push(b'"');
