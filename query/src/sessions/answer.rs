@@ -25,6 +25,10 @@ pub struct PageDecoder {
     split: Vec<u8>,
 }
 
+/// The least a row cut by a chunk's end is completed by from the next chunk (the rows
+/// of a page are a few hundred bytes).
+const SPLIT_STEP: usize = 512;
+
 /// The position of `row` in the page's order (its cursor).
 fn position(row: &SessionRef<'_>) -> Position {
     Position {
@@ -45,26 +49,32 @@ impl PageDecoder {
     /// Decodes the rows `chunk` ends, the one it continues first.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), Utf8Error> {
         if !self.split.is_empty() {
-            // Only as many bytes as the row is known to need at least, so that no byte
-            // of the rows after it is copied.
+            // The row the last chunk ended inside, completed from this one: at least the
+            // bytes it is known to need and at least `SPLIT_STEP` (most rows are whole
+            // then, read once); bytes of the rows after it copied with them are read
+            // again from `chunk`.
+            let mut copied = 0; // the bytes of `chunk` now in `split`
             loop {
                 match SessionRef::read_row_binary(&self.split) {
-                    Ok((row, _)) => {
+                    Ok((row, length)) => {
                         // Whole now: the fast path, unless it does not apply.
                         match SessionRef::read_row_binary_as_json(&self.split, self.rows.room()) {
                             Some((_, _, written)) => self.rows.commit(written, position(&row)),
                             None => self.rows.push(&row)?,
                         }
+                        chunk = &chunk[copied - (self.split.len() - length)..];
                         self.split.clear();
                         break;
                     }
                     Err(Incomplete { needs }) => {
-                        let take = (needs - self.split.len()).min(chunk.len());
+                        let take = (needs - self.split.len())
+                            .max(SPLIT_STEP)
+                            .min(chunk.len() - copied);
                         if take == 0 {
                             return Ok(());
                         }
-                        self.split.extend_from_slice(&chunk[..take]);
-                        chunk = &chunk[take..];
+                        self.split.extend_from_slice(&chunk[copied..copied + take]);
+                        copied += take;
                     }
                 }
             }
