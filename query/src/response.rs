@@ -57,6 +57,7 @@ impl PageRows {
 
     /// At least [`ROOM_BYTES`] bytes after the JSON (and its separating comma), for the
     /// next session's JSON object written in place, then [`PageRows::commit`]ted.
+    #[inline]
     pub fn room(&mut self) -> &mut [u8] {
         let start = self.next_start();
         if self.json.len() < start + ROOM_BYTES {
@@ -67,6 +68,7 @@ impl PageRows {
 
     /// Appends the session whose JSON object is the first `written` bytes of the
     /// [`PageRows::room`], at `position`.
+    #[inline]
     pub fn commit(&mut self, written: usize, position: Position) {
         let start = self.next_start();
         if start > self.end {
@@ -77,6 +79,7 @@ impl PageRows {
     }
 
     /// Where the next session's JSON starts: after a comma but for the first.
+    #[inline]
     fn next_start(&self) -> usize {
         self.end + usize::from(!self.rows.is_empty())
     }
