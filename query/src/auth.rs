@@ -12,13 +12,22 @@
 //! Order of checks: API key present (401), snapshot fresh (503), key known (401), then
 //! project (404 for an unknown project and for another organization's project alike).
 //!
+//! A key presented again is not hashed again: each snapshot remembers the keys it has
+//! resolved ([`ResolvedKeys`]: the key as presented, found by a keyed hash and compared
+//! in constant time, with its organization). It remembers only keys it holds, so at most
+//! one entry per active key, and it is part of the snapshot: a reload starts with none,
+//! so a revoked key stops working exactly when it did without it. Keys are never logged
+//! or printed (no `Debug` shows them).
+//!
 //! A project this replica created (`POST /api/v1/projects`) is usable here at once:
 //! [`AuthCache::add_created_project`] keeps it beside the snapshot until a reload that
 //! started [`CREATED_PROJECT_HOLD`] after its creation has been swapped in, so a reload
 //! already under way when it was created (or read from a lagging replica) cannot hide
 //! it. Other replicas see it at their next reload, within `AUTH_REFRESH_MS`.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +58,53 @@ pub struct TenancySnapshot {
     org_by_key_hash: HashMap<String, u64>,
     /// Project key → (project id, organization).
     project_by_key: HashMap<String, (u32, u64)>,
+    /// The keys of `org_by_key_hash` presented so far, as presented.
+    resolved: ResolvedKeys,
+}
+
+/// Keys a snapshot has resolved to their organization, as presented (module header):
+/// found by a keyed hash (std's SipHash with this memo's random keys) and confirmed by
+/// a constant-time comparison of the whole key, so a presented key matches only
+/// itself. Only keys the snapshot holds are added, so it is bounded by them.
+#[derive(Default)]
+struct ResolvedKeys {
+    hasher: RandomState,
+    /// Keyed hash of the key → the key and its organization.
+    by_hash: RwLock<HashMap<u64, ResolvedKey>>,
+}
+
+/// A key as presented, and its organization.
+type ResolvedKey = (Box<[u8]>, u64);
+
+impl std::fmt::Debug for ResolvedKeys {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ResolvedKeys(***)")
+    }
+}
+
+impl ResolvedKeys {
+    /// The organization of `api_key`, if it was resolved before.
+    fn get(&self, api_key: &str) -> Option<u64> {
+        let slot = self.hasher.hash_one(api_key);
+        let by_hash = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
+        let (key, org_id) = by_hash.get(&slot)?;
+        bool::from(key.ct_eq(api_key.as_bytes())).then_some(*org_id)
+    }
+
+    /// Remembers that `api_key` is `org_id`'s (replacing another key of the same hash,
+    /// which then is resolved by its SHA-256 again).
+    fn insert(&self, api_key: &str, org_id: u64) {
+        let slot = self.hasher.hash_one(api_key);
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(slot, (api_key.as_bytes().into(), org_id));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_hash.read().unwrap().len()
+    }
 }
 
 impl TenancySnapshot {
@@ -62,13 +118,20 @@ impl TenancySnapshot {
                 .into_iter()
                 .map(|(key, project_id, org_id)| (key, (project_id, org_id)))
                 .collect(),
+            resolved: ResolvedKeys::default(),
         }
     }
 
     fn organization_of(&self, api_key: &str) -> Option<u64> {
+        if let Some(org_id) = self.resolved.get(api_key) {
+            return Some(org_id);
+        }
         let presented = hash_api_key(api_key);
         let (stored, org_id) = self.org_by_key_hash.get_key_value(&presented)?;
-        bool::from(stored.as_bytes().ct_eq(presented.as_bytes())).then_some(*org_id)
+        let org_id =
+            bool::from(stored.as_bytes().ct_eq(presented.as_bytes())).then_some(*org_id)?;
+        self.resolved.insert(api_key, org_id);
+        Some(org_id)
     }
 
     /// The project id `api_key` may read under `project_key`.
@@ -354,6 +417,86 @@ mod tests {
         assert_eq!(
             snapshot.authorize("key-of-org-1", "nope"),
             Err(ApiError::ProjectNotFound)
+        );
+    }
+
+    #[test]
+    fn a_resolved_key_is_remembered_by_its_snapshot_and_only_a_known_one() {
+        let snapshot = snapshot();
+        for _ in 0..3 {
+            assert_eq!(snapshot.organization_of("key-of-org-1"), Some(1));
+            assert_eq!(snapshot.organization_of("unknown"), None);
+            assert_eq!(snapshot.organization_of("key-of-org-1 "), None);
+            assert_eq!(snapshot.organization_of(""), None);
+        }
+        assert_eq!(snapshot.resolved.len(), 1);
+        assert_eq!(snapshot.organization_of("key-of-org-2"), Some(2));
+        assert_eq!(snapshot.resolved.len(), 2);
+        // Unknown keys, however many, are never remembered.
+        for attempt in 0..1000 {
+            assert_eq!(snapshot.organization_of(&format!("guess-{attempt}")), None);
+        }
+        assert_eq!(snapshot.resolved.len(), 2);
+    }
+
+    #[test]
+    fn a_remembered_key_matches_only_itself() {
+        let snapshot = snapshot();
+        // Another key filed under the slot of "key-of-org-2" (as a hash collision
+        // would): "key-of-org-2" is not taken for it, and is resolved by its hash.
+        let slot = snapshot.resolved.hasher.hash_one("key-of-org-2");
+        snapshot
+            .resolved
+            .by_hash
+            .write()
+            .unwrap()
+            .insert(slot, (b"key-of-org-1".as_slice().into(), 1));
+        assert_eq!(snapshot.resolved.get("key-of-org-2"), None);
+        assert_eq!(snapshot.organization_of("key-of-org-2"), Some(2));
+        assert_eq!(snapshot.resolved.get("key-of-org-2"), Some(2));
+    }
+
+    #[test]
+    fn a_revoked_key_stops_at_the_reload_even_when_remembered() {
+        let cache = AuthCache::new(PERIOD, MAX_AGE);
+        let now = Instant::now();
+        cache.replace_loaded_at(snapshot(), now);
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            Ok(10)
+        );
+        assert_eq!(
+            cache.authorize_at(Some("Bearer key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            Ok(10)
+        );
+        // The next snapshot no longer holds the key (revoked), whatever the last one
+        // remembered.
+        let revoked = TenancySnapshot::new(
+            [(hash_api_key("key-of-org-2"), 2)],
+            [
+                ("projectOfOrg1xxxxxxx".to_owned(), 10, 1),
+                ("projectOfOrg2xxxxxxx".to_owned(), 20, 2),
+            ],
+        );
+        cache.replace_loaded_at(revoked, now);
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-1"), "projectOfOrg1xxxxxxx", now),
+            Err(ApiError::Unauthorized)
+        );
+        // And a remembered key is refused like any other once the snapshot is too old.
+        assert_eq!(
+            cache.authorize_at(Some("key-of-org-2"), "projectOfOrg2xxxxxxx", now),
+            Ok(20)
+        );
+        assert_eq!(
+            cache.authorize_at(
+                Some("key-of-org-2"),
+                "projectOfOrg2xxxxxxx",
+                now + MAX_AGE + Duration::from_millis(1)
+            ),
+            Err(ApiError::KeysUnavailable {
+                retry_after_seconds: 2
+            })
         );
     }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sessions_shared::clickhouse::{Query, Row, Store, StoreError};
 use sessions_shared::clock::epoch_seconds;
-use sessions_shared::read_model::{Session, SessionRef, MAX_USER_ID_BYTES};
+use sessions_shared::read_model::{Session, MAX_USER_ID_BYTES};
 use tracing::instrument;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -39,6 +39,7 @@ use crate::params::{
 };
 use crate::response::{next_live_link, PageRows};
 use crate::routes::AppState;
+use crate::sessions::decode_page;
 
 /// The largest `limit` of a live sessions page.
 pub const MAX_LIVE_LIMIT: u32 = 200;
@@ -213,19 +214,10 @@ pub async fn fetch_live(
                 .bind(position.start_ts)
                 .bind(position.session_id);
         }
-        decode_rows(request.bind(query.fetch), query.fetch as usize)
+        decode_page(request.bind(query.fetch), query.fetch as usize)
     });
     let (total, rows) = tokio::try_join!(counting, reading)?;
     Ok((total.total, total.rows_read, rows))
-}
-
-async fn decode_rows(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
-    let mut cursor = request.fetch::<SessionRef<'static>>()?;
-    let mut page = PageRows::with_capacity(expected);
-    while let Some(session) = cursor.next().await? {
-        page.push(&session)?;
-    }
-    Ok(page)
 }
 
 /// The handler (module contract): key and project (401, 404), parameters and cursor

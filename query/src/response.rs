@@ -21,39 +21,82 @@ const PAGE_START: &[u8] = br#"{"data":["#;
 
 /// A page's sessions, already in the body's JSON: each session is written out as its
 /// row is decoded (its text borrowed from ClickHouse's response), so a page holds one
-/// buffer, not a `String` per field. Keeps each session's position (for the cursor)
-/// and where its JSON ends (to drop the extra session fetched to learn whether a next
-/// page exists).
-#[derive(Clone, PartialEq, Eq)]
+/// buffer, not a `String` per field; most are written in place, into room kept after
+/// the JSON ([`PageRows::room`]). Keeps each session's position (for the cursor) and
+/// where its JSON ends (to drop the extra session fetched to learn whether a next page
+/// exists).
+#[derive(Clone)]
 pub struct PageRows {
-    /// [`PAGE_START`], then the sessions separated by commas.
+    /// [`PAGE_START`], then the sessions separated by commas, in `json[..end]`; the
+    /// bytes after `end` are the room, whatever they hold.
     json: Vec<u8>,
+    end: usize,
     /// Per session, in order: its position and the end of its JSON in `json`.
     rows: Vec<(Position, usize)>,
 }
 
+/// Bytes of room [`PageRows::room`] gives: a session with up to ~1 KiB of text (one
+/// with more is written by [`PageRows::push`]).
+pub const ROOM_BYTES: usize = 1536;
+/// Bytes the room grows by beyond [`ROOM_BYTES`] when it is short, zeroed once.
+const ROOM_STEP: usize = 1024;
+
 impl PageRows {
     /// Room for about `sessions` sessions (~400 bytes each with a typical user agent).
     pub fn with_capacity(sessions: usize) -> PageRows {
-        let mut json = Vec::with_capacity(PAGE_START.len() + 2 + sessions.min(1 << 12) * 512);
+        let mut json = Vec::with_capacity(
+            PAGE_START.len() + 2 + sessions.min(1 << 12) * 512 + ROOM_BYTES + ROOM_STEP,
+        );
         json.extend_from_slice(PAGE_START);
         PageRows {
+            end: json.len(),
             json,
             rows: Vec::with_capacity(sessions.min(1 << 12)),
         }
     }
 
+    /// At least [`ROOM_BYTES`] bytes after the JSON (and its separating comma), for the
+    /// next session's JSON object written in place, then [`PageRows::commit`]ted.
+    #[inline]
+    pub fn room(&mut self) -> &mut [u8] {
+        let start = self.next_start();
+        if self.json.len() < start + ROOM_BYTES {
+            self.json.resize(start + ROOM_BYTES + ROOM_STEP, 0);
+        }
+        &mut self.json[start..]
+    }
+
+    /// Appends the session whose JSON object is the first `written` bytes of the
+    /// [`PageRows::room`], at `position`.
+    #[inline]
+    pub fn commit(&mut self, written: usize, position: Position) {
+        let start = self.next_start();
+        if start > self.end {
+            self.json[self.end] = b',';
+        }
+        self.end = start + written;
+        self.rows.push((position, self.end));
+    }
+
+    /// Where the next session's JSON starts: after a comma but for the first.
+    #[inline]
+    fn next_start(&self) -> usize {
+        self.end + usize::from(!self.rows.is_empty())
+    }
+
     /// Appends one session; its text not UTF-8 is an error (the page is not answered).
     pub fn push(&mut self, session: &SessionRef<'_>) -> Result<(), Utf8Error> {
+        self.json.truncate(self.end);
         if !self.rows.is_empty() {
             self.json.push(b',');
         }
         session.write_json(&mut self.json)?;
+        self.end = self.json.len();
         let position = Position {
             start_ts: session.start_ts,
             session_id: session.session_id,
         };
-        self.rows.push((position, self.json.len()));
+        self.rows.push((position, self.end));
         Ok(())
     }
 
@@ -62,11 +105,14 @@ impl PageRows {
         if other.rows.is_empty() {
             return;
         }
+        self.json.truncate(self.end);
         if !self.rows.is_empty() {
             self.json.push(b',');
         }
         let shift = self.json.len() - PAGE_START.len();
-        self.json.extend_from_slice(&other.json[PAGE_START.len()..]);
+        self.json
+            .extend_from_slice(&other.json[PAGE_START.len()..other.end]);
+        self.end = self.json.len();
         self.rows.extend(
             other
                 .rows
@@ -85,6 +131,7 @@ impl PageRows {
             kept => self.rows[kept - 1].1,
         };
         self.json.truncate(end);
+        self.end = end;
         self.rows.truncate(sessions);
     }
 
@@ -107,17 +154,27 @@ impl PageRows {
         body.extend_from_slice(br#"{"data":{"total":"#);
         sessions_shared::json_text::write_integer(&mut body, total);
         body.extend_from_slice(br#","sessions":["#);
-        body.extend_from_slice(&self.json[PAGE_START.len()..]);
+        body.extend_from_slice(&self.json[PAGE_START.len()..self.end]);
         body.extend_from_slice(b"]}}");
         body
     }
 
     /// `{"data":[…]}`.
     pub fn into_body(mut self) -> Vec<u8> {
+        self.json.truncate(self.end);
         self.json.extend_from_slice(b"]}");
         self.json
     }
 }
+
+/// Equal when they hold the same sessions (whatever their room holds).
+impl PartialEq for PageRows {
+    fn eq(&self, other: &PageRows) -> bool {
+        self.json[..self.end] == other.json[..other.end] && self.rows == other.rows
+    }
+}
+
+impl Eq for PageRows {}
 
 impl fmt::Debug for PageRows {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,7 +183,7 @@ impl fmt::Debug for PageRows {
             .field("sessions", &self.rows.len())
             .field(
                 "json",
-                &String::from_utf8_lossy(&self.json[PAGE_START.len()..]),
+                &String::from_utf8_lossy(&self.json[PAGE_START.len()..self.end]),
             )
             .finish()
     }
@@ -165,21 +222,18 @@ const LINK_UNSAFE: &AsciiSet = &CONTROLS
 
 /// `</api/v1/<projectKey>/users/<userId>/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_link(project_key: &str, user_id: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/users/{}/sessions",
-        utf8_percent_encode(project_key, PATH_SEGMENT),
-        utf8_percent_encode(user_id, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 3 * user_id.len(), kept_pairs, cursor);
+    link.push_str("/users/");
+    link.extend(utf8_percent_encode(user_id, PATH_SEGMENT));
+    link.push_str("/sessions");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/jobs?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_jobs_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/jobs",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 0, kept_pairs, cursor);
+    link.push_str("/jobs");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/sessions/<sessionId>/events?<kept pairs>&cursor=<cursor>>; rel="next"`.
@@ -189,25 +243,33 @@ pub fn next_events_link(
     kept_pairs: &[&str],
     cursor: &str,
 ) -> String {
-    let path = format!(
-        "/api/v1/{}/sessions/{session_id}/events",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 40, kept_pairs, cursor);
+    link.push_str("/sessions/");
+    link.push_str(&session_id.to_string());
+    link.push_str("/events");
+    finish_link(link, kept_pairs, cursor)
 }
 
 /// `</api/v1/<projectKey>/assist/sessions?<kept pairs>&cursor=<cursor>>; rel="next"`.
 pub fn next_live_link(project_key: &str, kept_pairs: &[&str], cursor: &str) -> String {
-    let path = format!(
-        "/api/v1/{}/assist/sessions",
-        utf8_percent_encode(project_key, PATH_SEGMENT)
-    );
-    link_to(path, kept_pairs, cursor)
+    let mut link = start_link(project_key, 0, kept_pairs, cursor);
+    link.push_str("/assist/sessions");
+    finish_link(link, kept_pairs, cursor)
 }
 
-/// `<path?kept pairs&cursor=…>; rel="next"`.
-fn link_to(path: String, kept_pairs: &[&str], cursor: &str) -> String {
-    let mut link = format!("<{path}?");
+/// `</api/v1/<projectKey>`, in a string with room for the rest of the link (`more`
+/// bytes of path after the project key, most often enough).
+fn start_link(project_key: &str, more: usize, kept_pairs: &[&str], cursor: &str) -> String {
+    let pairs: usize = kept_pairs.iter().map(|pair| pair.len() + 1).sum();
+    let mut link = String::with_capacity(48 + 3 * project_key.len() + more + pairs + cursor.len());
+    link.push_str("</api/v1/");
+    link.extend(utf8_percent_encode(project_key, PATH_SEGMENT));
+    link
+}
+
+/// `link` (`<path`) then `?kept pairs&cursor=…>; rel="next"`.
+fn finish_link(mut link: String, kept_pairs: &[&str], cursor: &str) -> String {
+    link.push('?');
     for pair in kept_pairs {
         link.extend(utf8_percent_encode(pair, LINK_UNSAFE));
         link.push('&');
@@ -322,6 +384,40 @@ mod tests {
         );
         assert_eq!(rows.position(5), None);
         assert!(rows_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn sessions_written_in_place_are_the_sessions_pushed() {
+        let sessions: Vec<Session> = (0..5)
+            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
+            .collect();
+        // Each session but one (or none) written in place, that one pushed.
+        for pushed in 0..=sessions.len() {
+            let mut rows = PageRows::with_capacity(1);
+            for (index, session) in sessions.iter().enumerate() {
+                if index == pushed {
+                    rows.push(&session.as_ref()).unwrap();
+                    continue;
+                }
+                let mut bytes = Vec::new();
+                session.write_row_binary(&mut bytes);
+                // A row the fast path declines leaves the room as it found it.
+                assert!(SessionRef::read_row_binary_as_json(&bytes[..9], rows.room()).is_none());
+                let (row, _, written) =
+                    SessionRef::read_row_binary_as_json(&bytes, rows.room()).unwrap();
+                let position = Position {
+                    start_ts: row.start_ts,
+                    session_id: row.session_id,
+                };
+                rows.commit(written, position);
+            }
+            assert_eq!(rows, rows_of(&sessions), "pushed {pushed}");
+            assert_eq!(
+                rows.clone().into_live_body(5),
+                rows_of(&sessions).into_live_body(5)
+            );
+            assert_eq!(rows.into_body(), page_json(&sessions));
+        }
     }
 
     #[test]

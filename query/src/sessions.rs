@@ -66,11 +66,11 @@ use crate::response::PageRows;
 mod answer;
 mod statements;
 
-use answer::PageDecoder;
+pub use answer::PageDecoder;
 use statements::{bind_filter, SAMPLE_PER_SESSION};
 pub use statements::{
     bounded_sql, probe_sql, refused, sample_size, whole_range_sql, window_sql, Lower, PageQuery,
-    WindowEnd, SCAN_MAX_ROWS, TOO_MANY_ROWS,
+    WholeRangeStatements, WindowEnd, SCAN_MAX_ROWS, TOO_MANY_ROWS,
 };
 
 /// The most probe and window rounds one page takes: 16 rounds read at most ~500,000
@@ -135,8 +135,12 @@ async fn run_page(
         .await
 }
 
-/// The sessions `request` answers, written out as they are decoded (`answer`).
-async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
+/// The sessions `request` answers, written out as they are decoded (`answer`): a
+/// page statement's, or any statement's whose columns are `Session::COLUMNS`.
+pub(crate) async fn decode_page(
+    request: Query,
+    expected: usize,
+) -> clickhouse::error::Result<PageRows> {
     let mut answer = request.fetch_bytes("RowBinary")?;
     let mut page = PageDecoder::new(expected);
     while let Some(chunk) = answer.next().await? {
@@ -155,6 +159,8 @@ async fn decode_page(request: Query, expected: usize) -> clickhouse::error::Resu
 pub struct Pager {
     heavy: HeavyUsers,
     scan_max_rows: u64,
+    /// The first statement of a page, bounded to `scan_max_rows`, per shape.
+    whole_range: WholeRangeStatements,
     /// Probe and window rounds a page may take ([`MAX_PAGE_ROUNDS`]).
     max_rounds: u32,
     /// `query_page_statements_total`'s series, one per kind in
@@ -173,6 +179,7 @@ impl Pager {
         Pager {
             heavy,
             scan_max_rows,
+            whole_range: WholeRangeStatements::new(scan_max_rows),
             max_rounds: MAX_PAGE_ROUNDS,
             statements: Vec::new(),
         }
@@ -227,8 +234,8 @@ impl Pager {
         let density = match self.heavy.get(key, Instant::now()) {
             Some(density) => density,
             None => {
-                let sql = bounded_sql(&whole_range_sql(query), self.scan_max_rows);
-                match run_page(store, query, &query.start(), None, &sql, wanted).await {
+                let sql = self.whole_range.get(query);
+                match run_page(store, query, &query.start(), None, sql, wanted).await {
                     Err(error) if refused(&error) => {
                         self.count("refused");
                         Density::default()

@@ -68,41 +68,10 @@ macro_rules! session_types {
             /// Appends the API's JSON object of this session to `out`: the bytes
             /// `serde_json` writes for the [`Session`], written faster (`json_text`).
             /// A text that is not UTF-8 is an error, with `out` left partly written.
-            ///
-            /// Most sessions' texts are all plain (`json_text::is_plain`): those are
-            /// written into a window of `out` sized for them once, at positions kept in
-            /// a register, instead of through a `Vec` write (its length and capacity
-            /// loaded, compared and stored) per name, text and number.
-            #[inline]
+            /// (A page writes most of its sessions in one pass from their RowBinary
+            /// instead: [`SessionRef::read_row_binary_as_json`].)
             pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                // Room for all of it but escapes: each field's `,"name":` and up to 22
-                // bytes of a number (the words `json_text::put_integer` writes) or a
-                // text's closing quote, the texts, the closing brace.
-                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
-                let plain = true $(&& session_types!(@plain self.$field, $kind))*;
-                if !plain {
-                    return self.write_json_escaped(out);
-                }
-                let start = out.len();
-                out.resize(start + ROOM $(+ session_types!(@text_length self.$field, $kind))*, 0);
-                let window = &mut out[start..];
-                let mut at = 0;
-                $(
-                    at = json_text::put(window, at, session_types!(@name $json, $kind).as_bytes());
-                    at = session_types!(@put window, at, self.$field, $kind);
-                )*
-                window[0] = b'{'; // the first field's comma
-                window[at] = b'}';
-                out.truncate(start + at + 1);
-                Ok(())
-            }
-
-            /// [`SessionRef::write_json`] for a session with text to escape (or not
-            /// UTF-8), through `Vec` writes.
-            #[cold]
-            fn write_json_escaped(&self, out: &mut Vec<u8>) -> Result<(), Utf8Error> {
-                const ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
-                out.reserve(ROOM $(+ session_types!(@text_length self.$field, $kind))*);
+                out.reserve(Self::JSON_ROOM $(+ session_types!(@text_length self.$field, $kind))*);
                 let start = out.len();
                 $(
                     out.extend_from_slice(session_types!(@name $json, $kind).as_bytes());
@@ -126,6 +95,51 @@ macro_rules! session_types {
                 let row = SessionRef { $($field: session_types!(@read reader, $kind),)* };
                 Ok((row, reader.read()))
             }
+
+            /// A page's fast path: reads the row at the start of `input` as
+            /// [`SessionRef::read_row_binary`] does and writes its JSON object as
+            /// [`SessionRef::write_json`] does, in one pass, into `window[..written]`:
+            /// the session, the row's length and `written`. `None` when this path does
+            /// not apply, and the caller reads and writes the row the general way,
+            /// which decides what it is: the row is not whole in `input`, a text is
+            /// not plain (`json_text::PlainCopy`) or has a length of three bytes or
+            /// more, or `window` is too short.
+            ///
+            /// Each text is copied sixteen bytes at a time, reading up to 15 bytes past
+            /// it, which a whole row has (its last text is followed by 28 bytes of
+            /// numbers), and writing up to 15 bytes past it in `window`, overwritten by
+            /// what follows. Every write is bounded by a check for the whole row's
+            /// [`SessionRef::JSON_ROOM`] (at the start, then after each text).
+            #[inline(always)]
+            pub fn read_row_binary_as_json(
+                input: &'a [u8],
+                window: &mut [u8],
+            ) -> Option<(SessionRef<'a>, usize, usize)> {
+                if window.len() < Self::JSON_ROOM {
+                    return None;
+                }
+                let mut read = 0;
+                let mut at = 0;
+                let mut texts = json_text::PlainCopy::default();
+                // Fields are read in the order written, the columns' order.
+                let row = SessionRef {
+                    $($field: session_types!(@copy input, read, window, at, texts, $json, $kind),)*
+                };
+                if !texts.all_plain() {
+                    return None;
+                }
+                window[0] = b'{'; // the first field's comma
+                window[at] = b'}';
+                Some((row, read, at + 1))
+            }
+        }
+
+        impl SessionRef<'_> {
+            /// Bytes of a session's JSON object but its texts: each field's
+            /// `,"name":` and up to 22 bytes of a number (the words
+            /// `json_text::put_integer` writes) or a text's closing quote, and the
+            /// closing brace.
+            pub const JSON_ROOM: usize = 1 $(+ session_types!(@name $json, $kind).len() + 22)*;
         }
     };
     (@owned text) => { String };
@@ -142,19 +156,6 @@ macro_rules! session_types {
     (@name $json:literal, text) => { concat!(",\"", $json, "\":\"") };
     (@name $json:literal, id) => { concat!(",\"", $json, "\":\"") };
     (@name $json:literal, $kind:tt) => { concat!(",\"", $json, "\":") };
-    (@plain $value:expr, text) => { json_text::is_plain($value) };
-    (@plain $value:expr, $kind:tt) => { true };
-    (@put $window:ident, $at:ident, $value:expr, text) => {{
-        let at = json_text::put($window, $at, $value);
-        json_text::put($window, at, b"\"")
-    }};
-    (@put $window:ident, $at:ident, $value:expr, id) => {{
-        let at = json_text::put_integer($window, $at, $value);
-        json_text::put($window, at, b"\"")
-    }};
-    (@put $window:ident, $at:ident, $value:expr, $kind:tt) => {
-        json_text::put_integer($window, $at, $value)
-    };
     (@json $out:ident, $value:expr, text) => {{
         json_text::write_utf8_unquoted($out, $value)?;
         $out.push(b'"');
@@ -166,9 +167,50 @@ macro_rules! session_types {
     (@json $out:ident, $value:expr, $kind:tt) => { json_text::write_integer($out, $value) };
     (@text_length $value:expr, text) => { $value.len() };
     (@text_length $value:expr, $kind:tt) => { 0 };
+    // One field of `read_row_binary_as_json`: its name, then its value read from
+    // `input` at `read` and written to `window` at `at` (both moved past it).
+    (@copy $input:ident, $read:ident, $window:ident, $at:ident, $texts:ident, $json:literal, text) => {{
+        $at = json_text::put($window, $at, session_types!(@name $json, text).as_bytes());
+        let (start, length) = row_binary_text($input, $read)?;
+        $read = start + length;
+        $at = $texts.copy($window, $at, $input, start, length, SessionRef::JSON_ROOM)?;
+        $at = json_text::put($window, $at, b"\"");
+        // Always `Some` (the copy read past it); written so, dead code to a caller
+        // that does not look at the text.
+        $input.get(start..$read).unwrap_or_default()
+    }};
+    (@copy $input:ident, $read:ident, $window:ident, $at:ident, $texts:ident, $json:literal, id) => {{
+        $at = json_text::put($window, $at, session_types!(@name $json, id).as_bytes());
+        let value = u64::from_le_bytes(*$input.get($read..)?.first_chunk()?);
+        $read += 8;
+        $at = json_text::put_integer($window, $at, value);
+        $at = json_text::put($window, $at, b"\"");
+        value
+    }};
+    (@copy $input:ident, $read:ident, $window:ident, $at:ident, $texts:ident, $json:literal, $kind:ty) => {{
+        $at = json_text::put($window, $at, session_types!(@name $json, $kind).as_bytes());
+        let value = <$kind>::from_le_bytes(*$input.get($read..)?.first_chunk()?);
+        $read += std::mem::size_of::<$kind>();
+        $at = json_text::put_integer($window, $at, value);
+        value
+    }};
     (@read $reader:ident, text) => { $reader.text()? };
     (@read $reader:ident, id) => { u64::from_le_bytes($reader.fixed()?) };
     (@read $reader:ident, $kind:ty) => { <$kind>::from_le_bytes($reader.fixed()?) };
+}
+
+/// Where the text whose RowBinary length is at `at` in `input` starts, and its length,
+/// when that length takes one or two bytes (a text under 16 KiB; `None` otherwise, or
+/// when `input` ends first). Whether the text itself is whole in `input` is the
+/// caller's check.
+#[inline(always)]
+fn row_binary_text(input: &[u8], at: usize) -> Option<(usize, usize)> {
+    let first = *input.get(at)?;
+    if first < 0x80 {
+        return Some((at + 1, usize::from(first)));
+    }
+    let second = *input.get(at + 1)?;
+    (second < 0x80).then(|| (at + 2, usize::from(first & 0x7F) | usize::from(second) << 7))
 }
 
 /// A RowBinary row continues past the end of its input: it has at least `needs`
@@ -639,6 +681,47 @@ mod tests {
                     panic!("a row cut at {cut} of {whole} bytes was read");
                 };
                 proptest::prop_assert!(needs > cut && needs <= whole, "{} <= {} <= {}", cut, needs, whole);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_json_is_the_rows_json_or_declined(
+            session in any_session(),
+            plain in any_plain_session(),
+            long_agent in proptest::prop_oneof![0usize..40, 100usize..300, 16_380usize..16_400],
+            window_bytes in proptest::prop_oneof![proptest::strategy::Just(1536usize), 0usize..1536],
+        ) {
+            for mut session in [session, plain] {
+                session.user_agent.push_str(&"a".repeat(long_agent));
+                let mut bytes = Vec::new();
+                session.write_row_binary(&mut bytes);
+                let whole = bytes.len();
+                bytes.extend_from_slice(b"next row");
+                let mut window = vec![0; window_bytes];
+                let expected = serde_json::to_vec(&session).unwrap();
+                let fits = SessionRef::JSON_ROOM + expected.len() + 16 <= window_bytes;
+                let texts = [&session.user_uuid, &session.user_id, &session.user_agent,
+                    &session.user_os, &session.user_browser, &session.user_device,
+                    &session.user_country];
+                let takes = texts.iter().all(|text| json_text::is_plain(text.as_bytes()) && text.len() < 1 << 14);
+                match SessionRef::read_row_binary_as_json(&bytes, &mut window) {
+                    Some((row, length, written)) => {
+                        proptest::prop_assert_eq!(length, whole);
+                        proptest::prop_assert_eq!(row.to_owned(), session.clone());
+                        proptest::prop_assert_eq!(&window[..written], &expected[..]);
+                        proptest::prop_assert!(takes);
+                    }
+                    // Declined only when a text is not plain or the window too short.
+                    None => proptest::prop_assert!(!takes || !fits),
+                }
+                for cut in 0..whole {
+                    proptest::prop_assert!(
+                        SessionRef::read_row_binary_as_json(&bytes[..cut], &mut window).is_none(),
+                        "a row cut at {} of {} bytes was read", cut, whole
+                    );
+                }
             }
         }
     }

@@ -4,6 +4,8 @@
 //! refuse a statement over too many rows. `super` (the pager) runs them; its header
 //! says why any window gives the whole range's sessions.
 
+use std::sync::OnceLock;
+
 use sessions_shared::clickhouse::{Query, StoreError};
 use sessions_shared::read_model::latest_sessions_sql;
 
@@ -171,6 +173,39 @@ pub fn bounded_sql(sql: &str, max_rows: u64) -> String {
     format!("{sql} SETTINGS max_rows_to_read = {max_rows}, read_overflow_mode = 'throw'")
 }
 
+/// The first statement of every page ([`bounded_sql`] of [`whole_range_sql`]), built
+/// once per shape: its text depends only on which of `start_date`, `end_date` and a
+/// cursor the query has (the values are bound), so a page takes it ready-made instead
+/// of formatting the column lists and filter again.
+pub struct WholeRangeStatements {
+    max_rows: u64,
+    /// By [`WholeRangeStatements::shape`].
+    built: [OnceLock<String>; 8],
+}
+
+impl WholeRangeStatements {
+    /// The statements bounded to `max_rows` rows.
+    pub fn new(max_rows: u64) -> WholeRangeStatements {
+        WholeRangeStatements {
+            max_rows,
+            built: Default::default(),
+        }
+    }
+
+    /// `bounded_sql(&whole_range_sql(query), max_rows)`.
+    pub fn get(&self, query: &PageQuery<'_>) -> &str {
+        self.built[Self::shape(query)]
+            .get_or_init(|| bounded_sql(&whole_range_sql(query), self.max_rows))
+    }
+
+    /// Which statement `query` needs: one bit per optional part of its filter.
+    fn shape(query: &PageQuery<'_>) -> usize {
+        usize::from(query.start_date.is_some())
+            | usize::from(query.end_date.is_some()) << 1
+            | usize::from(query.after.is_some()) << 2
+    }
+}
+
 /// ClickHouse's code for a statement over its `max_rows_to_read`.
 pub const TOO_MANY_ROWS: u32 = 158;
 
@@ -186,6 +221,34 @@ pub fn refused(error: &StoreError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ready_made_statement_is_the_one_built_for_the_query() {
+        let statements = WholeRangeStatements::new(77);
+        let after = Position {
+            start_ts: 5,
+            session_id: 6,
+        };
+        for round in 0..2 {
+            for start_date in [None, Some(1)] {
+                for end_date in [None, Some(2)] {
+                    for after in [None, Some(after)] {
+                        let query = PageQuery {
+                            start_date,
+                            end_date,
+                            after,
+                            user_id: if round == 0 { "u" } else { "another" },
+                            ..base()
+                        };
+                        assert_eq!(
+                            statements.get(&query),
+                            bounded_sql(&whole_range_sql(&query), 77)
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn base() -> PageQuery<'static> {
         PageQuery {
