@@ -58,11 +58,12 @@ fn hot_path(c: &mut Criterion) {
                 for message in &messages {
                     decode_message_into(message, &mut decoded);
                     // The worker's home check (is every event's session at home on
-                    // this partition?), and its cold-session check (here nothing is
-                    // loaded: a session not held yet simply starts).
+                    // this partition?), then its apply-if-held.
                     std::hint::black_box(ROUTER.all_local(&decoded.events, 0, &mut homes));
-                    std::hint::black_box(aggregator.missing(&decoded.events));
-                    aggregator.apply(&decoded.events, 0);
+                    if aggregator.apply_if_held(&decoded.events, 0).is_err() {
+                        // Nothing is loaded here: a session not held starts (a load found none).
+                        aggregator.apply(&decoded.events, 0);
+                    }
                 }
                 (aggregator, homes)
             },

@@ -86,8 +86,10 @@ fn hot_pass(messages: &[Vec<u8>]) -> Duration {
     for message in messages {
         decode_message_into(message, &mut decoded);
         black_box(ROUTER.all_local(&decoded.events, 0, &mut homes));
-        black_box(aggregator.missing(&decoded.events));
-        aggregator.apply(&decoded.events, 0);
+        if aggregator.apply_if_held(&decoded.events, 0).is_err() {
+            // Nothing is loaded here: a session not held starts (a load found none).
+            aggregator.apply(&decoded.events, 0);
+        }
     }
     let took = started.elapsed();
     black_box((aggregator, homes));

@@ -57,6 +57,32 @@ impl HeldSession {
     }
 }
 
+/// Applies `event`, read from `partition` in the batch `(sequence, started)`, to a held
+/// session, keeping the aggregator's `dirty_count` and `memory` in step.
+fn apply_to_held(
+    held: &mut HeldSession,
+    event: &Event<'_>,
+    partition: i32,
+    (sequence, started): (u64, Instant),
+    dirty_count: &mut usize,
+    memory: &mut usize,
+) -> Applied {
+    held.partition = Some(partition);
+    held.last_touched = sequence;
+    held.touched_at = started;
+    let outcome = held.persisted.apply(event);
+    if outcome == Applied::New {
+        if !held.dirty {
+            held.dirty = true;
+            *dirty_count += 1;
+        }
+        let bytes = held.measure();
+        *memory = *memory + bytes - held.bytes;
+        held.bytes = bytes;
+    }
+    outcome
+}
+
 /// Counts of one [`Aggregator::apply`] call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyCounts {
@@ -175,39 +201,59 @@ impl Aggregator {
         self.batch_started = now;
     }
 
+    /// Applies `events` read from `partition` when every session they name is held;
+    /// else applies none of them and returns the sessions not held
+    /// ([`Aggregator::missing`]): what the worker does with a message. The session of a
+    /// one-event message (most messages) is looked up once, not once to check and once
+    /// to apply.
+    pub fn apply_if_held(
+        &mut self,
+        events: &[Event<'_>],
+        partition: i32,
+    ) -> Result<ApplyCounts, Vec<SessionIdentity>> {
+        let [event] = events else {
+            let missing = self.missing(events);
+            return match missing.is_empty() {
+                true => Ok(self.apply(events, partition)),
+                false => Err(missing),
+            };
+        };
+        let Some(held) = self.sessions.get_mut(&event.identity()) else {
+            return Err(vec![event.identity()]);
+        };
+        let outcome = apply_to_held(
+            held,
+            event,
+            partition,
+            (self.batch_sequence, self.batch_started),
+            &mut self.dirty_count,
+            &mut self.memory,
+        );
+        Ok(self.count(outcome, event, ApplyCounts::default()))
+    }
+
     /// Applies events read from `partition`. Events of sessions not held start a new
     /// session: call it only after [`Aggregator::missing`] sessions were loaded.
     pub fn apply(&mut self, events: &[Event<'_>], partition: i32) -> ApplyCounts {
         let mut counts = ApplyCounts::default();
         for event in events {
-            let sequence = self.batch_sequence;
-            let now = self.batch_started;
-            let held = self.sessions.entry(event.identity());
-            let outcome = match held {
-                std::collections::hash_map::Entry::Occupied(mut occupied) => {
-                    let held = occupied.get_mut();
-                    held.partition = Some(partition);
-                    held.last_touched = sequence;
-                    held.touched_at = now;
-                    let outcome = held.persisted.apply(event);
-                    if outcome == Applied::New {
-                        if !held.dirty {
-                            held.dirty = true;
-                            self.dirty_count += 1;
-                        }
-                        let bytes = held.measure();
-                        self.memory = self.memory + bytes - held.bytes;
-                        held.bytes = bytes;
-                    }
-                    outcome
-                }
+            let batch = (self.batch_sequence, self.batch_started);
+            let outcome = match self.sessions.entry(event.identity()) {
+                std::collections::hash_map::Entry::Occupied(mut occupied) => apply_to_held(
+                    occupied.get_mut(),
+                    event,
+                    partition,
+                    batch,
+                    &mut self.dirty_count,
+                    &mut self.memory,
+                ),
                 std::collections::hash_map::Entry::Vacant(vacant) => {
                     let held = vacant.insert(Box::new(HeldSession {
                         persisted: PersistedSession::new(SessionState::new(event)),
                         partition: Some(partition),
                         dirty: true,
-                        last_touched: sequence,
-                        touched_at: now,
+                        last_touched: batch.0,
+                        touched_at: batch.1,
                         bytes: 0,
                     }));
                     held.bytes = held.measure();
@@ -216,13 +262,24 @@ impl Aggregator {
                     Applied::New
                 }
             };
-            match outcome {
-                Applied::New => {
-                    counts.applied += 1;
-                    self.events.push(event);
-                }
-                Applied::Duplicate => counts.duplicates += 1,
+            counts = self.count(outcome, event, counts);
+        }
+        counts
+    }
+
+    /// `counts` with `event`'s outcome added; an event applied as new is logged.
+    fn count(
+        &mut self,
+        outcome: Applied,
+        event: &Event<'_>,
+        mut counts: ApplyCounts,
+    ) -> ApplyCounts {
+        match outcome {
+            Applied::New => {
+                counts.applied += 1;
+                self.events.push(event);
             }
+            Applied::Duplicate => counts.duplicates += 1,
         }
         counts
     }
@@ -894,6 +951,42 @@ mod tests {
                     prop_assert_eq!(held, state);
                     prop_assert_eq!(held.project_id(), identity.project_id);
                 }
+            }
+
+            /// `apply_if_held` does what the worker did in two steps: the sessions
+            /// not held when any is missing (nothing applied), else `apply`'s counts,
+            /// states and logged events.
+            #[test]
+            fn apply_if_held_is_missing_then_apply(
+                held in proptest::collection::vec(arbitrary_event(), 0..20),
+                message in proptest::collection::vec(arbitrary_event(), 0..4),
+            ) {
+                let mut one_step = Aggregator::new();
+                let mut two_steps = Aggregator::new();
+                one_step.apply(&held, 0);
+                two_steps.apply(&held, 0);
+                let missing = two_steps.missing(&message);
+                let expected = match missing.is_empty() {
+                    true => Ok(two_steps.apply(&message, 1)),
+                    false => Err(missing),
+                };
+                prop_assert_eq!(one_step.apply_if_held(&message, 1), expected);
+                prop_assert_eq!(one_step.len(), two_steps.len());
+                prop_assert_eq!(one_step.dirty_count(), two_steps.dirty_count());
+                prop_assert_eq!(one_step.memory_bytes(), two_steps.memory_bytes());
+                for event in held.iter().chain(&message) {
+                    let identity = event.identity();
+                    prop_assert_eq!(
+                        one_step.state(identity).map(|held| &held.state),
+                        two_steps.state(identity).map(|held| &held.state)
+                    );
+                }
+                let logged = |aggregator: &Aggregator| -> Vec<(u64, u64, i64)> {
+                    aggregator.flush_events().rows()
+                        .map(|row| (row.session_id, row.event_index, row.timestamp))
+                        .collect()
+                };
+                prop_assert_eq!(logged(&one_step), logged(&two_steps));
             }
 
             /// `missing` names each session of a message that is not held, once,

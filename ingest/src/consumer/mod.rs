@@ -257,16 +257,16 @@ impl Worker {
             let record = RejectedRecord::new(topic, partition, offset, rejection);
             self.pending.reject(record);
         }
-        let missing = self.aggregator.missing(&decoded.events);
-        if missing.is_empty() {
-            self.aggregator.begin_batch(now);
-            let counts = self.aggregator.apply(&decoded.events, partition);
-            self.metrics.events_applied.inc_by(counts.applied);
-            self.metrics.events_duplicate.inc_by(counts.duplicates);
-        } else {
+        self.aggregator.begin_batch(now);
+        match self.aggregator.apply_if_held(&decoded.events, partition) {
+            Ok(counts) => {
+                self.metrics.events_applied.inc_by(counts.applied);
+                self.metrics.events_duplicate.inc_by(counts.duplicates);
+            }
             // Its events kept owned (`parked`): the message is neither kept nor decoded again.
-            self.pending
-                .park(partition, decoded.events.drain(..), missing, now);
+            Err(missing) => self
+                .pending
+                .park(partition, decoded.events.drain(..), missing, now),
         }
         self.pending
             .processed(partition, offset, payload.len(), timestamp_ms, now);
