@@ -49,9 +49,11 @@ pub struct IngestSettings {
     #[arg(long, env = "KAFKA_MAX_POLL_INTERVAL_MS", default_value = "300000")]
     pub kafka_max_poll_interval_ms: u32,
     /// Longest time the broker may hold a fetch that has nothing new to return
-    /// (librdkafka's `fetch.wait.max.ms`, whose own default of 500 ms would add up to
-    /// that much to every event's freshness on a broker that holds fetches that long).
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value = "50")]
+    /// (librdkafka's `fetch.wait.max.ms`, default 500 ms). Apache Kafka answers a held
+    /// fetch as soon as data arrives, so this prices an idle worker's empty fetches
+    /// (fewer with a longer wait) against a broker that would hold fetches whatever
+    /// arrives (each event waiting up to this long).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value = "100")]
     pub kafka_fetch_wait_ms: u32,
     /// The producers' partitioner (librdkafka's name): decides each session's home
     /// partition, where its events are applied; events arriving elsewhere are forwarded.
