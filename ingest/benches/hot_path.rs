@@ -6,16 +6,12 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::de::IgnoredAny;
 use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::forward::Router;
 use sessions_ingest::home_cache::HomeCache;
-use sessions_ingest::partitioner::Partitioner;
 use sessions_testkit::workload::Workload;
 
-/// One partition: every session is at home, as with producers that key by session.
-const ROUTER: Router = Router {
-    partitioner: Partitioner::Murmur2Random,
-    partition_count: 1,
-};
+#[path = "../examples/common/hot_path.rs"]
+mod common;
+use common::hot_path_pass;
 
 fn hot_path(c: &mut Criterion) {
     let messages = Workload::benchmark_events();
@@ -54,17 +50,7 @@ fn hot_path(c: &mut Criterion) {
             // setup (the worker makes each once) and dropped untimed.
             || (Aggregator::new(), HomeCache::default()),
             |(mut aggregator, mut homes)| {
-                let mut decoded = DecodedMessage::default();
-                for message in &messages {
-                    decode_message_into(message, &mut decoded);
-                    // The worker's home check (is every event's session at home on
-                    // this partition?), then its apply-if-held.
-                    std::hint::black_box(ROUTER.all_local(&decoded.events, 0, &mut homes));
-                    if aggregator.apply_if_held(&decoded.events, 0).is_err() {
-                        // Nothing is loaded here: a session not held starts (a load found none).
-                        aggregator.apply(&decoded.events, 0);
-                    }
-                }
+                hot_path_pass(&messages, &mut aggregator, &mut homes);
                 (aggregator, homes)
             },
             criterion::BatchSize::LargeInput,

@@ -10,12 +10,13 @@
 //! ```
 //! Instructions per event = total collected instructions / events printed.
 
-use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::forward::Router;
 use sessions_ingest::home_cache::HomeCache;
-use sessions_ingest::partitioner::Partitioner;
 use sessions_testkit::workload::Workload;
+
+#[path = "common/hot_path.rs"]
+mod common;
+use common::hot_path_pass;
 
 fn main() {
     let passes: usize = std::env::args()
@@ -32,29 +33,4 @@ fn main() {
         events += hot_path_pass(&messages, &mut aggregator, &mut homes);
     }
     println!("{events} events in {passes} passes");
-}
-
-#[inline(never)]
-fn hot_path_pass(
-    messages: &[Vec<u8>],
-    aggregator: &mut Aggregator,
-    homes: &mut HomeCache,
-) -> usize {
-    let router = Router {
-        partitioner: Partitioner::Murmur2Random,
-        partition_count: 1,
-    };
-    let mut events = 0;
-    let mut decoded = DecodedMessage::default();
-    for message in messages {
-        decode_message_into(message, &mut decoded);
-        std::hint::black_box(router.all_local(&decoded.events, 0, homes));
-        if aggregator.apply_if_held(&decoded.events, 0).is_err() {
-            // Nothing is loaded here: a session not held starts (a load found none).
-            aggregator.apply(&decoded.events, 0);
-        }
-        events += decoded.events.len();
-    }
-    std::hint::black_box(&*aggregator);
-    events
 }

@@ -16,18 +16,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
-use sessions_events::event::{decode_message_into, DecodedMessage};
 use sessions_ingest::aggregator::Aggregator;
-use sessions_ingest::forward::Router;
 use sessions_ingest::home_cache::HomeCache;
-use sessions_ingest::partitioner::Partitioner;
 use sessions_testkit::workload::Workload;
 
-/// One partition: every session is at home, as in the criterion bench.
-const ROUTER: Router = Router {
-    partitioner: Partitioner::Murmur2Random,
-    partition_count: 1,
-};
+#[path = "common/hot_path.rs"]
+mod common;
+use common::hot_path_pass;
 
 fn main() {
     let pairs: usize = std::env::args()
@@ -81,16 +76,8 @@ fn floor_pass(messages: &[Vec<u8>]) -> Duration {
 fn hot_pass(messages: &[Vec<u8>]) -> Duration {
     let mut aggregator = Aggregator::new();
     let mut homes = HomeCache::default();
-    let mut decoded = DecodedMessage::default();
     let started = Instant::now();
-    for message in messages {
-        decode_message_into(message, &mut decoded);
-        black_box(ROUTER.all_local(&decoded.events, 0, &mut homes));
-        if aggregator.apply_if_held(&decoded.events, 0).is_err() {
-            // Nothing is loaded here: a session not held starts (a load found none).
-            aggregator.apply(&decoded.events, 0);
-        }
-    }
+    hot_path_pass(messages, &mut aggregator, &mut homes);
     let took = started.elapsed();
     black_box((aggregator, homes));
     took
