@@ -327,6 +327,32 @@ impl Session {
     /// The columns of a read, in field order (what RowBinary decoding relies on).
     pub const COLUMNS: &'static [&'static str] = <Session as Row>::COLUMN_NAMES;
 
+    /// A session from generated parts, for property tests (feature `test-support`):
+    /// the seven integers in field order (project, session id, start, duration, events,
+    /// pages, errors), the seven texts likewise (uuid, user id, agent, os, browser,
+    /// device, country).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn from_parts(numbers: (u32, u64, i64, u64, u32, u32, u32), texts: [String; 7]) -> Session {
+        let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] =
+            texts;
+        Session {
+            project_id: numbers.0,
+            session_id: numbers.1,
+            user_uuid,
+            user_id,
+            user_agent,
+            user_os,
+            user_browser,
+            user_device,
+            user_country,
+            start_ts: numbers.2,
+            duration: numbers.3,
+            events_count: numbers.4,
+            pages_count: numbers.5,
+            errors_count: numbers.6,
+        }
+    }
+
     /// RowBinary of this session as ClickHouse writes the read's columns: integers
     /// little-endian, text as its length (LEB128) and its bytes. Written by hand, field
     /// by field, as an independent check of the generated reader
@@ -578,23 +604,7 @@ mod tests {
             numbers in proptest::prelude::any::<(u32, u64, i64, u64, u32, u32, u32)>(),
             text in proptest::prelude::any::<[String; 7]>(),
         ) -> Session {
-            let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] = text;
-            Session {
-                project_id: numbers.0,
-                session_id: numbers.1,
-                user_uuid,
-                user_id,
-                user_agent,
-                user_os,
-                user_browser,
-                user_device,
-                user_country,
-                start_ts: numbers.2,
-                duration: numbers.3,
-                events_count: numbers.4,
-                pages_count: numbers.5,
-                errors_count: numbers.6,
-            }
+            Session::from_parts(numbers, text)
         }
     }
 

@@ -130,23 +130,7 @@ mod tests {
                 "[ -~]{120,200}",
             ]),
         ) -> Session {
-            let [user_uuid, user_id, user_agent, user_os, user_browser, user_device, user_country] = text;
-            Session {
-                project_id: numbers.0,
-                session_id: numbers.1,
-                user_uuid,
-                user_id,
-                user_agent,
-                user_os,
-                user_browser,
-                user_device,
-                user_country,
-                start_ts: numbers.2,
-                duration: numbers.3,
-                events_count: numbers.4,
-                pages_count: numbers.5,
-                errors_count: numbers.6,
-            }
+            Session::from_parts(numbers, text)
         }
     }
 
