@@ -356,11 +356,16 @@ mod tests {
         assert!(json.contains(r#""userId":"a\"b\\c\u0001""#));
     }
 
+    /// Five sessions started a millisecond apart.
+    fn five_sessions() -> Vec<Session> {
+        (0..5)
+            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
+            .collect()
+    }
+
     #[test]
     fn appended_and_truncated_rows_are_the_rows_written_at_once() {
-        let sessions: Vec<Session> = (0..5)
-            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
-            .collect();
+        let sessions = five_sessions();
         for split in 0..=sessions.len() {
             let mut joined = rows_of(&sessions[..split]);
             joined.append(rows_of(&sessions[split..]));
@@ -388,9 +393,7 @@ mod tests {
 
     #[test]
     fn sessions_written_in_place_are_the_sessions_pushed() {
-        let sessions: Vec<Session> = (0..5)
-            .map(|n| seed_session(n, 1_000 + n as i64, n, 1, 1))
-            .collect();
+        let sessions = five_sessions();
         // Each session but one (or none) written in place, that one pushed.
         for pushed in 0..=sessions.len() {
             let mut rows = PageRows::with_capacity(1);
