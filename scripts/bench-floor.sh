@@ -40,22 +40,20 @@ DURATION=${BENCH_DURATION:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-1 16}
 CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 export CLICKHOUSE_COMPRESSION=${BENCH_COMPRESSION:-lz4}
-DATABASE=bench_query
-PROJECT_KEY=benchQueryProject001
+DATABASE=$BENCH_QUERY_DATABASE
+PROJECT_KEY=$BENCH_QUERY_PROJECT_KEY
 PROJECT_ID=1
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
-KEY_FILE=$REPO/.local/bench-query.key
 
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
 ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL"
-[[ -f $KEY_FILE ]] || die "no $KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
 for binary in sessions-query examples/statement_sql examples/tcp_relay examples/stack_floor; do
     [[ -x $BIN/$binary ]] || die "$BIN/$binary is missing (cargo build --release, see the header)"
 done
 for port in 18080 18081 18123 18124; do
     port_open "$port" && die "port $port is taken"
 done
-API_KEY=$(<"$KEY_FILE")
+API_KEY=$(bench_query_api_key)
 clickhouse_pid=${BENCH_CLICKHOUSE_PID:-$(cat "$REPO/.local/run/clickhouse.pid" 2>/dev/null || true)}
 [[ -n $clickhouse_pid && -r /proc/$clickhouse_pid/stat ]] || clickhouse_pid=""
 

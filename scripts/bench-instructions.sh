@@ -38,21 +38,19 @@ REQUESTS=${BENCH_REQUESTS:-100}
 WARMUP=${BENCH_WARMUP:-5}
 CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 export CLICKHOUSE_COMPRESSION=${BENCH_COMPRESSION:-lz4}
-DATABASE=bench_query
-PROJECT_KEY=benchQueryProject001
+DATABASE=$BENCH_QUERY_DATABASE
+PROJECT_KEY=$BENCH_QUERY_PROJECT_KEY
 PROJECT_ID=1
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
-KEY_FILE=$REPO/.local/bench-query.key
 PORT=18190
 
 command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
 ping_ok "$CLICKHOUSE_URL/ping" || die "ClickHouse is not up at $CLICKHOUSE_URL"
-[[ -f $KEY_FILE ]] || die "no $KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
 for binary in sessions-query examples/statement_sql examples/stack_floor; do
     [[ -x $BIN/$binary ]] || die "$BIN/$binary is missing (cargo build --release, see the header)"
 done
 port_open "$PORT" && die "port $PORT is taken"
-API_KEY=$(<"$KEY_FILE")
+API_KEY=$(bench_query_api_key)
 sql=$("$BIN/examples/statement_sql" page "$PROJECT_ID" "$USER_ID" "$LIMIT")
 page="/api/v1/$PROJECT_KEY/users/$(urlencode "$USER_ID")/sessions?limit=$LIMIT"
 

@@ -56,8 +56,8 @@ HEAVY_ROWS=${BENCH_HEAVY_ROWS:-1000000}
 HEAVY_USER=bench-heavy@example.com
 HEAVY_FIRST_TS=1800000000000
 export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
-export CLICKHOUSE_DATABASE=bench_query
-PROJECT_KEY=benchQueryProject001
+export CLICKHOUSE_DATABASE=$BENCH_QUERY_DATABASE
+PROJECT_KEY=$BENCH_QUERY_PROJECT_KEY
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 SERVICE=bench-query-service # name under $RUN_DIR (pid file), see lib.sh
 BASELINE=bench-query-baseline
@@ -88,7 +88,7 @@ existing=$(ch "SELECT count() FROM system.tables WHERE database = '$CLICKHOUSE_D
 if [[ ${BENCH_KEEP_DATA:-0} == 1 && $existing == 1 &&
     $(ch "SELECT count() FROM $CLICKHOUSE_DATABASE.sessions") == "$((ROWS + HEAVY_ROWS))" ]]; then
     say "reusing $CLICKHOUSE_DATABASE ($ROWS rows)"
-    API_KEY=$(<"$STATE_DIR/bench-query.key")
+    API_KEY=$(<"$BENCH_QUERY_KEY_FILE")
     PROJECT_ID=$("$BIN/sessions-admin" project list | python3 -c '
 import json, sys
 print(next(p["projectId"] for p in json.load(sys.stdin) if p["projectKey"] == sys.argv[1]))' "$PROJECT_KEY")
@@ -100,7 +100,7 @@ else
     API_KEY=$(json_get apiKey <<<"$org")
     PROJECT_ID=$("$BIN/sessions-admin" project create --org "$(json_get orgId <<<"$org")" \
         --name bench --key "$PROJECT_KEY" | json_get projectId)
-    (umask 077 && echo "$API_KEY" >"$STATE_DIR/bench-query.key")
+    (umask 077 && echo "$API_KEY" >"$BENCH_QUERY_KEY_FILE")
     say "loading $ROWS session rows over $((OTHER_USERS + 3)) users into $CLICKHOUSE_DATABASE.sessions"
     t0=$EPOCHREALTIME
     # Columns in the table's order (schemas/002_sessions.sql). Rows 0-9 belong to

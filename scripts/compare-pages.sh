@@ -21,10 +21,8 @@ cd "$REPO"
 [[ $# == 2 ]] || die "usage: compare-pages.sh BEFORE_BIN AFTER_BIN"
 PAGES=${BENCH_PAGES:-3}
 CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
-KEY_FILE=$REPO/.local/bench-query.key
-PROJECT_KEY=benchQueryProject001
-[[ -f $KEY_FILE ]] || die "no $KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
-API_KEY=$(<"$KEY_FILE")
+PROJECT_KEY=$BENCH_QUERY_PROJECT_KEY
+API_KEY=$(bench_query_api_key)
 # One secret for both, so that their cursors can be the same bytes.
 CURSOR_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export CURSOR_SECRET
@@ -43,7 +41,7 @@ ports=(18193 18194)
 for index in 0 1; do
     port_open "${ports[$index]}" && die "port ${ports[$index]} is taken"
     env QUERY_ADDR="127.0.0.1:${ports[$index]}" CLICKHOUSE_URL="$CLICKHOUSE_URL" \
-        CLICKHOUSE_DATABASE=bench_query RUST_LOG=warn "${bins[$index]}" >/dev/null 2>&1 &
+        CLICKHOUSE_DATABASE=$BENCH_QUERY_DATABASE RUST_LOG=warn "${bins[$index]}" >/dev/null 2>&1 &
     pids+=($!)
 done
 api="/api/v1/$PROJECT_KEY/users"

@@ -15,6 +15,20 @@ LOG_DIR=$STATE_DIR/log
 say() { echo "${SCRIPT_NAME:-scripts}: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# The query benchmarks' data: scripts/bench-query.sh loads it and, with
+# BENCH_KEEP_DATA=1, keeps it (and its project's API key in BENCH_QUERY_KEY_FILE) for
+# bench-floor.sh, bench-instructions.sh and compare-pages.sh.
+BENCH_QUERY_DATABASE=bench_query
+BENCH_QUERY_PROJECT_KEY=benchQueryProject001
+BENCH_QUERY_KEY_FILE=$STATE_DIR/bench-query.key
+
+# bench_query_api_key: the kept data's API key; dies if bench-query.sh kept none.
+bench_query_api_key() {
+    [[ -f $BENCH_QUERY_KEY_FILE ]] ||
+        die "no $BENCH_QUERY_KEY_FILE: run scripts/bench-query.sh with BENCH_KEEP_DATA=1 first"
+    cat "$BENCH_QUERY_KEY_FILE"
+}
+
 # pid_of NAME: prints the recorded PID if that process is alive and still the
 # one we started; returns 1 otherwise.
 pid_of() {
