@@ -23,6 +23,8 @@ pub struct PageDecoder {
     rows: PageRows,
     /// The start of a row that the last chunk ended inside (empty between rows).
     split: Vec<u8>,
+    /// The least length of the row in `split` (`Incomplete::needs`).
+    needs: usize,
 }
 
 /// The least a row cut by a chunk's end is completed by from the next chunk (the rows
@@ -43,6 +45,7 @@ impl PageDecoder {
         PageDecoder {
             rows: PageRows::with_capacity(sessions),
             split: Vec::new(),
+            needs: 0,
         }
     }
 
@@ -51,32 +54,40 @@ impl PageDecoder {
         if !self.split.is_empty() {
             // The row the last chunk ended inside, completed from this one: at least the
             // bytes it is known to need and at least `SPLIT_STEP` (most rows are whole
-            // then, read once); bytes of the rows after it copied with them are read
-            // again from `chunk`.
+            // then, read once, the fast way); bytes of the rows after it copied with
+            // them are read again from `chunk`.
             let mut copied = 0; // the bytes of `chunk` now in `split`
             loop {
-                match SessionRef::read_row_binary(&self.split) {
-                    Ok((row, length)) => {
-                        // Whole now: the fast path, unless it does not apply.
-                        match SessionRef::read_row_binary_as_json(&self.split, self.rows.room()) {
-                            Some((_, _, written)) => self.rows.commit(written, position(&row)),
-                            None => self.rows.push(&row)?,
+                let take = self
+                    .needs
+                    .saturating_sub(self.split.len())
+                    .max(SPLIT_STEP)
+                    .min(chunk.len() - copied);
+                self.split.extend_from_slice(&chunk[copied..copied + take]);
+                copied += take;
+                let length =
+                    match SessionRef::read_row_binary_as_json(&self.split, self.rows.room()) {
+                        Some((row, length, written)) => {
+                            self.rows.commit(written, position(&row));
+                            length
                         }
-                        chunk = &chunk[copied - (self.split.len() - length)..];
-                        self.split.clear();
-                        break;
-                    }
-                    Err(Incomplete { needs }) => {
-                        let take = (needs - self.split.len())
-                            .max(SPLIT_STEP)
-                            .min(chunk.len() - copied);
-                        if take == 0 {
-                            return Ok(());
-                        }
-                        self.split.extend_from_slice(&chunk[copied..copied + take]);
-                        copied += take;
-                    }
-                }
+                        None => match SessionRef::read_row_binary(&self.split) {
+                            Ok((row, length)) => {
+                                self.rows.push(&row)?;
+                                length
+                            }
+                            Err(Incomplete { needs }) => {
+                                self.needs = needs;
+                                if copied == chunk.len() {
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                chunk = &chunk[copied - (self.split.len() - length)..];
+                self.split.clear();
+                break;
             }
         }
         while !chunk.is_empty() {
@@ -92,8 +103,9 @@ impl PageDecoder {
                     self.rows.push(&row)?;
                     chunk = &chunk[length..];
                 }
-                Err(Incomplete { .. }) => {
+                Err(Incomplete { needs }) => {
                     self.split.extend_from_slice(chunk);
+                    self.needs = needs;
                     break;
                 }
             }
