@@ -22,6 +22,7 @@ pub mod heavy_users;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod own_task;
 pub mod params;
 pub mod projects;
 pub mod response;

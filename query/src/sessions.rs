@@ -61,6 +61,7 @@ use sessions_shared::clickhouse::{Query, Store, StoreError};
 use crate::cursor::Position;
 use crate::heavy_users::{Density, HeavyUsers};
 use crate::metrics::PAGE_STATEMENTS;
+use crate::own_task::on_its_own_task;
 use crate::response::PageRows;
 
 mod answer;
@@ -136,11 +137,24 @@ async fn run_page(
 }
 
 /// The sessions `request` answers, written out as they are decoded (`answer`): a
-/// page statement's, or any statement's whose columns are `Session::COLUMNS`.
+/// page statement's, or any statement's whose columns are `Session::COLUMNS`. Read on
+/// a task of its own (`own_task`: the answer's many wake-ups poll the read alone).
 pub(crate) async fn decode_page(
     request: Query,
     expected: usize,
 ) -> clickhouse::error::Result<PageRows> {
+    // Boxed: the read's state is kilobytes, and the spawn would move it twice.
+    on_its_own_task(Box::pin(read_page(request, expected)))
+        .await
+        .unwrap_or_else(|| {
+            Err(clickhouse::error::Error::Custom(
+                "the runtime is stopping".into(),
+            ))
+        })
+}
+
+/// [`decode_page`]'s read, in place.
+async fn read_page(request: Query, expected: usize) -> clickhouse::error::Result<PageRows> {
     let mut answer = request.fetch_bytes("RowBinary")?;
     let mut page = PageDecoder::new(expected);
     while let Some(chunk) = answer.next().await? {
