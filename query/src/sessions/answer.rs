@@ -39,6 +39,24 @@ fn position(row: &SessionRef<'_>) -> Position {
     }
 }
 
+/// Reads the row at the start of `input` into `rows`: the fast way
+/// (`SessionRef::read_row_binary_as_json`, in place), else the general way; its length
+/// in bytes, or [`Incomplete`] when `input` ends inside it.
+#[inline(always)]
+fn read_row(rows: &mut PageRows, input: &[u8]) -> Result<Result<usize, Incomplete>, Utf8Error> {
+    if let Some((row, length, written)) = SessionRef::read_row_binary_as_json(input, rows.room()) {
+        rows.commit(written, position(&row));
+        return Ok(Ok(length));
+    }
+    match SessionRef::read_row_binary(input) {
+        Ok((row, length)) => {
+            rows.push(&row)?;
+            Ok(Ok(length))
+        }
+        Err(incomplete) => Ok(Err(incomplete)),
+    }
+}
+
 impl PageDecoder {
     /// A page of about `sessions` sessions.
     pub fn new(sessions: usize) -> PageDecoder {
@@ -65,44 +83,24 @@ impl PageDecoder {
                     .min(chunk.len() - copied);
                 self.split.extend_from_slice(&chunk[copied..copied + take]);
                 copied += take;
-                let length =
-                    match SessionRef::read_row_binary_as_json(&self.split, self.rows.room()) {
-                        Some((row, length, written)) => {
-                            self.rows.commit(written, position(&row));
-                            length
+                match read_row(&mut self.rows, &self.split)? {
+                    Ok(length) => {
+                        chunk = &chunk[copied - (self.split.len() - length)..];
+                        self.split.clear();
+                        break;
+                    }
+                    Err(Incomplete { needs }) => {
+                        self.needs = needs;
+                        if copied == chunk.len() {
+                            return Ok(());
                         }
-                        None => match SessionRef::read_row_binary(&self.split) {
-                            Ok((row, length)) => {
-                                self.rows.push(&row)?;
-                                length
-                            }
-                            Err(Incomplete { needs }) => {
-                                self.needs = needs;
-                                if copied == chunk.len() {
-                                    return Ok(());
-                                }
-                                continue;
-                            }
-                        },
-                    };
-                chunk = &chunk[copied - (self.split.len() - length)..];
-                self.split.clear();
-                break;
+                    }
+                }
             }
         }
         while !chunk.is_empty() {
-            if let Some((row, length, written)) =
-                SessionRef::read_row_binary_as_json(chunk, self.rows.room())
-            {
-                self.rows.commit(written, position(&row));
-                chunk = &chunk[length..];
-                continue;
-            }
-            match SessionRef::read_row_binary(chunk) {
-                Ok((row, length)) => {
-                    self.rows.push(&row)?;
-                    chunk = &chunk[length..];
-                }
+            match read_row(&mut self.rows, chunk)? {
+                Ok(length) => chunk = &chunk[length..],
                 Err(Incomplete { needs }) => {
                     self.split.extend_from_slice(chunk);
                     self.needs = needs;
