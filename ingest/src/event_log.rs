@@ -92,6 +92,8 @@ pub struct EventLog {
     /// Event chunks of [`EVENT_CHUNK_LEN`], the last one being filled.
     events: Vec<Vec<LoggedEvent>>,
     len: usize,
+    /// The chunks' capacity in bytes, added to as chunks are made (read per message).
+    chunk_bytes: usize,
 }
 
 impl EventLog {
@@ -129,6 +131,7 @@ impl EventLog {
                 let size = next_chunk_size(last.map(|chunk| chunk.capacity()), EVENT_CHUNK_LEN);
                 let mut chunk = Vec::with_capacity(size);
                 chunk.push(logged);
+                self.chunk_bytes += chunk.capacity() * std::mem::size_of::<LoggedEvent>();
                 self.events.push(chunk);
             }
         }
@@ -145,7 +148,9 @@ impl EventLog {
         let fits = |chunk: &String| chunk.capacity() - chunk.len() >= text.len();
         if !self.texts.last().is_some_and(fits) {
             let size = next_chunk_size(self.texts.last().map(String::capacity), TEXT_CHUNK_BYTES);
-            self.texts.push(String::with_capacity(size.max(text.len())));
+            let chunk = String::with_capacity(size.max(text.len()));
+            self.chunk_bytes += chunk.capacity();
+            self.texts.push(chunk);
         }
         let chunk = self.texts.len() - 1;
         let buffer = &mut self.texts[chunk];
@@ -187,13 +192,11 @@ impl EventLog {
 
     /// Bytes held: the chunks' capacity.
     pub fn memory_bytes(&self) -> usize {
-        self.texts.iter().map(String::capacity).sum::<usize>()
-            + self.events.iter().map(Vec::capacity).sum::<usize>()
-                * std::mem::size_of::<LoggedEvent>()
+        self.chunk_bytes
     }
 
     /// The rows to write.
-    pub fn rows(&self) -> impl Iterator<Item = EventRow<'_>> {
+    pub fn rows(&self) -> impl Iterator<Item = EventRow<'_>> + Clone {
         self.events.iter().flatten().map(|event| {
             let first = self.text(&event.first);
             let second = self.text(&event.second);
@@ -357,6 +360,14 @@ mod tests {
             .all(|row| row.session_id != 1 && row.session_id != 9));
 
         assert!(log.memory_bytes() > count * std::mem::size_of::<LoggedEvent>() + long.len());
+        let capacities = log.texts.iter().map(String::capacity).sum::<usize>()
+            + log.events.iter().map(Vec::capacity).sum::<usize>()
+                * std::mem::size_of::<LoggedEvent>();
+        assert_eq!(
+            log.memory_bytes(),
+            capacities,
+            "the chunks' capacity, kept as they are made"
+        );
         log.clear();
         assert!(log.is_empty() && log.rows().next().is_none());
         assert_eq!(log.memory_bytes(), 0);

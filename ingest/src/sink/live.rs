@@ -55,7 +55,7 @@ impl Sink {
             .filter(|record| record.deleted == 0)
             .map(|record| SessionRecord { ..*record })
             .collect();
-        self.insert_rows::<SessionRecord<'_>>(LIVE_TABLE, &live)
+        self.insert_rows::<SessionRecord<'_>, _>(LIVE_TABLE, &live)
             .await?;
         self.prune_live_sessions_when_due();
         Ok(())

@@ -19,6 +19,7 @@
 //! idempotent (ReplacingMergeTree, versions that only grow, a retried flush plans the
 //! same chunks), so retrying a flush, or replaying it after a crash, changes nothing.
 
+use std::borrow::Borrow;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -81,10 +82,9 @@ impl Sink {
         let updated_at = epoch_seconds();
         // Before any state that counts them: a state is never durable without its
         // events (a crash in between replays them, and the same rows merge).
-        let rows: Vec<EventRow<'_>> = events.rows().collect();
-        self.insert_rows::<EventRow<'_>>(EVENTS_TABLE, &rows)
+        self.insert_rows::<EventRow<'_>, _>(EVENTS_TABLE, events.rows())
             .await?;
-        self.metrics.events_stored.inc_by(rows.len() as u64);
+        self.metrics.events_stored.inc_by(events.len() as u64);
         let mut chunk_start = 0;
         let mut chunk_bytes = 0;
         for (position, item) in items.iter().enumerate() {
@@ -104,9 +104,9 @@ impl Sink {
             .iter()
             .flat_map(RejectedRecord::subject_records)
             .collect();
-        self.insert_rows::<SubjectRecord<'_>>("dead_letter_subjects", &subjects)
+        self.insert_rows::<SubjectRecord<'_>, _>("dead_letter_subjects", &subjects)
             .await?;
-        self.insert_rows::<RejectedRecord>("rejected_events", rejected)
+        self.insert_rows::<RejectedRecord, _>("rejected_events", rejected)
             .await?;
         self.metrics
             .insert_duration
@@ -138,7 +138,7 @@ impl Sink {
                     })
             })
             .collect();
-        self.insert_rows::<KeyRecord<'_>>("session_keys", &key_records)
+        self.insert_rows::<KeyRecord<'_>, _>("session_keys", &key_records)
             .await?;
 
         // Chunks before the states that need them (durable_state: a state is never
@@ -163,7 +163,7 @@ impl Sink {
                 written_at: updated_at,
             })
             .collect();
-        self.insert_rows::<AppliedRecord<'_>>(APPLIED_TABLE, &applied_records)
+        self.insert_rows::<AppliedRecord<'_>, _>(APPLIED_TABLE, &applied_records)
             .await?;
         self.count_state_bytes(APPLIED_TABLE, chunks.iter().map(|chunk| chunk.3.len()));
 
@@ -185,7 +185,7 @@ impl Sink {
                 updated_at,
             })
             .collect();
-        self.insert_rows::<StateRecord<'_>>(STATE_TABLE, &state_records)
+        self.insert_rows::<StateRecord<'_>, _>(STATE_TABLE, &state_records)
             .await?;
         self.count_state_bytes(STATE_TABLE, states.iter().map(|state| state.2.len()));
 
@@ -210,7 +210,7 @@ impl Sink {
                 SessionRecord::live(&row.session, row.ended, *applied, updated_at)
             }))
             .collect();
-        self.insert_rows::<SessionRecord<'_>>("sessions", &session_records)
+        self.insert_rows::<SessionRecord<'_>, _>("sessions", &session_records)
             .await?;
         self.write_live_sessions(&session_records).await
     }
@@ -224,35 +224,43 @@ impl Sink {
     }
 
     /// One INSERT of `rows` into `table` (none when there are no rows), under the insert
-    /// time bound, counted in `rows_written_total`.
-    pub(super) async fn insert_rows<T: Row + RowWrite>(
-        &self,
-        table: &str,
-        rows: &[T::Value<'_>],
-    ) -> Result<(), SinkError> {
-        if rows.is_empty() {
+    /// time bound, counted in `rows_written_total`. The rows are read as they are
+    /// written, once per attempt (`rows` is cloned for each), so a flush's events are
+    /// never gathered into a list of their own.
+    pub(super) async fn insert_rows<'v, T, R>(&self, table: &str, rows: R) -> Result<(), SinkError>
+    where
+        T: Row + RowWrite,
+        R: IntoIterator + Clone,
+        R::Item: Borrow<T::Value<'v>>,
+    {
+        if rows.clone().into_iter().next().is_none() {
             return Ok(());
         }
-        self.store
+        let written = self
+            .store
             .run_for(self.insert_timeout, |client| {
                 // The insert outlives this call's borrow of the node's client.
                 let client = client.clone();
+                let rows = rows.clone();
                 async move {
                     let mut insert = client
                         .insert::<T>(table)
                         .await?
                         .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+                    let mut written = 0u64;
                     for row in rows {
-                        insert.write(row).await?;
+                        insert.write(row.borrow()).await?;
+                        written += 1;
                     }
-                    insert.end().await
+                    insert.end().await?;
+                    Ok(written)
                 }
             })
             .await?;
         self.metrics
             .rows_written
             .with_label_values(&[table])
-            .inc_by(rows.len() as u64);
+            .inc_by(written);
         Ok(())
     }
 }
