@@ -247,31 +247,36 @@ fn required_unsigned(field: &str, value: Scalar<'_>) -> Result<u64, FieldError> 
 fn session_id(value: Scalar<'_>) -> Result<u64, FieldError> {
     let id = match value {
         Scalar::Str(text) => {
-            // One pass: every byte a digit (else `bad_type`), the value checked for
-            // overflow (`out_of_range`, reported only when every byte is a digit).
+            // Every byte a digit (else `bad_type`), then the value, checked for overflow
+            // past nineteen digits (`out_of_range`, reported only when every byte is a
+            // digit).
             let not_decimal = || {
                 FieldError::new(
                     RejectReason::BadType,
                     "sessionId must be a decimal string or an integer",
                 )
             };
-            let mut value = Some(0u64); // None once it overflows
-            for byte in text.bytes() {
-                if !byte.is_ascii_digit() {
-                    return Err(not_decimal());
-                }
-                let digit = u64::from(byte - b'0');
-                value = value.and_then(|value| value.checked_mul(10)?.checked_add(digit));
-            }
-            if text.is_empty() {
+            let bytes = text.as_bytes();
+            if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
                 return Err(not_decimal());
             }
-            value.ok_or_else(|| {
-                FieldError::new(
-                    RejectReason::OutOfRange,
-                    "sessionId is larger than an unsigned 64-bit integer",
-                )
-            })?
+            let digit = |byte: &u8| u64::from(byte - b'0');
+            if bytes.len() <= 19 {
+                // Nineteen digits always fit in 64 bits: no check per digit.
+                bytes.iter().fold(0, |value, byte| value * 10 + digit(byte))
+            } else {
+                bytes
+                    .iter()
+                    .try_fold(0u64, |value, byte| {
+                        value.checked_mul(10)?.checked_add(digit(byte))
+                    })
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            RejectReason::OutOfRange,
+                            "sessionId is larger than an unsigned 64-bit integer",
+                        )
+                    })?
+            }
         }
         other => required_unsigned("sessionId", other)?,
     };
