@@ -229,18 +229,28 @@ fn wrong_type(field: &str, expected: &str, found: &Scalar<'_>) -> FieldError {
     )
 }
 
+#[inline(always)]
 fn required_unsigned(field: &str, value: Scalar<'_>) -> Result<u64, FieldError> {
     match value {
         Scalar::Unsigned(number) => Ok(number),
-        Scalar::Negative(number) => Err(FieldError::new(
+        other => Err(not_unsigned(field, other)),
+    }
+}
+
+/// Why a required unsigned integer field's value is not one (out of the hot path).
+#[cold]
+#[inline(never)]
+fn not_unsigned(field: &str, value: Scalar<'_>) -> FieldError {
+    match value {
+        Scalar::Negative(number) => FieldError::new(
             RejectReason::OutOfRange,
             format!("{field} {number} is negative"),
-        )),
-        Scalar::Absent | Scalar::Null => Err(FieldError::new(
+        ),
+        Scalar::Absent | Scalar::Null => FieldError::new(
             RejectReason::MissingField,
             format!("{field} is required"),
-        )),
-        other => Err(wrong_type(field, "an integer", &other)),
+        ),
+        other => wrong_type(field, "an integer", &other),
     }
 }
 
