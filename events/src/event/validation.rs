@@ -299,15 +299,24 @@ fn session_id(value: Scalar<'_>) -> Result<u64, FieldError> {
     Ok(id)
 }
 
+#[inline(always)]
 fn optional_string<'a>(field: &str, value: Scalar<'a>) -> Result<Option<Cow<'a, str>>, FieldError> {
     match value {
         Scalar::Str(text) => Ok(Some(text)),
         Scalar::Absent | Scalar::Null => Ok(None),
-        other => Err(wrong_type(field, JsonType::String.describe(), &other)),
+        other => Err(not_a_string(field, &other)),
     }
 }
 
+/// A present field that is not a string (out of the hot path).
+#[cold]
+#[inline(never)]
+fn not_a_string(field: &str, found: &Scalar<'_>) -> FieldError {
+    wrong_type(field, JsonType::String.describe(), found)
+}
+
 /// An optional string cut to at most `limit` bytes, at a character boundary.
+#[inline(always)]
 fn optional_text<'a>(
     field: &str,
     value: Scalar<'a>,
