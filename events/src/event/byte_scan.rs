@@ -347,6 +347,7 @@ impl<'a> Scanner<'a> {
     /// The rest of a string (after its opening quote), decoded: borrowed without
     /// escapes, else copied with them decoded as `serde_json` decodes them (a surrogate
     /// pair is one character; a lone surrogate defers).
+    #[inline(always)]
     fn string(&mut self) -> Scan<Cow<'a, str>> {
         let bytes = self.text.as_bytes();
         let start = self.at;
@@ -355,6 +356,15 @@ impl<'a> Scanner<'a> {
             self.at = stop + 1;
             return self.text.get(start..stop).map(Cow::Borrowed).ok_or(Defer);
         }
+        self.escaped_string(start, stop)
+    }
+
+    /// The rest of a string from `start`, whose plain run ends at `stop` on a byte that
+    /// is not its closing quote: decoded (out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, stop: usize) -> Scan<Cow<'a, str>> {
+        let bytes = self.text.as_bytes();
         let mut decoded = String::with_capacity(stop - start + 16);
         self.at = stop;
         let mut run = start;
