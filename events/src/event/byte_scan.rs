@@ -42,6 +42,18 @@ use super::{BadElements, Event};
 /// the batch around it count); deeper messages are deferred.
 pub(super) const MAX_DEPTH: usize = 32;
 
+/// `KEY_MASKS[n]`: the low `n` bytes of a 16-byte word (a load, where a variable
+/// 128-bit shift is a dozen instructions).
+const KEY_MASKS: [u128; 16] = {
+    let mut masks = [0u128; 16];
+    let mut len = 1;
+    while len < 16 {
+        masks[len] = (1u128 << (8 * len)) - 1;
+        len += 1;
+    }
+    masks
+};
+
 /// The fast path stops: the serde path decides.
 struct Defer;
 
@@ -200,7 +212,7 @@ impl<'a> Scanner<'a> {
         }
         self.skip_whitespace();
         let word = u128::from(low) | (u128::from(high) << 64);
-        Ok(FieldName::of_word(len, word & ((1u128 << (8 * len)) - 1)))
+        Ok(FieldName::of_word(len, word & KEY_MASKS[len]))
     }
 
     /// An object key and its colon (at the opening quote).
