@@ -187,22 +187,31 @@ impl<'a> Scanner<'a> {
     }
 
     /// The field an object key names, and its colon (at the opening quote). A key of
-    /// at most 15 bytes with 16 bytes of message left is found in two 8-byte words
-    /// and named from them, without a copy.
+    /// at most 15 bytes is found in the sixteen bytes after its quote (near the end of
+    /// the message, the last sixteen, moved down), as two 8-byte words, and named from
+    /// them, without a copy.
     fn field_name(&mut self) -> Scan<FieldName> {
         let bytes = self.text.as_bytes();
         let start = self.at + 1;
-        let Some(window) = bytes.get(start..start + 16) else {
-            return Ok(FieldName::of(self.key()?.as_bytes()));
+        let word = match bytes.get(start..start + 16) {
+            Some(window) => u128::from_le_bytes(window.try_into().expect("sixteen bytes")),
+            // Near the message's end (its last key): the last sixteen bytes, moved down
+            // so that the key starts the word; the zero bytes moved in count as control
+            // characters, so a key is only found if it ends before them.
+            None => match bytes.last_chunk::<16>() {
+                Some(last) if start < bytes.len() => {
+                    u128::from_le_bytes(*last) >> (8 * (start + 16 - bytes.len()))
+                }
+                _ => return Ok(FieldName::of(self.key()?.as_bytes())),
+            },
         };
-        let low = u64::from_le_bytes(window[..8].try_into().expect("eight bytes"));
-        let high = u64::from_le_bytes(window[8..].try_into().expect("eight bytes"));
+        let (low, high) = (word as u64, (word >> 64) as u64);
         let len = match (escape_marks(low), escape_marks(high)) {
             (0, 0) => return Ok(FieldName::of(self.key()?.as_bytes())),
             (0, marks) => 8 + (marks.trailing_zeros() / 8) as usize,
             (marks, _) => (marks.trailing_zeros() / 8) as usize,
         };
-        if bytes[self.at] != b'"' || window[len] != b'"' {
+        if bytes[self.at] != b'"' || bytes.get(start + len) != Some(&b'"') {
             return Err(Defer); // not a key, or an escape or a control character in it
         }
         self.at = start + len + 1;
@@ -211,7 +220,6 @@ impl<'a> Scanner<'a> {
             return Err(Defer);
         }
         self.skip_whitespace();
-        let word = u128::from(low) | (u128::from(high) << 64);
         Ok(FieldName::of_word(len, word & KEY_MASKS[len]))
     }
 

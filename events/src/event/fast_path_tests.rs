@@ -102,6 +102,36 @@ fn what_the_fast_path_defers_is_decided_by_serde() {
 }
 
 #[test]
+fn keys_near_the_end_of_a_message_are_read_as_serde_reads_them() {
+    // The last sixteen bytes hold the key (moved down, zeros after the message's end).
+    let texts = [
+        r#"{"type":"page"}"#,
+        r#"{"url":"a"}"#,
+        r#"{"x":1}"#,
+        r#"{"":1}"#,
+        r#"{"type":"x","url":"u"}"#,
+        r#"{"index":1,"type":"page"}"#,
+        r#"[{"url":"a"},{"type":"page"}]"#,
+        r#"{"ty"#,
+        r#"{"type"#,
+        r#"{"type""#,
+        r#"{"type":"#,
+        r#"{"type":}"#,
+        r#"{"a\"":1}"#,
+        r#"{"a\n":1}"#,
+        "{\"a\u{1}\":1}",
+        r#"{"userCountry":"de"}"#,
+        r#"{"projectId":1,"sessionId":"42","index":0,"timestamp":1,"type":"page","url":""}"#,
+    ];
+    for text in texts {
+        assert_paths_agree(text.as_bytes());
+    }
+    assert!(read_fast(
+        r#"{"projectId":1,"sessionId":"42","index":0,"timestamp":1,"type":"x"}"#
+    ));
+}
+
+#[test]
 fn skipped_strings_keep_escapes_unread_as_serde_does() {
     // A lone surrogate in a skipped string is accepted by both paths.
     let text = r#"{"projectId":1,"sessionId":"42","index":0,"timestamp":1,"type":"page","note":"\ud800 \/ \" \\"}"#;

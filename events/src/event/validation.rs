@@ -246,10 +246,9 @@ fn not_unsigned(field: &str, value: Scalar<'_>) -> FieldError {
             RejectReason::OutOfRange,
             format!("{field} {number} is negative"),
         ),
-        Scalar::Absent | Scalar::Null => FieldError::new(
-            RejectReason::MissingField,
-            format!("{field} is required"),
-        ),
+        Scalar::Absent | Scalar::Null => {
+            FieldError::new(RejectReason::MissingField, format!("{field} is required"))
+        }
         other => wrong_type(field, "an integer", &other),
     }
 }
