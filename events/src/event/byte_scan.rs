@@ -509,7 +509,8 @@ impl<'a> Scanner<'a> {
 
 /// The position of the first byte at or after `from` that ends a string's plain run:
 /// a quote, a backslash or a control character; `None` if there is none. Eight bytes
-/// at a time while eight remain.
+/// at a time; the last fewer than eight as the message's last eight bytes, moved down
+/// (the zero bytes moved in past its end are marked too, and then mean "none").
 fn string_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
     while let Some(chunk) = bytes.get(from..from + 8) {
         let marks = escape_marks(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
@@ -518,10 +519,19 @@ fn string_stop(bytes: &[u8], mut from: usize) -> Option<usize> {
         }
         from += 8;
     }
-    bytes[from.min(bytes.len())..]
-        .iter()
-        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
-        .map(|offset| from + offset)
+    let Some(last) = bytes.last_chunk::<8>() else {
+        return bytes
+            .get(from..)?
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+            .map(|offset| from + offset);
+    };
+    if from >= bytes.len() {
+        return None;
+    }
+    let rest = u64::from_le_bytes(*last) >> (8 * (from + 8 - bytes.len()));
+    let stop = from + (escape_marks(rest).trailing_zeros() / 8) as usize;
+    (stop < bytes.len()).then_some(stop)
 }
 
 #[cfg(test)]
