@@ -206,6 +206,7 @@ impl<'a> EventFields<'a> {
 
 /// The texts of a listed `kind` from its two fields' values (a missing one is empty;
 /// one of another JSON type than string is `bad_type`).
+#[inline(always)]
 fn texts<'a>(
     kind: EventKind,
     first: Scalar<'a>,
